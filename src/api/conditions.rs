@@ -1,0 +1,207 @@
+//! `metav1.Condition` bookkeeping that never churns: a condition's `lastTransitionTime` only moves when its
+//! status flips, so a reconcile that changes nothing produces an identical status and no write.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Machine-readable reasons, one per outcome users need to tell apart (`kubectl get` shows the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Succeeded,
+    Progressing,
+    Suspended,
+    InvalidSpec,
+    InvalidUrl,
+    FetchFailed,
+    RefNotFound,
+    SourceNotFound,
+    SourceNotReady,
+    ArtifactFailed,
+    PathNotFound,
+    RenderFailed,
+    ApplyFailed,
+    PruneFailed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Succeeded => "Succeeded",
+            Reason::Progressing => "Progressing",
+            Reason::Suspended => "Suspended",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::InvalidUrl => "InvalidURL",
+            Reason::FetchFailed => "FetchFailed",
+            Reason::RefNotFound => "RefNotFound",
+            Reason::SourceNotFound => "SourceNotFound",
+            Reason::SourceNotReady => "SourceNotReady",
+            Reason::ArtifactFailed => "ArtifactFailed",
+            Reason::PathNotFound => "PathNotFound",
+            Reason::RenderFailed => "RenderFailed",
+            Reason::ApplyFailed => "ApplyFailed",
+            Reason::PruneFailed => "PruneFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Inserts or updates the condition of `type_`, keeping `lastTransitionTime` unless the status changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: Reason,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let message = message.into();
+    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if existing.status != status {
+            existing.last_transition_time = Time(now);
+        }
+        existing.status = status;
+        existing.reason = reason.as_str().to_string();
+        existing.message = message;
+        existing.observed_generation = observed_generation;
+    } else {
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.as_str().to_string(),
+            message,
+            observed_generation,
+            last_transition_time: Time(now),
+        });
+    }
+}
+
+/// The status string (`True`/`False`/`Unknown`) of a condition, if present.
+pub fn condition_status<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+/// The three standard conditions set together from one outcome, so they can never contradict each other.
+pub struct ConditionSet;
+
+impl ConditionSet {
+    /// Ready=True, Reconciling and Stalled removed.
+    pub fn ready(
+        conditions: &mut Vec<Condition>,
+        message: impl Into<String>,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        set_condition(
+            conditions,
+            super::READY,
+            true,
+            Reason::Succeeded,
+            message,
+            generation,
+            now,
+        );
+        conditions.retain(|c| c.type_ != super::RECONCILING && c.type_ != super::STALLED);
+    }
+
+    /// Ready=False. `stalled` marks failures that retrying cannot fix without a change to the spec or repo.
+    pub fn failed(
+        conditions: &mut Vec<Condition>,
+        reason: Reason,
+        message: impl Into<String>,
+        stalled: bool,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        let message = message.into();
+        set_condition(
+            conditions,
+            super::READY,
+            false,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        );
+        conditions.retain(|c| c.type_ != super::RECONCILING);
+        if stalled {
+            set_condition(
+                conditions,
+                super::STALLED,
+                true,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        } else {
+            conditions.retain(|c| c.type_ != super::STALLED);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let mut conds = Vec::new();
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            Reason::FetchFailed,
+            "a",
+            Some(1),
+            ts(10),
+        );
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            Reason::RefNotFound,
+            "b",
+            Some(2),
+            ts(20),
+        );
+        assert_eq!(conds[0].last_transition_time, Time(ts(10)));
+        assert_eq!(conds[0].reason, "RefNotFound");
+        assert_eq!(conds[0].observed_generation, Some(2));
+        set_condition(
+            &mut conds,
+            "Ready",
+            true,
+            Reason::Succeeded,
+            "c",
+            Some(2),
+            ts(30),
+        );
+        assert_eq!(conds[0].last_transition_time, Time(ts(30)));
+        assert_eq!(conds.len(), 1);
+    }
+
+    #[test]
+    fn stalled_is_set_and_cleared_with_ready() {
+        let mut conds = Vec::new();
+        ConditionSet::failed(&mut conds, Reason::InvalidUrl, "bad", true, Some(1), ts(1));
+        assert_eq!(condition_status(&conds, "Stalled"), Some("True"));
+        assert_eq!(condition_status(&conds, "Ready"), Some("False"));
+        ConditionSet::ready(&mut conds, "ok", Some(2), ts(2));
+        assert_eq!(condition_status(&conds, "Stalled"), None);
+        assert_eq!(condition_status(&conds, "Ready"), Some("True"));
+    }
+}

@@ -1,0 +1,40 @@
+//! The `ferry.dev/v1alpha1` API: what users write (spec) and what Ferry reports (status).
+//!
+//! The CRD YAML in `crds/` is generated from these types (`ferry crds`), so the types are the single source of
+//! truth for the schema, the short names and the printer columns.
+
+mod conditions;
+mod duration;
+mod environment;
+mod gitrepository;
+mod promotion;
+
+pub use conditions::{ConditionSet, Reason, condition_status, set_condition};
+pub use duration::{DurationError, parse_duration};
+pub use environment::{
+    Environment, EnvironmentSpec, EnvironmentStatus, InventoryEntry, SourceReference,
+};
+pub use gitrepository::{
+    Artifact, GitRef, GitRepository, GitRepositorySpec, GitRepositoryStatus, SecretReference,
+};
+pub use promotion::{Promotion, PromotionPhase, PromotionSpec, PromotionStatus};
+
+use kube::CustomResourceExt;
+
+/// API group of every Ferry kind.
+pub const GROUP: &str = "ferry.dev";
+
+/// Condition types shared by every kind, as in Flux and kstatus.
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// All CRDs as one multi-document YAML stream, in a stable order: what `crds/` must contain.
+pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
+    let mut out = String::new();
+    for crd in [GitRepository::crd(), Environment::crd(), Promotion::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,313 @@
+//! Environment reconcile: revision → manifests → rendered objects → server-side apply → prune → status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, ResourceExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::status::patch_if_changed;
+use super::{Context, ReconcileError};
+use crate::api::{
+    ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration,
+};
+use crate::apply::{ApplyError, Owner};
+use crate::render::render_plain;
+use crate::source::{FetchOptions, Revision, SourceError};
+
+/// Environments whose `sourceRef` names `repo`: reconciled as soon as the repo's status changes.
+pub fn consumers_of(
+    envs: &Store<Environment>,
+    repo: &GitRepository,
+) -> Vec<ObjectRef<Environment>> {
+    let repo_ns = repo.namespace().unwrap_or_default();
+    let repo_name = repo.name_any();
+    envs.state()
+        .iter()
+        .filter(|env| {
+            let env_ns = env.namespace().unwrap_or_default();
+            let source_ns = env.spec.source_ref.namespace.as_deref().unwrap_or(&env_ns);
+            env.spec.source_ref.name == repo_name && source_ns == repo_ns
+        })
+        .map(|env| ObjectRef::from_obj(env.as_ref()))
+        .collect()
+}
+
+pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = env.namespace().unwrap_or_default();
+    let name = env.name_any();
+    let span = info_span!("reconcile", kind = "Environment", namespace = %namespace, name = %name, revision = tracing::field::Empty);
+    Reconcile {
+        api: Api::namespaced(ctx.client.clone(), &namespace),
+        ctx,
+        namespace,
+        name,
+        env,
+    }
+    .run()
+    .instrument(span)
+    .await
+}
+
+/// One failed step: the condition reason, the message, and whether only a change can fix it.
+struct Failure {
+    reason: Reason,
+    message: String,
+    stalled: bool,
+}
+
+impl From<SourceError> for Failure {
+    fn from(e: SourceError) -> Self {
+        Failure {
+            reason: e.reason(),
+            stalled: e.is_stalled(),
+            message: e.to_string(),
+        }
+    }
+}
+
+struct Reconcile {
+    ctx: Arc<Context>,
+    api: Api<Environment>,
+    env: Arc<Environment>,
+    namespace: String,
+    name: String,
+}
+
+impl Reconcile {
+    async fn run(self) -> Result<Action, ReconcileError> {
+        let old = self.env.status.as_ref();
+        let mut status = old.cloned().unwrap_or_default();
+        status.observed_generation = self.env.metadata.generation;
+        let interval = match parse_duration(&self.env.spec.interval) {
+            Ok(i) => i.max(Duration::from_secs(1)),
+            Err(e) => {
+                let failure = Failure {
+                    reason: Reason::InvalidSpec,
+                    message: e.to_string(),
+                    stalled: true,
+                };
+                self.fail(old, &mut status, failure).await?;
+                return Ok(Action::await_change());
+            }
+        };
+        if self.env.spec.suspend {
+            info!("suspended; not applying");
+            return Ok(Action::await_change());
+        }
+
+        match self.sync(&mut status).await? {
+            Ok(summary) => {
+                let now = Timestamp::now();
+                ConditionSet::ready(
+                    &mut status.conditions,
+                    summary.clone(),
+                    status.observed_generation,
+                    now,
+                );
+                let applied_new = old.and_then(|o| o.last_applied_revision.as_ref())
+                    != status.last_applied_revision.as_ref();
+                patch_if_changed(&self.api, &self.name, old, &status).await?;
+                if applied_new {
+                    info!(%summary, "applied");
+                    self.ctx
+                        .event(self.env.as_ref(), false, "Applied", summary)
+                        .await;
+                }
+            }
+            Err(failure) => self.fail(old, &mut status, failure).await?,
+        }
+        Ok(Action::requeue(interval))
+    }
+
+    async fn fail(
+        &self,
+        old: Option<&EnvironmentStatus>,
+        status: &mut EnvironmentStatus,
+        failure: Failure,
+    ) -> Result<(), ReconcileError> {
+        let message = match &status.last_applied_revision {
+            Some(rev) => format!("{}; the cluster keeps revision {rev}", failure.message),
+            None => failure.message,
+        };
+        warn!(reason = %failure.reason, error = %message, "sync failed");
+        let generation = status.observed_generation;
+        ConditionSet::failed(
+            &mut status.conditions,
+            failure.reason,
+            message.clone(),
+            failure.stalled,
+            generation,
+            Timestamp::now(),
+        );
+        if patch_if_changed(&self.api, &self.name, old, status).await? {
+            self.ctx
+                .event(self.env.as_ref(), true, failure.reason.as_str(), message)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The sync itself. The outer `Result` is the API server's (retried); the inner one is the user's
+    /// (reported). On success returns the Ready message.
+    async fn sync(
+        &self,
+        status: &mut EnvironmentStatus,
+    ) -> Result<Result<String, Failure>, ReconcileError> {
+        let spec = &self.env.spec;
+        let source_ns = spec
+            .source_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone());
+        if spec.source_ref.kind != "GitRepository" {
+            return Ok(Err(Failure {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "sourceRef.kind {:?} is not supported; use GitRepository",
+                    spec.source_ref.kind
+                ),
+                stalled: true,
+            }));
+        }
+        let repos: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &source_ns);
+        let Some(repo) = repos.get_opt(&spec.source_ref.name).await? else {
+            return Ok(Err(Failure {
+                reason: Reason::SourceNotFound,
+                message: format!(
+                    "GitRepository {source_ns}/{} not found",
+                    spec.source_ref.name
+                ),
+                stalled: false,
+            }));
+        };
+        let Some(artifact) = repo.status.as_ref().and_then(|s| s.artifact.clone()) else {
+            let why = repo
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
+                .map(|c| format!(": {}", c.message))
+                .unwrap_or_default();
+            return Ok(Err(Failure {
+                reason: Reason::SourceNotReady,
+                message: format!(
+                    "GitRepository {source_ns}/{} has no revision yet{why}",
+                    spec.source_ref.name
+                ),
+                stalled: false,
+            }));
+        };
+        let Some(revision) = Revision::parse(&artifact.revision) else {
+            return Ok(Err(Failure {
+                reason: Reason::SourceNotReady,
+                message: format!(
+                    "GitRepository revision {:?} is not understood",
+                    artifact.revision
+                ),
+                stalled: false,
+            }));
+        };
+        tracing::Span::current().record("revision", artifact.revision.as_str());
+        status.last_attempted_revision = Some(artifact.revision.clone());
+
+        let files = match self
+            .read_files(&repo, &artifact.url, &revision.commit)
+            .await?
+        {
+            Ok(files) => files,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let objects = match render_plain(&files) {
+            Ok(objects) => objects,
+            Err(e) => {
+                return Ok(Err(Failure {
+                    reason: Reason::RenderFailed,
+                    message: format!("rendering {} failed: {e}", artifact.revision),
+                    stalled: true,
+                }));
+            }
+        };
+
+        let owner = Owner {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+        };
+        let target = spec
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone());
+        let inventory = match self.ctx.applier.apply_all(&objects, &owner, &target).await {
+            Ok(inventory) => inventory,
+            Err(e) => return apply_failure(e, &artifact.revision),
+        };
+        let mut pruned = Vec::new();
+        if spec.prune {
+            pruned = match self
+                .ctx
+                .applier
+                .prune(&status.inventory, &inventory, &owner)
+                .await
+            {
+                Ok(pruned) => pruned,
+                Err(ApplyError::Api { source, .. }) => return Err(source.into()),
+                Err(e) => {
+                    return Ok(Err(Failure {
+                        reason: Reason::PruneFailed,
+                        message: e.to_string(),
+                        stalled: false,
+                    }));
+                }
+            };
+        }
+        for p in &pruned {
+            info!(object = %p, "pruned");
+        }
+        let count = inventory.len();
+        status.inventory = inventory;
+        status.last_applied_revision = Some(artifact.revision.clone());
+        Ok(Ok(format!(
+            "applied revision {} ({count} objects)",
+            artifact.revision
+        )))
+    }
+
+    /// Reads the path at the commit; when this process has not fetched the commit yet (after a restart),
+    /// fetches it through the same shared mirror first.
+    async fn read_files(
+        &self,
+        repo: &GitRepository,
+        url: &str,
+        commit: &str,
+    ) -> Result<Result<Vec<crate::source::ManifestFile>, SourceError>, ReconcileError> {
+        let mirrors = self.ctx.mirrors.clone();
+        let (url, commit, path) = (
+            url.to_string(),
+            commit.to_string(),
+            self.env.spec.path.clone(),
+        );
+        let reference = repo.spec.effective_ref();
+        tokio::task::spawn_blocking(move || match mirrors.read(&url, &commit, &path) {
+            Err(SourceError::CommitMissing(_)) => {
+                mirrors.fetch(&url, &reference, &FetchOptions::default())?;
+                mirrors.read(&url, &commit, &path)
+            }
+            other => other,
+        })
+        .await
+        .map_err(|e| ReconcileError::Internal(e.to_string()))
+    }
+}
+
+fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<String, Failure>, ReconcileError> {
+    match e {
+        ApplyError::Api { source, .. } => Err(source.into()),
+        e => Ok(Err(Failure {
+            reason: Reason::ApplyFailed,
+            message: format!("applying {revision} failed: {e}"),
+            stalled: e.is_user_error(),
+        })),
+    }
+}

@@ -1,0 +1,144 @@
+//! Controllers: thin loops that read a resource, call the pure steps (source → render → apply), and write
+//! what happened into status, conditions and Events.
+
+mod environment;
+mod gitrepository;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+
+use crate::api::{Environment, GitRepository};
+use crate::apply::Applier;
+use crate::source::MirrorStore;
+
+/// Errors a reconcile returns to the runtime: only the API server's, which are retried with a delay.
+/// Everything a user can cause is reported in status instead and is not an error here.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What the controllers share.
+pub struct Context {
+    pub client: Client,
+    pub mirrors: MirrorStore,
+    pub applier: Applier,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, storage_dir: std::path::PathBuf) -> Self {
+        let reporter = Reporter {
+            controller: "ferry".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            applier: Applier::new(client.clone()),
+            mirrors: MirrorStore::new(storage_dir),
+            client,
+        }
+    }
+
+    /// Events are best-effort: failing to record one must never fail a reconcile.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "failed to publish event");
+        }
+    }
+}
+
+/// Where to watch: one namespace (as tests and single-tenant installs do) or all of them.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+const RETRY_AFTER_API_ERROR: Duration = Duration::from_secs(5);
+
+fn error_policy<K>(_obj: Arc<K>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, "reconcile failed; retrying");
+    Action::requeue(RETRY_AFTER_API_ERROR)
+}
+
+/// Runs every controller until the process is asked to stop (or `shutdown` resolves).
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let client = ctx.client.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let repos = Controller::new(
+        scope.api::<GitRepository>(&client),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stopped(stop_rx.clone()))
+    .run(gitrepository::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
+
+    let envs = Controller::new(
+        scope.api::<Environment>(&client),
+        watcher::Config::default(),
+    );
+    let env_store = envs.store();
+    let envs = envs
+        .watches(
+            scope.api::<GitRepository>(&client),
+            watcher::Config::default(),
+            move |repo| environment::consumers_of(&env_store, &repo),
+        )
+        .graceful_shutdown_on(stopped(stop_rx))
+        .run(environment::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tokio::join!(repos, envs);
+}

@@ -1,0 +1,116 @@
+//! The `ferry` binary: the controller (`ferry run`), CRD generation, and a local dev control plane.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ferry::controllers::{self, Context, Scope};
+use ferry::testenv;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Pull-based GitOps for Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster config).
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "FERRY_NAMESPACE")]
+        namespace: Option<String>,
+        /// Where git mirrors are kept.
+        #[arg(long, env = "FERRY_STORAGE_DIR", default_value = "/tmp/ferry")]
+        storage_dir: PathBuf,
+    },
+    /// Print the CustomResourceDefinitions as YAML (what `crds/ferry.dev.yaml` contains).
+    Crds,
+    /// Local development helpers.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Start a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) and keep it
+    /// running until interrupted. Writes a kubeconfig to `<dir>/kubeconfig`.
+    Cluster {
+        /// Directory for data, logs and the kubeconfig.
+        #[arg(long, default_value = ".ferry-dev")]
+        dir: PathBuf,
+        /// Directory of the control-plane binaries (default: build or reuse them with hack/controlplane-build.sh).
+        #[arg(long, env = "FERRY_CONTROLPLANE_BIN")]
+        bin_dir: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            namespace,
+            storage_dir,
+        } => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the cluster")?;
+            let ctx = Arc::new(Context::new(client, storage_dir));
+            tracing::info!(
+                namespace = namespace.as_deref().unwrap_or("<all>"),
+                "ferry controllers starting"
+            );
+            controllers::run(ctx, Scope { namespace }, shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Crds => {
+            print!("{}", ferry::api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Dev {
+            command: DevCommand::Cluster { dir, bin_dir },
+        } => {
+            let bin_dir = match bin_dir {
+                Some(b) => b,
+                None => testenv::bin_dir_from_env_or_build(&std::env::current_dir()?)?,
+            };
+            let dir = std::path::absolute(dir)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cleaning {}", dir.display()))?;
+            }
+            let mut cp = testenv::ControlPlane::start(testenv::Options {
+                bin_dir,
+                workloads: true,
+                dir: Some(dir),
+            })
+            .await?;
+            println!("control plane ready at {}", cp.server);
+            println!("export KUBECONFIG={}", cp.kubeconfig.display());
+            shutdown_signal().await;
+            cp.stop();
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

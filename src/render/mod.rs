@@ -1,0 +1,230 @@
+//! Render: manifest files → Kubernetes objects. Pure, so every rule is unit-tested without a cluster.
+//!
+//! The whole set is rendered before anything is applied; one bad document fails the render, and the cluster
+//! keeps what the last good revision applied.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::source::ManifestFile;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("{file}: document {doc}: invalid YAML: {message}")]
+    Yaml {
+        file: String,
+        doc: usize,
+        message: String,
+    },
+    #[error("{file}: document {doc}: {message}")]
+    InvalidObject {
+        file: String,
+        doc: usize,
+        message: String,
+    },
+    #[error("{id} is defined twice: in {first} and in {second}")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// One rendered object and where it came from, for error messages that point at a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedObject {
+    pub source: String,
+    pub object: Value,
+}
+
+impl RenderedObject {
+    pub fn api_version(&self) -> &str {
+        self.object["apiVersion"].as_str().unwrap_or_default()
+    }
+    pub fn kind(&self) -> &str {
+        self.object["kind"].as_str().unwrap_or_default()
+    }
+    pub fn name(&self) -> &str {
+        self.object["metadata"]["name"].as_str().unwrap_or_default()
+    }
+    pub fn namespace(&self) -> Option<&str> {
+        self.object["metadata"]["namespace"].as_str()
+    }
+}
+
+/// Plain YAML/JSON: every document of every file, in path order. Empty documents are skipped; `kind: List`
+/// is flattened, as `kubectl apply` does.
+pub fn render_plain(files: &[ManifestFile]) -> Result<Vec<RenderedObject>, RenderError> {
+    let mut out = Vec::new();
+    for file in files {
+        for (i, document) in serde_yaml_ng::Deserializer::from_slice(&file.content).enumerate() {
+            let doc = i + 1;
+            let value = Value::deserialize(document).map_err(|e| RenderError::Yaml {
+                file: file.path.clone(),
+                doc,
+                message: e.to_string(),
+            })?;
+            match value {
+                Value::Null => continue,
+                Value::Object(_) => {}
+                _ => {
+                    return Err(RenderError::InvalidObject {
+                        file: file.path.clone(),
+                        doc,
+                        message: "not a mapping".to_string(),
+                    });
+                }
+            }
+            let items = if value["kind"] == "List" && value["items"].is_array() {
+                value["items"].as_array().cloned().unwrap_or_default()
+            } else {
+                vec![value]
+            };
+            for object in items {
+                validate_object(&object).map_err(|message| RenderError::InvalidObject {
+                    file: file.path.clone(),
+                    doc,
+                    message,
+                })?;
+                out.push(RenderedObject {
+                    source: file.path.clone(),
+                    object,
+                });
+            }
+        }
+    }
+    check_duplicates(&out)?;
+    Ok(out)
+}
+
+fn validate_object(object: &Value) -> Result<(), String> {
+    let field = |name: &str, v: &Value| match v.as_str() {
+        Some(s) if !s.is_empty() => Ok(()),
+        _ => Err(format!("missing or empty {name}")),
+    };
+    field("apiVersion", &object["apiVersion"])?;
+    field("kind", &object["kind"])?;
+    field("metadata.name", &object["metadata"]["name"])?;
+    if object["metadata"].get("generateName").is_some() {
+        return Err(
+            "metadata.generateName is not supported: GitOps objects need stable names".to_string(),
+        );
+    }
+    Ok(())
+}
+
+fn check_duplicates(objects: &[RenderedObject]) -> Result<(), RenderError> {
+    let mut seen: std::collections::HashMap<String, &str> = Default::default();
+    for o in objects {
+        let group = o
+            .api_version()
+            .rsplit_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or("");
+        let id = format!(
+            "{}/{} {}/{}",
+            group,
+            o.kind(),
+            o.namespace().unwrap_or(""),
+            o.name()
+        );
+        if let Some(first) = seen.insert(id.clone(), &o.source) {
+            return Err(RenderError::Duplicate {
+                id,
+                first: first.to_string(),
+                second: o.source.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Kinds that others depend on are applied first and pruned last.
+pub fn apply_rank(kind: &str) -> u8 {
+    match kind {
+        "CustomResourceDefinition" => 0,
+        "Namespace" => 1,
+        "ServiceAccount" | "ClusterRole" | "Role" | "ClusterRoleBinding" | "RoleBinding" => 2,
+        "ConfigMap" | "Secret" | "PersistentVolumeClaim" | "Service" => 3,
+        _ => 4,
+    }
+}
+
+/// The sources (files) of a rendered set, for status messages.
+pub fn sources(objects: &[RenderedObject]) -> BTreeSet<&str> {
+    objects.iter().map(|o| o.source.as_str()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &str) -> ManifestFile {
+        ManifestFile {
+            path: path.to_string(),
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn renders_multi_document_files_in_order() {
+        let objs = render_plain(&[
+            file(
+                "a.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: two}\n",
+            ),
+            file("b/c.json", r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"three"}}"#),
+        ])
+        .unwrap();
+        let names: Vec<_> = objs.iter().map(|o| o.name()).collect();
+        assert_eq!(names, ["one", "two", "three"]);
+        assert_eq!(objs[2].source, "b/c.json");
+    }
+
+    #[test]
+    fn flattens_lists() {
+        let objs = render_plain(&[file(
+            "l.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n",
+        )])
+        .unwrap();
+        assert_eq!(objs.len(), 2);
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_document() {
+        let err = render_plain(&[file(
+            "bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\n---\nmetadata: [unclosed\n",
+        )])
+        .unwrap_err();
+        match err {
+            RenderError::Yaml { file, doc, .. } => {
+                assert_eq!(file, "bad.yaml");
+                assert_eq!(doc, 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn objects_need_api_version_kind_and_name() {
+        let err = render_plain(&[file(
+            "x.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("metadata.name"), "{err}");
+        let err = render_plain(&[file("x.yaml", "- 1\n- 2\n")]).unwrap_err();
+        assert!(err.to_string().contains("not a mapping"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
+        let err = render_plain(&[file("1.yaml", cm), file("2.yaml", cm)]).unwrap_err();
+        assert!(matches!(err, RenderError::Duplicate { .. }), "{err}");
+    }
+}

@@ -1,0 +1,135 @@
+//! Source: turns a `GitRepository` spec into a commit, and a commit + path into manifest files.
+//!
+//! Every URL gets one bare mirror under the storage directory; fetches into it are incremental and serialized
+//! per URL, so any number of GitRepositories and Environments on one URL share it. git2 is blocking, so callers
+//! run these functions on a blocking thread.
+
+mod mirror;
+mod revision;
+mod tree;
+
+pub use mirror::{FetchOptions, Mirror, MirrorStore};
+pub use revision::{Revision, resolve_ref_spec};
+pub use tree::{ManifestFile, read_manifests};
+
+use crate::api::Reason;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid URL {url:?}: {why}")]
+    InvalidUrl { url: String, why: String },
+    #[error("invalid ref: {0}")]
+    InvalidRef(String),
+    #[error("{what} not found in {url}")]
+    RefNotFound { what: String, url: String },
+    #[error("fetching {url} failed: {message}")]
+    Fetch { url: String, message: String },
+    #[error("fetching {url} timed out after {seconds}s")]
+    Timeout { url: String, seconds: u64 },
+    #[error("commit {0} is not in the local mirror")]
+    CommitMissing(String),
+    #[error("path {path:?} not found at {revision}")]
+    PathNotFound { path: String, revision: String },
+    #[error("path {0:?} is invalid: it must be relative and stay inside the repository")]
+    InvalidPath(String),
+    #[error("reading the mirror failed: {0}")]
+    Storage(String),
+}
+
+impl SourceError {
+    /// The condition reason users see for this failure.
+    pub fn reason(&self) -> Reason {
+        match self {
+            SourceError::InvalidUrl { .. } => Reason::InvalidUrl,
+            SourceError::InvalidRef(_) => Reason::InvalidSpec,
+            SourceError::RefNotFound { .. } => Reason::RefNotFound,
+            SourceError::Fetch { .. } | SourceError::Timeout { .. } => Reason::FetchFailed,
+            SourceError::CommitMissing(_) | SourceError::Storage(_) => Reason::ArtifactFailed,
+            SourceError::PathNotFound { .. } | SourceError::InvalidPath(_) => Reason::PathNotFound,
+        }
+    }
+
+    /// Failures that retrying cannot fix until the spec or the repository changes.
+    pub fn is_stalled(&self) -> bool {
+        matches!(
+            self,
+            SourceError::InvalidUrl { .. }
+                | SourceError::InvalidRef(_)
+                | SourceError::InvalidPath(_)
+        )
+    }
+}
+
+/// The URL with any user info removed, the only form of a URL that may reach logs, status or events.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            return format!("{scheme}://***@{host}{path}");
+        }
+    }
+    url.to_string()
+}
+
+/// Checks the URL's shape before any network call, so typos fail fast with a clear message.
+pub fn validate_url(url: &str) -> Result<(), SourceError> {
+    let invalid = |why: &str| SourceError::InvalidUrl {
+        url: redact_url(url),
+        why: why.to_string(),
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        invalid("missing scheme (expected https://, http://, ssh://, git:// or file://)")
+    })?;
+    match scheme {
+        "https" | "http" | "ssh" | "git" | "file" => {}
+        other => return Err(invalid(&format!("unsupported scheme {other:?}"))),
+    }
+    if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("empty or contains whitespace"));
+    }
+    if scheme != "file" {
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') {
+            return Err(invalid("missing host"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact_url("https://user:s3cret@example.com/org/repo.git"),
+            "https://***@example.com/org/repo.git"
+        );
+        assert_eq!(
+            redact_url("git://127.0.0.1:9418/r"),
+            "git://127.0.0.1:9418/r"
+        );
+    }
+
+    #[test]
+    fn validates_urls() {
+        assert!(validate_url("https://example.com/r.git").is_ok());
+        assert!(validate_url("git://127.0.0.1:9418/r").is_ok());
+        assert!(validate_url("file:///tmp/r").is_ok());
+        for bad in [
+            "example.com/r",
+            "ftp://x/r",
+            "https://",
+            "https:///path",
+            "https://a b/c",
+        ] {
+            let err = validate_url(bad).unwrap_err();
+            assert_eq!(err.reason(), Reason::InvalidUrl, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! A real local control plane (etcd + kube-apiserver, optionally controller-manager, scheduler and kwok's
+//! simulated node) started from binaries built by `hack/controlplane-build.sh`, on free loopback ports —
+//! the way controller-runtime's envtest works. Used by `ferry dev cluster`, the demo and the integration tests.
+//!
+//! Every process is started with a parent-death signal, so nothing outlives the process that started it,
+//! even when that process is killed; `stop` (or drop) shuts them down in order.
+
+mod spawn;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub use spawn::spawn_guarded;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestEnvError {
+    #[error("control-plane binary {0} not found; run hack/controlplane-build.sh")]
+    MissingBinary(PathBuf),
+    #[error("starting {name}: {source}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} exited early ({status}); see {log}")]
+    Exited {
+        name: String,
+        status: String,
+        log: String,
+    },
+    #[error("{what} not ready after {seconds}s; see logs in {dir}")]
+    NotReady {
+        what: String,
+        seconds: u64,
+        dir: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory with etcd, kube-apiserver, … (`hack/controlplane-build.sh` prints it).
+    pub bin_dir: PathBuf,
+    /// Also run controller-manager, scheduler and kwok with one fake node, so workloads become healthy.
+    pub workloads: bool,
+    /// Where data, certs, logs and the kubeconfig go; a fresh temporary directory when `None`.
+    pub dir: Option<PathBuf>,
+}
+
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub server: String,
+    procs: Vec<(String, Child)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The bin dir from `FERRY_CONTROLPLANE_BIN`, else from running the build script (which reuses its cache).
+pub fn bin_dir_from_env_or_build(repo_root: &Path) -> Result<PathBuf, TestEnvError> {
+    if let Ok(dir) = std::env::var("FERRY_CONTROLPLANE_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let out = Command::new("bash")
+        .arg(repo_root.join("hack/controlplane-build.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| TestEnvError::Setup(format!("running hack/controlplane-build.sh: {e}")))?;
+    if !out.status.success() {
+        return Err(TestEnvError::Setup(
+            "hack/controlplane-build.sh failed".into(),
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default().trim();
+    Ok(PathBuf::from(line))
+}
+
+impl ControlPlane {
+    pub async fn start(opts: Options) -> Result<ControlPlane, TestEnvError> {
+        let (dir, tmp) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| TestEnvError::Setup(e.to_string()))?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("ferry-controlplane-")
+                    .tempdir()
+                    .map_err(|e| TestEnvError::Setup(e.to_string()))?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mut cp = ControlPlane {
+            kubeconfig: dir.join("kubeconfig"),
+            server: String::new(),
+            dir,
+            procs: Vec::new(),
+            _tmp: tmp,
+        };
+        cp.boot(&opts).await?;
+        Ok(cp)
+    }
+
+    fn bin(opts: &Options, name: &str) -> Result<PathBuf, TestEnvError> {
+        let p = opts.bin_dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(TestEnvError::MissingBinary(p))
+        }
+    }
+
+    fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<(), TestEnvError> {
+        let log_path = self.dir.join(format!("{name}.log"));
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        cmd.stdout(log)
+            .stderr(log2)
+            .stdin(std::process::Stdio::null());
+        let child = spawn_guarded(cmd).map_err(|source| TestEnvError::Spawn {
+            name: name.to_string(),
+            source,
+        })?;
+        self.procs.push((name.to_string(), child));
+        Ok(())
+    }
+
+    fn check_alive(&mut self) -> Result<(), TestEnvError> {
+        for (name, child) in &mut self.procs {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(TestEnvError::Exited {
+                    name: name.clone(),
+                    status: status.to_string(),
+                    log: self.dir.join(format!("{name}.log")).display().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn boot(&mut self, opts: &Options) -> Result<(), TestEnvError> {
+        let setup = |e: std::io::Error| TestEnvError::Setup(e.to_string());
+        let d = self.dir.clone();
+        for sub in ["etcd", "certs"] {
+            std::fs::create_dir_all(d.join(sub)).map_err(setup)?;
+        }
+
+        // etcd
+        let (client_port, peer_port) = (free_port().map_err(setup)?, free_port().map_err(setup)?);
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Command::new(Self::bin(opts, "etcd")?);
+        etcd.args(["--name", "default", "--data-dir"])
+            .arg(d.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &etcd_url,
+                "--advertise-client-urls",
+                &etcd_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .args([
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+                "--quota-backend-bytes",
+                "4294967296",
+            ]);
+        self.spawn("etcd", etcd)?;
+
+        // service-account keys and the admin token
+        let sa_key = d.join("sa.key");
+        let sa_pub = d.join("sa.pub");
+        run_ok(
+            Command::new("openssl")
+                .args(["genrsa", "-out"])
+                .arg(&sa_key)
+                .arg("2048"),
+        )?;
+        run_ok(
+            Command::new("openssl")
+                .args(["rsa", "-pubout", "-in"])
+                .arg(&sa_key)
+                .arg("-out")
+                .arg(&sa_pub),
+        )?;
+        let token = format!("ferry-{:x}", rand_u64());
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .map_err(setup)?;
+
+        // kube-apiserver
+        let port = free_port().map_err(setup)?;
+        self.server = format!("https://127.0.0.1:{port}");
+        let mut api = Command::new(Self::bin(opts, "kube-apiserver")?);
+        api.args(["--etcd-servers", &etcd_url, "--cert-dir"])
+            .arg(d.join("certs"))
+            .args(["--secure-port", &port.to_string()])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
+            .args([
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--authorization-mode",
+                "RBAC",
+            ])
+            .args(["--service-account-issuer", "https://kubernetes.default.svc"])
+            .arg("--service-account-key-file")
+            .arg(&sa_pub)
+            .arg("--service-account-signing-key-file")
+            .arg(&sa_key)
+            .arg("--token-auth-file")
+            .arg(d.join("tokens.csv"))
+            .args(["--allow-privileged=true", "--profiling=false", "--v=1"]);
+        self.spawn("kube-apiserver", api)?;
+
+        let ca = d.join("certs/apiserver.crt");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !ca.is_file() {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(self.not_ready("kube-apiserver serving certificate"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: ferry-dev\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: ferry-dev\n  context:\n    cluster: ferry-dev\n    user: admin\n    namespace: default\ncurrent-context: ferry-dev\n",
+            server = self.server,
+            ca = ca.display(),
+        );
+        std::fs::write(&self.kubeconfig, kubeconfig).map_err(setup)?;
+        self.wait_ready(deadline).await?;
+
+        if opts.workloads {
+            self.start_workload_controllers(opts, &sa_key, &ca).await?;
+        }
+        Ok(())
+    }
+
+    fn not_ready(&self, what: &str) -> TestEnvError {
+        TestEnvError::NotReady {
+            what: what.to_string(),
+            seconds: 90,
+            dir: self.dir.display().to_string(),
+        }
+    }
+
+    /// Polls `/readyz` until the apiserver says ok (all post-start hooks done, RBAC bootstrapped).
+    async fn wait_ready(&mut self, deadline: Instant) -> Result<(), TestEnvError> {
+        let client = self.client().await?;
+        loop {
+            self.check_alive()?;
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| TestEnvError::Setup(e.to_string()));
+            if let Ok(text) = client.request_text(req?).await
+                && text.trim() == "ok"
+            {
+                // The default namespace is created by a controller shortly after readiness.
+                let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                    kube::Api::all(client.clone());
+                if let Ok(Some(_)) = namespaces.get_opt("default").await {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.not_ready("kube-apiserver"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn start_workload_controllers(
+        &mut self,
+        opts: &Options,
+        sa_key: &Path,
+        ca: &Path,
+    ) -> Result<(), TestEnvError> {
+        let kc = self.kubeconfig.clone();
+        let mut kcm = Command::new(Self::bin(opts, "kube-controller-manager")?);
+        kcm.arg("--kubeconfig")
+            .arg(&kc)
+            .arg("--service-account-private-key-file")
+            .arg(sa_key)
+            .arg("--root-ca-file")
+            .arg(ca)
+            .args([
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+                "--leader-elect=false",
+            ])
+            .args([
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                "--v=1",
+            ]);
+        self.spawn("kube-controller-manager", kcm)?;
+
+        let mut sched = Command::new(Self::bin(opts, "kube-scheduler")?);
+        sched.arg("--kubeconfig").arg(&kc).args([
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ]);
+        self.spawn("kube-scheduler", sched)?;
+
+        let stages = opts
+            .bin_dir
+            .parent()
+            .map(|p| p.join("kwok-stages.yaml"))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| TestEnvError::MissingBinary(opts.bin_dir.join("../kwok-stages.yaml")))?;
+        let mut kwok = Command::new(Self::bin(opts, "kwok")?);
+        kwok.arg("--kubeconfig")
+            .arg(&kc)
+            .arg("--config")
+            .arg(&stages)
+            .args(["--manage-all-nodes=false"])
+            .args(["--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake"])
+            .args(["--cidr=10.0.0.1/24", "--node-ip=10.0.0.1"])
+            .arg(format!(
+                "--server-address=127.0.0.1:{}",
+                free_port().map_err(|e| TestEnvError::Setup(e.to_string()))?
+            ));
+        self.spawn("kwok", kwok)?;
+
+        let client = self.client().await?;
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": "kwok-node-0",
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"kubernetes.io/hostname": "kwok-node-0", "kubernetes.io/os": "linux", "type": "kwok"}
+            },
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"}
+            }
+        }))
+        .map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        nodes
+            .create(&Default::default(), &node)
+            .await
+            .map_err(|e| TestEnvError::Setup(format!("creating the kwok node: {e}")))?;
+        Ok(())
+    }
+
+    /// A client for the admin user.
+    pub async fn client(&self) -> Result<Client, TestEnvError> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        Client::try_from(config).map_err(|e| TestEnvError::Setup(e.to_string()))
+    }
+
+    /// Stops every process, newest first: SIGTERM, then SIGKILL after a grace period.
+    pub fn stop(&mut self) {
+        while let Some((_, mut child)) = self.procs.pop() {
+            spawn::terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> Result<(), TestEnvError> {
+    let out = cmd
+        .output()
+        .map_err(|e| TestEnvError::Setup(format!("{cmd:?}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(TestEnvError::Setup(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// Enough randomness for a throw-away local token, without another dependency.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
