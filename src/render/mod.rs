@@ -197,7 +197,7 @@ mod tests {
     fn malformed_yaml_names_file_and_document() {
         let err = render_plain(&[file(
             "bad.yaml",
-            "apiVersion: v1\nkind: ConfigMap\n---\nmetadata: [unclosed\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nmetadata: [unclosed\n",
         )])
         .unwrap_err();
         match err {
