@@ -1,0 +1,223 @@
+//! Shared integration-test support: one real control plane and one `git daemon` per test binary, one namespace,
+//! one git repository and one controller instance per test.
+#![allow(dead_code)]
+
+pub mod git;
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry::api::{Environment, GitRepository};
+use ferry::controllers::{self, Context, Scope};
+use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+pub use git::{GitDaemon, GitRepo};
+
+/// How long any condition may take before a test fails; generous for a loaded 2-core CI machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Shared {
+    cp: ControlPlane,
+    git: GitDaemon,
+}
+
+static SHARED: OnceCell<Shared> = OnceCell::const_new();
+
+async fn shared() -> &'static Shared {
+    SHARED
+        .get_or_init(|| async {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let bin_dir = bin_dir_from_env_or_build(&root).expect("control-plane binaries");
+            let cp = ControlPlane::start(Options {
+                bin_dir,
+                workloads: false,
+                dir: None,
+            })
+            .await
+            .expect("starting the local control plane");
+            install_crds(&cp.client().await.expect("client")).await;
+            let git = GitDaemon::start().expect("starting git daemon");
+            Shared { cp, git }
+        })
+        .await
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let yaml = ferry::api::crds_yaml().expect("crd yaml");
+    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).expect("crd");
+        let name = crd.metadata.name.clone().expect("crd name");
+        crds.patch(&name, &PatchParams::apply("ferry-tests").force(), &Patch::Apply(&crd))
+            .await
+            .expect("applying CRD");
+        wait_for(&crds, &name, |c: &CustomResourceDefinition| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        })
+        .await;
+    }
+}
+
+/// One test's world: a fresh namespace, a git repo served by the shared daemon, and a controller for that
+/// namespace only (so parallel tests never see each other's objects).
+pub struct TestEnv {
+    pub client: Client,
+    pub namespace: String,
+    pub repo: GitRepo,
+    pub kubeconfig: PathBuf,
+    controller: tokio::task::JoinHandle<()>,
+    _storage: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub async fn new(name: &str) -> TestEnv {
+        let shared = shared().await;
+        let client = shared.cp.client().await.expect("client");
+        let namespace = format!("{name}-{:x}", std::process::id() as u64 * 1000 + rand_small());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).expect("ns");
+        namespaces.create(&PostParams::default(), &ns).await.expect("creating namespace");
+        let repo = shared.git.create_repo(&namespace).expect("creating git repo");
+        let storage = tempfile::tempdir().expect("tempdir");
+        let ctx = Arc::new(Context::new(client.clone(), storage.path().to_path_buf()));
+        let scope = Scope {
+            namespace: Some(namespace.clone()),
+        };
+        let controller = tokio::spawn(controllers::run(ctx, scope, std::future::pending()));
+        TestEnv {
+            client,
+            namespace,
+            repo,
+            kubeconfig: shared.cp.kubeconfig.clone(),
+            controller,
+            _storage: storage,
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates a GitRepository from a spec given as JSON.
+    pub async fn create_gitrepo(&self, name: &str, spec: serde_json::Value) -> GitRepository {
+        let obj: GitRepository = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "GitRepository",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }))
+        .expect("gitrepository");
+        self.api::<GitRepository>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("creating GitRepository")
+    }
+
+    pub async fn create_env(&self, name: &str, spec: serde_json::Value) -> Environment {
+        let obj: Environment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }))
+        .expect("environment");
+        self.api::<Environment>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("creating Environment")
+    }
+
+    /// Reasons of the Events recorded for the object `name` in this namespace.
+    pub async fn event_reasons(&self, name: &str) -> Vec<(String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        events
+            .list(&Default::default())
+            .await
+            .expect("listing events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.controller.abort();
+    }
+}
+
+fn rand_small() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Polls `name` until `cond` holds, failing the test with the last seen object at the deadline.
+pub async fn wait_for<K, F>(api: &Api<K>, name: &str, cond: F) -> K
+where
+    K: Clone + DeserializeOwned + Debug,
+    F: Fn(&K) -> bool,
+{
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = None;
+    loop {
+        if let Ok(Some(obj)) = api.get_opt(name).await {
+            if cond(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        if Instant::now() > deadline {
+            panic!("condition on {name} not met within {DEADLINE:?}; last seen: {last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `probe` returns `Some`, failing the test at the deadline with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Ready condition's (status, reason, message).
+pub fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn env_ready(env: &Environment) -> Option<(String, String, String)> {
+    env.status.as_ref().and_then(|s| ready_of(&s.conditions))
+}
+
+pub fn repo_ready(repo: &GitRepository) -> Option<(String, String, String)> {
+    repo.status.as_ref().and_then(|s| ready_of(&s.conditions))
+}
