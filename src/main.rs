@@ -53,18 +53,12 @@ enum DevCommand {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .init();
     match Cli::parse().command {
-        Command::Run {
-            namespace,
-            storage_dir,
-        } => {
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to the cluster")?;
+        Command::Run { namespace, storage_dir } => {
+            let client = kube::Client::try_default().await.context("connecting to the cluster")?;
             let ctx = Arc::new(Context::new(client, storage_dir));
             tracing::info!(
                 namespace = namespace.as_deref().unwrap_or("<all>"),
@@ -86,8 +80,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let dir = std::path::absolute(dir)?;
             if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cleaning {}", dir.display()))?;
+                std::fs::remove_dir_all(&dir).with_context(|| format!("cleaning {}", dir.display()))?;
             }
             let mut cp = testenv::ControlPlane::start(testenv::Options {
                 bin_dir,

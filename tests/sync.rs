@@ -27,10 +27,16 @@ async fn setup_synced(t: &TestEnv, interval: &str) -> String {
     t.repo.write("apps/app.yaml", CM_A);
     t.repo.write("apps/nested/deeper/multi.yml", MULTI);
     t.repo.write("apps/README.md", "not a manifest");
-    t.repo.write("other/ignored.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n");
+    t.repo.write(
+        "other/ignored.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n",
+    );
     let commit = t.repo.commit_and_push("first");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": interval}))
-        .await;
+    t.create_gitrepo(
+        "config",
+        json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": interval}),
+    )
+    .await;
     t.create_env(
         "staging",
         json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": interval}),
@@ -49,10 +55,18 @@ async fn a_push_is_applied_with_labels_inventory_and_events() {
     let status = env.status.clone().unwrap();
     let (_, reason, message) = env_ready(&env).unwrap();
     assert_eq!(reason, "Succeeded");
-    assert!(message.contains(&revision(&first)), "Ready message names the revision: {message}");
+    assert!(
+        message.contains(&revision(&first)),
+        "Ready message names the revision: {message}"
+    );
     let names: Vec<_> = status.inventory.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["app-config", "nested-one", "nested-two"]);
-    assert!(status.inventory.iter().all(|e| e.namespace.as_deref() == Some(t.namespace.as_str())));
+    assert!(
+        status
+            .inventory
+            .iter()
+            .all(|e| e.namespace.as_deref() == Some(t.namespace.as_str()))
+    );
 
     let cms = t.api::<ConfigMap>();
     let cm = cms.get("app-config").await.unwrap();
@@ -60,9 +74,21 @@ async fn a_push_is_applied_with_labels_inventory_and_events() {
     let labels = cm.metadata.labels.unwrap();
     assert_eq!(labels["ferry.dev/environment"], "staging");
     assert_eq!(labels["ferry.dev/environment-namespace"], t.namespace);
-    let managers: Vec<_> = cm.metadata.managed_fields.unwrap().into_iter().filter_map(|m| m.manager).collect();
-    assert!(managers.contains(&"ferry".to_string()), "server-side applied by ferry: {managers:?}");
-    assert!(cms.get_opt("ignored").await.unwrap().is_none(), "files outside the path are not applied");
+    let managers: Vec<_> = cm
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.contains(&"ferry".to_string()),
+        "server-side applied by ferry: {managers:?}"
+    );
+    assert!(
+        cms.get_opt("ignored").await.unwrap().is_none(),
+        "files outside the path are not applied"
+    );
 
     let repo = t.api::<GitRepository>().get("config").await.unwrap();
     assert_eq!(repo.status.unwrap().artifact.unwrap().revision, revision(&first));
@@ -82,8 +108,15 @@ async fn a_push_is_applied_with_labels_inventory_and_events() {
     applied(&t, "staging", &second).await;
     assert_eq!(cms.get("app-config").await.unwrap().data.unwrap()["color"], "green");
 
-    let events = t.event_reasons("staging").await;
-    assert!(events.contains(&("Normal".into(), "Applied".into())), "{events:?}");
+    let events = t.events("staging").await;
+    for commit in [&first, &second] {
+        assert!(
+            events
+                .iter()
+                .any(|(ty, reason, note)| ty == "Normal" && reason == "Applied" && note.contains(commit.as_str())),
+            "one Applied event per revision: {events:?}"
+        );
+    }
     let events = t.event_reasons("config").await;
     assert!(events.contains(&("Normal".into(), "NewRevision".into())), "{events:?}");
 }
@@ -108,7 +141,11 @@ async fn an_object_deleted_by_hand_comes_back() {
     cms.delete("app-config", &Default::default()).await.unwrap();
     let uid = before.metadata.uid.clone();
     let back = eventually("deleted ConfigMap recreated", || async {
-        cms.get_opt("app-config").await.ok().flatten().filter(|cm| cm.metadata.uid != uid)
+        cms.get_opt("app-config")
+            .await
+            .ok()
+            .flatten()
+            .filter(|cm| cm.metadata.uid != uid)
     })
     .await;
     assert_eq!(back.data.unwrap()["color"], "blue");
@@ -141,7 +178,10 @@ async fn malformed_yaml_fails_clearly_and_leaves_applied_objects_untouched() {
     let before = cms.get("app-config").await.unwrap();
 
     t.repo.write("apps/app.yaml", &CM_A.replace("blue", "purple"));
-    t.repo.write("apps/broken.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n");
+    t.repo.write(
+        "apps/broken.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+    );
     let bad = t.repo.commit_and_push("broken");
     let env = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
         e.status.as_ref().and_then(|s| s.last_attempted_revision.as_deref()) == Some(revision(&bad).as_str())
@@ -150,17 +190,30 @@ async fn malformed_yaml_fails_clearly_and_leaves_applied_objects_untouched() {
     .await;
     let (_, reason, message) = env_ready(&env).unwrap();
     assert_eq!(reason, "RenderFailed");
-    assert!(message.contains("apps/broken.yaml"), "message names the file: {message}");
-    assert!(message.contains(&revision(&first)), "message says what the cluster keeps: {message}");
+    assert!(
+        message.contains("apps/broken.yaml"),
+        "message names the file: {message}"
+    );
+    assert!(
+        message.contains(&revision(&first)),
+        "message says what the cluster keeps: {message}"
+    );
     let status = env.status.unwrap();
     assert_eq!(status.last_applied_revision, Some(revision(&first)));
     assert_eq!(status.inventory.len(), 3, "inventory of the last good revision is kept");
 
     let after = cms.get("app-config").await.unwrap();
-    assert_eq!(after.data.unwrap()["color"], "blue", "nothing from the bad revision was applied");
+    assert_eq!(
+        after.data.unwrap()["color"],
+        "blue",
+        "nothing from the bad revision was applied"
+    );
     assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
     let events = t.event_reasons("staging").await;
-    assert!(events.contains(&("Warning".into(), "RenderFailed".into())), "{events:?}");
+    assert!(
+        events.contains(&("Warning".into(), "RenderFailed".into())),
+        "{events:?}"
+    );
 
     // Fixing the repo recovers.
     t.repo.remove("apps/broken.yaml");
@@ -172,31 +225,44 @@ async fn malformed_yaml_fails_clearly_and_leaves_applied_objects_untouched() {
 #[tokio::test]
 async fn a_bad_url_fails_clearly() {
     let t = TestEnv::new("badurl").await;
-    t.create_gitrepo("typo", json!({"url": "github.com/no-scheme/repo", "interval": "1s"})).await;
+    t.create_gitrepo("typo", json!({"url": "github.com/no-scheme/repo", "interval": "1s"}))
+        .await;
     let closed_port = ferry::testenv::free_port().unwrap();
     t.create_gitrepo(
         "unreachable",
         json!({"url": format!("git://127.0.0.1:{closed_port}/x.git"), "interval": "1s"}),
     )
     .await;
-    t.create_env("staging", json!({"sourceRef": {"name": "typo"}, "path": "apps"})).await;
+    t.create_env("staging", json!({"sourceRef": {"name": "typo"}, "path": "apps"}))
+        .await;
 
     let repos = t.api::<GitRepository>();
     let typo = wait_for(&repos, "typo", |r: &GitRepository| repo_ready(r).is_some()).await;
     let (status, reason, message) = repo_ready(&typo).unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidURL"));
     assert!(message.contains("missing scheme"), "{message}");
-    let stalled = typo.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled");
+    let stalled = typo
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Stalled");
     assert_eq!(stalled.map(|c| c.status), Some("True".to_string()));
 
     let unreachable = wait_for(&repos, "unreachable", |r: &GitRepository| repo_ready(r).is_some()).await;
     let (status, reason, _) = repo_ready(&unreachable).unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "FetchFailed"));
 
-    let env = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| env_ready(e).is_some()).await;
+    let env = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
+        env_ready(e).is_some()
+    })
+    .await;
     let (status, reason, message) = env_ready(&env).unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "SourceNotReady"));
-    assert!(message.contains("missing scheme"), "the Environment says why its source is not ready: {message}");
+    assert!(
+        message.contains("missing scheme"),
+        "the Environment says why its source is not ready: {message}"
+    );
     let events = t.event_reasons("typo").await;
     assert!(events.contains(&("Warning".into(), "InvalidURL".into())), "{events:?}");
 }
@@ -221,7 +287,11 @@ async fn a_missing_ref_fails_clearly_and_keeps_the_last_good_revision() {
     let (_, reason, message) = repo_ready(&repo).unwrap();
     assert_eq!(reason, "RefNotFound");
     assert!(message.contains("does-not-exist"), "{message}");
-    assert_eq!(repo.status.unwrap().artifact.unwrap().revision, revision(&first), "last good revision kept");
+    assert_eq!(
+        repo.status.unwrap().artifact.unwrap().revision,
+        revision(&first),
+        "last good revision kept"
+    );
 
     let env = t.api::<Environment>().get("staging").await.unwrap();
     assert_eq!(env.status.unwrap().last_applied_revision, Some(revision(&first)));

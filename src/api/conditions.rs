@@ -84,10 +84,7 @@ pub fn set_condition(
 
 /// The status string (`True`/`False`/`Unknown`) of a condition, if present.
 pub fn condition_status<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.as_str())
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
 }
 
 /// The three standard conditions set together from one outcome, so they can never contradict each other.
@@ -95,12 +92,7 @@ pub struct ConditionSet;
 
 impl ConditionSet {
     /// Ready=True, Reconciling and Stalled removed.
-    pub fn ready(
-        conditions: &mut Vec<Condition>,
-        message: impl Into<String>,
-        generation: Option<i64>,
-        now: Timestamp,
-    ) {
+    pub fn ready(conditions: &mut Vec<Condition>, message: impl Into<String>, generation: Option<i64>, now: Timestamp) {
         set_condition(
             conditions,
             super::READY,
@@ -134,15 +126,7 @@ impl ConditionSet {
         );
         conditions.retain(|c| c.type_ != super::RECONCILING);
         if stalled {
-            set_condition(
-                conditions,
-                super::STALLED,
-                true,
-                reason,
-                message,
-                generation,
-                now,
-            );
+            set_condition(conditions, super::STALLED, true, reason, message, generation, now);
         } else {
             conditions.retain(|c| c.type_ != super::STALLED);
         }
@@ -160,36 +144,12 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut conds = Vec::new();
-        set_condition(
-            &mut conds,
-            "Ready",
-            false,
-            Reason::FetchFailed,
-            "a",
-            Some(1),
-            ts(10),
-        );
-        set_condition(
-            &mut conds,
-            "Ready",
-            false,
-            Reason::RefNotFound,
-            "b",
-            Some(2),
-            ts(20),
-        );
+        set_condition(&mut conds, "Ready", false, Reason::FetchFailed, "a", Some(1), ts(10));
+        set_condition(&mut conds, "Ready", false, Reason::RefNotFound, "b", Some(2), ts(20));
         assert_eq!(conds[0].last_transition_time, Time(ts(10)));
         assert_eq!(conds[0].reason, "RefNotFound");
         assert_eq!(conds[0].observed_generation, Some(2));
-        set_condition(
-            &mut conds,
-            "Ready",
-            true,
-            Reason::Succeeded,
-            "c",
-            Some(2),
-            ts(30),
-        );
+        set_condition(&mut conds, "Ready", true, Reason::Succeeded, "c", Some(2), ts(30));
         assert_eq!(conds[0].last_transition_time, Time(ts(30)));
         assert_eq!(conds.len(), 1);
     }

@@ -15,11 +15,7 @@ use serde::{Deserialize, Serialize};
     shortname = "env",
     category = "ferry",
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
-    printcolumn(
-        name = "Revision",
-        type_ = "string",
-        json_path = ".status.lastAppliedRevision"
-    ),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.lastAppliedRevision"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -30,11 +26,7 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
@@ -101,9 +93,7 @@ pub struct EnvironmentStatus {
 }
 
 /// One applied object, identified the way `kubectl` would address it.
-#[derive(
-    Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryEntry {
     pub api_version: String,

@@ -15,11 +15,7 @@ use serde::{Deserialize, Serialize};
     shortname = "gitrepo",
     category = "ferry",
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(
-        name = "Revision",
-        type_ = "string",
-        json_path = ".status.artifact.revision"
-    ),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.artifact.revision"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -30,11 +26,7 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GitRepositorySpec {
@@ -111,14 +103,7 @@ impl GitRepositorySpec {
     /// The effective ref after defaults: branch `main` when nothing is set.
     pub fn effective_ref(&self) -> GitRef {
         match &self.reference {
-            Some(r)
-                if r.branch.is_some()
-                    || r.tag.is_some()
-                    || r.semver.is_some()
-                    || r.commit.is_some() =>
-            {
-                r.clone()
-            }
+            Some(r) if r.branch.is_some() || r.tag.is_some() || r.semver.is_some() || r.commit.is_some() => r.clone(),
             _ => GitRef {
                 branch: Some("main".to_string()),
                 ..GitRef::default()

@@ -15,18 +15,10 @@ use serde::{Deserialize, Serialize};
     status = "PromotionStatus",
     shortname = "promo",
     category = "ferry",
-    printcolumn(
-        name = "Environment",
-        type_ = "string",
-        json_path = ".spec.environment"
-    ),
+    printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),
     printcolumn(name = "Revision", type_ = "string", json_path = ".spec.revision"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionSpec {

@@ -97,12 +97,7 @@ impl Applier {
         object: &str,
     ) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
         let gvk = gvk_of(api_version, kind);
-        if let Some(hit) = self
-            .resources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&gvk)
-        {
+        if let Some(hit) = self.resources.lock().unwrap_or_else(|e| e.into_inner()).get(&gvk) {
             return Ok(hit.clone());
         }
         match kube::discovery::pinned_kind(&self.client, &gvk).await {
@@ -130,12 +125,7 @@ impl Applier {
         }
     }
 
-    fn api_for(
-        &self,
-        ar: &ApiResource,
-        caps: &ApiCapabilities,
-        namespace: Option<&str>,
-    ) -> Api<DynamicObject> {
+    fn api_for(&self, ar: &ApiResource, caps: &ApiCapabilities, namespace: Option<&str>) -> Api<DynamicObject> {
         match (caps.scope == Scope::Namespaced, namespace) {
             (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, ar),
             _ => Api::all_with(self.client.clone(), ar),
@@ -155,8 +145,7 @@ impl Applier {
         ordered.sort_by_key(|o| apply_rank(o.kind()));
         let mut inventory = Vec::with_capacity(ordered.len());
         for rendered in ordered {
-            let (api_version, kind, name) =
-                (rendered.api_version(), rendered.kind(), rendered.name());
+            let (api_version, kind, name) = (rendered.api_version(), rendered.kind(), rendered.name());
             let label = describe(api_version, kind, rendered.namespace(), name);
             let (ar, caps) = self.resource(api_version, kind, &label).await?;
             let namespaced = caps.scope == Scope::Namespaced;
@@ -167,10 +156,7 @@ impl Applier {
             let params = PatchParams::apply(FIELD_MANAGER).force();
             if let Err(e) = api.patch(name, &params, &Patch::Apply(&object)).await {
                 return Err(match api_error_message(&e) {
-                    Some(message) => ApplyError::Rejected {
-                        object: label,
-                        message,
-                    },
+                    Some(message) => ApplyError::Rejected { object: label, message },
                     None => ApplyError::Api {
                         object: label,
                         source: e,
@@ -197,8 +183,7 @@ impl Applier {
         owner: &Owner,
     ) -> Result<Vec<InventoryEntry>, ApplyError> {
         let keep: BTreeSet<&InventoryEntry> = current.iter().collect();
-        let mut stale: Vec<&InventoryEntry> =
-            previous.iter().filter(|e| !keep.contains(e)).collect();
+        let mut stale: Vec<&InventoryEntry> = previous.iter().filter(|e| !keep.contains(e)).collect();
         stale.sort_by_key(|e| std::cmp::Reverse(apply_rank(&e.kind)));
         let mut deleted = Vec::new();
         for entry in stale {
@@ -214,10 +199,7 @@ impl Applier {
                 Ok(Some(live)) => live,
                 Ok(None) => continue,
                 Err(source) => {
-                    return Err(ApplyError::Api {
-                        object: label,
-                        source,
-                    });
+                    return Err(ApplyError::Api { object: label, source });
                 }
             };
             if !owned_by(&live, owner) {
@@ -228,10 +210,7 @@ impl Applier {
                 Ok(_) => deleted.push(entry.clone()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(source) => {
-                    return Err(ApplyError::Api {
-                        object: label,
-                        source,
-                    });
+                    return Err(ApplyError::Api { object: label, source });
                 }
             }
         }
@@ -242,17 +221,15 @@ impl Applier {
 /// Both ownership labels must name this Environment.
 pub fn owned_by(live: &DynamicObject, owner: &Owner) -> bool {
     let labels = live.labels();
-    labels.get(OWNER_NAME_LABEL) == Some(&owner.name)
-        && labels.get(OWNER_NAMESPACE_LABEL) == Some(&owner.namespace)
+    labels.get(OWNER_NAME_LABEL) == Some(&owner.name) && labels.get(OWNER_NAMESPACE_LABEL) == Some(&owner.namespace)
 }
 
 /// The object as it is sent: namespace set (or removed for cluster-scoped kinds) and ownership labels added.
 pub fn prepare(object: &Value, namespace: Option<&str>, owner: &Owner) -> Value {
     let mut object = object.clone();
-    let metadata = object.as_object_mut().map(|o| {
-        o.entry("metadata")
-            .or_insert_with(|| Value::Object(Default::default()))
-    });
+    let metadata = object
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| Value::Object(Default::default())));
     if let Some(Value::Object(metadata)) = metadata {
         match namespace {
             Some(ns) => {
@@ -270,10 +247,7 @@ pub fn prepare(object: &Value, namespace: Option<&str>, owner: &Owner) -> Value 
         }
         if let Value::Object(labels) = labels {
             labels.insert(OWNER_NAME_LABEL.into(), Value::String(owner.name.clone()));
-            labels.insert(
-                OWNER_NAMESPACE_LABEL.into(),
-                Value::String(owner.namespace.clone()),
-            );
+            labels.insert(OWNER_NAMESPACE_LABEL.into(), Value::String(owner.namespace.clone()));
         }
     }
     object
@@ -303,33 +277,24 @@ mod tests {
 
     #[test]
     fn prepare_strips_namespace_from_cluster_scoped_objects() {
-        let obj =
-            json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a","namespace":"x"}});
+        let obj = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a","namespace":"x"}});
         let out = prepare(&obj, None, &owner());
         assert!(out["metadata"].get("namespace").is_none());
     }
 
     #[test]
     fn ownership_needs_both_labels() {
-        let mut live = DynamicObject::new(
-            "a",
-            &ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
-        );
+        let mut live = DynamicObject::new("a", &ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()));
         assert!(!owned_by(&live, &owner()));
-        live.labels_mut()
-            .insert(OWNER_NAME_LABEL.into(), "staging".into());
+        live.labels_mut().insert(OWNER_NAME_LABEL.into(), "staging".into());
         assert!(!owned_by(&live, &owner()));
-        live.labels_mut()
-            .insert(OWNER_NAMESPACE_LABEL.into(), "apps".into());
+        live.labels_mut().insert(OWNER_NAMESPACE_LABEL.into(), "apps".into());
         assert!(owned_by(&live, &owner()));
     }
 
     #[test]
     fn gvk_parses_core_and_grouped_versions() {
-        assert_eq!(
-            gvk_of("v1", "ConfigMap"),
-            GroupVersionKind::gvk("", "v1", "ConfigMap")
-        );
+        assert_eq!(gvk_of("v1", "ConfigMap"), GroupVersionKind::gvk("", "v1", "ConfigMap"));
         assert_eq!(
             gvk_of("apps/v1", "Deployment"),
             GroupVersionKind::gvk("apps", "v1", "Deployment")

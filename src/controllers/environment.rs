@@ -11,18 +11,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
-use crate::api::{
-    ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration,
-};
+use crate::api::{ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration};
 use crate::apply::{ApplyError, Owner};
 use crate::render::render_plain;
 use crate::source::{FetchOptions, Revision, SourceError};
 
 /// Environments whose `sourceRef` names `repo`: reconciled as soon as the repo's status changes.
-pub fn consumers_of(
-    envs: &Store<Environment>,
-    repo: &GitRepository,
-) -> Vec<ObjectRef<Environment>> {
+pub fn consumers_of(envs: &Store<Environment>, repo: &GitRepository) -> Vec<ObjectRef<Environment>> {
     let repo_ns = repo.namespace().unwrap_or_default();
     let repo_name = repo.name_any();
     envs.state()
@@ -102,20 +97,13 @@ impl Reconcile {
         match self.sync(&mut status).await? {
             Ok(summary) => {
                 let now = Timestamp::now();
-                ConditionSet::ready(
-                    &mut status.conditions,
-                    summary.clone(),
-                    status.observed_generation,
-                    now,
-                );
-                let applied_new = old.and_then(|o| o.last_applied_revision.as_ref())
-                    != status.last_applied_revision.as_ref();
+                ConditionSet::ready(&mut status.conditions, summary.clone(), status.observed_generation, now);
+                let applied_new =
+                    old.and_then(|o| o.last_applied_revision.as_ref()) != status.last_applied_revision.as_ref();
                 patch_if_changed(&self.api, &self.name, old, &status).await?;
                 if applied_new {
                     info!(%summary, "applied");
-                    self.ctx
-                        .event(self.env.as_ref(), false, "Applied", summary)
-                        .await;
+                    self.ctx.event(self.env.as_ref(), false, "Applied", summary).await;
                 }
             }
             Err(failure) => self.fail(old, &mut status, failure).await?,
@@ -153,10 +141,7 @@ impl Reconcile {
 
     /// The sync itself. The outer `Result` is the API server's (retried); the inner one is the user's
     /// (reported). On success returns the Ready message.
-    async fn sync(
-        &self,
-        status: &mut EnvironmentStatus,
-    ) -> Result<Result<String, Failure>, ReconcileError> {
+    async fn sync(&self, status: &mut EnvironmentStatus) -> Result<Result<String, Failure>, ReconcileError> {
         let spec = &self.env.spec;
         let source_ns = spec
             .source_ref
@@ -177,10 +162,7 @@ impl Reconcile {
         let Some(repo) = repos.get_opt(&spec.source_ref.name).await? else {
             return Ok(Err(Failure {
                 reason: Reason::SourceNotFound,
-                message: format!(
-                    "GitRepository {source_ns}/{} not found",
-                    spec.source_ref.name
-                ),
+                message: format!("GitRepository {source_ns}/{} not found", spec.source_ref.name),
                 stalled: false,
             }));
         };
@@ -203,20 +185,14 @@ impl Reconcile {
         let Some(revision) = Revision::parse(&artifact.revision) else {
             return Ok(Err(Failure {
                 reason: Reason::SourceNotReady,
-                message: format!(
-                    "GitRepository revision {:?} is not understood",
-                    artifact.revision
-                ),
+                message: format!("GitRepository revision {:?} is not understood", artifact.revision),
                 stalled: false,
             }));
         };
         tracing::Span::current().record("revision", artifact.revision.as_str());
         status.last_attempted_revision = Some(artifact.revision.clone());
 
-        let files = match self
-            .read_files(&repo, &artifact.url, &revision.commit)
-            .await?
-        {
+        let files = match self.read_files(&repo, &artifact.url, &revision.commit).await? {
             Ok(files) => files,
             Err(e) => return Ok(Err(e.into())),
         };
@@ -235,22 +211,14 @@ impl Reconcile {
             name: self.name.clone(),
             namespace: self.namespace.clone(),
         };
-        let target = spec
-            .target_namespace
-            .clone()
-            .unwrap_or_else(|| self.namespace.clone());
+        let target = spec.target_namespace.clone().unwrap_or_else(|| self.namespace.clone());
         let inventory = match self.ctx.applier.apply_all(&objects, &owner, &target).await {
             Ok(inventory) => inventory,
             Err(e) => return apply_failure(e, &artifact.revision),
         };
         let mut pruned = Vec::new();
         if spec.prune {
-            pruned = match self
-                .ctx
-                .applier
-                .prune(&status.inventory, &inventory, &owner)
-                .await
-            {
+            pruned = match self.ctx.applier.prune(&status.inventory, &inventory, &owner).await {
                 Ok(pruned) => pruned,
                 Err(ApplyError::Api { source, .. }) => return Err(source.into()),
                 Err(e) => {
@@ -268,10 +236,7 @@ impl Reconcile {
         let count = inventory.len();
         status.inventory = inventory;
         status.last_applied_revision = Some(artifact.revision.clone());
-        Ok(Ok(format!(
-            "applied revision {} ({count} objects)",
-            artifact.revision
-        )))
+        Ok(Ok(format!("applied revision {} ({count} objects)", artifact.revision)))
     }
 
     /// Reads the path at the commit; when this process has not fetched the commit yet (after a restart),
@@ -283,11 +248,7 @@ impl Reconcile {
         commit: &str,
     ) -> Result<Result<Vec<crate::source::ManifestFile>, SourceError>, ReconcileError> {
         let mirrors = self.ctx.mirrors.clone();
-        let (url, commit, path) = (
-            url.to_string(),
-            commit.to_string(),
-            self.env.spec.path.clone(),
-        );
+        let (url, commit, path) = (url.to_string(), commit.to_string(), self.env.spec.path.clone());
         let reference = repo.spec.effective_ref();
         tokio::task::spawn_blocking(move || match mirrors.read(&url, &commit, &path) {
             Err(SourceError::CommitMissing(_)) => {

@@ -13,16 +13,11 @@ use super::{Context, ReconcileError};
 use crate::api::{Artifact, ConditionSet, GitRepository, Reason, parse_duration};
 use crate::source::{FetchOptions, SourceError, redact_url};
 
-pub async fn reconcile(
-    repo: Arc<GitRepository>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let span = info_span!("reconcile", kind = "GitRepository", namespace = %namespace, name = %name, revision = tracing::field::Empty);
-    reconcile_inner(repo, ctx, namespace, name)
-        .instrument(span)
-        .await
+    reconcile_inner(repo, ctx, namespace, name).instrument(span).await
 }
 
 async fn reconcile_inner(
@@ -57,13 +52,8 @@ async fn reconcile_inner(
                 now,
             );
             if patch_if_changed(&api, &name, old, &status).await? {
-                ctx.event(
-                    repo.as_ref(),
-                    true,
-                    Reason::InvalidSpec.as_str(),
-                    e.to_string(),
-                )
-                .await;
+                ctx.event(repo.as_ref(), true, Reason::InvalidSpec.as_str(), e.to_string())
+                    .await;
             }
             return Ok(Action::await_change());
         }
@@ -76,11 +66,9 @@ async fn reconcile_inner(
     let url = repo.spec.url.clone();
     let reference = repo.spec.effective_ref();
     let mirrors = ctx.mirrors.clone();
-    let fetched = tokio::task::spawn_blocking(move || {
-        mirrors.fetch(&url, &reference, &FetchOptions { timeout })
-    })
-    .await
-    .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+    let fetched = tokio::task::spawn_blocking(move || mirrors.fetch(&url, &reference, &FetchOptions { timeout }))
+        .await
+        .map_err(|e| ReconcileError::Internal(e.to_string()))?;
 
     let previous = status.artifact.as_ref().map(|a| a.revision.clone());
     match fetched {
@@ -100,10 +88,7 @@ async fn reconcile_inner(
             patch_if_changed(&api, &name, old, &status).await?;
             if previous.as_deref() != Some(revision.as_str()) {
                 info!(%revision, "new revision");
-                let note = format!(
-                    "fetched revision {revision} from {}",
-                    redact_url(&repo.spec.url)
-                );
+                let note = format!("fetched revision {revision} from {}", redact_url(&repo.spec.url));
                 ctx.event(repo.as_ref(), false, "NewRevision", note).await;
             }
         }

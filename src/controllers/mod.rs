@@ -2,6 +2,7 @@
 //! what happened into status, conditions and Events.
 
 mod environment;
+mod events;
 mod gitrepository;
 mod status;
 
@@ -11,7 +12,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
@@ -34,17 +34,13 @@ pub struct Context {
     pub client: Client,
     pub mirrors: MirrorStore,
     pub applier: Applier,
-    pub recorder: Recorder,
+    pub events: events::EventPublisher,
 }
 
 impl Context {
     pub fn new(client: Client, storage_dir: std::path::PathBuf) -> Self {
-        let reporter = Reporter {
-            controller: "ferry".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::EventPublisher::new(client.clone()),
             applier: Applier::new(client.clone()),
             mirrors: MirrorStore::new(storage_dir),
             client,
@@ -52,27 +48,8 @@ impl Context {
     }
 
     /// Events are best-effort: failing to record one must never fail a reconcile.
-    pub async fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        note: String,
-    ) {
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, "failed to publish event");
-        }
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        self.events.publish(obj, warning, reason, note).await;
     }
 }
 
@@ -102,29 +79,19 @@ fn error_policy<K>(_obj: Arc<K>, err: &ReconcileError, _ctx: Arc<Context>) -> Ac
 }
 
 /// Runs every controller until the process is asked to stop (or `shutdown` resolves).
-pub async fn run(
-    ctx: Arc<Context>,
-    scope: Scope,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let repos = Controller::new(
-        scope.api::<GitRepository>(&client),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(stopped(stop_rx.clone()))
-    .run(gitrepository::reconcile, error_policy, ctx.clone())
-    .for_each(|_| async {});
+    let repos = Controller::new(scope.api::<GitRepository>(&client), watcher::Config::default())
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(gitrepository::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
 
-    let envs = Controller::new(
-        scope.api::<Environment>(&client),
-        watcher::Config::default(),
-    );
+    let envs = Controller::new(scope.api::<Environment>(&client), watcher::Config::default());
     let env_store = envs.store();
     let envs = envs
         .watches(

@@ -9,12 +9,7 @@ use serde_json::Value;
 use super::ReconcileError;
 
 /// Writes `new` as the status subresource unless it equals `old`. Returns whether it wrote.
-pub async fn patch_if_changed<K, S>(
-    api: &Api<K>,
-    name: &str,
-    old: Option<&S>,
-    new: &S,
-) -> Result<bool, ReconcileError>
+pub async fn patch_if_changed<K, S>(api: &Api<K>, name: &str, old: Option<&S>, new: &S) -> Result<bool, ReconcileError>
 where
     K: Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -22,8 +17,7 @@ where
     if old == Some(new) {
         return Ok(false);
     }
-    let to_value =
-        |s: &S| serde_json::to_value(s).map_err(|e| ReconcileError::Internal(e.to_string()));
+    let to_value = |s: &S| serde_json::to_value(s).map_err(|e| ReconcileError::Internal(e.to_string()));
     let old = old.map(to_value).transpose()?;
     let patch = serde_json::json!({ "status": merge_patch(old.as_ref(), to_value(new)?) });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -13,23 +13,11 @@ use crate::source::ManifestFile;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     #[error("{file}: document {doc}: invalid YAML: {message}")]
-    Yaml {
-        file: String,
-        doc: usize,
-        message: String,
-    },
+    Yaml { file: String, doc: usize, message: String },
     #[error("{file}: document {doc}: {message}")]
-    InvalidObject {
-        file: String,
-        doc: usize,
-        message: String,
-    },
+    InvalidObject { file: String, doc: usize, message: String },
     #[error("{id} is defined twice: in {first} and in {second}")]
-    Duplicate {
-        id: String,
-        first: String,
-        second: String,
-    },
+    Duplicate { id: String, first: String, second: String },
 }
 
 /// One rendered object and where it came from, for error messages that point at a file.
@@ -108,9 +96,7 @@ fn validate_object(object: &Value) -> Result<(), String> {
     field("kind", &object["kind"])?;
     field("metadata.name", &object["metadata"]["name"])?;
     if object["metadata"].get("generateName").is_some() {
-        return Err(
-            "metadata.generateName is not supported: GitOps objects need stable names".to_string(),
-        );
+        return Err("metadata.generateName is not supported: GitOps objects need stable names".to_string());
     }
     Ok(())
 }
@@ -118,18 +104,8 @@ fn validate_object(object: &Value) -> Result<(), String> {
 fn check_duplicates(objects: &[RenderedObject]) -> Result<(), RenderError> {
     let mut seen: std::collections::HashMap<String, &str> = Default::default();
     for o in objects {
-        let group = o
-            .api_version()
-            .rsplit_once('/')
-            .map(|(g, _)| g)
-            .unwrap_or("");
-        let id = format!(
-            "{}/{} {}/{}",
-            group,
-            o.kind(),
-            o.namespace().unwrap_or(""),
-            o.name()
-        );
+        let group = o.api_version().rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let id = format!("{}/{} {}/{}", group, o.kind(), o.namespace().unwrap_or(""), o.name());
         if let Some(first) = seen.insert(id.clone(), &o.source) {
             return Err(RenderError::Duplicate {
                 id,
@@ -211,11 +187,7 @@ mod tests {
 
     #[test]
     fn objects_need_api_version_kind_and_name() {
-        let err = render_plain(&[file(
-            "x.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
-        )])
-        .unwrap_err();
+        let err = render_plain(&[file("x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")]).unwrap_err();
         assert!(err.to_string().contains("metadata.name"), "{err}");
         let err = render_plain(&[file("x.yaml", "- 1\n- 2\n")]).unwrap_err();
         assert!(err.to_string().contains("not a mapping"), "{err}");

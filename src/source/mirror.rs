@@ -61,12 +61,7 @@ impl MirrorStore {
     }
 
     /// Fetches `reference` from `url` into the mirror and resolves it to a commit. Blocking.
-    pub fn fetch(
-        &self,
-        url: &str,
-        reference: &GitRef,
-        opts: &FetchOptions,
-    ) -> Result<Revision, SourceError> {
+    pub fn fetch(&self, url: &str, reference: &GitRef, opts: &FetchOptions) -> Result<Revision, SourceError> {
         validate_url(url)?;
         let spec = resolve_ref_spec(reference)?;
         let mirror = self.mirror(url);
@@ -79,12 +74,10 @@ impl MirrorStore {
             message: e.message().replace(url, &safe_url),
         };
 
-        let mut remote = repo
-            .remote_anonymous(url)
-            .map_err(|e| SourceError::InvalidUrl {
-                url: safe_url.clone(),
-                why: e.message().replace(url, &safe_url),
-            })?;
+        let mut remote = repo.remote_anonymous(url).map_err(|e| SourceError::InvalidUrl {
+            url: safe_url.clone(),
+            why: e.message().replace(url, &safe_url),
+        })?;
         let deadline = Instant::now() + opts.timeout;
         let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut callbacks = git2::RemoteCallbacks::new();
@@ -114,13 +107,11 @@ impl MirrorStore {
 
         let commit = match (&spec.commit, &spec.local) {
             (Some(commit), _) => {
-                let oid = git2::Oid::from_str(commit)
-                    .map_err(|e| SourceError::InvalidRef(e.message().to_string()))?;
-                repo.find_commit(oid)
-                    .map_err(|_| SourceError::RefNotFound {
-                        what: format!("commit {commit}"),
-                        url: safe_url.clone(),
-                    })?;
+                let oid = git2::Oid::from_str(commit).map_err(|e| SourceError::InvalidRef(e.message().to_string()))?;
+                repo.find_commit(oid).map_err(|_| SourceError::RefNotFound {
+                    what: format!("commit {commit}"),
+                    url: safe_url.clone(),
+                })?;
                 commit.clone()
             }
             (None, Some(local)) => {
@@ -143,11 +134,7 @@ impl MirrorStore {
                     return Err(not_found());
                 }
                 let reference = repo.find_reference(local).map_err(|_| not_found())?;
-                reference
-                    .peel_to_commit()
-                    .map_err(|_| not_found())?
-                    .id()
-                    .to_string()
+                reference.peel_to_commit().map_err(|_| not_found())?.id().to_string()
             }
             (None, None) => return Err(SourceError::InvalidRef("empty ref".to_string())),
         };
@@ -158,15 +145,10 @@ impl MirrorStore {
     }
 
     /// The manifest files under `path` at `commit`, read straight from the object database (no checkout).
-    pub fn read(
-        &self,
-        url: &str,
-        commit: &str,
-        path: &str,
-    ) -> Result<Vec<ManifestFile>, SourceError> {
+    pub fn read(&self, url: &str, commit: &str, path: &str) -> Result<Vec<ManifestFile>, SourceError> {
         let mirror = self.mirror(url);
-        let repo = git2::Repository::open_bare(&mirror.path)
-            .map_err(|_| SourceError::CommitMissing(commit.to_string()))?;
+        let repo =
+            git2::Repository::open_bare(&mirror.path).map_err(|_| SourceError::CommitMissing(commit.to_string()))?;
         read_manifests(&repo, commit, path)
     }
 }

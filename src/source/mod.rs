@@ -53,9 +53,7 @@ impl SourceError {
     pub fn is_stalled(&self) -> bool {
         matches!(
             self,
-            SourceError::InvalidUrl { .. }
-                | SourceError::InvalidRef(_)
-                | SourceError::InvalidPath(_)
+            SourceError::InvalidUrl { .. } | SourceError::InvalidRef(_) | SourceError::InvalidPath(_)
         )
     }
 }
@@ -80,9 +78,9 @@ pub fn validate_url(url: &str) -> Result<(), SourceError> {
         url: redact_url(url),
         why: why.to_string(),
     };
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        invalid("missing scheme (expected https://, http://, ssh://, git:// or file://)")
-    })?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("missing scheme (expected https://, http://, ssh://, git:// or file://)"))?;
     match scheme {
         "https" | "http" | "ssh" | "git" | "file" => {}
         other => return Err(invalid(&format!("unsupported scheme {other:?}"))),
@@ -110,10 +108,7 @@ mod tests {
             redact_url("https://user:s3cret@example.com/org/repo.git"),
             "https://***@example.com/org/repo.git"
         );
-        assert_eq!(
-            redact_url("git://127.0.0.1:9418/r"),
-            "git://127.0.0.1:9418/r"
-        );
+        assert_eq!(redact_url("git://127.0.0.1:9418/r"), "git://127.0.0.1:9418/r");
     }
 
     #[test]

@@ -103,9 +103,7 @@ fn check_ref_name(name: &str) -> Result<(), SourceError> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
     if bad {
-        Err(SourceError::InvalidRef(format!(
-            "{name:?} is not a valid git ref name"
-        )))
+        Err(SourceError::InvalidRef(format!("{name:?} is not a valid git ref name")))
     } else {
         Ok(())
     }

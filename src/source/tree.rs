@@ -31,11 +31,7 @@ pub fn normalize_path(path: &str) -> Result<Vec<String>, SourceError> {
     Ok(parts)
 }
 
-pub fn read_manifests(
-    repo: &git2::Repository,
-    commit: &str,
-    path: &str,
-) -> Result<Vec<ManifestFile>, SourceError> {
+pub fn read_manifests(repo: &git2::Repository, commit: &str, path: &str) -> Result<Vec<ManifestFile>, SourceError> {
     let parts = normalize_path(path)?;
     let missing = || SourceError::CommitMissing(commit.to_string());
     let oid = git2::Oid::from_str(commit).map_err(|_| missing())?;
@@ -92,7 +88,11 @@ pub fn read_manifests(
         });
         git2::TreeWalkResult::Ok
     })
-    .map_err(|e| failure.take().unwrap_or_else(|| SourceError::Storage(e.message().to_string())))?;
+    .map_err(|e| {
+        failure
+            .take()
+            .unwrap_or_else(|| SourceError::Storage(e.message().to_string()))
+    })?;
     if let Some(err) = failure {
         return Err(err);
     }
@@ -106,10 +106,7 @@ mod tests {
 
     #[test]
     fn paths_stay_inside_the_repo() {
-        assert_eq!(
-            normalize_path("./apps/staging/").unwrap(),
-            vec!["apps", "staging"]
-        );
+        assert_eq!(normalize_path("./apps/staging/").unwrap(), vec!["apps", "staging"]);
         assert!(normalize_path(".").unwrap().is_empty());
         assert!(normalize_path("../etc").is_err());
         assert!(normalize_path("/etc").is_err());

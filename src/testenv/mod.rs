@@ -28,17 +28,9 @@ pub enum TestEnvError {
         source: std::io::Error,
     },
     #[error("{name} exited early ({status}); see {log}")]
-    Exited {
-        name: String,
-        status: String,
-        log: String,
-    },
+    Exited { name: String, status: String, log: String },
     #[error("{what} not ready after {seconds}s; see logs in {dir}")]
-    NotReady {
-        what: String,
-        seconds: u64,
-        dir: String,
-    },
+    NotReady { what: String, seconds: u64, dir: String },
     #[error("{0}")]
     Setup(String),
 }
@@ -77,9 +69,7 @@ pub fn bin_dir_from_env_or_build(repo_root: &Path) -> Result<PathBuf, TestEnvErr
         .output()
         .map_err(|e| TestEnvError::Setup(format!("running hack/controlplane-build.sh: {e}")))?;
     if !out.status.success() {
-        return Err(TestEnvError::Setup(
-            "hack/controlplane-build.sh failed".into(),
-        ));
+        return Err(TestEnvError::Setup("hack/controlplane-build.sh failed".into()));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default().trim();
@@ -123,14 +113,9 @@ impl ControlPlane {
 
     fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<(), TestEnvError> {
         let log_path = self.dir.join(format!("{name}.log"));
-        let log =
-            std::fs::File::create(&log_path).map_err(|e| TestEnvError::Setup(e.to_string()))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| TestEnvError::Setup(e.to_string()))?;
-        cmd.stdout(log)
-            .stderr(log2)
-            .stdin(std::process::Stdio::null());
+        let log = std::fs::File::create(&log_path).map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        let log2 = log.try_clone().map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        cmd.stdout(log).stderr(log2).stdin(std::process::Stdio::null());
         let child = spawn_guarded(cmd).map_err(|source| TestEnvError::Spawn {
             name: name.to_string(),
             source,
@@ -166,12 +151,7 @@ impl ControlPlane {
         let mut etcd = Command::new(Self::bin(opts, "etcd")?);
         etcd.args(["--name", "default", "--data-dir"])
             .arg(d.join("etcd"))
-            .args([
-                "--listen-client-urls",
-                &etcd_url,
-                "--advertise-client-urls",
-                &etcd_url,
-            ])
+            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
             .args([
                 "--listen-peer-urls",
                 &peer_url,
@@ -218,12 +198,7 @@ impl ControlPlane {
         api.args(["--etcd-servers", &etcd_url, "--cert-dir"])
             .arg(d.join("certs"))
             .args(["--secure-port", &port.to_string()])
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-            ])
+            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
             .args([
                 "--service-cluster-ip-range",
                 "10.0.0.0/24",
@@ -283,8 +258,7 @@ impl ControlPlane {
                 && text.trim() == "ok"
             {
                 // The default namespace is created by a controller shortly after readiness.
-                let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
-                    kube::Api::all(client.clone());
+                let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
                 if let Ok(Some(_)) = namespaces.get_opt("default").await {
                     return Ok(());
                 }
@@ -314,19 +288,14 @@ impl ControlPlane {
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle",
                 "--leader-elect=false",
             ])
-            .args([
-                "--secure-port=0",
-                "--use-service-account-credentials=false",
-                "--v=1",
-            ]);
+            .args(["--secure-port=0", "--use-service-account-credentials=false", "--v=1"]);
         self.spawn("kube-controller-manager", kcm)?;
 
         let mut sched = Command::new(Self::bin(opts, "kube-scheduler")?);
-        sched.arg("--kubeconfig").arg(&kc).args([
-            "--leader-elect=false",
-            "--secure-port=0",
-            "--v=1",
-        ]);
+        sched
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["--leader-elect=false", "--secure-port=0", "--v=1"]);
         self.spawn("kube-scheduler", sched)?;
 
         let stages = opts
@@ -374,8 +343,7 @@ impl ControlPlane {
 
     /// A client for the admin user.
     pub async fn client(&self) -> Result<Client, TestEnvError> {
-        let kc = Kubeconfig::read_from(&self.kubeconfig)
-            .map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        let kc = Kubeconfig::read_from(&self.kubeconfig).map_err(|e| TestEnvError::Setup(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| TestEnvError::Setup(e.to_string()))?;
@@ -397,9 +365,7 @@ impl Drop for ControlPlane {
 }
 
 fn run_ok(cmd: &mut Command) -> Result<(), TestEnvError> {
-    let out = cmd
-        .output()
-        .map_err(|e| TestEnvError::Setup(format!("{cmd:?}: {e}")))?;
+    let out = cmd.output().map_err(|e| TestEnvError::Setup(format!("{cmd:?}: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {

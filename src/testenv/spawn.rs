@@ -45,8 +45,7 @@ pub fn spawn_guarded(cmd: Command) -> io::Result<Child> {
         .unwrap_or_else(|e| e.into_inner())
         .send((cmd, tx))
         .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("spawner thread is gone"))?
+    rx.recv().map_err(|_| io::Error::other("spawner thread is gone"))?
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps.

@@ -15,7 +15,14 @@ pub struct GitDaemon {
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "user.name=Ferry Test", "-c", "user.email=test@ferry.dev", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=Ferry Test",
+            "-c",
+            "user.email=test@ferry.dev",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .output()
         .with_context(|| format!("running git {args:?}"))?;
@@ -29,10 +36,17 @@ impl GitDaemon {
     pub fn start() -> anyhow::Result<GitDaemon> {
         let base = tempfile::tempdir()?;
         let port = free_port()?;
-        let mut cmd = Command::new("git");
-        cmd.arg("daemon")
-            .arg(format!("--base-path={}", base.path().display()))
-            .args(["--export-all", "--enable=receive-pack", "--reuseaddr", "--listen=127.0.0.1"])
+        // Run git-daemon itself, not the `git daemon` wrapper: the wrapper forks it, and the fork would not
+        // inherit the parent-death signal that keeps test processes from outliving the test binary.
+        let exec_path = git(base.path(), &["--exec-path"])?;
+        let mut cmd = Command::new(Path::new(&exec_path).join("git-daemon"));
+        cmd.arg(format!("--base-path={}", base.path().display()))
+            .args([
+                "--export-all",
+                "--enable=receive-pack",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(base.path())
             .stdout(std::process::Stdio::null())

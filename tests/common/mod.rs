@@ -87,7 +87,10 @@ impl TestEnv {
         let namespace = format!("{name}-{:x}", std::process::id() as u64 * 1000 + rand_small());
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).expect("ns");
-        namespaces.create(&PostParams::default(), &ns).await.expect("creating namespace");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating namespace");
         let repo = shared.git.create_repo(&namespace).expect("creating git repo");
         let storage = tempfile::tempdir().expect("tempdir");
         let ctx = Arc::new(Context::new(client.clone(), storage.path().to_path_buf()));
@@ -139,8 +142,13 @@ impl TestEnv {
             .expect("creating Environment")
     }
 
-    /// Reasons of the Events recorded for the object `name` in this namespace.
+    /// (type, reason) of the Events recorded for the object `name` in this namespace.
     pub async fn event_reasons(&self, name: &str) -> Vec<(String, String)> {
+        self.events(name).await.into_iter().map(|(t, r, _)| (t, r)).collect()
+    }
+
+    /// (type, reason, note) of the Events recorded for the object `name` in this namespace.
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
         let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
         events
             .list(&Default::default())
@@ -149,7 +157,13 @@ impl TestEnv {
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
             .collect()
     }
 }
@@ -207,7 +221,9 @@ where
 }
 
 /// The Ready condition's (status, reason, message).
-pub fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String, String)> {
+pub fn ready_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String, String)> {
     conditions
         .iter()
         .find(|c| c.type_ == "Ready")
