@@ -1,0 +1,51 @@
+//! The install manifests and CRDs are accepted by a real API server (server-side dry run).
+
+mod common;
+
+use common::TestEnv;
+use ferry::render::render_plain;
+use ferry::source::ManifestFile;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+
+#[tokio::test]
+async fn install_manifests_are_valid_on_a_real_apiserver() {
+    let t = TestEnv::new("install").await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        files.push(ManifestFile {
+            path: path.display().to_string(),
+            content: std::fs::read(&path).unwrap(),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let objects = render_plain(&files).unwrap();
+    let kinds: Vec<_> = objects.iter().map(|o| o.kind()).collect();
+    for want in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"] {
+        assert!(kinds.contains(&want), "manifests/ has a {want}: {kinds:?}");
+    }
+    // The namespace must exist for a dry run of namespaced objects; create it for real first.
+    let ns = objects.iter().find(|o| o.kind() == "Namespace").unwrap();
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(t.client.clone());
+    ns_api
+        .patch(ns.name(), &PatchParams::apply("ferry-tests"), &Patch::Apply(&ns.object))
+        .await
+        .unwrap();
+    for o in &objects {
+        let (group, version) = o.api_version().rsplit_once('/').unwrap_or(("", o.api_version()));
+        let (ar, caps) = kube::discovery::pinned_kind(&t.client, &GroupVersionKind::gvk(group, version, o.kind()))
+            .await
+            .unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, o.namespace()) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(t.client.clone(), ns, &ar),
+            _ => Api::all_with(t.client.clone(), &ar),
+        };
+        let params = PatchParams::apply("ferry-tests").dry_run();
+        if let Err(e) = api.patch(o.name(), &params, &Patch::Apply(&o.object)).await {
+            panic!("{} {} is rejected: {e}", o.kind(), o.name());
+        }
+    }
+}
