@@ -24,7 +24,13 @@ async fn install_manifests_are_valid_on_a_real_apiserver() {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let objects = render_plain(&files).unwrap();
     let kinds: Vec<_> = objects.iter().map(|o| o.kind()).collect();
-    for want in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"] {
+    for want in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+    ] {
         assert!(kinds.contains(&want), "manifests/ has a {want}: {kinds:?}");
     }
     // The namespace must exist for a dry run of namespaced objects; create it for real first.
