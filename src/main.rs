@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ferry::controllers::{self, Context, Scope};
+use ferry::controllers::{self, Context, Scope, Settings};
 use ferry::testenv;
 
 #[derive(Parser)]
@@ -25,6 +25,9 @@ enum Command {
         /// Where git mirrors are kept.
         #[arg(long, env = "FERRY_STORAGE_DIR", default_value = "/tmp/ferry")]
         storage_dir: PathBuf,
+        /// Largest download one git fetch may make, in bytes.
+        #[arg(long, env = "FERRY_MAX_REPO_BYTES", default_value_t = 1 << 30)]
+        max_repo_bytes: u64,
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/ferry.dev.yaml` contains).
     Crds,
@@ -57,9 +60,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Run { namespace, storage_dir } => {
+        Command::Run {
+            namespace,
+            storage_dir,
+            max_repo_bytes,
+        } => {
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
-            let ctx = Arc::new(Context::new(client, storage_dir));
+            let settings = Settings {
+                max_repo_bytes,
+                ..Settings::new(storage_dir)
+            };
+            let ctx = Arc::new(Context::new(client, settings));
             tracing::info!(
                 namespace = namespace.as_deref().unwrap_or("<all>"),
                 "ferry controllers starting"

@@ -21,6 +21,10 @@ pub enum Reason {
     RenderFailed,
     ApplyFailed,
     PruneFailed,
+    AuthFailed,
+    HostKeyMismatch,
+    TooLarge,
+    SecretNotFound,
 }
 
 impl Reason {
@@ -40,6 +44,10 @@ impl Reason {
             Reason::RenderFailed => "RenderFailed",
             Reason::ApplyFailed => "ApplyFailed",
             Reason::PruneFailed => "PruneFailed",
+            Reason::AuthFailed => "AuthFailed",
+            Reason::HostKeyMismatch => "HostKeyMismatch",
+            Reason::TooLarge => "TooLarge",
+            Reason::SecretNotFound => "SecretNotFound",
         }
     }
 }

@@ -91,6 +91,21 @@ pub struct Artifact {
     pub url: String,
 }
 
+/// Annotation that asks for an immediate fetch, bypassing the interval and the shared-fetch window. Its value is
+/// any string that differs from the last one handled (Flux's `reconcile.fluxcd.io/requestedAt` under our group).
+pub const RECONCILE_REQUESTED_AT: &str = "ferry.dev/reconcile-requested-at";
+
+impl GitRepository {
+    /// Which credentials this repo fetches with: `namespace/secret`, or empty when anonymous. Mirrors are keyed
+    /// by it, so a repo never reads objects fetched with someone else's credentials.
+    pub fn credentials_identity(&self) -> String {
+        match &self.spec.secret_ref {
+            Some(s) => format!("{}/{}", self.metadata.namespace.as_deref().unwrap_or_default(), s.name),
+            None => String::new(),
+        }
+    }
+}
+
 impl GitRepositorySpec {
     /// The effective ref after defaults: branch `main` when nothing is set.
     pub fn effective_ref(&self) -> GitRef {

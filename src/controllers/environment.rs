@@ -194,7 +194,7 @@ impl Reconcile {
 
         let files = match self.read_files(&repo, &artifact.url, &revision.commit).await? {
             Ok(files) => files,
-            Err(e) => return Ok(Err(e.into())),
+            Err(failure) => return Ok(Err(failure)),
         };
         let objects = match render_plain(&files) {
             Ok(objects) => objects,
@@ -246,19 +246,47 @@ impl Reconcile {
         repo: &GitRepository,
         url: &str,
         commit: &str,
-    ) -> Result<Result<Vec<crate::source::ManifestFile>, SourceError>, ReconcileError> {
+    ) -> Result<Result<Vec<crate::source::ManifestFile>, Failure>, ReconcileError> {
+        let identity = repo.credentials_identity();
         let mirrors = self.ctx.mirrors.clone();
         let (url, commit, path) = (url.to_string(), commit.to_string(), self.env.spec.path.clone());
-        let reference = repo.spec.effective_ref();
-        tokio::task::spawn_blocking(move || match mirrors.read(&url, &commit, &path) {
-            Err(SourceError::CommitMissing(_)) => {
-                mirrors.fetch(&url, &reference, &FetchOptions::default())?;
-                mirrors.read(&url, &commit, &path)
+        let first = {
+            let (mirrors, url, identity, commit, path) = (
+                mirrors.clone(),
+                url.clone(),
+                identity.clone(),
+                commit.clone(),
+                path.clone(),
+            );
+            tokio::task::spawn_blocking(move || mirrors.read(&url, &identity, &commit, &path))
+                .await
+                .map_err(|e| ReconcileError::Internal(e.to_string()))?
+        };
+        if !matches!(first, Err(SourceError::CommitMissing(_))) {
+            return Ok(first.map_err(Failure::from));
+        }
+        let creds = match super::gitrepository::load_credentials(&self.ctx.client, repo).await? {
+            Ok(c) => c,
+            Err((reason, message, stalled)) => {
+                return Ok(Err(Failure {
+                    reason,
+                    message,
+                    stalled,
+                }));
             }
-            other => other,
+        };
+        let reference = repo.spec.effective_ref();
+        let opts = FetchOptions {
+            max_bytes: self.ctx.settings.max_repo_bytes,
+            ..FetchOptions::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            mirrors.fetch(&url, &reference, &creds, &opts)?;
+            mirrors.read(&url, &identity, &commit, &path)
         })
         .await
         .map_err(|e| ReconcileError::Internal(e.to_string()))
+        .map(|r| r.map_err(Failure::from))
     }
 }
 

@@ -3,21 +3,53 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
-use crate::api::{Artifact, ConditionSet, GitRepository, Reason, parse_duration};
-use crate::source::{FetchOptions, SourceError, redact_url};
+use crate::api::{
+    Artifact, ConditionSet, GitRepository, GitRepositoryStatus, RECONCILE_REQUESTED_AT, Reason, parse_duration,
+};
+use crate::source::{Credentials, FetchOptions, Revision, redact_url};
+
+/// Share of the interval within which another GitRepository's fetch of the same mirror is reused.
+const SHARED_FETCH_WINDOW: f64 = 0.9;
 
 pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let span = info_span!("reconcile", kind = "GitRepository", namespace = %namespace, name = %name, revision = tracing::field::Empty);
     reconcile_inner(repo, ctx, namespace, name).instrument(span).await
+}
+
+/// The credentials a GitRepository fetches with, from its Secret. `Ok(Err)` is the user's problem.
+pub(crate) async fn load_credentials(
+    client: &Client,
+    repo: &GitRepository,
+) -> Result<Result<Credentials, (Reason, String, bool)>, ReconcileError> {
+    let Some(secret_ref) = &repo.spec.secret_ref else {
+        return Ok(Ok(Credentials::default()));
+    };
+    let namespace = repo.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
+        let message = format!("Secret {namespace}/{} not found", secret_ref.name);
+        return Ok(Err((Reason::SecretNotFound, message, false)));
+    };
+    let data = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Ok(
+        Credentials::from_secret(&repo.credentials_identity(), &data, &repo.spec.url)
+            .map_err(|e| (Reason::AuthFailed, e.to_string(), true)),
+    )
 }
 
 async fn reconcile_inner(
@@ -43,18 +75,8 @@ async fn reconcile_inner(
     let (interval, timeout) = match settings {
         Ok(s) => s,
         Err(e) => {
-            ConditionSet::failed(
-                &mut status.conditions,
-                Reason::InvalidSpec,
-                e.to_string(),
-                true,
-                generation,
-                now,
-            );
-            if patch_if_changed(&api, &name, old, &status).await? {
-                ctx.event(repo.as_ref(), true, Reason::InvalidSpec.as_str(), e.to_string())
-                    .await;
-            }
+            let failure = (Reason::InvalidSpec, e.to_string(), true);
+            report_failure(&ctx, &api, &repo, old, &mut status, failure, now).await?;
             return Ok(Action::await_change());
         }
     };
@@ -62,18 +84,42 @@ async fn reconcile_inner(
         info!("suspended; not fetching");
         return Ok(Action::await_change());
     }
+    let requeue = Action::requeue(interval.max(Duration::from_secs(1)));
+
+    let creds = match load_credentials(&ctx.client, &repo).await? {
+        Ok(c) => c,
+        Err(failure) => {
+            report_failure(&ctx, &api, &repo, old, &mut status, failure, now).await?;
+            return Ok(requeue);
+        }
+    };
+    // A "reconcile now" request (by hand or from a webhook) forces a network fetch.
+    let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
+    let forced = requested.is_some() && requested != status.last_handled_reconcile_at;
+    let spec_changed = old.and_then(|o| o.observed_generation) != generation;
+    let opts = FetchOptions {
+        timeout,
+        max_age: if forced || spec_changed {
+            Duration::ZERO
+        } else {
+            interval.mul_f64(SHARED_FETCH_WINDOW)
+        },
+        max_bytes: ctx.settings.max_repo_bytes,
+    };
+    status.last_handled_reconcile_at = requested.or(status.last_handled_reconcile_at);
 
     let url = repo.spec.url.clone();
     let reference = repo.spec.effective_ref();
     let mirrors = ctx.mirrors.clone();
-    let fetched = tokio::task::spawn_blocking(move || mirrors.fetch(&url, &reference, &FetchOptions { timeout }))
+    let fetch_creds = creds.clone();
+    let fetched = tokio::task::spawn_blocking(move || mirrors.fetch(&url, &reference, &fetch_creds, &opts))
         .await
         .map_err(|e| ReconcileError::Internal(e.to_string()))?;
 
-    let previous = status.artifact.as_ref().map(|a| a.revision.clone());
+    let previous = status.artifact.as_ref().and_then(|a| Revision::parse(&a.revision));
     match fetched {
-        Ok(revision) => {
-            let revision = revision.render();
+        Ok(fetched) => {
+            let revision = fetched.revision.render();
             tracing::Span::current().record("revision", revision.as_str());
             status.artifact = Some(Artifact {
                 revision: revision.clone(),
@@ -86,46 +132,70 @@ async fn reconcile_inner(
                 now,
             );
             patch_if_changed(&api, &name, old, &status).await?;
-            if previous.as_deref() != Some(revision.as_str()) {
-                info!(%revision, "new revision");
+            if previous.as_ref() != Some(&fetched.revision) {
+                info!(%revision, network = fetched.network, "new revision");
                 let note = format!("fetched revision {revision} from {}", redact_url(&repo.spec.url));
                 ctx.event(repo.as_ref(), false, "NewRevision", note).await;
+                if let Some(prev) = previous.filter(|p| p.name == fetched.revision.name) {
+                    report_rewrite(&ctx, &repo, &creds, &prev, &fetched.revision).await;
+                }
             }
         }
         Err(e) => {
-            report_failure(&ctx, &api, &repo, old, &mut status, &e, generation, now).await?;
+            let failure = (e.reason(), e.to_string(), e.is_stalled());
+            report_failure(&ctx, &api, &repo, old, &mut status, failure, now).await?;
         }
     }
-    Ok(Action::requeue(interval.max(Duration::from_secs(1))))
+    Ok(requeue)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A branch that moved to a commit not descending from the previous one (force-push), or a tag that moved:
+/// followed, because that is what Git says now, but reported, because it rewrites what was deployed.
+async fn report_rewrite(ctx: &Context, repo: &GitRepository, creds: &Credentials, prev: &Revision, new: &Revision) {
+    let is_tag = repo.spec.effective_ref().tag.is_some();
+    let descends = ctx
+        .mirrors
+        .descends(&repo.spec.url, &creds.identity, &new.commit, &prev.commit);
+    if is_tag {
+        let note = format!("tag {} moved from {} to {}", new.name, prev.commit, new.commit);
+        warn!(%note);
+        ctx.event(repo, true, "TagMoved", note).await;
+    } else if descends == Some(false) {
+        let note = format!(
+            "history of {} was rewritten (force-push): {} does not descend from {}",
+            new.name, new.commit, prev.commit
+        );
+        warn!(%note);
+        ctx.event(repo, true, "HistoryRewritten", note).await;
+    }
+}
+
 async fn report_failure(
     ctx: &Context,
     api: &Api<GitRepository>,
     repo: &GitRepository,
-    old: Option<&crate::api::GitRepositoryStatus>,
-    status: &mut crate::api::GitRepositoryStatus,
-    e: &SourceError,
-    generation: Option<i64>,
+    old: Option<&GitRepositoryStatus>,
+    status: &mut GitRepositoryStatus,
+    (reason, message, stalled): (Reason, String, bool),
     now: Timestamp,
 ) -> Result<(), ReconcileError> {
-    // The message already has credentials redacted; the last good artifact stays for consumers.
+    // Messages never hold credentials (URLs are redacted at the source); the last good artifact stays.
     let message = match &status.artifact {
-        Some(a) => format!("{e}; still serving {}", a.revision),
-        None => e.to_string(),
+        Some(a) => format!("{message}; still serving {}", a.revision),
+        None => message,
     };
-    warn!(reason = %e.reason(), error = %message, "fetch failed");
+    warn!(%reason, error = %message, "fetch failed");
+    let generation = status.observed_generation;
     ConditionSet::failed(
         &mut status.conditions,
-        e.reason(),
+        reason,
         message.clone(),
-        e.is_stalled(),
+        stalled,
         generation,
         now,
     );
     if patch_if_changed(api, &repo.name_any(), old, status).await? {
-        ctx.event(repo, true, e.reason().as_str(), message).await;
+        ctx.event(repo, true, reason.as_str(), message).await;
     }
     Ok(())
 }

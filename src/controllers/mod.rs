@@ -29,20 +29,43 @@ pub enum ReconcileError {
     Internal(String),
 }
 
+/// Operator-level settings (flags of `ferry run`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where git mirrors are kept.
+    pub storage_dir: std::path::PathBuf,
+    /// Largest download one fetch may make.
+    pub max_repo_bytes: u64,
+    /// Mirrors nobody fetched for this long are deleted.
+    pub mirror_ttl: Duration,
+}
+
+impl Settings {
+    pub fn new(storage_dir: impl Into<std::path::PathBuf>) -> Self {
+        Settings {
+            storage_dir: storage_dir.into(),
+            max_repo_bytes: 1 << 30,
+            mirror_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// What the controllers share.
 pub struct Context {
     pub client: Client,
+    pub settings: Settings,
     pub mirrors: MirrorStore,
     pub applier: Applier,
     pub events: events::EventPublisher,
 }
 
 impl Context {
-    pub fn new(client: Client, storage_dir: std::path::PathBuf) -> Self {
+    pub fn new(client: Client, settings: Settings) -> Self {
         Context {
             events: events::EventPublisher::new(client.clone()),
             applier: Applier::new(client.clone()),
-            mirrors: MirrorStore::new(storage_dir),
+            mirrors: MirrorStore::new(&settings.storage_dir),
+            settings,
             client,
         }
     }
@@ -78,6 +101,20 @@ fn error_policy<K>(_obj: Arc<K>, err: &ReconcileError, _ctx: Arc<Context>) -> Ac
     Action::requeue(RETRY_AFTER_API_ERROR)
 }
 
+/// Keeps the mirror cache bounded: mirrors unused for `mirror_ttl` are deleted.
+async fn collect_mirror_garbage(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let (mirrors, ttl) = (ctx.mirrors.clone(), ctx.settings.mirror_ttl);
+        if let Ok(removed) = tokio::task::spawn_blocking(move || mirrors.collect_garbage(ttl)).await
+            && removed > 0
+        {
+            tracing::info!(removed, "deleted unused git mirrors");
+        }
+    }
+}
+
 /// Runs every controller until the process is asked to stop (or `shutdown` resolves).
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
@@ -107,5 +144,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let gc = tokio::spawn(collect_mirror_garbage(ctx.clone()));
     tokio::join!(repos, envs);
+    gc.abort();
 }

@@ -1,156 +1,306 @@
-//! One bare mirror per URL, fetched incrementally, shared by every consumer of that URL.
+//! One bare mirror per (URL, credentials), fetched incrementally, shared by every consumer of that URL.
+//!
+//! A fetch brings every branch and tag (pruning those deleted upstream), so any ref of the URL resolves locally
+//! afterwards, and many GitRepositories on one URL need one network fetch per interval, not one each.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use super::auth::{Credentials, known_hosts_accepts, ssh_host_port, verify_with_ca};
 use super::revision::{Revision, resolve_ref_spec};
 use super::tree::{ManifestFile, read_manifests};
 use super::{SourceError, redact_url, validate_url};
 use crate::api::GitRef;
 
+const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"];
+
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
     pub timeout: Duration,
+    /// Reuse a fetch of the same mirror younger than this instead of going to the network again.
+    /// Zero forces a fetch (a webhook or a "reconcile now" request).
+    pub max_age: Duration,
+    /// Largest pack a fetch may download.
+    pub max_bytes: u64,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             timeout: Duration::from_secs(60),
+            max_age: Duration::ZERO,
+            max_bytes: 1 << 30,
         }
     }
 }
 
-/// The on-disk cache of mirrors. Cheap to clone; clones share the per-URL locks.
+/// What a fetch resolved, and whether it went to the network for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub revision: Revision,
+    pub network: bool,
+}
+
+#[derive(Default)]
+struct MirrorState {
+    last_fetch: Option<Instant>,
+}
+
+/// The on-disk cache of mirrors. Cheap to clone; clones share the per-mirror locks and counters.
 #[derive(Clone)]
 pub struct MirrorStore {
     root: PathBuf,
-    locks: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
-}
-
-/// A handle on one URL's mirror.
-pub struct Mirror {
-    pub url: String,
-    pub path: PathBuf,
+    mirrors: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<MirrorState>>>>>,
+    network_fetches: Arc<AtomicU64>,
 }
 
 impl MirrorStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         MirrorStore {
             root: root.into(),
-            locks: Arc::default(),
+            mirrors: Arc::default(),
+            network_fetches: Arc::default(),
         }
     }
 
-    pub fn mirror(&self, url: &str) -> Mirror {
-        let digest = Sha256::digest(url.as_bytes());
-        let name = format!("{}.git", &hex::encode(digest)[..24]);
-        Mirror {
-            url: url.to_string(),
-            path: self.root.join("git").join(name),
-        }
+    /// The mirror directory for a URL fetched with the credentials of `identity` (empty: anonymous).
+    pub fn mirror_path(&self, url: &str, identity: &str) -> PathBuf {
+        let digest = Sha256::digest(format!("{url}\0{identity}").as_bytes());
+        self.root
+            .join("git")
+            .join(format!("{}.git", &hex::encode(digest)[..24]))
     }
 
-    fn lock_for(&self, path: &Path) -> Arc<Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(path.to_path_buf()).or_default().clone()
+    /// How many fetches went to the network since start (for benchmarks and metrics).
+    pub fn network_fetches(&self) -> u64 {
+        self.network_fetches.load(Ordering::Relaxed)
     }
 
-    /// Fetches `reference` from `url` into the mirror and resolves it to a commit. Blocking.
-    pub fn fetch(&self, url: &str, reference: &GitRef, opts: &FetchOptions) -> Result<Revision, SourceError> {
+    fn state_for(&self, path: &Path) -> Arc<Mutex<MirrorState>> {
+        let mut mirrors = self.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+        mirrors.entry(path.to_path_buf()).or_default().clone()
+    }
+
+    /// Brings the mirror up to date (unless a fetch younger than `max_age` exists) and resolves `reference`.
+    /// Blocking: call from a blocking thread.
+    pub fn fetch(
+        &self,
+        url: &str,
+        reference: &GitRef,
+        creds: &Credentials,
+        opts: &FetchOptions,
+    ) -> Result<Fetched, SourceError> {
         validate_url(url)?;
         let spec = resolve_ref_spec(reference)?;
-        let mirror = self.mirror(url);
-        let lock = self.lock_for(&mirror.path);
-        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let repo = open_or_init(&mirror.path)?;
-        let safe_url = redact_url(url);
-        let fetch_err = |e: git2::Error| SourceError::Fetch {
-            url: safe_url.clone(),
-            message: e.message().replace(url, &safe_url),
-        };
-
-        let mut remote = repo.remote_anonymous(url).map_err(|e| SourceError::InvalidUrl {
-            url: safe_url.clone(),
-            why: e.message().replace(url, &safe_url),
-        })?;
-        let deadline = Instant::now() + opts.timeout;
-        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut callbacks = git2::RemoteCallbacks::new();
-        {
-            let timed_out = timed_out.clone();
-            callbacks.transfer_progress(move |_| {
-                let over = Instant::now() > deadline;
-                if over {
-                    timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                !over
-            });
+        let path = self.mirror_path(url, &creds.identity);
+        let state = self.state_for(&path);
+        // Held for the whole fetch: concurrent requests for one mirror wait and then reuse its result.
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let repo = open_or_init(&path)?;
+        let fresh = state.last_fetch.is_some_and(|t| t.elapsed() < opts.max_age);
+        if !fresh {
+            network_fetch(&repo, url, creds, opts)?;
+            self.network_fetches.fetch_add(1, Ordering::Relaxed);
+            state.last_fetch = Some(Instant::now());
+            touch(&path);
         }
-        let mut fo = git2::FetchOptions::new();
-        fo.remote_callbacks(callbacks);
-        fo.download_tags(git2::AutotagOption::None);
-        let refspecs: Vec<&str> = spec.fetch.iter().map(String::as_str).collect();
-        if let Err(e) = remote.fetch(&refspecs, Some(&mut fo), None) {
-            if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(SourceError::Timeout {
-                    url: safe_url,
-                    seconds: opts.timeout.as_secs(),
-                });
-            }
-            return Err(fetch_err(e));
-        }
-
-        let commit = match (&spec.commit, &spec.local) {
-            (Some(commit), _) => {
-                let oid = git2::Oid::from_str(commit).map_err(|e| SourceError::InvalidRef(e.message().to_string()))?;
-                repo.find_commit(oid).map_err(|_| SourceError::RefNotFound {
-                    what: format!("commit {commit}"),
-                    url: safe_url.clone(),
-                })?;
-                commit.clone()
-            }
-            (None, Some(local)) => {
-                // The server's advertisement is the truth: a ref deleted upstream must not resolve to the
-                // stale local copy left by an earlier fetch.
-                let remote_name = remote_ref_name(local);
-                let advertised = remote
-                    .list()
-                    .map_err(fetch_err)?
-                    .iter()
-                    .any(|head| head.name() == remote_name);
-                let not_found = || SourceError::RefNotFound {
-                    what: describe_ref(local),
-                    url: safe_url.clone(),
-                };
-                if !advertised {
-                    if let Ok(mut stale) = repo.find_reference(local) {
-                        let _ = stale.delete();
-                    }
-                    return Err(not_found());
-                }
-                let reference = repo.find_reference(local).map_err(|_| not_found())?;
-                reference.peel_to_commit().map_err(|_| not_found())?.id().to_string()
-            }
-            (None, None) => return Err(SourceError::InvalidRef("empty ref".to_string())),
-        };
-        Ok(Revision {
-            name: spec.name,
-            commit,
+        let revision = spec.resolve(&repo, &redact_url(url))?;
+        Ok(Fetched {
+            revision,
+            network: !fresh,
         })
     }
 
     /// The manifest files under `path` at `commit`, read straight from the object database (no checkout).
-    pub fn read(&self, url: &str, commit: &str, path: &str) -> Result<Vec<ManifestFile>, SourceError> {
-        let mirror = self.mirror(url);
-        let repo =
-            git2::Repository::open_bare(&mirror.path).map_err(|_| SourceError::CommitMissing(commit.to_string()))?;
+    pub fn read(&self, url: &str, identity: &str, commit: &str, path: &str) -> Result<Vec<ManifestFile>, SourceError> {
+        let mirror = self.mirror_path(url, identity);
+        let repo = git2::Repository::open_bare(&mirror).map_err(|_| SourceError::CommitMissing(commit.to_string()))?;
         read_manifests(&repo, commit, path)
     }
+
+    /// Whether `new` descends from `old` in the mirror: false means history was rewritten (force-push).
+    pub fn descends(&self, url: &str, identity: &str, new: &str, old: &str) -> Option<bool> {
+        let repo = git2::Repository::open_bare(self.mirror_path(url, identity)).ok()?;
+        let (new, old) = (git2::Oid::from_str(new).ok()?, git2::Oid::from_str(old).ok()?);
+        if new == old {
+            return Some(true);
+        }
+        repo.graph_descendant_of(new, old).ok()
+    }
+
+    /// Deletes mirrors nobody fetched for `unused_for`, keeping the disk cache bounded. Returns how many.
+    pub fn collect_garbage(&self, unused_for: Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.root.join("git")) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let stamp = path.join("ferry-last-fetch");
+            let age = std::fs::metadata(&stamp)
+                .or_else(|_| std::fs::metadata(&path))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            if age < unused_for {
+                continue;
+            }
+            let state = self.state_for(&path);
+            // Skip a mirror that is being fetched right now; it is in use.
+            let Ok(mut state) = state.try_lock() else {
+                continue;
+            };
+            if std::fs::remove_dir_all(&path).is_ok() {
+                state.last_fetch = None;
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+fn touch(path: &Path) {
+    let _ = std::fs::write(path.join("ferry-last-fetch"), b"");
+}
+
+fn network_fetch(
+    repo: &git2::Repository,
+    url: &str,
+    creds: &Credentials,
+    opts: &FetchOptions,
+) -> Result<(), SourceError> {
+    let safe_url = redact_url(url);
+    let mut remote = repo.remote_anonymous(url).map_err(|e| SourceError::InvalidUrl {
+        url: safe_url.clone(),
+        why: e.message().replace(url, &safe_url),
+    })?;
+    let deadline = Instant::now() + opts.timeout;
+    let aborted = Arc::new(Mutex::new(None::<SourceError>));
+    let auth_failed = Arc::new(AtomicBool::new(false));
+    let mut callbacks = git2::RemoteCallbacks::new();
+    {
+        let aborted = aborted.clone();
+        let (max_bytes, timeout, safe_url) = (opts.max_bytes, opts.timeout, safe_url.clone());
+        callbacks.transfer_progress(move |progress| {
+            let failure = if Instant::now() > deadline {
+                Some(SourceError::Timeout {
+                    url: safe_url.clone(),
+                    seconds: timeout.as_secs(),
+                })
+            } else if progress.received_bytes() as u64 > max_bytes {
+                Some(SourceError::TooLarge {
+                    url: safe_url.clone(),
+                    max_bytes,
+                })
+            } else {
+                None
+            };
+            match failure {
+                Some(f) => {
+                    *aborted.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+    {
+        let creds = creds.clone();
+        let auth_failed = auth_failed.clone();
+        let mut attempts = 0;
+        callbacks.credentials(move |_url, username, allowed| {
+            attempts += 1;
+            // libgit2 calls again after a rejection; a second call means the credentials were wrong.
+            if attempts > 1 {
+                auth_failed.store(true, Ordering::Relaxed);
+                return Err(git2::Error::from_str("authentication failed"));
+            }
+            if let Some(key) = creds
+                .ssh
+                .as_ref()
+                .filter(|_| allowed.contains(git2::CredentialType::SSH_KEY))
+            {
+                return git2::Cred::ssh_key_from_memory(
+                    username.unwrap_or("git"),
+                    None,
+                    &key.private_key,
+                    key.passphrase.as_deref(),
+                );
+            }
+            if let Some((user, pass)) = creds.basic.as_ref() {
+                return git2::Cred::userpass_plaintext(user, pass);
+            }
+            if allowed.contains(git2::CredentialType::USERNAME) {
+                return git2::Cred::username(username.unwrap_or("git"));
+            }
+            auth_failed.store(true, Ordering::Relaxed);
+            Err(git2::Error::from_str(
+                "the server asks for credentials and no secretRef is set",
+            ))
+        });
+    }
+    {
+        let creds = creds.clone();
+        let url = url.to_string();
+        let aborted = aborted.clone();
+        callbacks.certificate_check(move |cert, host| {
+            let reject = |why: String| {
+                *aborted.lock().unwrap_or_else(|e| e.into_inner()) = Some(SourceError::HostKey(why.clone()));
+                Err(git2::Error::from_str(&why))
+            };
+            if let Some(hostkey) = cert.as_hostkey() {
+                let (Some(known_hosts), Some((h, port))) = (&creds.known_hosts, ssh_host_port(&url)) else {
+                    return reject(format!("no known_hosts to verify the SSH host key of {host}"));
+                };
+                let Some(key) = hostkey.hostkey() else {
+                    return reject(format!("the SSH server {host} sent no host key"));
+                };
+                return if known_hosts_accepts(known_hosts, &h, port, key) {
+                    Ok(git2::CertificateCheckStatus::CertificateOk)
+                } else {
+                    reject(format!("the SSH host key of {h}:{port} is not in known_hosts"))
+                };
+            }
+            if let (Some(ca), Some(x509)) = (&creds.ca_pem, cert.as_x509()) {
+                return match verify_with_ca(x509.data(), ca, host) {
+                    Ok(()) => Ok(git2::CertificateCheckStatus::CertificateOk),
+                    Err(why) => reject(why),
+                };
+            }
+            Ok(git2::CertificateCheckStatus::CertificatePassthrough)
+        });
+    }
+    let mut fo = git2::FetchOptions::new();
+    fo.remote_callbacks(callbacks);
+    fo.download_tags(git2::AutotagOption::None);
+    fo.prune(git2::FetchPrune::On);
+    let header;
+    if let Some(token) = &creds.bearer_token {
+        header = format!("Authorization: Bearer {token}");
+        fo.custom_headers(&[header.as_str()]);
+    }
+    remote.fetch(&FETCH_REFSPECS, Some(&mut fo), None).map_err(|e| {
+        if let Some(failure) = aborted.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return failure;
+        }
+        let message = e.message().replace(url, &safe_url);
+        if auth_failed.load(Ordering::Relaxed)
+            || e.code() == git2::ErrorCode::Auth
+            || e.class() == git2::ErrorClass::Http && message.contains("401")
+        {
+            return SourceError::Auth(format!("authentication to {safe_url} failed"));
+        }
+        SourceError::Fetch {
+            url: safe_url.clone(),
+            message,
+        }
+    })
 }
 
 fn open_or_init(path: &Path) -> Result<git2::Repository, SourceError> {
@@ -161,23 +311,5 @@ fn open_or_init(path: &Path) -> Result<git2::Repository, SourceError> {
             std::fs::create_dir_all(path).map_err(|e| SourceError::Storage(e.to_string()))?;
             git2::Repository::init_bare(path).map_err(storage)
         }
-    }
-}
-
-/// `refs/remotes/origin/main` → `refs/heads/main`: the name the server advertises.
-fn remote_ref_name(local: &str) -> String {
-    match local.strip_prefix("refs/remotes/origin/") {
-        Some(branch) => format!("refs/heads/{branch}"),
-        None => local.to_string(),
-    }
-}
-
-fn describe_ref(local: &str) -> String {
-    if let Some(b) = local.strip_prefix("refs/remotes/origin/") {
-        format!("branch {b:?}")
-    } else if let Some(t) = local.strip_prefix("refs/tags/") {
-        format!("tag {t:?}")
-    } else {
-        local.to_string()
     }
 }

@@ -4,12 +4,14 @@
 //! per URL, so any number of GitRepositories and Environments on one URL share it. git2 is blocking, so callers
 //! run these functions on a blocking thread.
 
+mod auth;
 mod mirror;
 mod revision;
 mod tree;
 
-pub use mirror::{FetchOptions, Mirror, MirrorStore};
-pub use revision::{Revision, resolve_ref_spec};
+pub use auth::Credentials;
+pub use mirror::{FetchOptions, Fetched, MirrorStore};
+pub use revision::{RefSpec, Revision, resolve_ref_spec};
 pub use tree::{ManifestFile, read_manifests};
 
 use crate::api::Reason;
@@ -34,6 +36,12 @@ pub enum SourceError {
     InvalidPath(String),
     #[error("reading the mirror failed: {0}")]
     Storage(String),
+    #[error("{0}")]
+    Auth(String),
+    #[error("host verification failed: {0}")]
+    HostKey(String),
+    #[error("{url} is larger than the limit of {max_bytes} bytes")]
+    TooLarge { url: String, max_bytes: u64 },
 }
 
 impl SourceError {
@@ -46,6 +54,9 @@ impl SourceError {
             SourceError::Fetch { .. } | SourceError::Timeout { .. } => Reason::FetchFailed,
             SourceError::CommitMissing(_) | SourceError::Storage(_) => Reason::ArtifactFailed,
             SourceError::PathNotFound { .. } | SourceError::InvalidPath(_) => Reason::PathNotFound,
+            SourceError::Auth(_) => Reason::AuthFailed,
+            SourceError::HostKey(_) => Reason::HostKeyMismatch,
+            SourceError::TooLarge { .. } => Reason::TooLarge,
         }
     }
 

@@ -35,17 +35,13 @@ impl Revision {
     }
 }
 
-/// What to fetch for a ref, and which local ref then names the wanted commit.
+/// A validated ref, ready to resolve against a freshly fetched mirror.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefSpec {
-    /// Refspecs for the fetch.
-    pub fetch: Vec<String>,
-    /// The local reference to resolve after the fetch; `None` for a commit (looked up by id).
-    pub local: Option<String>,
-    /// The short name for the revision string.
-    pub name: String,
-    /// A commit pinned by the user.
-    pub commit: Option<String>,
+pub enum RefSpec {
+    Commit(String),
+    Tag(String),
+    Semver(semver::VersionReq),
+    Branch(String),
 }
 
 /// Precedence: commit > tag > semver > branch, as documented on `GitRef`.
@@ -56,38 +52,82 @@ pub fn resolve_ref_spec(r: &GitRef) -> Result<RefSpec, SourceError> {
                 "commit {commit:?} must be a full 40-character hex SHA"
             )));
         }
-        return Ok(RefSpec {
-            fetch: vec![
-                "+refs/heads/*:refs/remotes/origin/*".to_string(),
-                "+refs/tags/*:refs/tags/*".to_string(),
-            ],
-            local: None,
-            name: String::new(),
-            commit: Some(commit.to_ascii_lowercase()),
-        });
+        return Ok(RefSpec::Commit(commit.to_ascii_lowercase()));
     }
     if let Some(tag) = &r.tag {
         check_ref_name(tag)?;
-        return Ok(RefSpec {
-            fetch: vec![format!("+refs/tags/{tag}:refs/tags/{tag}")],
-            local: Some(format!("refs/tags/{tag}")),
-            name: tag.clone(),
-            commit: None,
-        });
+        return Ok(RefSpec::Tag(tag.clone()));
     }
-    if r.semver.is_some() {
-        return Err(SourceError::InvalidRef(
-            "semver ranges are not supported yet; use a tag, branch or commit".to_string(),
-        ));
+    if let Some(range) = &r.semver {
+        let req = semver::VersionReq::parse(range)
+            .map_err(|e| SourceError::InvalidRef(format!("semver range {range:?} is invalid: {e}")))?;
+        return Ok(RefSpec::Semver(req));
     }
     let branch = r.branch.clone().unwrap_or_else(|| "main".to_string());
     check_ref_name(&branch)?;
-    Ok(RefSpec {
-        fetch: vec![format!("+refs/heads/{branch}:refs/remotes/origin/{branch}")],
-        local: Some(format!("refs/remotes/origin/{branch}")),
-        name: branch,
-        commit: None,
-    })
+    Ok(RefSpec::Branch(branch))
+}
+
+/// The highest tag matching `req`; tags may carry a leading `v`. Pre-releases only match ranges that name one.
+pub fn highest_matching<'a>(req: &semver::VersionReq, tags: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    tags.into_iter()
+        .filter_map(|t| {
+            semver::Version::parse(t.strip_prefix('v').unwrap_or(t))
+                .ok()
+                .map(|v| (v, t))
+        })
+        .filter(|(v, _)| req.matches(v))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, t)| t)
+}
+
+impl RefSpec {
+    /// Resolves against the mirror's local refs, which the fetch just synchronized with the server
+    /// (deleted branches and tags are pruned, so they do not resolve to stale commits).
+    pub fn resolve(&self, repo: &git2::Repository, safe_url: &str) -> Result<Revision, SourceError> {
+        let not_found = |what: String| SourceError::RefNotFound {
+            what,
+            url: safe_url.to_string(),
+        };
+        let peel = |refname: &str, what: String| -> Result<String, SourceError> {
+            let reference = repo.find_reference(refname).map_err(|_| not_found(what.clone()))?;
+            Ok(reference
+                .peel_to_commit()
+                .map_err(|_| not_found(what))?
+                .id()
+                .to_string())
+        };
+        match self {
+            RefSpec::Commit(commit) => {
+                let oid = git2::Oid::from_str(commit).map_err(|e| SourceError::InvalidRef(e.message().to_string()))?;
+                repo.find_commit(oid)
+                    .map_err(|_| not_found(format!("commit {commit}")))?;
+                Ok(Revision {
+                    name: String::new(),
+                    commit: commit.clone(),
+                })
+            }
+            RefSpec::Tag(tag) => Ok(Revision {
+                name: tag.clone(),
+                commit: peel(&format!("refs/tags/{tag}"), format!("tag {tag:?}"))?,
+            }),
+            RefSpec::Branch(branch) => Ok(Revision {
+                name: branch.clone(),
+                commit: peel(&format!("refs/remotes/origin/{branch}"), format!("branch {branch:?}"))?,
+            }),
+            RefSpec::Semver(req) => {
+                let names = repo
+                    .tag_names(None)
+                    .map_err(|e| SourceError::Storage(e.message().to_string()))?;
+                let names: Vec<&str> = names.iter().filter_map(|n| n.ok().flatten()).collect();
+                let tag = highest_matching(req, names)
+                    .ok_or_else(|| not_found(format!("a tag matching semver {req}")))?
+                    .to_string();
+                let commit = peel(&format!("refs/tags/{tag}"), format!("tag {tag:?}"))?;
+                Ok(Revision { name: tag, commit })
+            }
+        }
+    }
 }
 
 /// The subset of git's ref-name rules that keeps a user's string from turning into another refspec.
@@ -127,22 +167,41 @@ mod tests {
     }
 
     #[test]
-    fn commit_wins_over_tag_and_branch() {
-        let spec = resolve_ref_spec(&GitRef {
+    fn commit_wins_over_tag_semver_and_branch() {
+        let all = GitRef {
             branch: Some("main".into()),
             tag: Some("v1".into()),
+            semver: Some(">=1".into()),
             commit: Some("C".repeat(40)),
-            semver: None,
-        })
-        .unwrap();
-        assert_eq!(spec.commit, Some("c".repeat(40)));
-        let tag = resolve_ref_spec(&GitRef {
-            branch: Some("main".into()),
-            tag: Some("v1".into()),
+        };
+        assert_eq!(resolve_ref_spec(&all).unwrap(), RefSpec::Commit("c".repeat(40)));
+        let no_commit = GitRef {
+            commit: None,
+            ..all.clone()
+        };
+        assert_eq!(resolve_ref_spec(&no_commit).unwrap(), RefSpec::Tag("v1".into()));
+        let semver = GitRef { tag: None, ..no_commit };
+        assert!(matches!(resolve_ref_spec(&semver).unwrap(), RefSpec::Semver(_)));
+        assert_eq!(
+            resolve_ref_spec(&GitRef::default()).unwrap(),
+            RefSpec::Branch("main".into())
+        );
+    }
+
+    #[test]
+    fn semver_picks_the_highest_matching_tag() {
+        let tags = ["v1.0.0", "v1.2.3", "1.10.0", "v2.0.0", "v1.11.0-rc.1", "latest"];
+        let req = semver::VersionReq::parse(">=1.0.0, <2.0.0").unwrap();
+        assert_eq!(highest_matching(&req, tags), Some("1.10.0"));
+        let req = semver::VersionReq::parse("~1.2").unwrap();
+        assert_eq!(highest_matching(&req, tags), Some("v1.2.3"));
+        let req = semver::VersionReq::parse(">=3").unwrap();
+        assert_eq!(highest_matching(&req, tags), None);
+        let bad = GitRef {
+            semver: Some("not a range".into()),
             ..GitRef::default()
-        })
-        .unwrap();
-        assert_eq!(tag.local.as_deref(), Some("refs/tags/v1"));
+        };
+        assert!(resolve_ref_spec(&bad).unwrap_err().to_string().contains("semver"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRepository};
-use ferry::controllers::{self, Context, Scope};
+use ferry::controllers::{self, Context, Scope, Settings};
 use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -93,7 +93,7 @@ impl TestEnv {
             .expect("creating namespace");
         let repo = shared.git.create_repo(&namespace).expect("creating git repo");
         let storage = tempfile::tempdir().expect("tempdir");
-        let ctx = Arc::new(Context::new(client.clone(), storage.path().to_path_buf()));
+        let ctx = Arc::new(Context::new(client.clone(), Settings::new(storage.path())));
         let scope = Scope {
             namespace: Some(namespace.clone()),
         };
