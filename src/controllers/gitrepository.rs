@@ -96,10 +96,9 @@ async fn reconcile_inner(
     // A "reconcile now" request (by hand or from a webhook) forces a network fetch.
     let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
     let forced = requested.is_some() && requested != status.last_handled_reconcile_at;
-    let spec_changed = old.and_then(|o| o.observed_generation) != generation;
     let opts = FetchOptions {
         timeout,
-        max_age: if forced || spec_changed {
+        max_age: if forced {
             Duration::ZERO
         } else {
             interval.mul_f64(SHARED_FETCH_WINDOW)

@@ -313,3 +313,76 @@ fn open_or_init(path: &Path) -> Result<git2::Repository, SourceError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args([
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn fetch_resolves_reuses_within_max_age_and_detects_rewrites() {
+        let upstream = tempfile::tempdir().unwrap();
+        let up = upstream.path();
+        git(up, &["init", "-q"]);
+        std::fs::write(up.join("a.yaml"), "a: 1\n").unwrap();
+        git(up, &["add", "-A"]);
+        git(up, &["commit", "-q", "-m", "one"]);
+        let c1 = git(up, &["rev-parse", "HEAD"]);
+        let url = format!("file://{}", up.display());
+        let store = MirrorStore::new(tempfile::tempdir().unwrap().keep());
+        let main = GitRef::default();
+        let creds = Credentials::default();
+        let window = FetchOptions {
+            max_age: Duration::from_secs(3600),
+            ..FetchOptions::default()
+        };
+        let first = store.fetch(&url, &main, &creds, &window).unwrap();
+        assert_eq!(first.revision.commit, c1);
+        assert!(first.network);
+
+        std::fs::write(up.join("a.yaml"), "a: 2\n").unwrap();
+        git(up, &["commit", "-q", "-a", "--amend", "-m", "rewritten"]);
+        let c2 = git(up, &["rev-parse", "HEAD"]);
+        let reused = store.fetch(&url, &main, &creds, &window).unwrap();
+        assert!(!reused.network, "a fetch within max_age is reused");
+        assert_eq!(reused.revision.commit, c1);
+        let forced = store.fetch(&url, &main, &creds, &FetchOptions::default()).unwrap();
+        assert!(forced.network);
+        assert_eq!(forced.revision.commit, c2);
+        assert_eq!(store.network_fetches(), 2);
+        assert_eq!(store.descends(&url, "", &c2, &c1), Some(false), "amend is a rewrite");
+        assert_eq!(store.descends(&url, "", &c2, &c2), Some(true));
+
+        let files = store.read(&url, "", &c2, ".").unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].content, b"a: 2\n");
+        assert_eq!(
+            store.collect_garbage(Duration::from_secs(3600)),
+            0,
+            "recently used mirrors stay"
+        );
+        assert_eq!(store.collect_garbage(Duration::ZERO), 1);
+        assert!(matches!(
+            store.read(&url, "", &c2, "."),
+            Err(SourceError::CommitMissing(_))
+        ));
+    }
+}

@@ -76,12 +76,21 @@ impl GitDaemon {
         git(work.path(), &["init", "-q", "-b", "main"])?;
         let url = format!("git://127.0.0.1:{}/{name}.git", self.port);
         git(work.path(), &["remote", "add", "origin", &url])?;
-        Ok(GitRepo { url, work })
+        Ok(GitRepo {
+            url,
+            name: format!("{name}.git"),
+            bare,
+            work,
+        })
     }
 }
 
 pub struct GitRepo {
+    /// `git://` URL (pushes go here).
     pub url: String,
+    /// `<name>.git`, the path under any server's root.
+    pub name: String,
+    pub bare: PathBuf,
     pub work: tempfile::TempDir,
 }
 

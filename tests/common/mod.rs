@@ -1,8 +1,10 @@
 //! Shared integration-test support: one real control plane and one `git daemon` per test binary, one namespace,
 //! one git repository and one controller instance per test.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod git;
+pub mod git_http;
+pub mod sshd;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 pub use git::{GitDaemon, GitRepo};
+pub use git_http::{GitHttpServer, HttpAuth};
+pub use sshd::Sshd;
 
 /// How long any condition may take before a test fails; generous for a loaded 2-core CI machine.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -76,12 +80,19 @@ pub struct TestEnv {
     pub namespace: String,
     pub repo: GitRepo,
     pub kubeconfig: PathBuf,
+    /// Root of the shared git daemon: serve it over HTTP or SSH too.
+    pub git_root: PathBuf,
     controller: tokio::task::JoinHandle<()>,
     _storage: tempfile::TempDir,
 }
 
 impl TestEnv {
     pub async fn new(name: &str) -> TestEnv {
+        Self::with_settings(name, |_| {}).await
+    }
+
+    /// A TestEnv whose controller runs with adjusted operator settings.
+    pub async fn with_settings(name: &str, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
         let shared = shared().await;
         let client = shared.cp.client().await.expect("client");
         let namespace = format!("{name}-{:x}", std::process::id() as u64 * 1000 + rand_small());
@@ -93,7 +104,9 @@ impl TestEnv {
             .expect("creating namespace");
         let repo = shared.git.create_repo(&namespace).expect("creating git repo");
         let storage = tempfile::tempdir().expect("tempdir");
-        let ctx = Arc::new(Context::new(client.clone(), Settings::new(storage.path())));
+        let mut settings = Settings::new(storage.path());
+        adjust(&mut settings);
+        let ctx = Arc::new(Context::new(client.clone(), settings));
         let scope = Scope {
             namespace: Some(namespace.clone()),
         };
@@ -103,6 +116,7 @@ impl TestEnv {
             namespace,
             repo,
             kubeconfig: shared.cp.kubeconfig.clone(),
+            git_root: shared.git.base.path().to_path_buf(),
             controller,
             _storage: storage,
         }
@@ -142,9 +156,35 @@ impl TestEnv {
             .expect("creating Environment")
     }
 
-    /// (type, reason) of the Events recorded for the object `name` in this namespace.
-    pub async fn event_reasons(&self, name: &str) -> Vec<(String, String)> {
-        self.events(name).await.into_iter().map(|(t, r, _)| (t, r)).collect()
+    /// Creates a Secret with string data.
+    pub async fn create_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let string_data: std::collections::BTreeMap<String, String> =
+            data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            string_data: Some(string_data),
+            ..Default::default()
+        };
+        self.api::<k8s_openapi::api::core::v1::Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("creating Secret");
+    }
+
+    /// Waits until an Event of `type_` and `reason` exists for `name` (events are written after status, so a
+    /// test that just saw the status may be a moment early); returns every (type, reason, note) for `name`.
+    pub async fn wait_event(&self, name: &str, type_: &str, reason: &str) -> Vec<(String, String, String)> {
+        eventually(&format!("{type_} event {reason} for {name}"), || async {
+            let events = self.events(name).await;
+            events
+                .iter()
+                .any(|(t, r, _)| t == type_ && r == reason)
+                .then_some(events)
+        })
+        .await
     }
 
     /// (type, reason, note) of the Events recorded for the object `name` in this namespace.
