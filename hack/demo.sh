@@ -62,26 +62,35 @@ echo "pushed $(git -C "$DIR/work" rev-parse HEAD) to $REPO_URL"
 say "Installing Ferry's CRDs and starting the controller"
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-FERRY_STORAGE_DIR="$DIR/storage" RUST_LOG=info,kube=warn "$FERRY" run > "$DIR/ferry.log" 2>&1 &
+HOOK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+FERRY_STORAGE_DIR="$DIR/storage" FERRY_WEBHOOK_ADDR=127.0.0.1:$HOOK_PORT RUST_LOG=info,kube=warn \
+  "$FERRY" run > "$DIR/ferry.log" 2>&1 &
 pids+=($!)
 
 say "Creating a GitRepository and an Environment"
 kubectl create namespace demo >/dev/null
+kubectl -n demo create secret generic webhook-token --from-literal=token=demo-hook-secret >/dev/null
 sed "s|\${REPO_URL}|$REPO_URL|" examples/demo/cluster/gitrepository.yaml | kubectl apply -f -
 kubectl apply -f examples/demo/cluster/environment.yaml
 kubectl -n demo wait --for=condition=Ready environment/staging --timeout=120s >/dev/null
 
-say "Merging a change to the config repo: replicas 2 → 3"
+say "Merging a change to the config repo (replicas 2 → 3) and sending the push webhook, as GitHub would"
 sed -i 's/replicas: 2/replicas: 3/' "$DIR/work/apps/staging/deployment.yaml"
 git_ -C "$DIR/work" commit -q -am "scale podinfo to 3"
 git_ -C "$DIR/work" push -q "$REPO_URL" HEAD:main
 SECOND=$(git -C "$DIR/work" rev-parse HEAD)
 echo "pushed $SECOND"
-for _ in $(seq 1 240); do
+BODY="{\"ref\":\"refs/heads/main\",\"after\":\"$SECOND\"}"
+SIG=$(printf '%s' "$BODY" | openssl dgst -sha256 -hmac demo-hook-secret | sed 's/.*= //')
+start=$(date +%s%N)
+curl -sS -X POST "http://127.0.0.1:$HOOK_PORT/hooks/demo/config" -H "X-GitHub-Event: push" \
+  -H "X-Hub-Signature-256: sha256=$SIG" -H "Content-Type: application/json" -d "$BODY"
+for _ in $(seq 1 2400); do
   rev=$(kubectl -n demo get environment staging -o jsonpath='{.status.lastAppliedRevision}')
   [ "$rev" = "main@sha1:$SECOND" ] && break
-  sleep 0.5
+  sleep 0.05
 done
+echo "webhook → applied in $(( ($(date +%s%N) - start) / 1000000 )) ms (measured with kubectl polling)"
 [ "$rev" = "main@sha1:$SECOND" ] || { echo "second commit not applied"; tail -n 30 "$DIR/ferry.log"; exit 1; }
 kubectl -n demo wait --for=condition=Available deployment/podinfo --timeout=120s >/dev/null
 

@@ -1,10 +1,11 @@
 //! Ferry: a pull-based GitOps operator. Modules follow the data's path:
 //! [`api`] types → [`source`] (git) → [`render`] → [`apply`] (apply and prune) → [`controllers`].
-//! [`testenv`] starts a real local control plane for the demo and the integration tests.
+//! [`receiver`] turns push webhooks into immediate fetches. [`testenv`] starts a real local control plane for the demo and the integration tests.
 
 pub mod api;
 pub mod apply;
 pub mod controllers;
+pub mod receiver;
 pub mod render;
 pub mod source;
 pub mod testenv;

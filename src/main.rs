@@ -28,6 +28,9 @@ enum Command {
         /// Largest download one git fetch may make, in bytes.
         #[arg(long, env = "FERRY_MAX_REPO_BYTES", default_value_t = 1 << 30)]
         max_repo_bytes: u64,
+        /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
+        #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
+        webhook_addr: std::net::SocketAddr,
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/ferry.dev.yaml` contains).
     Crds,
@@ -64,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             storage_dir,
             max_repo_bytes,
+            webhook_addr,
         } => {
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
             let settings = Settings {
@@ -71,11 +75,18 @@ async fn main() -> anyhow::Result<()> {
                 ..Settings::new(storage_dir)
             };
             let ctx = Arc::new(Context::new(client, settings));
-            tracing::info!(
-                namespace = namespace.as_deref().unwrap_or("<all>"),
-                "ferry controllers starting"
-            );
+            let listener = tokio::net::TcpListener::bind(webhook_addr)
+                .await
+                .with_context(|| format!("binding the webhook receiver to {webhook_addr}"))?;
+            tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), %webhook_addr, "ferry starting");
+            let receiver = tokio::spawn(ferry::receiver::serve(
+                listener,
+                ctx.client.clone(),
+                namespace.clone(),
+                shutdown_signal(),
+            ));
             controllers::run(ctx, Scope { namespace }, shutdown_signal()).await;
+            receiver.abort();
             Ok(())
         }
         Command::Crds => {

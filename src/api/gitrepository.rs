@@ -38,6 +38,10 @@ pub struct GitRepositorySpec {
     /// Secret in the same namespace holding credentials for the URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
+    /// Secret (key `token`) that verifies push webhooks sent to `/hooks/<namespace>/<name>`: the HMAC key for
+    /// GitHub, Gitea and Forgejo signatures, the GitLab token, or the bearer token of a generic call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_ref: Option<SecretReference>,
     /// Stop fetching; consumers keep the last revision.
     #[serde(default)]
     pub suspend: bool,

@@ -82,6 +82,9 @@ pub struct TestEnv {
     pub kubeconfig: PathBuf,
     /// Root of the shared git daemon: serve it over HTTP or SSH too.
     pub git_root: PathBuf,
+    /// `http://127.0.0.1:<port>` of this test's webhook receiver.
+    pub webhook_base: String,
+    receiver: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
     _storage: tempfile::TempDir,
 }
@@ -111,12 +114,24 @@ impl TestEnv {
             namespace: Some(namespace.clone()),
         };
         let controller = tokio::spawn(controllers::run(ctx, scope, std::future::pending()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let webhook_base = format!("http://{}", listener.local_addr().expect("addr"));
+        let receiver = tokio::spawn(ferry::receiver::serve(
+            listener,
+            client.clone(),
+            Some(namespace.clone()),
+            std::future::pending(),
+        ));
         TestEnv {
             client,
             namespace,
             repo,
             kubeconfig: shared.cp.kubeconfig.clone(),
             git_root: shared.git.base.path().to_path_buf(),
+            webhook_base,
+            receiver,
             controller,
             _storage: storage,
         }
@@ -211,6 +226,7 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.controller.abort();
+        self.receiver.abort();
     }
 }
 
@@ -218,6 +234,33 @@ fn rand_small() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A minimal HTTP/1.1 POST over a raw socket; returns the status code and body.
+pub async fn http_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = tokio::net::TcpStream::connect(authority).await.expect("connect");
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write body");
+    let mut resp = Vec::new();
+    stream.read_to_end(&mut resp).await.expect("read");
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// Polls `name` until `cond` holds, failing the test with the last seen object at the deadline.
