@@ -364,6 +364,39 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Applies Ferry's CRDs and waits until the API server serves them.
+pub async fn install_crds(client: &Client) -> Result<(), TestEnvError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let setup = |e: &dyn std::fmt::Display| TestEnvError::Setup(format!("installing CRDs: {e}"));
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let yaml = crate::api::crds_yaml().map_err(|e| setup(&e))?;
+    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).map_err(|e| setup(&e))?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("ferry-testenv").force(), &Patch::Apply(&crd))
+            .await
+            .map_err(|e| setup(&e))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let established = crds
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions);
+            if established.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(setup(&format!("{name} not Established after 60s")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
 fn run_ok(cmd: &mut Command) -> Result<(), TestEnvError> {
     let out = cmd.output().map_err(|e| TestEnvError::Setup(format!("{cmd:?}: {e}")))?;
     if out.status.success() {

@@ -4,6 +4,7 @@
 
 pub mod git;
 pub mod git_http;
+pub mod http;
 pub mod sshd;
 
 use std::fmt::Debug;
@@ -23,6 +24,7 @@ use tokio::sync::OnceCell;
 
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
+pub use http::http_post;
 pub use sshd::Sshd;
 
 /// How long any condition may take before a test fails; generous for a loaded 2-core CI machine.
@@ -47,30 +49,13 @@ async fn shared() -> &'static Shared {
             })
             .await
             .expect("starting the local control plane");
-            install_crds(&cp.client().await.expect("client")).await;
+            ferry::testenv::install_crds(&cp.client().await.expect("client"))
+                .await
+                .expect("installing CRDs");
             let git = GitDaemon::start().expect("starting git daemon");
             Shared { cp, git }
         })
         .await
-}
-
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let yaml = ferry::api::crds_yaml().expect("crd yaml");
-    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).expect("crd");
-        let name = crd.metadata.name.clone().expect("crd name");
-        crds.patch(&name, &PatchParams::apply("ferry-tests").force(), &Patch::Apply(&crd))
-            .await
-            .expect("applying CRD");
-        wait_for(&crds, &name, |c: &CustomResourceDefinition| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-        })
-        .await;
-    }
 }
 
 /// One test's world: a fresh namespace, a git repo served by the shared daemon, and a controller for that
@@ -234,33 +219,6 @@ fn rand_small() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A minimal HTTP/1.1 POST over a raw socket; returns the status code and body.
-pub async fn http_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut stream = tokio::net::TcpStream::connect(authority).await.expect("connect");
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    stream.write_all(body).await.expect("write body");
-    let mut resp = Vec::new();
-    stream.read_to_end(&mut resp).await.expect("read");
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 /// Polls `name` until `cond` holds, failing the test with the last seen object at the deadline.
