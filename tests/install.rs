@@ -9,6 +9,40 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 
+/// Every example resource (auth kinds, the demo's GitRepository and Environment) is accepted by the API server
+/// with the CRDs of this build, in the test's namespace.
+#[tokio::test]
+async fn examples_are_valid_on_a_real_apiserver() {
+    let t = TestEnv::new("examples").await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files = Vec::new();
+    for dir in ["auth", "demo/cluster"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            files.push(ManifestFile {
+                path: path.display().to_string(),
+                content: std::fs::read(&path).unwrap(),
+            });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let objects = render_plain(&files).unwrap();
+    assert!(objects.iter().filter(|o| o.kind() == "GitRepository").count() >= 5);
+    for o in &objects {
+        let (group, version) = o.api_version().rsplit_once('/').unwrap_or(("", o.api_version()));
+        let (ar, _) = kube::discovery::pinned_kind(&t.client, &GroupVersionKind::gvk(group, version, o.kind()))
+            .await
+            .unwrap();
+        let api: Api<DynamicObject> = Api::namespaced_with(t.client.clone(), &t.namespace, &ar);
+        let mut object = o.object.clone();
+        object["metadata"]["namespace"] = t.namespace.clone().into();
+        let params = PatchParams::apply("ferry-tests").dry_run();
+        if let Err(e) = api.patch(o.name(), &params, &Patch::Apply(&object)).await {
+            panic!("{} {} in {} is rejected: {e}", o.kind(), o.name(), o.source);
+        }
+    }
+}
+
 #[tokio::test]
 async fn install_manifests_are_valid_on_a_real_apiserver() {
     let t = TestEnv::new("install").await;
