@@ -228,10 +228,10 @@ async fn main() -> anyhow::Result<()> {
     let commits = 3000;
     for i in 0..commits {
         let content = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: h}}\ndata: {{i: \"{i}\"}}\n");
+        let msg = format!("commit {i}");
         stream.push_str(&format!(
             "commit refs/heads/main\nmark :{m}\ncommitter B <b@ferry.dev> {t} +0000\ndata {ml}\n{msg}\n{from}M 644 inline file{f}.yaml\ndata {len}\n{content}\n",
-            msg = format!("commit {i}"),
-            ml = format!("commit {i}").len(),
+            ml = msg.len(),
             m = i + 1,
             t = 1_700_000_000 + i,
             from = if i == 0 { String::new() } else { format!("from :{i}\n") },

@@ -69,6 +69,13 @@ async fn main() -> anyhow::Result<()> {
             max_repo_bytes,
             webhook_addr,
         } => {
+            // libgit2's transfer timeout only runs while data flows; these bound a server that accepts a
+            // connection and then says nothing. Set once, before any fetch.
+            // SAFETY: called before any other libgit2 use in this process.
+            unsafe {
+                git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
+                git2::opts::set_server_timeout_in_milliseconds(120_000)?;
+            }
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
             let settings = Settings {
                 max_repo_bytes,

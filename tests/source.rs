@@ -361,3 +361,44 @@ async fn unknown_scheme_is_invalid() {
     assert_eq!(reason, "InvalidURL");
     assert!(message.contains("unsupported scheme"), "{message}");
 }
+
+#[tokio::test]
+async fn a_suspended_gitrepository_is_left_alone_until_resumed() {
+    let t = TestEnv::new("suspend").await;
+    t.repo.write("a.yaml", CM);
+    let c1 = t.repo.commit_and_push("one");
+    t.create_gitrepo("active", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_gitrepo("paused", json!({"url": t.repo.url, "interval": "1h", "suspend": true}))
+        .await;
+    // Both are queued together; once the active one is done, the suspended one has been handled too.
+    ready_is(&t, "active", "True").await;
+    let request = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "x"}}});
+    for name in ["active", "paused"] {
+        t.api::<GitRepository>()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&request))
+            .await
+            .unwrap();
+    }
+    wait_for(&t.api::<GitRepository>(), "active", |r: &GitRepository| {
+        r.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("x")
+    })
+    .await;
+    let paused = t.api::<GitRepository>().get("paused").await.unwrap();
+    assert!(
+        paused.status.is_none(),
+        "suspended: no fetch, no status: {:?}",
+        paused.status
+    );
+
+    t.api::<GitRepository>()
+        .patch(
+            "paused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    let (_, _, r) = ready_is(&t, "paused", "True").await;
+    assert_eq!(revision_of(&r), format!("main@sha1:{c1}"));
+}

@@ -113,6 +113,25 @@ impl ConditionSet {
         conditions.retain(|c| c.type_ != super::RECONCILING && c.type_ != super::STALLED);
     }
 
+    /// Reconciling=True while work towards a new generation or revision is under way; Ready keeps describing
+    /// what is in effect until the work ends.
+    pub fn reconciling(
+        conditions: &mut Vec<Condition>,
+        message: impl Into<String>,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        set_condition(
+            conditions,
+            super::RECONCILING,
+            true,
+            Reason::Progressing,
+            message,
+            generation,
+            now,
+        );
+    }
+
     /// Ready=False. `stalled` marks failures that retrying cannot fix without a change to the spec or repo.
     pub fn failed(
         conditions: &mut Vec<Condition>,
@@ -160,6 +179,24 @@ mod tests {
         set_condition(&mut conds, "Ready", true, Reason::Succeeded, "c", Some(2), ts(30));
         assert_eq!(conds[0].last_transition_time, Time(ts(30)));
         assert_eq!(conds.len(), 1);
+    }
+
+    #[test]
+    fn reconciling_is_cleared_by_the_outcome() {
+        let mut conds = Vec::new();
+        ConditionSet::ready(&mut conds, "at a", Some(1), ts(1));
+        ConditionSet::reconciling(&mut conds, "applying b", Some(1), ts(2));
+        assert_eq!(condition_status(&conds, "Reconciling"), Some("True"));
+        assert_eq!(
+            condition_status(&conds, "Ready"),
+            Some("True"),
+            "Ready still describes what is in effect"
+        );
+        ConditionSet::failed(&mut conds, Reason::ApplyFailed, "b failed", false, Some(1), ts(3));
+        assert_eq!(condition_status(&conds, "Reconciling"), None);
+        ConditionSet::reconciling(&mut conds, "applying c", Some(1), ts(4));
+        ConditionSet::ready(&mut conds, "at c", Some(1), ts(5));
+        assert_eq!(condition_status(&conds, "Reconciling"), None);
     }
 
     #[test]

@@ -191,6 +191,15 @@ impl Reconcile {
         };
         tracing::Span::current().record("revision", artifact.revision.as_str());
         status.last_attempted_revision = Some(artifact.revision.clone());
+        let previous = self.env.status.as_ref();
+        let new_attempt = previous.and_then(|p| p.last_attempted_revision.as_ref()) != Some(&artifact.revision)
+            || previous.and_then(|p| p.observed_generation) != status.observed_generation;
+        if new_attempt && status.last_applied_revision.as_ref() != Some(&artifact.revision) {
+            let message = format!("applying revision {}", artifact.revision);
+            let generation = status.observed_generation;
+            ConditionSet::reconciling(&mut status.conditions, message, generation, Timestamp::now());
+            super::status::patch_if_changed(&self.api, &self.name, previous, status).await?;
+        }
 
         let files = match self.read_files(&repo, &artifact.url, &revision.commit).await? {
             Ok(files) => files,

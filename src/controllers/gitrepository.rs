@@ -107,6 +107,17 @@ async fn reconcile_inner(
     };
     status.last_handled_reconcile_at = requested.or(status.last_handled_reconcile_at);
 
+    // Say so before the first fetch for a new spec; a steady state (failing or not) writes nothing here.
+    let mut written = old.cloned();
+    if old.and_then(|o| o.observed_generation) != generation {
+        let message = format!("fetching {} from {}", describe_ref(&repo), redact_url(&repo.spec.url));
+        ConditionSet::reconciling(&mut status.conditions, message, generation, now);
+        if patch_if_changed(&api, &name, old, &status).await? {
+            written = Some(status.clone());
+        }
+    }
+    let old = written.as_ref();
+
     let url = repo.spec.url.clone();
     let reference = repo.spec.effective_ref();
     let mirrors = ctx.mirrors.clone();
@@ -146,6 +157,16 @@ async fn reconcile_inner(
         }
     }
     Ok(requeue)
+}
+
+fn describe_ref(repo: &GitRepository) -> String {
+    let r = repo.spec.effective_ref();
+    match (r.commit, r.tag, r.semver, r.branch) {
+        (Some(c), ..) => format!("commit {c}"),
+        (_, Some(t), ..) => format!("tag {t}"),
+        (_, _, Some(s), _) => format!("the highest tag matching {s}"),
+        (_, _, _, b) => format!("branch {}", b.unwrap_or_else(|| "main".into())),
+    }
 }
 
 /// A branch that moved to a commit not descending from the previous one (force-push), or a tag that moved:
