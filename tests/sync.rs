@@ -39,7 +39,7 @@ async fn setup_synced(t: &TestEnv, interval: &str) -> String {
     .await;
     t.create_env(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": interval}),
+        json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": interval, "maxPrunePercent": 100}),
     )
     .await;
     applied(t, "staging", &commit).await;

@@ -25,6 +25,9 @@ pub enum Reason {
     HostKeyMismatch,
     TooLarge,
     SecretNotFound,
+    ValidationFailed,
+    Conflict,
+    PruneBlocked,
 }
 
 impl Reason {
@@ -48,6 +51,9 @@ impl Reason {
             Reason::HostKeyMismatch => "HostKeyMismatch",
             Reason::TooLarge => "TooLarge",
             Reason::SecretNotFound => "SecretNotFound",
+            Reason::ValidationFailed => "ValidationFailed",
+            Reason::Conflict => "Conflict",
+            Reason::PruneBlocked => "PruneBlocked",
         }
     }
 }

@@ -37,9 +37,36 @@ pub struct EnvironmentSpec {
     /// Delete objects that were applied before and are no longer in Git.
     #[serde(default = "default_true")]
     pub prune: bool,
+    /// Refuse to prune more than this share (percent) of the applied objects in one go.
+    #[serde(default = "default_max_prune_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_prune_percent: u8,
+    /// Allow a render with no objects to prune everything (otherwise that stops with `PruneBlocked`).
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Take ownership of fields that another declarative applier (another server-side-apply manager) owns.
+    /// Fields changed by hand (`kubectl edit`) are drift and are reverted regardless.
+    #[serde(default)]
+    pub force: bool,
+    /// What happens to applied objects when the Environment is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
     /// Stop applying; the cluster keeps what was applied last.
     #[serde(default)]
     pub suspend: bool,
+}
+
+fn default_max_prune_percent() -> u8 {
+    50
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete every object Ferry applied (except those annotated `ferry.dev/prune: disabled`).
+    #[default]
+    Delete,
+    /// Leave the objects in the cluster.
+    Orphan,
 }
 
 fn default_path() -> String {
@@ -82,6 +109,16 @@ pub struct EnvironmentStatus {
     /// Every object applied at `lastAppliedRevision`: what prune compares against.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
+    /// The last time objects had drifted from Git (changed or deleted by hand) and were put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drift_correction: Option<DriftCorrection>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftCorrection {
+    pub revision: String,
+    pub objects: Vec<String>,
 }
 
 /// One applied object, identified the way `kubectl` would address it.

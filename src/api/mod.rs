@@ -11,7 +11,9 @@ mod promotion;
 
 pub use conditions::{ConditionSet, Reason, condition_status, set_condition};
 pub use duration::{DurationError, parse_duration};
-pub use environment::{Environment, EnvironmentSpec, EnvironmentStatus, InventoryEntry, SourceReference};
+pub use environment::{
+    DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, InventoryEntry, SourceReference,
+};
 pub use gitrepository::{
     Artifact, GitRef, GitRepository, GitRepositorySpec, GitRepositoryStatus, RECONCILE_REQUESTED_AT, SecretReference,
 };

@@ -10,6 +10,10 @@ use kube::discovery::{ApiCapabilities, Scope};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
+mod normalize;
+
+pub use normalize::{conflicting_managers, differs, imperative_managers, normalized};
+
 use crate::api::InventoryEntry;
 use crate::render::{RenderedObject, apply_rank};
 
@@ -21,12 +25,15 @@ pub const OWNER_NAMESPACE_LABEL: &str = "ferry.dev/environment-namespace";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{object}: kind {kind} is not served by the cluster ({api_version})")]
-    UnknownKind {
-        object: String,
-        kind: String,
-        api_version: String,
-    },
+    /// The server's dry run refused objects (invalid, unknown kind, missing namespace, …): nothing of the set
+    /// was applied. Every failing object is listed.
+    #[error("{} object(s) would be rejected, nothing was applied: {}", failures.len(), failures.join("; "))]
+    Invalid { failures: Vec<String> },
+    /// Fields are owned by another declarative applier; `spec.force` takes them over.
+    #[error("{} conflict(s) with other field managers, nothing was applied (set spec.force to take ownership): {}", failures.len(), failures.join("; "))]
+    Conflict { failures: Vec<String> },
+    #[error("CustomResourceDefinition {0} did not become Established")]
+    NotEstablished(String),
     #[error("{object} was rejected: {message}")]
     Rejected { object: String, message: String },
     #[error("talking to the API server failed for {object}: {source}")]
@@ -38,9 +45,9 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Failures that need a change in Git; the others are the API server's and are retried with backoff.
+    /// Failures that need a change in Git or the spec; the others are the API server's and are retried.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, ApplyError::Api { .. })
+        !matches!(self, ApplyError::Api { .. } | ApplyError::NotEstablished(_))
     }
 }
 
@@ -50,6 +57,45 @@ pub struct Owner {
     pub name: String,
     pub namespace: String,
 }
+
+/// How to apply one set.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub owner: Owner,
+    /// Overrides every namespaced object's namespace.
+    pub target_namespace: Option<String>,
+    /// For namespaced objects that name no namespace.
+    pub default_namespace: String,
+    /// Take fields over from other declarative appliers.
+    pub force: bool,
+}
+
+/// What one apply did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub inventory: Vec<InventoryEntry>,
+    pub created: Vec<String>,
+    pub configured: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl ApplyReport {
+    pub fn changed(&self) -> bool {
+        !self.created.is_empty() || !self.configured.is_empty()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} created, {} configured, {} unchanged",
+            self.created.len(),
+            self.configured.len(),
+            self.unchanged
+        )
+    }
+}
+
+/// Annotation ordering objects within a stage (lower first), like Argo CD's sync waves.
+pub const APPLY_ORDER_ANNOTATION: &str = "ferry.dev/apply-order";
 
 /// Applies and prunes with a discovery cache shared across reconciles.
 pub struct Applier {
@@ -62,23 +108,35 @@ fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
     GroupVersionKind::gvk(group, version, kind)
 }
 
-fn describe(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> String {
-    InventoryEntry {
-        api_version: api_version.to_string(),
-        kind: kind.to_string(),
-        namespace: namespace.map(str::to_string),
-        name: name.to_string(),
-    }
-    .to_string()
+/// One object ready to send: where it goes and what it says.
+struct Prepared {
+    api: Api<DynamicObject>,
+    name: String,
+    body: Value,
+    label: String,
+    entry: InventoryEntry,
 }
 
-fn api_error_message(e: &kube::Error) -> Option<String> {
+/// The dry run's verdict on one object.
+struct Planned {
+    prepared: Prepared,
+    live: Option<DynamicObject>,
+    dry_run: Value,
+    force: bool,
+}
+
+fn client_error(e: &kube::Error) -> Option<&kube::core::Status> {
     match e {
-        kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429 => {
-            Some(status.message.clone())
-        }
+        kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429 => Some(status),
         _ => None,
     }
+}
+
+fn order_of(object: &Value) -> i64 {
+    object["metadata"]["annotations"][APPLY_ORDER_ANNOTATION]
+        .as_str()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Applier {
@@ -90,34 +148,20 @@ impl Applier {
     }
 
     /// Maps a kind to its API resource. Only hits are cached, so a CRD installed later is found next time.
-    async fn resource(
-        &self,
-        api_version: &str,
-        kind: &str,
-        object: &str,
-    ) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
-        let gvk = gvk_of(api_version, kind);
-        if let Some(hit) = self.resources.lock().unwrap_or_else(|e| e.into_inner()).get(&gvk) {
-            return Ok(hit.clone());
+    async fn resource(&self, gvk: &GroupVersionKind, object: &str) -> Result<Option<(ApiResource, ApiCapabilities)>, ApplyError> {
+        if let Some(hit) = self.resources.lock().unwrap_or_else(|e| e.into_inner()).get(gvk) {
+            return Ok(Some(hit.clone()));
         }
-        match kube::discovery::pinned_kind(&self.client, &gvk).await {
+        match kube::discovery::pinned_kind(&self.client, gvk).await {
             Ok(found) => {
                 self.resources
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(gvk, found.clone());
-                Ok(found)
+                    .insert(gvk.clone(), found.clone());
+                Ok(Some(found))
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => Err(ApplyError::UnknownKind {
-                object: object.to_string(),
-                kind: kind.to_string(),
-                api_version: api_version.to_string(),
-            }),
-            Err(kube::Error::Discovery(_)) => Err(ApplyError::UnknownKind {
-                object: object.to_string(),
-                kind: kind.to_string(),
-                api_version: api_version.to_string(),
-            }),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(kube::Error::Discovery(_)) => Ok(None),
             Err(source) => Err(ApplyError::Api {
                 object: object.to_string(),
                 source,
@@ -132,90 +176,274 @@ impl Applier {
         }
     }
 
-    /// Applies every object (dependencies first) and returns the inventory of what is now applied.
-    /// Stops at the first failure; objects already applied in this pass stay applied and are in the cluster
-    /// at the new revision, which status reports as the attempted (not applied) revision.
-    pub async fn apply_all(
-        &self,
-        objects: &[RenderedObject],
-        owner: &Owner,
-        target_namespace: &str,
-    ) -> Result<Vec<InventoryEntry>, ApplyError> {
-        let mut ordered: Vec<&RenderedObject> = objects.iter().collect();
-        ordered.sort_by_key(|o| apply_rank(o.kind()));
-        let mut inventory = Vec::with_capacity(ordered.len());
-        for rendered in ordered {
-            let (api_version, kind, name) = (rendered.api_version(), rendered.kind(), rendered.name());
-            let label = describe(api_version, kind, rendered.namespace(), name);
-            let (ar, caps) = self.resource(api_version, kind, &label).await?;
-            let namespaced = caps.scope == Scope::Namespaced;
-            let namespace = namespaced.then(|| target_namespace.to_string());
-            let object = prepare(&rendered.object, namespace.as_deref(), owner);
-            let api = self.api_for(&ar, &caps, namespace.as_deref());
-            let label = describe(api_version, kind, namespace.as_deref(), name);
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            if let Err(e) = api.patch(name, &params, &Patch::Apply(&object)).await {
-                return Err(match api_error_message(&e) {
-                    Some(message) => ApplyError::Rejected { object: label, message },
-                    None => ApplyError::Api {
-                        object: label,
-                        source: e,
-                    },
-                });
-            }
-            inventory.push(InventoryEntry {
-                api_version: api_version.to_string(),
-                kind: kind.to_string(),
-                namespace,
-                name: name.to_string(),
-            });
+    fn prepare(&self, rendered: &RenderedObject, ar: &ApiResource, caps: &ApiCapabilities, opts: &ApplyOptions) -> Prepared {
+        let namespaced = caps.scope == Scope::Namespaced;
+        let namespace = namespaced.then(|| {
+            opts.target_namespace
+                .clone()
+                .or_else(|| rendered.namespace().map(str::to_string))
+                .unwrap_or_else(|| opts.default_namespace.clone())
+        });
+        let entry = InventoryEntry {
+            api_version: rendered.api_version().to_string(),
+            kind: rendered.kind().to_string(),
+            namespace: namespace.clone(),
+            name: rendered.name().to_string(),
+        };
+        Prepared {
+            api: self.api_for(ar, caps, namespace.as_deref()),
+            name: rendered.name().to_string(),
+            body: prepare(&rendered.object, namespace.as_deref(), &opts.owner),
+            label: entry.to_string(),
+            entry,
         }
-        inventory.sort();
-        Ok(inventory)
     }
 
-    /// Deletes objects of `previous` that are not in `current`, dependents first. An object whose labels do
-    /// not name `owner` is left alone: Ferry never deletes what it does not own.
-    pub async fn prune(
-        &self,
-        previous: &[InventoryEntry],
-        current: &[InventoryEntry],
-        owner: &Owner,
-    ) -> Result<Vec<InventoryEntry>, ApplyError> {
-        let keep: BTreeSet<&InventoryEntry> = current.iter().collect();
-        let mut stale: Vec<&InventoryEntry> = previous.iter().filter(|e| !keep.contains(e)).collect();
+    /// Applies the whole set, staged: CRDs and Namespaces first (then waits for the CRDs to be Established),
+    /// then everything else. Each stage is dry-run in full first; if any object would be rejected, nothing of
+    /// that stage is applied and every failure is reported. Objects whose dry run equals the live object are
+    /// not written, so a reconcile where nothing changed makes no mutating request.
+    pub async fn apply_all(&self, objects: &[RenderedObject], opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
+        let mut ordered: Vec<&RenderedObject> = objects.iter().collect();
+        ordered.sort_by_key(|o| (apply_rank(o.kind()), order_of(&o.object)));
+        let defined_by_set: BTreeSet<(String, String)> = objects
+            .iter()
+            .filter(|o| o.kind() == "CustomResourceDefinition")
+            .filter_map(|o| {
+                let spec = &o.object["spec"];
+                Some((spec["group"].as_str()?.to_string(), spec["names"]["kind"].as_str()?.to_string()))
+            })
+            .collect();
+
+        // Every kind must be served, or defined by a CRD of this same set, before anything is applied.
+        let mut unknown = Vec::new();
+        let mut first_stage = Vec::new();
+        let mut second_stage: Vec<&RenderedObject> = Vec::new();
+        for o in &ordered {
+            let gvk = gvk_of(o.api_version(), o.kind());
+            let label = format!("{}/{} {}", o.api_version(), o.kind(), o.name());
+            match self.resource(&gvk, &label).await? {
+                Some((ar, caps)) if apply_rank(o.kind()) <= 1 => first_stage.push(self.prepare(o, &ar, &caps, opts)),
+                Some(_) => second_stage.push(o),
+                None if defined_by_set.contains(&(gvk.group.clone(), gvk.kind.clone())) => second_stage.push(o),
+                None => unknown.push(format!("{label}: kind {} is not served by the cluster", o.kind())),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(ApplyError::Invalid { failures: unknown });
+        }
+
+        let mut report = ApplyReport::default();
+        let crds: Vec<String> = first_stage
+            .iter()
+            .filter(|p| p.entry.kind == "CustomResourceDefinition")
+            .map(|p| p.name.clone())
+            .collect();
+        self.apply_stage(first_stage, opts.force, &mut report).await?;
+        for crd in &crds {
+            self.wait_established(crd).await?;
+        }
+        let mut prepared = Vec::new();
+        for o in second_stage {
+            let gvk = gvk_of(o.api_version(), o.kind());
+            let label = format!("{}/{} {}", o.api_version(), o.kind(), o.name());
+            let Some((ar, caps)) = self.resource(&gvk, &label).await? else {
+                return Err(ApplyError::Invalid {
+                    failures: vec![format!("{label}: kind {} is not served after its CRD was applied", o.kind())],
+                });
+            };
+            prepared.push(self.prepare(o, &ar, &caps, opts));
+        }
+        self.apply_stage(prepared, opts.force, &mut report).await?;
+        report.inventory.sort();
+        Ok(report)
+    }
+
+    async fn apply_stage(&self, stage: Vec<Prepared>, force: bool, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        let mut invalid = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut planned = Vec::new();
+        for p in stage {
+            let live = p.api.get_opt(&p.name).await.map_err(|source| ApplyError::Api {
+                object: p.label.clone(),
+                source,
+            })?;
+            let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
+            params.force = force;
+            let first = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await;
+            let (result, forced) = match first {
+                Err(kube::Error::Api(s)) if s.code == 409 && !force => {
+                    // Fields taken by an imperative edit are drift: take them back. Fields of another
+                    // declarative applier are its to keep unless the Environment says force.
+                    let managers = conflicting_managers(&s.message);
+                    let imperative = live
+                        .as_ref()
+                        .and_then(|l| serde_json::to_value(l).ok())
+                        .map(|l| imperative_managers(&l))
+                        .unwrap_or_default();
+                    if !managers.is_empty() && managers.iter().all(|m| imperative.contains(m)) {
+                        params.force = true;
+                        (p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await, true)
+                    } else {
+                        conflicts.push(format!("{}: {}", p.label, s.message));
+                        continue;
+                    }
+                }
+                other => (other, force),
+            };
+            match result {
+                Ok(dry) => {
+                    let dry_run = serde_json::to_value(&dry).unwrap_or_default();
+                    planned.push(Planned {
+                        prepared: p,
+                        live,
+                        dry_run,
+                        force: forced,
+                    });
+                }
+                Err(e) => match client_error(&e) {
+                    Some(status) => invalid.push(format!("{}: {}", p.label, status.message)),
+                    None => {
+                        return Err(ApplyError::Api {
+                            object: p.label,
+                            source: e,
+                        });
+                    }
+                },
+            }
+        }
+        if !invalid.is_empty() {
+            invalid.extend(conflicts);
+            return Err(ApplyError::Invalid { failures: invalid });
+        }
+        if !conflicts.is_empty() {
+            return Err(ApplyError::Conflict { failures: conflicts });
+        }
+        for plan in planned {
+            let p = plan.prepared;
+            let needs_write = match &plan.live {
+                None => true,
+                Some(live) => differs(&plan.dry_run, &serde_json::to_value(live).unwrap_or_default()),
+            };
+            if needs_write {
+                let mut params = PatchParams::apply(FIELD_MANAGER);
+                params.force = plan.force;
+                if let Err(e) = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await {
+                    return Err(match client_error(&e) {
+                        Some(status) => ApplyError::Rejected {
+                            object: p.label,
+                            message: status.message.clone(),
+                        },
+                        None => ApplyError::Api {
+                            object: p.label,
+                            source: e,
+                        },
+                    });
+                }
+                if plan.live.is_none() {
+                    report.created.push(p.label);
+                } else {
+                    report.configured.push(p.label);
+                }
+            } else {
+                report.unchanged += 1;
+            }
+            report.inventory.push(p.entry);
+        }
+        Ok(())
+    }
+
+    async fn wait_established(&self, name: &str) -> Result<(), ApplyError> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let crd = crds.get_opt(name).await.map_err(|source| ApplyError::Api {
+                object: format!("CustomResourceDefinition {name}"),
+                source,
+            })?;
+            let established = crd
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ApplyError::NotEstablished(name.to_string()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Deletes `stale` objects, dependents first. An object whose labels do not name `owner`, or that carries
+    /// `ferry.dev/prune: disabled`, is left alone: Ferry never deletes what it does not own.
+    pub async fn prune(&self, stale: &[InventoryEntry], owner: &Owner) -> Result<Vec<InventoryEntry>, ApplyError> {
+        let mut stale: Vec<&InventoryEntry> = stale.iter().collect();
         stale.sort_by_key(|e| std::cmp::Reverse(apply_rank(&e.kind)));
         let mut deleted = Vec::new();
         for entry in stale {
             let label = entry.to_string();
-            let (ar, caps) = match self.resource(&entry.api_version, &entry.kind, &label).await {
-                Ok(found) => found,
+            let Some((ar, caps)) = self.resource(&gvk_of(&entry.api_version, &entry.kind), &label).await? else {
                 // The kind is gone (its CRD was removed), and with it every object of the kind.
-                Err(ApplyError::UnknownKind { .. }) => continue,
-                Err(e) => return Err(e),
+                continue;
             };
             let api = self.api_for(&ar, &caps, entry.namespace.as_deref());
             let live = match api.get_opt(&entry.name).await {
                 Ok(Some(live)) => live,
                 Ok(None) => continue,
-                Err(source) => {
-                    return Err(ApplyError::Api { object: label, source });
-                }
+                Err(source) => return Err(ApplyError::Api { object: label, source }),
             };
             if !owned_by(&live, owner) {
                 tracing::info!(object = %label, "not pruning an object Ferry does not own");
                 continue;
             }
+            if live.annotations().get(PRUNE_ANNOTATION).map(String::as_str) == Some("disabled") {
+                tracing::info!(object = %label, "not pruning: {PRUNE_ANNOTATION} is disabled");
+                continue;
+            }
             match api.delete(&entry.name, &DeleteParams::background()).await {
                 Ok(_) => deleted.push(entry.clone()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(source) => {
-                    return Err(ApplyError::Api { object: label, source });
-                }
+                Err(source) => return Err(ApplyError::Api { object: label, source }),
             }
         }
         Ok(deleted)
     }
+}
+
+/// Per-object opt-out of prune (and of deletion with the Environment).
+pub const PRUNE_ANNOTATION: &str = "ferry.dev/prune";
+
+/// Why a prune was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PruneBlocked {
+    #[error("the render produced no objects; refusing to delete all {0} applied objects (set spec.allowEmpty to allow)")]
+    EmptyRender(usize),
+    #[error("pruning would delete {stale} of {total} objects, more than maxPrunePercent {max}%")]
+    TooMany { stale: usize, total: usize, max: u8 },
+}
+
+/// Which objects of `previous` are gone from `current`, unless that crosses a guard.
+pub fn plan_prune(
+    previous: &[InventoryEntry],
+    current: &[InventoryEntry],
+    max_percent: u8,
+    allow_empty: bool,
+) -> Result<Vec<InventoryEntry>, PruneBlocked> {
+    let keep: BTreeSet<&InventoryEntry> = current.iter().collect();
+    let stale: Vec<InventoryEntry> = previous.iter().filter(|e| !keep.contains(e)).cloned().collect();
+    if current.is_empty() && !previous.is_empty() && !allow_empty {
+        return Err(PruneBlocked::EmptyRender(previous.len()));
+    }
+    if !previous.is_empty() && stale.len() * 100 > previous.len() * usize::from(max_percent) {
+        return Err(PruneBlocked::TooMany {
+            stale: stale.len(),
+            total: previous.len(),
+            max: max_percent,
+        });
+    }
+    Ok(stale)
 }
 
 /// Both ownership labels must name this Environment.
@@ -290,6 +518,36 @@ mod tests {
         assert!(!owned_by(&live, &owner()));
         live.labels_mut().insert(OWNER_NAMESPACE_LABEL.into(), "apps".into());
         assert!(owned_by(&live, &owner()));
+    }
+
+    fn entry(name: &str) -> InventoryEntry {
+        InventoryEntry {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn prune_plans_the_difference_within_guards() {
+        let prev = vec![entry("a"), entry("b"), entry("c"), entry("d")];
+        assert_eq!(plan_prune(&prev, &prev[..3], 50, false), Ok(vec![entry("d")]));
+        assert_eq!(
+            plan_prune(&prev, &prev[..1], 50, false),
+            Err(PruneBlocked::TooMany { stale: 3, total: 4, max: 50 })
+        );
+        assert_eq!(plan_prune(&prev, &prev[..1], 100, false).map(|v| v.len()), Ok(3));
+        assert_eq!(plan_prune(&prev, &[], 100, false), Err(PruneBlocked::EmptyRender(4)));
+        assert_eq!(plan_prune(&prev, &[], 100, true).map(|v| v.len()), Ok(4));
+        assert_eq!(plan_prune(&[], &[], 50, false), Ok(vec![]));
+    }
+
+    #[test]
+    fn apply_order_annotation_is_read_as_an_integer() {
+        let o = serde_json::json!({"metadata": {"annotations": {APPLY_ORDER_ANNOTATION: "-2"}}});
+        assert_eq!(order_of(&o), -2);
+        assert_eq!(order_of(&serde_json::json!({})), 0);
     }
 
     #[test]

@@ -6,15 +6,22 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
 use crate::api::{ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration};
-use crate::apply::{ApplyError, Owner};
+use std::collections::BTreeSet;
+
+use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
+use crate::apply::{ApplyError, ApplyOptions, Owner, PruneBlocked, plan_prune};
 use crate::render::render_plain;
 use crate::source::{FetchOptions, Revision, SourceError};
+
+/// Removes applied objects (per `deletionPolicy`) before an Environment is deleted.
+pub const FINALIZER: &str = "ferry.dev/finalizer";
 
 /// Environments whose `sourceRef` names `repo`: reconciled as soon as the repo's status changes.
 pub fn consumers_of(envs: &Store<Environment>, repo: &GitRepository) -> Vec<ObjectRef<Environment>> {
@@ -74,6 +81,10 @@ struct Reconcile {
 
 impl Reconcile {
     async fn run(self) -> Result<Action, ReconcileError> {
+        if self.env.metadata.deletion_timestamp.is_some() {
+            return self.finalize().await;
+        }
+        self.ensure_finalizer().await?;
         let old = self.env.status.as_ref();
         let mut status = old.cloned().unwrap_or_default();
         status.observed_generation = self.env.metadata.generation;
@@ -216,19 +227,62 @@ impl Reconcile {
             }
         };
 
-        let owner = Owner {
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
+        let owner = self.owner();
+        if objects.is_empty() && !status.inventory.is_empty() && !spec.allow_empty {
+            let blocked = PruneBlocked::EmptyRender(status.inventory.len());
+            return Ok(Err(Failure {
+                reason: Reason::PruneBlocked,
+                message: format!("{}: {blocked}", artifact.revision),
+                stalled: true,
+            }));
+        }
+        let opts = ApplyOptions {
+            owner: owner.clone(),
+            target_namespace: spec.target_namespace.clone(),
+            default_namespace: self.namespace.clone(),
+            force: spec.force,
         };
-        let target = spec.target_namespace.clone().unwrap_or_else(|| self.namespace.clone());
-        let inventory = match self.ctx.applier.apply_all(&objects, &owner, &target).await {
-            Ok(inventory) => inventory,
+        let report = match self.ctx.applier.apply_all(&objects, &opts).await {
+            Ok(report) => report,
             Err(e) => return apply_failure(e, &artifact.revision),
         };
-        let mut pruned = Vec::new();
+        let same_revision = status.last_applied_revision.as_ref() == Some(&artifact.revision);
+        if same_revision && report.changed() {
+            let objects: Vec<String> = report.created.iter().chain(&report.configured).cloned().collect();
+            let note = format!("drift corrected at {}: {}", artifact.revision, objects.join(", "));
+            warn!(%note);
+            self.ctx.event(self.env.as_ref(), true, "DriftCorrected", note).await;
+            status.last_drift_correction = Some(DriftCorrection {
+                revision: artifact.revision.clone(),
+                objects,
+            });
+        }
         if spec.prune {
-            pruned = match self.ctx.applier.prune(&status.inventory, &inventory, &owner).await {
-                Ok(pruned) => pruned,
+            let stale = match plan_prune(&status.inventory, &report.inventory, spec.max_prune_percent, spec.allow_empty) {
+                Ok(stale) => stale,
+                Err(blocked) => {
+                    // Everything stays owned and listed, so a later render can prune it once allowed.
+                    let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
+                    union.extend(report.inventory.iter().cloned());
+                    status.inventory = union.into_iter().collect();
+                    return Ok(Err(Failure {
+                        reason: Reason::PruneBlocked,
+                        message: format!("{}: {blocked}", artifact.revision),
+                        stalled: true,
+                    }));
+                }
+            };
+            match self.ctx.applier.prune(&stale, &owner).await {
+                Ok(pruned) => {
+                    for p in &pruned {
+                        info!(object = %p, "pruned");
+                    }
+                    if !pruned.is_empty() {
+                        let names: Vec<String> = pruned.iter().map(ToString::to_string).collect();
+                        let note = format!("pruned at {}: {}", artifact.revision, names.join(", "));
+                        self.ctx.event(self.env.as_ref(), false, "Pruned", note).await;
+                    }
+                }
                 Err(ApplyError::Api { source, .. }) => return Err(source.into()),
                 Err(e) => {
                     return Ok(Err(Failure {
@@ -237,15 +291,66 @@ impl Reconcile {
                         stalled: false,
                     }));
                 }
-            };
+            }
         }
-        for p in &pruned {
-            info!(object = %p, "pruned");
-        }
-        let count = inventory.len();
-        status.inventory = inventory;
+        let count = report.inventory.len();
+        let new_revision = !same_revision;
+        status.inventory = report.inventory.clone();
         status.last_applied_revision = Some(artifact.revision.clone());
+        if new_revision {
+            let note = format!("applied revision {}: {}", artifact.revision, report.summary());
+            self.ctx.event(self.env.as_ref(), false, "Applied", note).await;
+        }
         Ok(Ok(format!("applied revision {} ({count} objects)", artifact.revision)))
+    }
+
+    fn finalizers(&self) -> Vec<String> {
+        self.env.metadata.finalizers.clone().unwrap_or_default()
+    }
+
+    /// The finalizer lets `deletionPolicy: Delete` remove the applied objects before the Environment goes.
+    async fn ensure_finalizer(&self) -> Result<(), ReconcileError> {
+        let mut finalizers = self.finalizers();
+        if finalizers.iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        finalizers.push(FINALIZER.to_string());
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn finalize(&self) -> Result<Action, ReconcileError> {
+        let mut finalizers = self.finalizers();
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        let inventory = self.env.status.as_ref().map(|s| s.inventory.clone()).unwrap_or_default();
+        if self.env.spec.deletion_policy == DeletionPolicy::Delete && !inventory.is_empty() {
+            match self.ctx.applier.prune(&inventory, &self.owner()).await {
+                Ok(deleted) => info!(count = deleted.len(), "deleted the Environment's objects"),
+                Err(ApplyError::Api { source, .. }) => return Err(source.into()),
+                Err(e) => {
+                    warn!(error = %e, "deleting the Environment's objects failed; retrying");
+                    return Err(ReconcileError::Internal(e.to_string()));
+                }
+            }
+        }
+        finalizers.retain(|f| f != FINALIZER);
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(Action::await_change())
+    }
+
+    fn owner(&self) -> Owner {
+        Owner {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+        }
     }
 
     /// Reads the path at the commit; when this process has not fetched the commit yet (after a restart),
@@ -300,12 +405,15 @@ impl Reconcile {
 }
 
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<String, Failure>, ReconcileError> {
-    match e {
-        ApplyError::Api { source, .. } => Err(source.into()),
-        e => Ok(Err(Failure {
-            reason: Reason::ApplyFailed,
-            message: format!("applying {revision} failed: {e}"),
-            stalled: e.is_user_error(),
-        })),
-    }
+    let reason = match &e {
+        ApplyError::Api { .. } => return Err(ReconcileError::Internal(e.to_string())),
+        ApplyError::Invalid { .. } => Reason::ValidationFailed,
+        ApplyError::Conflict { .. } => Reason::Conflict,
+        ApplyError::NotEstablished(_) | ApplyError::Rejected { .. } => Reason::ApplyFailed,
+    };
+    Ok(Err(Failure {
+        reason,
+        message: format!("applying {revision} failed: {e}"),
+        stalled: e.is_user_error(),
+    }))
 }

@@ -184,6 +184,13 @@ impl ControlPlane {
                 .arg("-out")
                 .arg(&sa_pub),
         )?;
+        // Every mutating request is audited, so tests can prove a no-op reconcile writes nothing.
+        std::fs::write(
+            d.join("audit-policy.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n\
+             - level: None\n  verbs: [\"get\", \"list\", \"watch\"]\n- level: Metadata\n",
+        )
+        .map_err(setup)?;
         let token = format!("ferry-{:x}", rand_u64());
         std::fs::write(
             d.join("tokens.csv"),
@@ -212,6 +219,11 @@ impl ControlPlane {
             .arg(&sa_key)
             .arg("--token-auth-file")
             .arg(d.join("tokens.csv"))
+            .arg("--audit-policy-file")
+            .arg(d.join("audit-policy.yaml"))
+            .arg("--audit-log-path")
+            .arg(d.join("audit.log"))
+            .args(["--audit-log-format=json", "--audit-log-mode=blocking"])
             .args(["--allow-privileged=true", "--profiling=false", "--v=1"]);
         self.spawn("kube-apiserver", api)?;
 
@@ -339,6 +351,11 @@ impl ControlPlane {
             .await
             .map_err(|e| TestEnvError::Setup(format!("creating the kwok node: {e}")))?;
         Ok(())
+    }
+
+    /// The API server's audit log: one JSON line per mutating request (reads are not logged).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
     }
 
     /// A client for the admin user.

@@ -65,6 +65,8 @@ pub struct TestEnv {
     pub namespace: String,
     pub repo: GitRepo,
     pub kubeconfig: PathBuf,
+    /// The control plane's audit log (mutating requests only).
+    pub audit_log: PathBuf,
     /// Root of the shared git daemon: serve it over HTTP or SSH too.
     pub git_root: PathBuf,
     /// `http://127.0.0.1:<port>` of this test's webhook receiver.
@@ -115,6 +117,7 @@ impl TestEnv {
             repo,
             kubeconfig: shared.cp.kubeconfig.clone(),
             git_root: shared.git.base.path().to_path_buf(),
+            audit_log: shared.cp.audit_log(),
             webhook_base,
             receiver,
             controller,
@@ -219,6 +222,20 @@ fn rand_small() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Mutating requests in `namespace` from the audit log: (verb, requestURI, dry run?).
+pub fn audited_writes(audit_log: &std::path::Path, namespace: &str) -> Vec<(String, String, bool)> {
+    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["objectRef"]["namespace"] == namespace)
+        .filter_map(|e| {
+            let verb = e["verb"].as_str()?.to_string();
+            let uri = e["requestURI"].as_str()?.to_string();
+            Some((verb, uri.clone(), uri.contains("dryRun=All")))
+        })
+        .collect()
 }
 
 /// Polls `name` until `cond` holds, failing the test with the last seen object at the deadline.
