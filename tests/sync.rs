@@ -39,7 +39,8 @@ async fn setup_synced(t: &TestEnv, interval: &str) -> String {
     .await;
     t.create_env(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": interval, "maxPrunePercent": 100}),
+        json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": interval, "maxPrunePercent": 100,
+               "targetNamespace": t.namespace}),
     )
     .await;
     applied(t, "staging", &commit).await;
@@ -249,8 +250,9 @@ async fn a_bad_url_fails_clearly() {
     let (status, reason, _) = repo_ready(&unreachable).unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "FetchFailed"));
 
+    // The Environment follows its source's state: it ends up saying why the source has no revision.
     let env = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
-        env_ready(e).is_some()
+        env_ready(e).is_some_and(|(_, _, m)| m.contains("missing scheme"))
     })
     .await;
     let (status, reason, message) = env_ready(&env).unwrap();

@@ -148,7 +148,11 @@ impl Applier {
     }
 
     /// Maps a kind to its API resource. Only hits are cached, so a CRD installed later is found next time.
-    async fn resource(&self, gvk: &GroupVersionKind, object: &str) -> Result<Option<(ApiResource, ApiCapabilities)>, ApplyError> {
+    async fn resource(
+        &self,
+        gvk: &GroupVersionKind,
+        object: &str,
+    ) -> Result<Option<(ApiResource, ApiCapabilities)>, ApplyError> {
         if let Some(hit) = self.resources.lock().unwrap_or_else(|e| e.into_inner()).get(gvk) {
             return Ok(Some(hit.clone()));
         }
@@ -176,7 +180,13 @@ impl Applier {
         }
     }
 
-    fn prepare(&self, rendered: &RenderedObject, ar: &ApiResource, caps: &ApiCapabilities, opts: &ApplyOptions) -> Prepared {
+    fn prepare(
+        &self,
+        rendered: &RenderedObject,
+        ar: &ApiResource,
+        caps: &ApiCapabilities,
+        opts: &ApplyOptions,
+    ) -> Prepared {
         let namespaced = caps.scope == Scope::Namespaced;
         let namespace = namespaced.then(|| {
             opts.target_namespace
@@ -211,7 +221,10 @@ impl Applier {
             .filter(|o| o.kind() == "CustomResourceDefinition")
             .filter_map(|o| {
                 let spec = &o.object["spec"];
-                Some((spec["group"].as_str()?.to_string(), spec["names"]["kind"].as_str()?.to_string()))
+                Some((
+                    spec["group"].as_str()?.to_string(),
+                    spec["names"]["kind"].as_str()?.to_string(),
+                ))
             })
             .collect();
 
@@ -249,7 +262,10 @@ impl Applier {
             let label = format!("{}/{} {}", o.api_version(), o.kind(), o.name());
             let Some((ar, caps)) = self.resource(&gvk, &label).await? else {
                 return Err(ApplyError::Invalid {
-                    failures: vec![format!("{label}: kind {} is not served after its CRD was applied", o.kind())],
+                    failures: vec![format!(
+                        "{label}: kind {} is not served after its CRD was applied",
+                        o.kind()
+                    )],
                 });
             };
             prepared.push(self.prepare(o, &ar, &caps, opts));
@@ -418,7 +434,9 @@ pub const PRUNE_ANNOTATION: &str = "ferry.dev/prune";
 /// Why a prune was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PruneBlocked {
-    #[error("the render produced no objects; refusing to delete all {0} applied objects (set spec.allowEmpty to allow)")]
+    #[error(
+        "the render produced no objects; refusing to delete all {0} applied objects (set spec.allowEmpty to allow)"
+    )]
     EmptyRender(usize),
     #[error("pruning would delete {stale} of {total} objects, more than maxPrunePercent {max}%")]
     TooMany { stale: usize, total: usize, max: u8 },
@@ -535,7 +553,11 @@ mod tests {
         assert_eq!(plan_prune(&prev, &prev[..3], 50, false), Ok(vec![entry("d")]));
         assert_eq!(
             plan_prune(&prev, &prev[..1], 50, false),
-            Err(PruneBlocked::TooMany { stale: 3, total: 4, max: 50 })
+            Err(PruneBlocked::TooMany {
+                stale: 3,
+                total: 4,
+                max: 50
+            })
         );
         assert_eq!(plan_prune(&prev, &prev[..1], 100, false).map(|v| v.len()), Ok(3));
         assert_eq!(plan_prune(&prev, &[], 100, false), Err(PruneBlocked::EmptyRender(4)));

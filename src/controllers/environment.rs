@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -181,7 +181,10 @@ impl Reconcile {
             let why = repo
                 .status
                 .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
+                .and_then(|s| {
+                    let find = |t: &str| s.conditions.iter().find(|c| c.type_ == t);
+                    find(crate::api::READY).or_else(|| find(crate::api::RECONCILING))
+                })
                 .map(|c| format!(": {}", c.message))
                 .unwrap_or_default();
             return Ok(Err(Failure {
@@ -258,7 +261,12 @@ impl Reconcile {
             });
         }
         if spec.prune {
-            let stale = match plan_prune(&status.inventory, &report.inventory, spec.max_prune_percent, spec.allow_empty) {
+            let stale = match plan_prune(
+                &status.inventory,
+                &report.inventory,
+                spec.max_prune_percent,
+                spec.allow_empty,
+            ) {
                 Ok(stale) => stale,
                 Err(blocked) => {
                     // Everything stays owned and listed, so a later render can prune it once allowed.
@@ -327,7 +335,12 @@ impl Reconcile {
         if !finalizers.iter().any(|f| f == FINALIZER) {
             return Ok(Action::await_change());
         }
-        let inventory = self.env.status.as_ref().map(|s| s.inventory.clone()).unwrap_or_default();
+        let inventory = self
+            .env
+            .status
+            .as_ref()
+            .map(|s| s.inventory.clone())
+            .unwrap_or_default();
         if self.env.spec.deletion_policy == DeletionPolicy::Delete && !inventory.is_empty() {
             match self.ctx.applier.prune(&inventory, &self.owner()).await {
                 Ok(deleted) => info!(count = deleted.len(), "deleted the Environment's objects"),
