@@ -1,0 +1,323 @@
+//! The sync engine on a real apiserver: zero writes when nothing changed (counted in the audit log), drift
+//! reverted, conflicts with other appliers, atomic dry run, staged CRDs and Namespaces, prune guards, and
+//! deletion policy.
+
+mod common;
+
+use common::*;
+use ferry::api::Environment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+fn cm(name: &str, color: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  color: {color}\n")
+}
+
+fn applied_revision(e: &Environment) -> Option<String> {
+    e.status.as_ref()?.last_applied_revision.clone()
+}
+
+async fn wait_applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
+    let want = format!("main@sha1:{commit}");
+    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
+        applied_revision(e).as_deref() == Some(want.as_str()) && env_ready(e).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await
+}
+
+async fn wait_not_ready(t: &TestEnv, env: &str, reason: &str) -> String {
+    let env = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
+        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == reason)
+    })
+    .await;
+    env_ready(&env).map(|(_, _, m)| m).unwrap_or_default()
+}
+
+/// Three ConfigMaps synced every second.
+async fn synced(t: &TestEnv, extra_spec: serde_json::Value) -> String {
+    for name in ["a", "b", "c"] {
+        t.repo.write(&format!("apps/{name}.yaml"), &cm(name, "blue"));
+    }
+    let commit = t.repo.commit_and_push("three configmaps");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
+        .await;
+    let mut spec = json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s"});
+    for (k, v) in extra_spec.as_object().cloned().unwrap_or_default() {
+        spec[k] = v;
+    }
+    t.create_env("env", spec).await;
+    wait_applied(t, "env", &commit).await;
+    commit
+}
+
+#[tokio::test]
+async fn a_reconcile_where_nothing_changed_makes_no_mutating_request() {
+    let t = TestEnv::new("noop").await;
+    synced(&t, json!({})).await;
+    // Let the first cycles settle (finalizer, status, events), then watch a window of full cycles.
+    let dry_runs = |w: &[(String, String, bool)]| {
+        w.iter()
+            .filter(|(_, uri, dry)| *dry && uri.contains("configmaps"))
+            .count()
+    };
+    let settle = audited_writes(&t.audit_log, &t.namespace);
+    let start = settle.len();
+    let start_dry = dry_runs(&settle);
+    // Each cycle dry-runs the 3 ConfigMaps; wait for 3 more cycles.
+    eventually("three more reconcile cycles", || async {
+        (dry_runs(&audited_writes(&t.audit_log, &t.namespace)) >= start_dry + 9).then_some(())
+    })
+    .await;
+    let window: Vec<_> = audited_writes(&t.audit_log, &t.namespace)
+        .into_iter()
+        .skip(start)
+        .collect();
+    let writes: Vec<_> = window.iter().filter(|(_, _, dry)| !dry).collect();
+    assert!(writes.is_empty(), "no-op cycles wrote: {writes:#?}");
+}
+
+#[tokio::test]
+async fn hand_edits_and_deletions_are_reverted_and_reported_as_drift() {
+    let t = TestEnv::new("drift-edit").await;
+    synced(&t, json!({})).await;
+    let cms = t.api::<ConfigMap>();
+    // An imperative edit, as `kubectl edit` or `kubectl patch` makes it (operation Update).
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"color": "hacked"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("b", &DeleteParams::default()).await.unwrap();
+    eventually("drift reverted", || async {
+        let a = cms.get("a").await.ok()?;
+        let b = cms.get_opt("b").await.ok()??;
+        (a.data?.get("color")? == "blue" && b.data?.get("color")? == "blue").then_some(())
+    })
+    .await;
+    let env = wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.last_drift_correction.as_ref())
+            .is_some()
+    })
+    .await;
+    let drift = env.status.unwrap().last_drift_correction.unwrap();
+    assert!(!drift.objects.is_empty(), "{drift:?}");
+    t.wait_event("env", "Warning", "DriftCorrected").await;
+}
+
+#[tokio::test]
+async fn another_appliers_fields_are_reported_until_force_takes_them() {
+    let t = TestEnv::new("conflict").await;
+    synced(&t, json!({})).await;
+    let cms = t.api::<ConfigMap>();
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"color": "other"}});
+    cms.patch("a", &PatchParams::apply("other-gitops").force(), &Patch::Apply(&other))
+        .await
+        .unwrap();
+    let message = wait_not_ready(&t, "env", "Conflict").await;
+    assert!(
+        message.contains("other-gitops") && message.contains("spec.force"),
+        "{message}"
+    );
+    assert_eq!(
+        cms.get("a").await.unwrap().data.unwrap()["color"],
+        "other",
+        "not taken without force"
+    );
+
+    t.api::<Environment>()
+        .patch(
+            "env",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"force": true}})),
+        )
+        .await
+        .unwrap();
+    eventually("force takes the field back", || async {
+        (cms.get("a").await.ok()?.data?.get("color")? == "blue").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_invalid_object_means_nothing_of_the_revision_is_applied() {
+    let t = TestEnv::new("atomic").await;
+    let first = synced(&t, json!({})).await;
+    t.repo.write("apps/a.yaml", &cm("a", "green"));
+    t.repo.write(
+        "apps/bad.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 99999}]\n",
+    );
+    t.repo.write(
+        "apps/unknown.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+    );
+    t.repo.commit_and_push("one good change, two bad objects");
+    let message = wait_not_ready(&t, "env", "ValidationFailed").await;
+    assert!(message.contains("Widget"), "the unknown kind is named: {message}");
+    let env = t.api::<Environment>().get("env").await.unwrap();
+    assert_eq!(applied_revision(&env), Some(format!("main@sha1:{first}")));
+    assert_eq!(
+        t.api::<ConfigMap>().get("a").await.unwrap().data.unwrap()["color"],
+        "blue"
+    );
+
+    t.repo.remove("apps/unknown.yaml");
+    t.repo.commit_and_push("only the invalid Service left");
+    eventually("the Service is named as invalid", || async {
+        let env = t.api::<Environment>().get("env").await.ok()?;
+        let (_, reason, message) = env_ready(&env)?;
+        (reason == "ValidationFailed" && message.contains("Service") && message.contains("bad")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        t.api::<ConfigMap>().get("a").await.unwrap().data.unwrap()["color"],
+        "blue"
+    );
+    t.wait_event("env", "Warning", "ValidationFailed").await;
+}
+
+#[tokio::test]
+async fn crds_and_namespaces_are_applied_first_in_one_revision() {
+    let t = TestEnv::new("staged").await;
+    let group = format!("{}.example.com", t.namespace);
+    let ns = format!("{}-extra", t.namespace);
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("gadgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    });
+    t.repo.write("apps/crd.json", &crd.to_string());
+    t.repo.write(
+        "apps/gadget.yaml",
+        &format!("apiVersion: {group}/v1\nkind: Gadget\nmetadata: {{name: g1}}\nspec: {{size: 3}}\n"),
+    );
+    t.repo.write(
+        "apps/ns.yaml",
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+    );
+    t.repo.write(
+        "apps/in-ns.yaml",
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: placed, namespace: {ns}}}\n"),
+    );
+    let commit = t
+        .repo
+        .commit_and_push("crd, its object, a namespace and an object in it");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
+        .await;
+    t.create_env(
+        "env",
+        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s"}),
+    )
+    .await;
+    let env = wait_applied(&t, "env", &commit).await;
+    let kinds: Vec<_> = env.status.unwrap().inventory.into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    let placed: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
+    assert!(
+        placed.get_opt("placed").await.unwrap().is_some(),
+        "an object keeps its own namespace"
+    );
+
+    // Deleting the Environment deletes what it applied (deletionPolicy Delete by default).
+    t.api::<Environment>()
+        .delete("env", &DeleteParams::default())
+        .await
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(t.client.clone());
+    eventually("objects deleted with the Environment", || async {
+        let env_gone = t.api::<Environment>().get_opt("env").await.ok()?.is_none();
+        let ns_gone = namespaces
+            .get_opt(&ns)
+            .await
+            .ok()?
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+        (env_gone && ns_gone).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn prune_guards_stop_mass_deletion_and_respect_opt_out() {
+    let t = TestEnv::new("guards").await;
+    synced(&t, json!({})).await;
+    let cms = t.api::<ConfigMap>();
+
+    // Everything removed from Git: refused.
+    for name in ["a", "b", "c"] {
+        t.repo.remove(&format!("apps/{name}.yaml"));
+    }
+    t.repo.write("apps/README.md", "nothing here");
+    t.repo.commit_and_push("empty");
+    let message = wait_not_ready(&t, "env", "PruneBlocked").await;
+    assert!(message.contains("no objects"), "{message}");
+    // Two of three removed: over the default 50%.
+    t.repo.write("apps/a.yaml", &cm("a", "blue"));
+    t.repo.commit_and_push("two of three gone");
+    eventually("share guard", || async {
+        let env = t.api::<Environment>().get("env").await.ok()?;
+        env_ready(&env)?
+            .2
+            .contains("more than maxPrunePercent 50%")
+            .then_some(())
+    })
+    .await;
+    for name in ["a", "b", "c"] {
+        assert!(cms.get_opt(name).await.unwrap().is_some(), "{name} kept while blocked");
+    }
+
+    // Allowed now, but b opted out: only c goes.
+    cms.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"ferry.dev/prune": "disabled"}}})),
+    )
+    .await
+    .unwrap();
+    t.api::<Environment>()
+        .patch(
+            "env",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxPrunePercent": 100}})),
+        )
+        .await
+        .unwrap();
+    eventually("c pruned", || async {
+        cms.get_opt("c").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(cms.get_opt("b").await.unwrap().is_some(), "opted out of prune");
+}
+
+#[tokio::test]
+async fn orphan_policy_leaves_objects_behind() {
+    let t = TestEnv::new("orphan").await;
+    synced(&t, json!({"deletionPolicy": "Orphan"})).await;
+    t.api::<Environment>()
+        .delete("env", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("Environment gone", || async {
+        t.api::<Environment>()
+            .get_opt("env")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for name in ["a", "b", "c"] {
+        assert!(
+            t.api::<ConfigMap>().get_opt(name).await.unwrap().is_some(),
+            "{name} orphaned, not deleted"
+        );
+    }
+}
