@@ -28,6 +28,9 @@ enum Command {
         /// Largest download one git fetch may make, in bytes.
         #[arg(long, env = "FERRY_MAX_REPO_BYTES", default_value_t = 1 << 30)]
         max_repo_bytes: u64,
+        /// The kustomize binary used for paths with a kustomization.
+        #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
+        kustomize: PathBuf,
         /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
         #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
         webhook_addr: std::net::SocketAddr,
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             storage_dir,
             max_repo_bytes,
+            kustomize,
             webhook_addr,
         } => {
             // libgit2's transfer timeout only runs while data flows; these bound a server that accepts a
@@ -77,10 +81,11 @@ async fn main() -> anyhow::Result<()> {
                 git2::opts::set_server_timeout_in_milliseconds(120_000)?;
             }
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
-            let settings = Settings {
+            let mut settings = Settings {
                 max_repo_bytes,
                 ..Settings::new(storage_dir)
             };
+            settings.render.kustomize = kustomize;
             let ctx = Arc::new(Context::new(client, settings));
             let listener = tokio::net::TcpListener::bind(webhook_addr)
                 .await

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
 use crate::apply::{ApplyError, ApplyOptions, Owner, PruneBlocked, plan_prune};
-use crate::render::render_plain;
+use crate::render::{RenderError, Rendered, render_path};
 use crate::source::{FetchOptions, Revision, SourceError};
 
 /// Removes applied objects (per `deletionPolicy`) before an Environment is deleted.
@@ -215,21 +215,11 @@ impl Reconcile {
             super::status::patch_if_changed(&self.api, &self.name, previous, status).await?;
         }
 
-        let files = match self.read_files(&repo, &artifact.url, &revision.commit).await? {
-            Ok(files) => files,
+        let rendered = match self.render(&repo, &artifact.url, &revision.commit).await? {
+            Ok(rendered) => rendered,
             Err(failure) => return Ok(Err(failure)),
         };
-        let objects = match render_plain(&files) {
-            Ok(objects) => objects,
-            Err(e) => {
-                return Ok(Err(Failure {
-                    reason: Reason::RenderFailed,
-                    message: format!("rendering {} failed: {e}", artifact.revision),
-                    stalled: true,
-                }));
-            }
-        };
-
+        let objects = &rendered.objects;
         let owner = self.owner();
         if objects.is_empty() && !status.inventory.is_empty() && !spec.allow_empty {
             let blocked = PruneBlocked::EmptyRender(status.inventory.len());
@@ -245,7 +235,7 @@ impl Reconcile {
             default_namespace: self.namespace.clone(),
             force: spec.force,
         };
-        let report = match self.ctx.applier.apply_all(&objects, &opts).await {
+        let report = match self.ctx.applier.apply_all(objects, &opts).await {
             Ok(report) => report,
             Err(e) => return apply_failure(e, &artifact.revision),
         };
@@ -366,54 +356,72 @@ impl Reconcile {
         }
     }
 
-    /// Reads the path at the commit; when this process has not fetched the commit yet (after a restart),
-    /// fetches it through the same shared mirror first.
-    async fn read_files(
+    /// Renders the path at the commit, once per (commit, path) across all Environments. When this process
+    /// has not fetched the commit yet (after a restart), fetches it through the same shared mirror first.
+    async fn render(
         &self,
         repo: &GitRepository,
         url: &str,
         commit: &str,
-    ) -> Result<Result<Vec<crate::source::ManifestFile>, Failure>, ReconcileError> {
+    ) -> Result<Result<Arc<Rendered>, Failure>, ReconcileError> {
+        let path = self.env.spec.path.clone();
+        if let Some(hit) = self.ctx.renders.get(commit, &path) {
+            return Ok(Ok(hit));
+        }
         let identity = repo.credentials_identity();
         let mirrors = self.ctx.mirrors.clone();
-        let (url, commit, path) = (url.to_string(), commit.to_string(), self.env.spec.path.clone());
+        let (url, commit_owned) = (url.to_string(), commit.to_string());
         let first = {
-            let (mirrors, url, identity, commit, path) = (
-                mirrors.clone(),
-                url.clone(),
-                identity.clone(),
-                commit.clone(),
-                path.clone(),
-            );
-            tokio::task::spawn_blocking(move || mirrors.read(&url, &identity, &commit, &path))
+            let (mirrors, url, identity, commit) =
+                (mirrors.clone(), url.clone(), identity.clone(), commit_owned.clone());
+            tokio::task::spawn_blocking(move || mirrors.export(&url, &identity, &commit))
                 .await
                 .map_err(|e| ReconcileError::Internal(e.to_string()))?
         };
-        if !matches!(first, Err(SourceError::CommitMissing(_))) {
-            return Ok(first.map_err(Failure::from));
-        }
-        let creds = match super::gitrepository::load_credentials(&self.ctx.client, repo).await? {
-            Ok(c) => c,
-            Err((reason, message, stalled)) => {
-                return Ok(Err(Failure {
-                    reason,
-                    message,
-                    stalled,
-                }));
+        let tree = match first {
+            Err(SourceError::CommitMissing(_)) => {
+                let creds = match super::gitrepository::load_credentials(&self.ctx.client, repo).await? {
+                    Ok(c) => c,
+                    Err((reason, message, stalled)) => {
+                        return Ok(Err(Failure {
+                            reason,
+                            message,
+                            stalled,
+                        }));
+                    }
+                };
+                let reference = repo.spec.effective_ref();
+                let opts = FetchOptions {
+                    max_bytes: self.ctx.settings.max_repo_bytes,
+                    ..FetchOptions::default()
+                };
+                tokio::task::spawn_blocking(move || {
+                    mirrors.fetch(&url, &reference, &creds, &opts)?;
+                    mirrors.export(&url, &identity, &commit_owned)
+                })
+                .await
+                .map_err(|e| ReconcileError::Internal(e.to_string()))?
             }
+            other => other,
         };
-        let reference = repo.spec.effective_ref();
-        let opts = FetchOptions {
-            max_bytes: self.ctx.settings.max_repo_bytes,
-            ..FetchOptions::default()
+        let tree = match tree {
+            Ok(tree) => tree,
+            Err(e) => return Ok(Err(e.into())),
         };
-        tokio::task::spawn_blocking(move || {
-            mirrors.fetch(&url, &reference, &creds, &opts)?;
-            mirrors.read(&url, &identity, &commit, &path)
-        })
-        .await
-        .map_err(|e| ReconcileError::Internal(e.to_string()))
-        .map(|r| r.map_err(Failure::from))
+        match render_path(&tree, &path, &self.ctx.settings.render).await {
+            Ok(rendered) => Ok(Ok(self.ctx.renders.insert(commit, &path, rendered))),
+            Err(e) => {
+                let reason = match e {
+                    RenderError::PathNotFound(_) | RenderError::InvalidPath(_) => Reason::PathNotFound,
+                    _ => Reason::RenderFailed,
+                };
+                Ok(Err(Failure {
+                    reason,
+                    message: format!("rendering {path:?} at {commit} failed: {e}"),
+                    stalled: !matches!(e, RenderError::Timeout(_) | RenderError::Io(_)),
+                }))
+            }
+        }
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Settings {
     pub max_repo_bytes: u64,
     /// Mirrors nobody fetched for this long are deleted.
     pub mirror_ttl: Duration,
+    /// The kustomize binary and the render timeout.
+    pub render: crate::render::RenderSettings,
 }
 
 impl Settings {
@@ -46,6 +48,7 @@ impl Settings {
             storage_dir: storage_dir.into(),
             max_repo_bytes: 1 << 30,
             mirror_ttl: Duration::from_secs(24 * 3600),
+            render: crate::render::RenderSettings::default(),
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct Context {
     pub settings: Settings,
     pub mirrors: MirrorStore,
     pub applier: Applier,
+    pub renders: crate::render::RenderCache,
     pub events: events::EventPublisher,
 }
 
@@ -64,6 +68,7 @@ impl Context {
         Context {
             events: events::EventPublisher::new(client.clone()),
             applier: Applier::new(client.clone()),
+            renders: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
             settings,
             client,

@@ -3,6 +3,14 @@
 //! The whole set is rendered before anything is applied; one bad document fails the render, and the cluster
 //! keeps what the last good revision applied.
 
+mod cache;
+mod disk;
+mod kustomize;
+
+pub use cache::RenderCache;
+pub use disk::{RenderSettings, Rendered, render_path};
+pub use kustomize::{KUSTOMIZATION_FILES, is_remote};
+
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
@@ -18,6 +26,24 @@ pub enum RenderError {
     InvalidObject { file: String, doc: usize, message: String },
     #[error("{id} is defined twice: in {first} and in {second}")]
     Duplicate { id: String, first: String, second: String },
+    #[error("path {0:?} does not exist in the repository")]
+    PathNotFound(String),
+    #[error("path {0:?} is invalid: it must be relative and stay inside the repository")]
+    InvalidPath(String),
+    #[error("symlink {0} points outside the repository")]
+    SymlinkEscapes(String),
+    #[error("{file} is {bytes} bytes, over the size limit")]
+    TooLarge { file: String, bytes: u64 },
+    #[error("{file}: remote resource {entry:?} is not allowed; vendor it into the repository")]
+    RemoteBase { file: String, entry: String },
+    #[error("{file}: {what} are not supported")]
+    Unsupported { file: String, what: String },
+    #[error("kustomize build failed: {0}")]
+    Kustomize(String),
+    #[error("rendering took longer than {0}s")]
+    Timeout(u64),
+    #[error("reading the repository: {0}")]
+    Io(String),
 }
 
 /// One rendered object and where it came from, for error messages that point at a file.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use super::auth::{Credentials, known_hosts_accepts, ssh_host_port, verify_with_ca};
+use super::export::export_tree;
 use super::revision::{Revision, resolve_ref_spec};
-use super::tree::{ManifestFile, read_manifests};
 use super::{SourceError, redact_url, validate_url};
 use crate::api::GitRef;
 
@@ -116,11 +116,15 @@ impl MirrorStore {
         })
     }
 
-    /// The manifest files under `path` at `commit`, read straight from the object database (no checkout).
-    pub fn read(&self, url: &str, identity: &str, commit: &str, path: &str) -> Result<Vec<ManifestFile>, SourceError> {
+    /// The tree of `commit` on disk (exported once per commit and shared by every Environment on it).
+    pub fn export(&self, url: &str, identity: &str, commit: &str) -> Result<PathBuf, SourceError> {
         let mirror = self.mirror_path(url, identity);
         let repo = git2::Repository::open_bare(&mirror).map_err(|_| SourceError::CommitMissing(commit.to_string()))?;
-        read_manifests(&repo, commit, path)
+        let name = mirror
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        export_tree(&repo, commit, &self.root.join("trees").join(name).join(commit))
     }
 
     /// Whether `new` descends from `old` in the mirror: false means history was rewritten (force-push).
@@ -159,6 +163,20 @@ impl MirrorStore {
             if std::fs::remove_dir_all(&path).is_ok() {
                 state.last_fetch = None;
                 removed += 1;
+            }
+        }
+        // Exported trees of commits nobody rendered for as long.
+        let trees = self.root.join("trees");
+        for mirror in std::fs::read_dir(&trees).into_iter().flatten().flatten() {
+            for tree in std::fs::read_dir(mirror.path()).into_iter().flatten().flatten() {
+                let age = std::fs::metadata(tree.path().join(".ferry-complete"))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or(unused_for);
+                if age >= unused_for {
+                    let _ = std::fs::remove_dir_all(tree.path());
+                }
             }
         }
         removed
@@ -371,17 +389,18 @@ mod tests {
         assert_eq!(store.descends(&url, "", &c2, &c1), Some(false), "amend is a rewrite");
         assert_eq!(store.descends(&url, "", &c2, &c2), Some(true));
 
-        let files = store.read(&url, "", &c2, ".").unwrap();
-        assert_eq!(files.len(), 1);
-        assert_eq!(files[0].content, b"a: 2\n");
+        let tree = store.export(&url, "", &c2).unwrap();
+        assert_eq!(std::fs::read(tree.join("a.yaml")).unwrap(), b"a: 2\n");
+        assert_eq!(store.export(&url, "", &c2).unwrap(), tree, "exported once per commit");
         assert_eq!(
             store.collect_garbage(Duration::from_secs(3600)),
             0,
             "recently used mirrors stay"
         );
         assert_eq!(store.collect_garbage(Duration::ZERO), 1);
+        assert!(!tree.exists(), "exported trees go with their mirror's age");
         assert!(matches!(
-            store.read(&url, "", &c2, "."),
+            store.export(&url, "", &c2),
             Err(SourceError::CommitMissing(_))
         ));
     }

@@ -5,14 +5,16 @@
 //! run these functions on a blocking thread.
 
 mod auth;
+mod export;
 mod mirror;
 mod revision;
 mod tree;
 
 pub use auth::Credentials;
+pub use export::{ESCAPING_SYMLINKS, export_tree};
 pub use mirror::{FetchOptions, Fetched, MirrorStore};
 pub use revision::{RefSpec, Revision, resolve_ref_spec};
-pub use tree::{ManifestFile, read_manifests};
+pub use tree::{MAX_FILE_BYTES, MAX_TOTAL_BYTES, ManifestFile, normalize_path};
 
 use crate::api::Reason;
 

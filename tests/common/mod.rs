@@ -31,6 +31,7 @@ pub use sshd::Sshd;
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 struct Shared {
+    bin_dir: PathBuf,
     cp: ControlPlane,
     git: GitDaemon,
 }
@@ -43,7 +44,7 @@ async fn shared() -> &'static Shared {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
             let bin_dir = bin_dir_from_env_or_build(&root).expect("control-plane binaries");
             let cp = ControlPlane::start(Options {
-                bin_dir,
+                bin_dir: bin_dir.clone(),
                 workloads: false,
                 dir: None,
             })
@@ -53,7 +54,7 @@ async fn shared() -> &'static Shared {
                 .await
                 .expect("installing CRDs");
             let git = GitDaemon::start().expect("starting git daemon");
-            Shared { cp, git }
+            Shared { bin_dir, cp, git }
         })
         .await
 }
@@ -65,6 +66,8 @@ pub struct TestEnv {
     pub namespace: String,
     pub repo: GitRepo,
     pub kubeconfig: PathBuf,
+    /// Where kustomize, kubectl and the control-plane binaries are.
+    pub bin_dir: PathBuf,
     /// The control plane's audit log (mutating requests only).
     pub audit_log: PathBuf,
     /// Root of the shared git daemon: serve it over HTTP or SSH too.
@@ -95,6 +98,7 @@ impl TestEnv {
         let repo = shared.git.create_repo(&namespace).expect("creating git repo");
         let storage = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::new(storage.path());
+        settings.render.kustomize = shared.bin_dir.join("kustomize");
         adjust(&mut settings);
         let ctx = Arc::new(Context::new(client.clone(), settings));
         let scope = Scope {
@@ -118,6 +122,7 @@ impl TestEnv {
             kubeconfig: shared.cp.kubeconfig.clone(),
             git_root: shared.git.base.path().to_path_buf(),
             audit_log: shared.cp.audit_log(),
+            bin_dir: shared.bin_dir.clone(),
             webhook_base,
             receiver,
             controller,
