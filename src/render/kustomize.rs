@@ -2,7 +2,7 @@
 //! no exec functions, no helm, and a timeout.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::RenderError;
 use super::disk::RenderSettings;
@@ -87,7 +87,7 @@ pub async fn build(root: &Path, dir: &Path, settings: &RenderSettings) -> Result
         .kill_on_drop(true);
     let child = cmd
         .spawn()
-        .map_err(|e| RenderError::Kustomize(format!("cannot run {}: {e}", display(&settings.kustomize))))?;
+        .map_err(|e| RenderError::Kustomize(format!("cannot run {}: {e}", settings.kustomize.display())))?;
     let out = tokio::time::timeout(settings.timeout, child.wait_with_output())
         .await
         .map_err(|_| RenderError::Timeout(settings.timeout.as_secs()))?
@@ -101,10 +101,6 @@ pub async fn build(root: &Path, dir: &Path, settings: &RenderSettings) -> Result
         return Err(RenderError::Kustomize(stderr));
     }
     String::from_utf8(out.stdout).map_err(|_| RenderError::Kustomize("output is not UTF-8".to_string()))
-}
-
-fn display(p: &PathBuf) -> String {
-    p.display().to_string()
 }
 
 #[cfg(test)]
