@@ -5,6 +5,7 @@
 pub mod api;
 pub mod apply;
 pub mod controllers;
+pub mod health;
 pub mod receiver;
 pub mod render;
 pub mod source;

@@ -28,6 +28,7 @@ pub enum Reason {
     ValidationFailed,
     Conflict,
     PruneBlocked,
+    HealthCheckFailed,
 }
 
 impl Reason {
@@ -54,6 +55,7 @@ impl Reason {
             Reason::ValidationFailed => "ValidationFailed",
             Reason::Conflict => "Conflict",
             Reason::PruneBlocked => "PruneBlocked",
+            Reason::HealthCheckFailed => "HealthCheckFailed",
         }
     }
 }
@@ -74,7 +76,21 @@ pub fn set_condition(
     observed_generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, observed_generation, now);
+}
+
+/// Like [`set_condition`], for any status including `Unknown`.
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: Reason,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = status.to_string();
     let message = message.into();
     if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
         if existing.status != status {
@@ -136,6 +152,35 @@ impl ConditionSet {
             generation,
             now,
         );
+    }
+
+    /// Ready=Unknown (Progressing) and Reconciling=True: applied, waiting for the objects to become healthy.
+    pub fn progressing(
+        conditions: &mut Vec<Condition>,
+        message: impl Into<String>,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        let message = message.into();
+        set_condition_status(
+            conditions,
+            super::READY,
+            "Unknown",
+            Reason::Progressing,
+            message.clone(),
+            generation,
+            now,
+        );
+        set_condition(
+            conditions,
+            super::RECONCILING,
+            true,
+            Reason::Progressing,
+            message,
+            generation,
+            now,
+        );
+        conditions.retain(|c| c.type_ != super::STALLED);
     }
 
     /// Ready=False. `stalled` marks failures that retrying cannot fix without a change to the spec or repo.

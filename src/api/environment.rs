@@ -37,6 +37,13 @@ pub struct EnvironmentSpec {
     /// Delete objects that were applied before and are no longer in Git.
     #[serde(default = "default_true")]
     pub prune: bool,
+    /// Hold Ready at Unknown (Progressing) until every applied object is healthy; fail after `healthTimeout`.
+    #[serde(default)]
+    pub wait: bool,
+    /// How long `wait` waits for health after applying a revision, e.g. `5m`.
+    #[serde(default = "default_health_timeout")]
+    #[schemars(regex(pattern = super::duration::DURATION_PATTERN))]
+    pub health_timeout: String,
     /// Refuse to prune more than this share (percent) of the applied objects in one go.
     #[serde(default = "default_max_prune_percent")]
     #[schemars(range(min = 0, max = 100))]
@@ -54,6 +61,10 @@ pub struct EnvironmentSpec {
     /// Stop applying; the cluster keeps what was applied last.
     #[serde(default)]
     pub suspend: bool,
+}
+
+fn default_health_timeout() -> String {
+    "5m".to_string()
 }
 
 fn default_max_prune_percent() -> u8 {

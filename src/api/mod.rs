@@ -9,7 +9,7 @@ mod environment;
 mod gitrepository;
 mod promotion;
 
-pub use conditions::{ConditionSet, Reason, condition_status, set_condition};
+pub use conditions::{ConditionSet, Reason, condition_status, set_condition, set_condition_status};
 pub use duration::{DurationError, parse_duration};
 pub use environment::{
     DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, InventoryEntry, SourceReference,

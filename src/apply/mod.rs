@@ -392,6 +392,19 @@ impl Applier {
         }
     }
 
+    /// The live object for an inventory entry, as JSON (for health checks and diffs).
+    pub async fn get(&self, entry: &InventoryEntry) -> Result<Option<Value>, ApplyError> {
+        let label = entry.to_string();
+        let Some((ar, caps)) = self.resource(&gvk_of(&entry.api_version, &entry.kind), &label).await? else {
+            return Ok(None);
+        };
+        let api = self.api_for(&ar, &caps, entry.namespace.as_deref());
+        match api.get_opt(&entry.name).await {
+            Ok(live) => Ok(live.and_then(|l| serde_json::to_value(l).ok())),
+            Err(source) => Err(ApplyError::Api { object: label, source }),
+        }
+    }
+
     /// Deletes `stale` objects, dependents first. An object whose labels do not name `owner`, or that carries
     /// `ferry.dev/prune: disabled`, is left alone: Ferry never deletes what it does not own.
     pub async fn prune(&self, stale: &[InventoryEntry], owner: &Owner) -> Result<Vec<InventoryEntry>, ApplyError> {

@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
 use crate::apply::{ApplyError, ApplyOptions, Owner, PruneBlocked, plan_prune};
+use crate::health::{Health, assess};
 use crate::render::{RenderError, Rendered, render_path};
 use crate::source::{FetchOptions, Revision, SourceError};
 
@@ -52,6 +53,17 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     .run()
     .instrument(span)
     .await
+}
+
+/// How often health is looked at while objects converge.
+const HEALTH_POLL: Duration = Duration::from_secs(2);
+
+/// A sync that did not fail.
+enum Outcome {
+    /// Applied (and healthy, with `wait`): the Ready message.
+    Ready(String),
+    /// Applied; waiting for objects to become healthy.
+    Progressing(String),
 }
 
 /// One failed step: the condition reason, the message, and whether only a change can fix it.
@@ -106,16 +118,24 @@ impl Reconcile {
         }
 
         match self.sync(&mut status).await? {
-            Ok(summary) => {
-                let now = Timestamp::now();
-                ConditionSet::ready(&mut status.conditions, summary.clone(), status.observed_generation, now);
-                let applied_new =
-                    old.and_then(|o| o.last_applied_revision.as_ref()) != status.last_applied_revision.as_ref();
+            Ok(Outcome::Ready(summary)) => {
+                ConditionSet::ready(
+                    &mut status.conditions,
+                    summary,
+                    status.observed_generation,
+                    Timestamp::now(),
+                );
                 patch_if_changed(&self.api, &self.name, old, &status).await?;
-                if applied_new {
-                    info!(%summary, "applied");
-                    self.ctx.event(self.env.as_ref(), false, "Applied", summary).await;
-                }
+            }
+            Ok(Outcome::Progressing(message)) => {
+                ConditionSet::progressing(
+                    &mut status.conditions,
+                    message,
+                    status.observed_generation,
+                    Timestamp::now(),
+                );
+                patch_if_changed(&self.api, &self.name, old, &status).await?;
+                return Ok(Action::requeue(HEALTH_POLL.min(interval)));
             }
             Err(failure) => self.fail(old, &mut status, failure).await?,
         }
@@ -151,8 +171,8 @@ impl Reconcile {
     }
 
     /// The sync itself. The outer `Result` is the API server's (retried); the inner one is the user's
-    /// (reported). On success returns the Ready message.
-    async fn sync(&self, status: &mut EnvironmentStatus) -> Result<Result<String, Failure>, ReconcileError> {
+    /// (reported).
+    async fn sync(&self, status: &mut EnvironmentStatus) -> Result<Result<Outcome, Failure>, ReconcileError> {
         let spec = &self.env.spec;
         let source_ns = spec
             .source_ref
@@ -299,7 +319,86 @@ impl Reconcile {
             let note = format!("applied revision {}: {}", artifact.revision, report.summary());
             self.ctx.event(self.env.as_ref(), false, "Applied", note).await;
         }
-        Ok(Ok(format!("applied revision {} ({count} objects)", artifact.revision)))
+        let applied = format!("applied revision {} ({count} objects)", artifact.revision);
+        if !spec.wait {
+            return Ok(Ok(Outcome::Ready(applied)));
+        }
+        self.check_health(status, &artifact.revision, applied).await
+    }
+
+    /// With `wait`, the verdict on the applied objects: all healthy, some still converging (until the health
+    /// timeout, counted from when Ready went Unknown for this revision), or failed.
+    async fn check_health(
+        &self,
+        status: &EnvironmentStatus,
+        revision: &str,
+        applied: String,
+    ) -> Result<Result<Outcome, Failure>, ReconcileError> {
+        let mut waiting = Vec::new();
+        let mut failed = Vec::new();
+        for entry in &status.inventory {
+            let live = match self.ctx.applier.get(entry).await {
+                Ok(live) => live,
+                Err(e) => return Err(ReconcileError::Internal(e.to_string())),
+            };
+            match live.map(|l| assess(&l)) {
+                None => waiting.push(format!("{entry}: not found")),
+                Some(Health::Current) => {}
+                Some(Health::InProgress(why)) => waiting.push(format!("{entry}: {why}")),
+                Some(Health::Failed(why)) => failed.push(format!("{entry}: {why}")),
+            }
+        }
+        if !failed.is_empty() {
+            return Ok(Err(Failure {
+                reason: Reason::HealthCheckFailed,
+                message: format!("{revision} is unhealthy: {}", failed.join("; ")),
+                stalled: false,
+            }));
+        }
+        if waiting.is_empty() {
+            return Ok(Ok(Outcome::Ready(format!("{applied}, all healthy"))));
+        }
+        let timeout = parse_duration(&self.env.spec.health_timeout).unwrap_or(Duration::from_secs(300));
+        let ready = self
+            .env
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
+            .filter(|c| c.message.contains(revision));
+        let timed_out_before =
+            ready.is_some_and(|c| c.status == "False" && c.reason == Reason::HealthCheckFailed.as_str());
+        let since = ready
+            .filter(|c| c.status == "Unknown")
+            .map(|c| c.last_transition_time.0);
+        if timed_out_before {
+            // Once timed out, a revision stays failed until its objects are healthy: no flapping back to Unknown.
+            return Ok(Err(Failure {
+                reason: Reason::HealthCheckFailed,
+                message: format!(
+                    "{revision} was not healthy within {}: {}",
+                    self.env.spec.health_timeout,
+                    waiting.join("; ")
+                ),
+                stalled: false,
+            }));
+        }
+        if let Some(since) = since
+            && Timestamp::now().duration_since(since).unsigned_abs() > timeout
+        {
+            return Ok(Err(Failure {
+                reason: Reason::HealthCheckFailed,
+                message: format!(
+                    "{revision} was not healthy within {}: {}",
+                    self.env.spec.health_timeout,
+                    waiting.join("; ")
+                ),
+                stalled: false,
+            }));
+        }
+        Ok(Ok(Outcome::Progressing(format!(
+            "applied revision {revision}, waiting for: {}",
+            waiting.join("; ")
+        ))))
     }
 
     fn finalizers(&self) -> Vec<String> {
@@ -425,7 +524,7 @@ impl Reconcile {
     }
 }
 
-fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<String, Failure>, ReconcileError> {
+fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {
     let reason = match &e {
         ApplyError::Api { .. } => return Err(ReconcileError::Internal(e.to_string())),
         ApplyError::Invalid { .. } => Reason::ValidationFailed,

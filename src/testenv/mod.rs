@@ -310,12 +310,15 @@ impl ControlPlane {
             .args(["--leader-elect=false", "--secure-port=0", "--v=1"]);
         self.spawn("kube-scheduler", sched)?;
 
-        let stages = opts
+        let upstream = opts
             .bin_dir
             .parent()
             .map(|p| p.join("kwok-stages.yaml"))
             .filter(|p| p.is_file())
             .ok_or_else(|| TestEnvError::MissingBinary(opts.bin_dir.join("../kwok-stages.yaml")))?;
+        let upstream = std::fs::read_to_string(upstream).map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        let stages = self.dir.join("kwok-stages.yaml");
+        std::fs::write(&stages, with_failing_pods(&upstream)).map_err(|e| TestEnvError::Setup(e.to_string()))?;
         let mut kwok = Command::new(Self::bin(opts, "kwok")?);
         kwok.arg("--kubeconfig")
             .arg(&kc)
@@ -412,6 +415,66 @@ pub async fn install_crds(client: &Client) -> Result<(), TestEnvError> {
         }
     }
     Ok(())
+}
+
+/// Label that makes kwok fail a pod instead of completing it: how tests get a failing Job without containers.
+pub const KWOK_OUTCOME_LABEL: &str = "ferry.dev/kwok-outcome";
+
+/// kwok's upstream stages, plus one that fails running pods labelled `ferry.dev/kwok-outcome: fail` (which the
+/// upstream completion stage is told to leave alone).
+fn with_failing_pods(upstream: &str) -> String {
+    let key = format!("'.metadata.labels[\"{KWOK_OUTCOME_LABEL}\"]'");
+    let mut out = String::new();
+    for doc in upstream.split("\n---\n") {
+        let doc = doc.trim_start_matches("---\n");
+        if doc.contains("name: pod-complete") || doc.contains("name: pod-ready") {
+            let exclude = format!("    matchExpressions:\n    - key: {key}\n      operator: 'NotIn'\n      values: ['fail']\n");
+            out.push_str(&doc.replacen("    matchExpressions:\n", &exclude, 1));
+        } else {
+            out.push_str(doc);
+        }
+        out.push_str("\n---\n");
+    }
+    out.push_str(&format!(
+        r#"apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-fail
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'NotIn'
+      values: ['Failed', 'Succeeded']
+    - key: {key}
+      operator: 'In'
+      values: ['fail']
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      containerStatuses:
+      {{{{ range $index, $item := .spec.containers }}}}
+      - image: {{{{ $item.image | Quote }}}}
+        name: {{{{ $item.name | Quote }}}}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: 1
+            finishedAt: {{{{ $now | Quote }}}}
+            reason: Error
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: Failed
+"#
+    ));
+    out
 }
 
 fn run_ok(cmd: &mut Command) -> Result<(), TestEnvError> {

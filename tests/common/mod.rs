@@ -38,14 +38,16 @@ struct Shared {
 
 static SHARED: OnceCell<Shared> = OnceCell::const_new();
 
-async fn shared() -> &'static Shared {
+/// The binary's control plane; the first caller decides whether it runs workloads (controller-manager,
+/// scheduler, kwok), so a test binary uses one kind of TestEnv throughout.
+async fn shared(workloads: bool) -> &'static Shared {
     SHARED
-        .get_or_init(|| async {
+        .get_or_init(|| async move {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
             let bin_dir = bin_dir_from_env_or_build(&root).expect("control-plane binaries");
             let cp = ControlPlane::start(Options {
                 bin_dir: bin_dir.clone(),
-                workloads: false,
+                workloads,
                 dir: None,
             })
             .await
@@ -81,12 +83,22 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(name: &str) -> TestEnv {
-        Self::with_settings(name, |_| {}).await
+        Self::build(name, false, |_| {}).await
+    }
+
+    /// A TestEnv on a control plane that runs workloads: Deployments become Available and Jobs finish on
+    /// kwok's simulated node (pods labelled `ferry.dev/kwok-outcome: fail` fail).
+    pub async fn with_workloads(name: &str) -> TestEnv {
+        Self::build(name, true, |_| {}).await
     }
 
     /// A TestEnv whose controller runs with adjusted operator settings.
     pub async fn with_settings(name: &str, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
-        let shared = shared().await;
+        Self::build(name, false, adjust).await
+    }
+
+    async fn build(name: &str, workloads: bool, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
+        let shared = shared(workloads).await;
         let client = shared.cp.client().await.expect("client");
         let namespace = format!("{name}-{:x}", std::process::id() as u64 * 1000 + rand_small());
         let namespaces: Api<Namespace> = Api::all(client.clone());
