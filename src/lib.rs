@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod cli;
 pub mod controllers;
 pub mod health;
 pub mod receiver;

@@ -35,6 +35,35 @@ enum Command {
         #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
         webhook_addr: std::net::SocketAddr,
     },
+    /// Print what would be applied for a path of a local checkout (kustomize output unchanged).
+    Render {
+        /// The checkout (repository root).
+        dir: PathBuf,
+        /// The path inside it, as in an Environment's spec.path.
+        #[arg(long, default_value = ".")]
+        path: String,
+        #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
+        kustomize: PathBuf,
+    },
+    /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
+    /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
+    Diff {
+        /// An Environment, `namespace/name`: diffs its source's current revision.
+        #[arg(long, conflicts_with = "dir")]
+        environment: Option<String>,
+        /// A local checkout (repository root).
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = ".")]
+        path: String,
+        /// Namespace for namespaced objects that name none (local mode).
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
+        kustomize: PathBuf,
+        /// Never color the output (default: color when stdout is a terminal).
+        #[arg(long)]
+        no_color: bool,
+    },
     /// Print the CustomResourceDefinitions as YAML (what `crds/ferry.dev.yaml` contains).
     Crds,
     /// Local development helpers.
@@ -58,8 +87,16 @@ enum DevCommand {
     },
 }
 
+/// Exit codes: 0 success, 1 differences found (`ferry diff`), 2 error.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
@@ -100,6 +137,50 @@ async fn main() -> anyhow::Result<()> {
             controllers::run(ctx, Scope { namespace }, shutdown_signal()).await;
             receiver.abort();
             Ok(())
+        }
+        Command::Render { dir, path, kustomize } => {
+            let settings = ferry::render::RenderSettings {
+                kustomize,
+                ..Default::default()
+            };
+            let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
+            print!("{}", rendered.yaml);
+            Ok(())
+        }
+        Command::Diff {
+            environment,
+            dir,
+            path,
+            namespace,
+            kustomize,
+            no_color,
+        } => {
+            use std::io::IsTerminal;
+            let settings = ferry::render::RenderSettings {
+                kustomize,
+                ..Default::default()
+            };
+            let client = kube::Client::try_default().await.context("connecting to the cluster")?;
+            let diffs = match (environment, dir) {
+                (Some(env), _) => {
+                    let (ns, name) = env
+                        .split_once('/')
+                        .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
+                    let (revision, diffs) = ferry::cli::diff_environment(client, ns, name, &settings).await?;
+                    eprintln!(
+                        "Environment {ns}/{name} at {revision}: {} object(s) differ",
+                        diffs.len()
+                    );
+                    diffs
+                }
+                (None, Some(dir)) => ferry::cli::diff_local(client, &dir, &path, &namespace, &settings).await?,
+                (None, None) => anyhow::bail!("give --environment ns/name or a checkout directory"),
+            };
+            let color = !no_color && std::io::stdout().is_terminal();
+            for d in &diffs {
+                print!("{}", ferry::cli::unified(d, color));
+            }
+            std::process::exit(if diffs.is_empty() { 0 } else { 1 });
         }
         Command::Crds => {
             print!("{}", ferry::api::crds_yaml()?);

@@ -94,6 +94,15 @@ impl ApplyReport {
     }
 }
 
+/// One object that applying would change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectDiff {
+    pub object: String,
+    /// `None` when the object would be created.
+    pub live: Option<Value>,
+    pub desired: Value,
+}
+
 /// Annotation ordering objects within a stage (lower first), like Argo CD's sync waves.
 pub const APPLY_ORDER_ANNOTATION: &str = "ferry.dev/apply-order";
 
@@ -276,6 +285,12 @@ impl Applier {
     }
 
     async fn apply_stage(&self, stage: Vec<Prepared>, force: bool, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        let planned = self.plan_stage(stage, force).await?;
+        self.write(planned, report).await
+    }
+
+    /// Dry-runs every object of a stage; fails listing every object the server would refuse.
+    async fn plan_stage(&self, stage: Vec<Prepared>, force: bool) -> Result<Vec<Planned>, ApplyError> {
         let mut invalid = Vec::new();
         let mut conflicts = Vec::new();
         let mut planned = Vec::new();
@@ -335,6 +350,11 @@ impl Applier {
         if !conflicts.is_empty() {
             return Err(ApplyError::Conflict { failures: conflicts });
         }
+        Ok(planned)
+    }
+
+    /// Writes the planned objects that differ from the live ones.
+    async fn write(&self, planned: Vec<Planned>, report: &mut ApplyReport) -> Result<(), ApplyError> {
         for plan in planned {
             let p = plan.prepared;
             let needs_write = match &plan.live {
@@ -367,6 +387,50 @@ impl Applier {
             report.inventory.push(p.entry);
         }
         Ok(())
+    }
+
+    /// What applying would change, without changing anything: for each object that differs, the live object
+    /// (if any) and the server's dry-run result, both normalized. Objects of kinds that a CRD in the same set
+    /// defines cannot be dry-run before that CRD exists and are listed as new.
+    pub async fn diff(&self, objects: &[RenderedObject], opts: &ApplyOptions) -> Result<Vec<ObjectDiff>, ApplyError> {
+        let mut prepared = Vec::new();
+        let mut unknown = Vec::new();
+        let mut diffs = Vec::new();
+        for o in objects {
+            let gvk = gvk_of(o.api_version(), o.kind());
+            let label = format!("{}/{} {}", o.api_version(), o.kind(), o.name());
+            match self.resource(&gvk, &label).await? {
+                Some((ar, caps)) => prepared.push(self.prepare(o, &ar, &caps, opts)),
+                None if objects.iter().any(|c| {
+                    c.kind() == "CustomResourceDefinition"
+                        && c.object["spec"]["group"] == gvk.group.as_str()
+                        && c.object["spec"]["names"]["kind"] == gvk.kind.as_str()
+                }) =>
+                {
+                    diffs.push(ObjectDiff {
+                        object: label,
+                        live: None,
+                        desired: normalized(&o.object),
+                    })
+                }
+                None => unknown.push(format!("{label}: kind {} is not served by the cluster", o.kind())),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(ApplyError::Invalid { failures: unknown });
+        }
+        for plan in self.plan_stage(prepared, opts.force).await? {
+            let live = plan.live.as_ref().and_then(|l| serde_json::to_value(l).ok());
+            let changed = live.as_ref().is_none_or(|l| differs(&plan.dry_run, l));
+            if changed {
+                diffs.push(ObjectDiff {
+                    object: plan.prepared.label,
+                    live: live.as_ref().map(normalized),
+                    desired: normalized(&plan.dry_run),
+                });
+            }
+        }
+        Ok(diffs)
     }
 
     async fn wait_established(&self, name: &str) -> Result<(), ApplyError> {

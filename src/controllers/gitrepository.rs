@@ -27,7 +27,7 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// The credentials a GitRepository fetches with, from its Secret. `Ok(Err)` is the user's problem.
-pub(crate) async fn load_credentials(
+pub async fn load_credentials(
     client: &Client,
     repo: &GitRepository,
 ) -> Result<Result<Credentials, (Reason, String, bool)>, ReconcileError> {

@@ -3,7 +3,7 @@
 
 mod environment;
 mod events;
-mod gitrepository;
+pub mod gitrepository;
 mod status;
 
 use std::sync::Arc;

@@ -428,7 +428,8 @@ fn with_failing_pods(upstream: &str) -> String {
     for doc in upstream.split("\n---\n") {
         let doc = doc.trim_start_matches("---\n");
         if doc.contains("name: pod-complete") || doc.contains("name: pod-ready") {
-            let exclude = format!("    matchExpressions:\n    - key: {key}\n      operator: 'NotIn'\n      values: ['fail']\n");
+            let exclude =
+                format!("    matchExpressions:\n    - key: {key}\n      operator: 'NotIn'\n      values: ['fail']\n");
             out.push_str(&doc.replacen("    matchExpressions:\n", &exclude, 1));
         } else {
             out.push_str(doc);
