@@ -13,48 +13,21 @@ mod git;
 mod git_http;
 #[path = "../tests/common/http.rs"]
 mod http;
+#[allow(dead_code)]
+mod support;
+
+use support::{create, ms, percentile, rss_kib};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRef, GitRepository};
 use ferry::source::{Credentials, FetchOptions, MirrorStore};
-use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build, free_port, install_crds, spawn_guarded};
-use kube::api::PostParams;
+use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build, install_crds};
 use kube::{Api, Client};
 use serde_json::json;
 
 const NS: &str = "bench";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-async fn create<K>(api: &Api<K>, value: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(value).expect("object");
-    api.create(&PostParams::default(), &obj).await.expect("create");
-}
 
 fn git_cmd(dir: &std::path::Path, args: &[&str]) {
     let ok = Command::new("git")
@@ -87,16 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let daemon = git::GitDaemon::start()?;
 
     let storage = tempfile::tempdir()?;
-    let hook_port = free_port()?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.arg("run")
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .env("FERRY_NAMESPACE", NS)
-        .env("FERRY_STORAGE_DIR", storage.path())
-        .env("FERRY_WEBHOOK_ADDR", format!("127.0.0.1:{hook_port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null());
-    let ferry = spawn_guarded(cmd)?;
+    let (ferry, hook_port) = support::start_ferry(&cp, Some(NS), storage.path())?;
     let pid = ferry.id();
 
     let repos: Api<GitRepository> = Api::namespaced(client.clone(), NS);
