@@ -165,10 +165,10 @@ async fn main() -> anyhow::Result<()> {
         hwm / 1024
     );
     println!(
-        "| API requests per no-op cycle (all Environments), by verb | {} |",
+        "| API requests per no-op cycle (all Environments; a few are the apiserver's own), by verb | {} |",
         per_cycle.join(", ")
     );
-    println!("| writes per no-op cycle (POST/PUT/PATCH/DELETE, not dry runs) | {writes:.0} |");
+    println!("| writes by Ferry per no-op cycle (audit log, dry runs excluded) | {writes:.0} |");
     drop(ferry);
     Ok(())
 }

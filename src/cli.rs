@@ -25,10 +25,7 @@ pub async fn diff_local(
 ) -> anyhow::Result<Vec<ObjectDiff>> {
     let rendered = render_path(dir, path, settings).await?;
     let opts = ApplyOptions {
-        owner: Owner {
-            name: "local".to_string(),
-            namespace: namespace.to_string(),
-        },
+        owner: None,
         target_namespace: None,
         default_namespace: namespace.to_string(),
         force: false,
@@ -74,16 +71,21 @@ pub async fn diff_environment(
         revision.commit.clone(),
     );
     let tree = tokio::task::spawn_blocking(move || {
-        mirrors.fetch(&url, &reference, &creds, &FetchOptions::default())?;
+        // The user's own machine: local URLs are theirs to read.
+        let opts = FetchOptions {
+            allow_file: true,
+            ..FetchOptions::default()
+        };
+        mirrors.fetch(&url, &reference, &creds, &opts)?;
         mirrors.export(&url, &identity, &commit)
     })
     .await??;
     let rendered = render_path(&tree, &env.spec.path, settings).await?;
     let opts = ApplyOptions {
-        owner: Owner {
+        owner: Some(Owner {
             name: name.to_string(),
             namespace: namespace.to_string(),
-        },
+        }),
         target_namespace: env.spec.target_namespace.clone(),
         default_namespace: namespace.to_string(),
         force: env.spec.force,
@@ -92,14 +94,31 @@ pub async fn diff_environment(
     Ok((artifact.revision, diffs))
 }
 
+/// A Secret's values replaced by a short digest: a diff shows *that* a value changed, never the value.
+pub fn mask_secret(object: &serde_json::Value) -> serde_json::Value {
+    use sha2::Digest;
+    let mut out = object.clone();
+    if object["kind"] == "Secret" {
+        for field in ["data", "stringData"] {
+            if let Some(map) = out.get_mut(field).and_then(|d| d.as_object_mut()) {
+                for value in map.values_mut() {
+                    let digest = sha2::Sha256::digest(value.to_string().as_bytes());
+                    *value = format!("<secret sha256:{}>", &hex::encode(digest)[..12]).into();
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A unified diff of one object, live → desired, as YAML. `color` adds ANSI colors for terminals.
 pub fn unified(diff: &ObjectDiff, color: bool) -> String {
     let live = diff
         .live
         .as_ref()
-        .map(|l| serde_yaml_ng::to_string(l).unwrap_or_default())
+        .map(|l| serde_yaml_ng::to_string(&mask_secret(l)).unwrap_or_default())
         .unwrap_or_default();
-    let desired = serde_yaml_ng::to_string(&diff.desired).unwrap_or_default();
+    let desired = serde_yaml_ng::to_string(&mask_secret(&diff.desired)).unwrap_or_default();
     let text = TextDiff::from_lines(&live, &desired)
         .unified_diff()
         .context_radius(3)
@@ -147,6 +166,24 @@ mod tests {
         assert!(!text.contains("-  size"), "{text}");
         let colored = unified(&d, true);
         assert!(colored.contains("\x1b[31m-  color: red\x1b[0m"), "{colored}");
+    }
+
+    #[test]
+    fn secret_values_never_reach_the_diff() {
+        let d = ObjectDiff {
+            object: "v1/Secret ns/s".into(),
+            live: Some(json!({"kind": "Secret", "data": {"password": "aHVudGVyMg=="}})),
+            desired: json!({"kind": "Secret", "data": {"password": "c3dvcmRmaXNo"}}),
+        };
+        let text = unified(&d, false);
+        assert!(
+            !text.contains("aHVudGVyMg==") && !text.contains("c3dvcmRmaXNo"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-  password: <secret sha256:") && text.contains("+  password: <secret sha256:"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -31,6 +31,15 @@ enum Command {
         /// The kustomize binary used for paths with a kustomization.
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
+        /// Accept file:// GitRepository URLs (local development only).
+        #[arg(long, env = "FERRY_ALLOW_FILE_URLS")]
+        allow_file_urls: bool,
+        /// Reconciles running at once, per kind.
+        #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16)]
+        concurrency: u16,
+        /// Client-side limit on requests per second to the API server (0: no limit).
+        #[arg(long, env = "FERRY_KUBE_API_QPS", default_value_t = 500)]
+        kube_api_qps: u64,
         /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
         #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
         webhook_addr: std::net::SocketAddr,
@@ -108,6 +117,9 @@ async fn run() -> anyhow::Result<()> {
             storage_dir,
             max_repo_bytes,
             kustomize,
+            allow_file_urls,
+            concurrency,
+            kube_api_qps,
             webhook_addr,
         } => {
             // libgit2's transfer timeout only runs while data flows; these bound a server that accepts a
@@ -117,12 +129,14 @@ async fn run() -> anyhow::Result<()> {
                 git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
                 git2::opts::set_server_timeout_in_milliseconds(120_000)?;
             }
-            let client = kube::Client::try_default().await.context("connecting to the cluster")?;
+            let client = client_with_rate_limit(kube_api_qps).await?;
             let mut settings = Settings {
                 max_repo_bytes,
                 ..Settings::new(storage_dir)
             };
             settings.render.kustomize = kustomize;
+            settings.concurrency = concurrency.max(1);
+            settings.allow_file_urls = allow_file_urls;
             let ctx = Arc::new(Context::new(client, settings));
             let listener = tokio::net::TcpListener::bind(webhook_addr)
                 .await
@@ -210,6 +224,21 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A client whose requests are limited to `qps` per second (0: unlimited), so a wave of reconciles cannot
+/// flood the API server.
+async fn client_with_rate_limit(qps: u64) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer()
+        .await
+        .context("loading the kubeconfig or in-cluster config")?;
+    if qps == 0 {
+        return Ok(kube::Client::try_from(config)?);
+    }
+    let layer = tower::limit::RateLimitLayer::new(qps, std::time::Duration::from_secs(1));
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build())
 }
 
 async fn shutdown_signal() {

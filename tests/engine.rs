@@ -321,3 +321,26 @@ async fn orphan_policy_leaves_objects_behind() {
         );
     }
 }
+
+#[tokio::test]
+async fn two_environments_never_fight_over_one_object() {
+    let t = TestEnv::new("two-envs").await;
+    synced(&t, json!({})).await;
+    // A second Environment rendering the same objects into the same namespace.
+    t.create_env(
+        "twin",
+        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s"}),
+    )
+    .await;
+    let message = wait_not_ready(&t, "twin", "Conflict").await;
+    assert!(
+        message.contains(&format!("already applied by Environment {}/env", t.namespace)),
+        "{message}"
+    );
+    let cm = t.api::<ConfigMap>().get("a").await.unwrap();
+    assert_eq!(
+        cm.metadata.labels.unwrap()["ferry.dev/environment"],
+        "env",
+        "the first owner keeps it"
+    );
+}

@@ -158,23 +158,38 @@ async fn https_basic_auth_works_and_a_wrong_password_is_rejected_without_leaking
     let server = GitHttpServer::start(
         t.git_root.clone(),
         HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
-        false,
+        true,
     )
     .await;
     let url = format!("{}/{}", server.base_url, t.repo.name);
-    t.create_secret("good", &[("username", "alice"), ("password", "s3cret-pw")])
+    let ca = server.ca_pem.clone().unwrap();
+    t.create_secret(
+        "good",
+        &[("username", "alice"), ("password", "s3cret-pw"), ("ca.crt", &ca)],
+    )
+    .await;
+    t.create_secret(
+        "bad",
+        &[("username", "alice"), ("password", "wrong-pw-xyz"), ("ca.crt", &ca)],
+    )
+    .await;
+    t.create_secret("no-password", &[("username", "alice"), ("ca.crt", &ca)])
         .await;
-    t.create_secret("bad", &[("username", "alice"), ("password", "wrong-pw-xyz")])
+    t.create_secret("ca-only", &[("ca.crt", &ca)]).await;
+    t.create_secret("plain-http", &[("username", "alice"), ("password", "s3cret-pw")])
         .await;
-    t.create_secret("no-password", &[("username", "alice")]).await;
     t.create_gitrepo("good", json!({"url": url, "secretRef": {"name": "good"}}))
         .await;
     t.create_gitrepo("bad", json!({"url": url, "secretRef": {"name": "bad"}}))
         .await;
-    t.create_gitrepo("anonymous", json!({"url": url})).await;
+    t.create_gitrepo("anonymous", json!({"url": url, "secretRef": {"name": "ca-only"}}))
+        .await;
     t.create_gitrepo("missing-secret", json!({"url": url, "secretRef": {"name": "nope"}}))
         .await;
     t.create_gitrepo("missing-key", json!({"url": url, "secretRef": {"name": "no-password"}}))
+        .await;
+    let plain = url.replace("https://", "http://");
+    t.create_gitrepo("plain-http", json!({"url": plain, "secretRef": {"name": "plain-http"}}))
         .await;
 
     let (_, _, r) = ready_is(&t, "good", "True").await;
@@ -190,6 +205,9 @@ async fn https_basic_auth_works_and_a_wrong_password_is_rejected_without_leaking
     let (reason, message, _) = ready_is(&t, "missing-key", "False").await;
     assert_eq!(reason, "AuthFailed");
     assert!(message.contains("no \"password\""), "{message}");
+    let (reason, message, _) = ready_is(&t, "plain-http", "False").await;
+    assert_eq!(reason, "AuthFailed");
+    assert!(message.contains("plain http"), "{message}");
 
     // No credential in any status or event of the namespace.
     let events: kube::Api<k8s_openapi::api::events::v1::Event> = t.api();

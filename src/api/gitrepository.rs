@@ -91,7 +91,7 @@ pub struct GitRepositoryStatus {
 pub struct Artifact {
     /// `<ref>@sha1:<40 hex>`, e.g. `main@sha1:0123…`.
     pub revision: String,
-    /// The URL the revision was fetched from, so consumers read the same mirror.
+    /// The URL the revision was fetched from, credentials redacted.
     pub url: String,
 }
 

@@ -61,7 +61,9 @@ pub struct Owner {
 /// How to apply one set.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    pub owner: Owner,
+    /// The Environment the objects are labelled for; `None` (a local `ferry diff`) adds no labels and claims
+    /// nothing.
+    pub owner: Option<Owner>,
     /// Overrides every namespaced object's namespace.
     pub target_namespace: Option<String>,
     /// For namespaced objects that name no namespace.
@@ -134,9 +136,11 @@ struct Planned {
     force: bool,
 }
 
+/// A refusal that only a change to the object can fix. Authentication, authorization, timeouts, throttling
+/// and optimistic-lock conflicts are the API server's or the install's problem and are retried.
 fn client_error(e: &kube::Error) -> Option<&kube::core::Status> {
     match e {
-        kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429 => Some(status),
+        kube::Error::Api(status) if [400, 404, 405, 406, 413, 415, 422].contains(&status.code) => Some(status),
         _ => None,
     }
 }
@@ -212,7 +216,7 @@ impl Applier {
         Prepared {
             api: self.api_for(ar, caps, namespace.as_deref()),
             name: rendered.name().to_string(),
-            body: prepare(&rendered.object, namespace.as_deref(), &opts.owner),
+            body: prepare(&rendered.object, namespace.as_deref(), opts.owner.as_ref()),
             label: entry.to_string(),
             entry,
         }
@@ -222,7 +226,13 @@ impl Applier {
     /// then everything else. Each stage is dry-run in full first; if any object would be rejected, nothing of
     /// that stage is applied and every failure is reported. Objects whose dry run equals the live object are
     /// not written, so a reconcile where nothing changed makes no mutating request.
-    pub async fn apply_all(&self, objects: &[RenderedObject], opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
+    /// On failure, `report` still lists what was written before it, so the caller can keep tracking it.
+    pub async fn apply_all(
+        &self,
+        objects: &[RenderedObject],
+        opts: &ApplyOptions,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
         let mut ordered: Vec<&RenderedObject> = objects.iter().collect();
         ordered.sort_by_key(|o| (apply_rank(o.kind()), order_of(&o.object)));
         let defined_by_set: BTreeSet<(String, String)> = objects
@@ -255,13 +265,12 @@ impl Applier {
             return Err(ApplyError::Invalid { failures: unknown });
         }
 
-        let mut report = ApplyReport::default();
         let crds: Vec<String> = first_stage
             .iter()
             .filter(|p| p.entry.kind == "CustomResourceDefinition")
             .map(|p| p.name.clone())
             .collect();
-        self.apply_stage(first_stage, opts.force, &mut report).await?;
+        self.apply_stage(first_stage, opts, report).await?;
         for crd in &crds {
             self.wait_established(crd).await?;
         }
@@ -279,18 +288,24 @@ impl Applier {
             };
             prepared.push(self.prepare(o, &ar, &caps, opts));
         }
-        self.apply_stage(prepared, opts.force, &mut report).await?;
+        self.apply_stage(prepared, opts, report).await?;
         report.inventory.sort();
-        Ok(report)
+        Ok(())
     }
 
-    async fn apply_stage(&self, stage: Vec<Prepared>, force: bool, report: &mut ApplyReport) -> Result<(), ApplyError> {
-        let planned = self.plan_stage(stage, force).await?;
+    async fn apply_stage(
+        &self,
+        stage: Vec<Prepared>,
+        opts: &ApplyOptions,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let planned = self.plan_stage(stage, opts).await?;
         self.write(planned, report).await
     }
 
     /// Dry-runs every object of a stage; fails listing every object the server would refuse.
-    async fn plan_stage(&self, stage: Vec<Prepared>, force: bool) -> Result<Vec<Planned>, ApplyError> {
+    async fn plan_stage(&self, stage: Vec<Prepared>, opts: &ApplyOptions) -> Result<Vec<Planned>, ApplyError> {
+        let force = opts.force;
         let mut invalid = Vec::new();
         let mut conflicts = Vec::new();
         let mut planned = Vec::new();
@@ -299,11 +314,19 @@ impl Applier {
                 object: p.label.clone(),
                 source,
             })?;
+            let claimed = live
+                .as_ref()
+                .zip(opts.owner.as_ref())
+                .and_then(|(l, o)| owned_by_other(l, o));
+            if let Some(other) = claimed {
+                conflicts.push(format!("{}: already applied by Environment {other}", p.label));
+                continue;
+            }
             let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
             params.force = force;
             let first = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await;
             let (result, forced) = match first {
-                Err(kube::Error::Api(s)) if s.code == 409 && !force => {
+                Err(kube::Error::Api(s)) if s.code == 409 && !force && !conflicting_managers(&s.message).is_empty() => {
                     // Fields taken by an imperative edit are drift: take them back. Fields of another
                     // declarative applier are its to keep unless the Environment says force.
                     let managers = conflicting_managers(&s.message);
@@ -419,7 +442,7 @@ impl Applier {
         if !unknown.is_empty() {
             return Err(ApplyError::Invalid { failures: unknown });
         }
-        for plan in self.plan_stage(prepared, opts.force).await? {
+        for plan in self.plan_stage(prepared, opts).await? {
             let live = plan.live.as_ref().and_then(|l| serde_json::to_value(l).ok());
             let changed = live.as_ref().is_none_or(|l| differs(&plan.dry_run, l));
             if changed {
@@ -526,8 +549,17 @@ pub fn plan_prune(
     max_percent: u8,
     allow_empty: bool,
 ) -> Result<Vec<InventoryEntry>, PruneBlocked> {
-    let keep: BTreeSet<&InventoryEntry> = current.iter().collect();
-    let stale: Vec<InventoryEntry> = previous.iter().filter(|e| !keep.contains(e)).cloned().collect();
+    // Identity without the version: an object whose apiVersion changed in Git (v1beta1 → v1) is the same object.
+    let key = |e: &InventoryEntry| {
+        let group = e
+            .api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g.to_string())
+            .unwrap_or_default();
+        (group, e.kind.clone(), e.namespace.clone(), e.name.clone())
+    };
+    let keep: BTreeSet<_> = current.iter().map(key).collect();
+    let stale: Vec<InventoryEntry> = previous.iter().filter(|e| !keep.contains(&key(e))).cloned().collect();
     if current.is_empty() && !previous.is_empty() && !allow_empty {
         return Err(PruneBlocked::EmptyRender(previous.len()));
     }
@@ -541,6 +573,14 @@ pub fn plan_prune(
     Ok(stale)
 }
 
+/// The Environment (`namespace/name`) that owns a live object, when it is not `owner`: two Environments that
+/// render one object would otherwise overwrite each other on every reconcile.
+pub fn owned_by_other(live: &DynamicObject, owner: &Owner) -> Option<String> {
+    let labels = live.labels();
+    let (name, namespace) = (labels.get(OWNER_NAME_LABEL)?, labels.get(OWNER_NAMESPACE_LABEL)?);
+    (name != &owner.name || namespace != &owner.namespace).then(|| format!("{namespace}/{name}"))
+}
+
 /// Both ownership labels must name this Environment.
 pub fn owned_by(live: &DynamicObject, owner: &Owner) -> bool {
     let labels = live.labels();
@@ -548,7 +588,7 @@ pub fn owned_by(live: &DynamicObject, owner: &Owner) -> bool {
 }
 
 /// The object as it is sent: namespace set (or removed for cluster-scoped kinds) and ownership labels added.
-pub fn prepare(object: &Value, namespace: Option<&str>, owner: &Owner) -> Value {
+pub fn prepare(object: &Value, namespace: Option<&str>, owner: Option<&Owner>) -> Value {
     let mut object = object.clone();
     let metadata = object
         .as_object_mut()
@@ -562,6 +602,9 @@ pub fn prepare(object: &Value, namespace: Option<&str>, owner: &Owner) -> Value 
                 metadata.remove("namespace");
             }
         }
+        let Some(owner) = owner else {
+            return object;
+        };
         let labels = metadata
             .entry("labels")
             .or_insert_with(|| Value::Object(Default::default()));
@@ -591,7 +634,7 @@ mod tests {
     #[test]
     fn prepare_sets_namespace_and_labels() {
         let obj = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"other","labels":{"app":"x"}}});
-        let out = prepare(&obj, Some("target"), &owner());
+        let out = prepare(&obj, Some("target"), Some(&owner()));
         assert_eq!(out["metadata"]["namespace"], "target");
         assert_eq!(out["metadata"]["labels"]["app"], "x");
         assert_eq!(out["metadata"]["labels"][OWNER_NAME_LABEL], "staging");
@@ -601,7 +644,7 @@ mod tests {
     #[test]
     fn prepare_strips_namespace_from_cluster_scoped_objects() {
         let obj = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a","namespace":"x"}});
-        let out = prepare(&obj, None, &owner());
+        let out = prepare(&obj, None, Some(&owner()));
         assert!(out["metadata"].get("namespace").is_none());
     }
 
@@ -640,6 +683,21 @@ mod tests {
         assert_eq!(plan_prune(&prev, &[], 100, false), Err(PruneBlocked::EmptyRender(4)));
         assert_eq!(plan_prune(&prev, &[], 100, true).map(|v| v.len()), Ok(4));
         assert_eq!(plan_prune(&[], &[], 50, false), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_version_change_is_not_a_prune() {
+        let old = InventoryEntry {
+            api_version: "autoscaling/v2beta2".into(),
+            kind: "HorizontalPodAutoscaler".into(),
+            namespace: Some("ns".into()),
+            name: "web".into(),
+        };
+        let new = InventoryEntry {
+            api_version: "autoscaling/v2".into(),
+            ..old.clone()
+        };
+        assert_eq!(plan_prune(&[old], &[new], 100, false), Ok(vec![]));
     }
 
     #[test]

@@ -58,8 +58,21 @@ pub fn conflicting_managers(message: &str) -> Vec<String> {
     out
 }
 
+/// Declarative tools that write with `Update` rather than server-side apply: their fields are theirs to keep.
+const DECLARATIVE_UPDATERS: [&str; 8] = [
+    "helm",
+    "kubectl-client-side-apply",
+    "argocd-controller",
+    "argocd-application-controller",
+    "kustomize-controller",
+    "helm-controller",
+    "terraform-provider-kubernetes",
+    "pulumi-kubernetes",
+];
+
 /// Managers that wrote with an imperative `Update` (kubectl edit/patch/scale, a script): their changes are drift
-/// to revert. Managers that use `Apply` are other declarative owners: a conflict with them is reported instead.
+/// to revert. Managers that use `Apply`, and declarative tools that use `Update` (Helm, client-side
+/// `kubectl apply`, …), are other owners: a conflict with them is reported instead.
 pub fn imperative_managers(live: &Value) -> Vec<String> {
     live["metadata"]["managedFields"]
         .as_array()
@@ -68,6 +81,7 @@ pub fn imperative_managers(live: &Value) -> Vec<String> {
                 .iter()
                 .filter(|f| f["operation"] == "Update")
                 .filter_map(|f| f["manager"].as_str().map(str::to_string))
+                .filter(|m| !DECLARATIVE_UPDATERS.iter().any(|d| m.starts_with(d)))
                 .collect()
         })
         .unwrap_or_default()
@@ -105,6 +119,7 @@ conflict with "helm" using v1: .data.b"#;
         let live = json!({"metadata": {"managedFields": [
             {"manager": "ferry", "operation": "Apply"},
             {"manager": "kubectl-edit", "operation": "Update"},
+            {"manager": "helm", "operation": "Update"},
             {"manager": "other-gitops", "operation": "Apply"}]}});
         assert_eq!(imperative_managers(&live), ["kubectl-edit"]);
     }

@@ -16,7 +16,7 @@ use crate::api::{ConditionSet, Environment, EnvironmentStatus, GitRepository, Re
 use std::collections::BTreeSet;
 
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
-use crate::apply::{ApplyError, ApplyOptions, Owner, PruneBlocked, plan_prune};
+use crate::apply::{ApplyError, ApplyOptions, ApplyReport, Owner, PruneBlocked, plan_prune};
 use crate::health::{Health, assess};
 use crate::render::{RenderError, Rendered, render_path};
 use crate::source::{FetchOptions, Revision, SourceError};
@@ -128,12 +128,16 @@ impl Reconcile {
                 patch_if_changed(&self.api, &self.name, old, &status).await?;
             }
             Ok(Outcome::Progressing(message)) => {
-                ConditionSet::progressing(
-                    &mut status.conditions,
-                    message,
-                    status.observed_generation,
-                    Timestamp::now(),
-                );
+                let now = Timestamp::now();
+                let revision = status.last_applied_revision.clone().unwrap_or_default();
+                // The health clock starts when waiting for *this* revision starts, not for the one before it.
+                let same_wait = old
+                    .and_then(|o| o.conditions.iter().find(|c| c.type_ == crate::api::READY))
+                    .is_some_and(|c| c.status == "Unknown" && c.message.contains(&revision));
+                ConditionSet::progressing(&mut status.conditions, message, status.observed_generation, now);
+                if !same_wait && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == crate::api::READY) {
+                    ready.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+                }
                 patch_if_changed(&self.api, &self.name, old, &status).await?;
                 return Ok(Action::requeue(HEALTH_POLL.min(interval)));
             }
@@ -235,7 +239,7 @@ impl Reconcile {
             super::status::patch_if_changed(&self.api, &self.name, previous, status).await?;
         }
 
-        let rendered = match self.render(&repo, &artifact.url, &revision.commit).await? {
+        let rendered = match self.render(&repo, &repo.spec.url, &revision.commit).await? {
             Ok(rendered) => rendered,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -250,17 +254,25 @@ impl Reconcile {
             }));
         }
         let opts = ApplyOptions {
-            owner: owner.clone(),
+            owner: Some(owner.clone()),
             target_namespace: spec.target_namespace.clone(),
             default_namespace: self.namespace.clone(),
             force: spec.force,
         };
-        let report = match self.ctx.applier.apply_all(objects, &opts).await {
-            Ok(report) => report,
-            Err(e) => return apply_failure(e, &artifact.revision),
-        };
+        let mut report = ApplyReport::default();
+        if let Err(e) = self.ctx.applier.apply_all(objects, &opts, &mut report).await {
+            // Whatever was written before the failure stays tracked, so prune and deletion still find it.
+            if !report.inventory.is_empty() {
+                let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
+                union.extend(report.inventory.iter().cloned());
+                status.inventory = union.into_iter().collect();
+            }
+            return apply_failure(e, &artifact.revision);
+        }
         let same_revision = status.last_applied_revision.as_ref() == Some(&artifact.revision);
-        if same_revision && report.changed() {
+        // Writes at an unchanged revision and spec can only undo changes made outside Git: drift.
+        let same_spec = self.env.status.as_ref().and_then(|s| s.observed_generation) == self.env.metadata.generation;
+        if same_revision && same_spec && report.changed() {
             let objects: Vec<String> = report.created.iter().chain(&report.configured).cloned().collect();
             let note = format!("drift corrected at {}: {}", artifact.revision, objects.join(", "));
             warn!(%note);
@@ -354,6 +366,12 @@ impl Reconcile {
                 message: format!("{revision} is unhealthy: {}", failed.join("; ")),
                 stalled: false,
             }));
+        }
+        // The first few objects only, so the message (and status) changes rarely while objects converge.
+        let total_waiting = waiting.len();
+        waiting.truncate(3);
+        if total_waiting > waiting.len() {
+            waiting.push(format!("and {} more", total_waiting - waiting.len()));
         }
         if waiting.is_empty() {
             return Ok(Ok(Outcome::Ready(format!("{applied}, all healthy"))));
@@ -492,6 +510,7 @@ impl Reconcile {
                 let reference = repo.spec.effective_ref();
                 let opts = FetchOptions {
                     max_bytes: self.ctx.settings.max_repo_bytes,
+                    allow_file: self.ctx.settings.allow_file_urls,
                     ..FetchOptions::default()
                 };
                 tokio::task::spawn_blocking(move || {

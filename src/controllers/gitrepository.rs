@@ -104,6 +104,7 @@ async fn reconcile_inner(
             interval.mul_f64(SHARED_FETCH_WINDOW)
         },
         max_bytes: ctx.settings.max_repo_bytes,
+        allow_file: ctx.settings.allow_file_urls,
     };
     status.last_handled_reconcile_at = requested.or(status.last_handled_reconcile_at);
 
@@ -133,7 +134,7 @@ async fn reconcile_inner(
             tracing::Span::current().record("revision", revision.as_str());
             status.artifact = Some(Artifact {
                 revision: revision.clone(),
-                url: repo.spec.url.clone(),
+                url: redact_url(&repo.spec.url),
             });
             ConditionSet::ready(
                 &mut status.conditions,
@@ -173,9 +174,13 @@ fn describe_ref(repo: &GitRepository) -> String {
 /// followed, because that is what Git says now, but reported, because it rewrites what was deployed.
 async fn report_rewrite(ctx: &Context, repo: &GitRepository, creds: &Credentials, prev: &Revision, new: &Revision) {
     let is_tag = repo.spec.effective_ref().tag.is_some();
-    let descends = ctx
-        .mirrors
-        .descends(&repo.spec.url, &creds.identity, &new.commit, &prev.commit);
+    let (mirrors, url, identity) = (ctx.mirrors.clone(), repo.spec.url.clone(), creds.identity.clone());
+    let (new_commit, prev_commit) = (new.commit.clone(), prev.commit.clone());
+    // A history walk: off the async runtime.
+    let descends = tokio::task::spawn_blocking(move || mirrors.descends(&url, &identity, &new_commit, &prev_commit))
+        .await
+        .ok()
+        .flatten();
     if is_tag {
         let note = format!("tag {} moved from {} to {}", new.name, prev.commit, new.commit);
         warn!(%note);

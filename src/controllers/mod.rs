@@ -40,6 +40,10 @@ pub struct Settings {
     pub mirror_ttl: Duration,
     /// The kustomize binary and the render timeout.
     pub render: crate::render::RenderSettings,
+    /// Accept `file://` GitRepository URLs (local development only: they can read the controller's disk).
+    pub allow_file_urls: bool,
+    /// Reconciles running at once per kind: bounds memory and API load when thousands of objects wake up.
+    pub concurrency: u16,
 }
 
 impl Settings {
@@ -49,6 +53,8 @@ impl Settings {
             max_repo_bytes: 1 << 30,
             mirror_ttl: Duration::from_secs(24 * 3600),
             render: crate::render::RenderSettings::default(),
+            concurrency: 16,
+            allow_file_urls: false,
         }
     }
 }
@@ -128,7 +134,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
     let repos = Controller::new(scope.api::<GitRepository>(&client), watcher::Config::default())
+        .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(gitrepository::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -141,6 +149,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             watcher::Config::default(),
             move |repo| environment::consumers_of(&env_store, &repo),
         )
+        .with_config(config)
         .graceful_shutdown_on(stopped(stop_rx))
         .run(environment::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});

@@ -61,6 +61,7 @@ impl Credentials {
             bearer_token: text("bearerToken")?,
             ..Credentials::default()
         };
+        let is_plain_http = url.starts_with("http://");
         let is_ssh = url.starts_with("ssh://") || (!url.contains("://") && url.contains('@'));
         if is_ssh {
             let Some(private_key) = text("identity")? else {
@@ -87,6 +88,11 @@ impl Credentials {
         } else if text("password")?.is_some() {
             return Err(SourceError::Auth(format!(
                 "Secret {identity} has \"password\" but no \"username\""
+            )));
+        }
+        if is_plain_http && (creds.basic.is_some() || creds.bearer_token.is_some()) {
+            return Err(SourceError::Auth(format!(
+                "refusing to send the credentials of Secret {identity} over plain http; use https"
             )));
         }
         Ok(creds)
@@ -223,6 +229,12 @@ mod tests {
         assert_eq!(c.basic, Some(("u".into(), "p".into())));
         let err = Credentials::from_secret("ns/s", &data(&[("username", "u")]), "https://h/r").unwrap_err();
         assert!(err.to_string().contains("no \"password\""), "{err}");
+    }
+
+    #[test]
+    fn credentials_are_never_sent_over_plain_http() {
+        let err = Credentials::from_secret("ns/s", &data(&[("bearerToken", "t")]), "http://h/r").unwrap_err();
+        assert!(err.to_string().contains("plain http"), "{err}");
     }
 
     #[test]

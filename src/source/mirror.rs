@@ -27,6 +27,8 @@ pub struct FetchOptions {
     pub max_age: Duration,
     /// Largest pack a fetch may download.
     pub max_bytes: u64,
+    /// Accept `file://` URLs (local development and tests).
+    pub allow_file: bool,
 }
 
 impl Default for FetchOptions {
@@ -35,6 +37,7 @@ impl Default for FetchOptions {
             timeout: Duration::from_secs(60),
             max_age: Duration::ZERO,
             max_bytes: 1 << 30,
+            allow_file: false,
         }
     }
 }
@@ -95,7 +98,7 @@ impl MirrorStore {
         creds: &Credentials,
         opts: &FetchOptions,
     ) -> Result<Fetched, SourceError> {
-        validate_url(url)?;
+        validate_url(url, opts.allow_file)?;
         let spec = resolve_ref_spec(reference)?;
         let path = self.mirror_path(url, &creds.identity);
         let state = self.state_for(&path);
@@ -233,6 +236,10 @@ fn network_fetch(
         let auth_failed = auth_failed.clone();
         let mut attempts = 0;
         callbacks.credentials(move |_url, username, allowed| {
+            // For `ssh://host/…` libgit2 first asks only for a user name; that is not a credential attempt.
+            if allowed == git2::CredentialType::USERNAME {
+                return git2::Cred::username(username.unwrap_or("git"));
+            }
             attempts += 1;
             // libgit2 calls again after a rejection; a second call means the credentials were wrong.
             if attempts > 1 {
@@ -370,8 +377,17 @@ mod tests {
         let creds = Credentials::default();
         let window = FetchOptions {
             max_age: Duration::from_secs(3600),
+            allow_file: true,
             ..FetchOptions::default()
         };
+        let forced_opts = FetchOptions {
+            allow_file: true,
+            ..FetchOptions::default()
+        };
+        assert!(matches!(
+            store.fetch(&url, &main, &creds, &FetchOptions::default()),
+            Err(SourceError::InvalidUrl { .. })
+        ));
         let first = store.fetch(&url, &main, &creds, &window).unwrap();
         assert_eq!(first.revision.commit, c1);
         assert!(first.network);
@@ -382,7 +398,7 @@ mod tests {
         let reused = store.fetch(&url, &main, &creds, &window).unwrap();
         assert!(!reused.network, "a fetch within max_age is reused");
         assert_eq!(reused.revision.commit, c1);
-        let forced = store.fetch(&url, &main, &creds, &FetchOptions::default()).unwrap();
+        let forced = store.fetch(&url, &main, &creds, &forced_opts).unwrap();
         assert!(forced.network);
         assert_eq!(forced.revision.commit, c2);
         assert_eq!(store.network_fetches(), 2);

@@ -85,8 +85,10 @@ pub fn redact_url(url: &str) -> String {
     url.to_string()
 }
 
-/// Checks the URL's shape before any network call, so typos fail fast with a clear message.
-pub fn validate_url(url: &str) -> Result<(), SourceError> {
+/// Checks the URL's shape before any network call, so typos fail fast with a clear message. `file://` is
+/// refused unless `allow_file`: it would let any GitRepository read the controller's disk, other tenants'
+/// mirrors included.
+pub fn validate_url(url: &str, allow_file: bool) -> Result<(), SourceError> {
     let invalid = |why: &str| SourceError::InvalidUrl {
         url: redact_url(url),
         why: why.to_string(),
@@ -95,7 +97,13 @@ pub fn validate_url(url: &str) -> Result<(), SourceError> {
         .split_once("://")
         .ok_or_else(|| invalid("missing scheme (expected https://, http://, ssh://, git:// or file://)"))?;
     match scheme {
-        "https" | "http" | "ssh" | "git" | "file" => {}
+        "https" | "http" | "ssh" | "git" => {}
+        "file" if allow_file => {}
+        "file" => {
+            return Err(invalid(
+                "file:// URLs are disabled (ferry run --allow-file-urls enables them)",
+            ));
+        }
         other => return Err(invalid(&format!("unsupported scheme {other:?}"))),
     }
     if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -126,9 +134,10 @@ mod tests {
 
     #[test]
     fn validates_urls() {
-        assert!(validate_url("https://example.com/r.git").is_ok());
-        assert!(validate_url("git://127.0.0.1:9418/r").is_ok());
-        assert!(validate_url("file:///tmp/r").is_ok());
+        assert!(validate_url("https://example.com/r.git", false).is_ok());
+        assert!(validate_url("git://127.0.0.1:9418/r", false).is_ok());
+        assert!(validate_url("file:///tmp/r", true).is_ok());
+        assert!(validate_url("file:///tmp/r", false).is_err());
         for bad in [
             "example.com/r",
             "ftp://x/r",
@@ -136,7 +145,7 @@ mod tests {
             "https:///path",
             "https://a b/c",
         ] {
-            let err = validate_url(bad).unwrap_err();
+            let err = validate_url(bad, true).unwrap_err();
             assert_eq!(err.reason(), Reason::InvalidUrl, "{bad}");
         }
     }
