@@ -37,8 +37,10 @@ enum Command {
         /// Reconciles running at once, per kind.
         #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16)]
         concurrency: u16,
-        /// Client-side limit on requests per second to the API server (0: no limit).
-        #[arg(long, env = "FERRY_KUBE_API_QPS", default_value_t = 500)]
+        /// Client-side limit on requests per second to the API server (0: no limit). Off by default: the
+        /// reconcile concurrency already bounds the load, and this limiter (tower's) costs far more throughput than
+        /// its nominal rate (see the README's performance section).
+        #[arg(long, env = "FERRY_KUBE_API_QPS", default_value_t = 0)]
         kube_api_qps: u64,
         /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
         #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]

@@ -116,3 +116,75 @@ fn read_dir(root: &Path, dir: &Path) -> Result<Vec<ManifestFile>, RenderError> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, content: &[u8]) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    #[tokio::test]
+    async fn plain_yaml_is_read_recursively_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "apps/b/two.yml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: two}\n",
+        );
+        write(
+            dir.path(),
+            "apps/a.yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n",
+        );
+        write(dir.path(), "apps/notes.txt", b"not a manifest");
+        let r = render_path(dir.path(), "./apps/", &RenderSettings::default())
+            .await
+            .unwrap();
+        assert!(!r.kustomize);
+        let names: Vec<_> = r.objects.iter().map(|o| o.name()).collect();
+        assert_eq!(names, ["one", "two"]);
+        assert!(r.yaml.contains("name: one") && r.yaml.contains("name: two"));
+    }
+
+    #[tokio::test]
+    async fn oversized_files_missing_and_escaping_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![b'#'; (MAX_FILE_BYTES + 1) as usize];
+        write(dir.path(), "apps/huge.yaml", &big);
+        let settings = RenderSettings::default();
+        assert!(matches!(
+            render_path(dir.path(), "apps", &settings).await,
+            Err(RenderError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            render_path(dir.path(), "nope", &settings).await,
+            Err(RenderError::PathNotFound(_))
+        ));
+        assert!(matches!(
+            render_path(dir.path(), "../..", &settings).await,
+            Err(RenderError::InvalidPath(_))
+        ));
+        std::fs::write(dir.path().join(ESCAPING_SYMLINKS), "apps/link.yaml").unwrap();
+        assert!(matches!(
+            render_path(dir.path(), "apps", &settings).await,
+            Err(RenderError::SymlinkEscapes(_))
+        ));
+    }
+
+    #[test]
+    fn the_cache_returns_one_render_per_commit_and_path() {
+        let cache = super::super::RenderCache::default();
+        let rendered = Rendered {
+            yaml: String::new(),
+            objects: Vec::new(),
+            kustomize: false,
+        };
+        let first = cache.insert("c1", "apps", rendered);
+        assert!(std::sync::Arc::ptr_eq(&first, &cache.get("c1", "apps").unwrap()));
+        assert!(cache.get("c1", "other").is_none() && cache.get("c2", "apps").is_none());
+    }
+}
