@@ -13,9 +13,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRepository};
-use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build, install_crds};
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
 use support::{create, request_counts, rss_kib};
 
@@ -75,15 +74,7 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let cp = ControlPlane::start(Options {
-        bin_dir: bin_dir_from_env_or_build(&root)?,
-        workloads: false,
-        dir: None,
-    })
-    .await?;
-    let client: Client = cp.client().await?;
-    install_crds(&client).await?;
+    let (cp, client) = support::control_plane().await?;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     create(&namespaces, json!({"metadata": {"name": NS}})).await;
     for i in 0..n {

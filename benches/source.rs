@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRef, GitRepository};
 use ferry::source::{Credentials, FetchOptions, MirrorStore};
-use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build, install_crds};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
 
 const NS: &str = "bench";
@@ -46,15 +45,7 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let cp = ControlPlane::start(Options {
-        bin_dir: bin_dir_from_env_or_build(&root)?,
-        workloads: false,
-        dir: None,
-    })
-    .await?;
-    let client: Client = cp.client().await?;
-    install_crds(&client).await?;
+    let (cp, client) = support::control_plane().await?;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     create(&namespaces, json!({"metadata": {"name": NS}})).await;
     let daemon = git::GitDaemon::start()?;

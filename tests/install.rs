@@ -9,14 +9,11 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 
-/// Every example resource (auth kinds, the demo's GitRepository and Environment) is accepted by the API server
-/// with the CRDs of this build, in the test's namespace.
-#[tokio::test]
-async fn examples_are_valid_on_a_real_apiserver() {
-    let t = TestEnv::new("examples").await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+/// The objects of every YAML file in the given directories of the repository.
+fn read_objects(dirs: &[&str]) -> Vec<ferry::render::RenderedObject> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["auth", "demo/cluster"] {
+    for dir in dirs {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             files.push(ManifestFile {
@@ -26,7 +23,15 @@ async fn examples_are_valid_on_a_real_apiserver() {
         }
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let objects = render_plain(&files).unwrap();
+    render_plain(&files).unwrap()
+}
+
+/// Every example resource (auth kinds, the demo's GitRepository and Environment) is accepted by the API server
+/// with the CRDs of this build, in the test's namespace.
+#[tokio::test]
+async fn examples_are_valid_on_a_real_apiserver() {
+    let t = TestEnv::new("examples").await;
+    let objects = read_objects(&["examples/auth", "examples/demo/cluster"]);
     assert!(objects.iter().filter(|o| o.kind() == "GitRepository").count() >= 5);
     for o in &objects {
         let (group, version) = o.api_version().rsplit_once('/').unwrap_or(("", o.api_version()));
@@ -46,17 +51,7 @@ async fn examples_are_valid_on_a_real_apiserver() {
 #[tokio::test]
 async fn install_manifests_are_valid_on_a_real_apiserver() {
     let t = TestEnv::new("install").await;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        files.push(ManifestFile {
-            path: path.display().to_string(),
-            content: std::fs::read(&path).unwrap(),
-        });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let objects = render_plain(&files).unwrap();
+    let objects = read_objects(&["manifests"]);
     let kinds: Vec<_> = objects.iter().map(|o| o.kind()).collect();
     for want in [
         "Namespace",

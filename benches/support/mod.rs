@@ -37,6 +37,20 @@ where
     api.create(&PostParams::default(), &obj).await.expect("create");
 }
 
+/// A local control plane with Ferry's CRDs installed, and an admin client for it.
+pub async fn control_plane() -> anyhow::Result<(ControlPlane, kube::Client)> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cp = ControlPlane::start(ferry::testenv::Options {
+        bin_dir: ferry::testenv::bin_dir_from_env_or_build(&root)?,
+        workloads: false,
+        dir: None,
+    })
+    .await?;
+    let client = cp.client().await?;
+    ferry::testenv::install_crds(&client).await?;
+    Ok((cp, client))
+}
+
 /// Starts `ferry run` (the release build cargo bench made) against `cp`, watching `namespace` (all if `None`).
 /// Returns the process and its webhook port.
 pub fn start_ferry(

@@ -388,21 +388,9 @@ impl Reconcile {
         let since = ready
             .filter(|c| c.status == "Unknown")
             .map(|c| c.last_transition_time.0);
-        if timed_out_before {
-            // Once timed out, a revision stays failed until its objects are healthy: no flapping back to Unknown.
-            return Ok(Err(Failure {
-                reason: Reason::HealthCheckFailed,
-                message: format!(
-                    "{revision} was not healthy within {}: {}",
-                    self.env.spec.health_timeout,
-                    waiting.join("; ")
-                ),
-                stalled: false,
-            }));
-        }
-        if let Some(since) = since
-            && Timestamp::now().duration_since(since).unsigned_abs() > timeout
-        {
+        // Once timed out, a revision stays failed until its objects are healthy: no flapping back to Unknown.
+        let over_time = since.is_some_and(|since| Timestamp::now().duration_since(since).unsigned_abs() > timeout);
+        if timed_out_before || over_time {
             return Ok(Err(Failure {
                 reason: Reason::HealthCheckFailed,
                 message: format!(
