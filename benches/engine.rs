@@ -13,8 +13,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRepository};
-use kube::api::{Patch, PatchParams};
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::{create, request_counts, rss_kib};
 

@@ -344,3 +344,51 @@ async fn two_environments_never_fight_over_one_object() {
         "the first owner keeps it"
     );
 }
+
+#[tokio::test]
+async fn a_namespace_holding_objects_of_others_is_not_pruned() {
+    let t = TestEnv::new("ns-guard").await;
+    let ns = format!("{}-owned", t.namespace);
+    t.repo.write(
+        "apps/ns.yaml",
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+    );
+    t.repo.write(
+        "apps/cm.yaml",
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ours, namespace: {ns}}}\n"),
+    );
+    let commit = t.repo.commit_and_push("namespace and a configmap");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
+        .await;
+    t.create_env(
+        "env",
+        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s", "maxPrunePercent": 100}),
+    )
+    .await;
+    wait_applied(&t, "env", &commit).await;
+    // Someone else keeps something in that namespace.
+    let theirs: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "theirs"}})).unwrap();
+    theirs.create(&Default::default(), &cm).await.unwrap();
+
+    t.repo.remove("apps/ns.yaml");
+    t.repo.remove("apps/cm.yaml");
+    t.repo.write("apps/other.yaml", &cm_in("keep", &t.namespace));
+    t.repo.commit_and_push("namespace removed from git");
+    let message = wait_not_ready(&t, "env", "PruneFailed").await;
+    assert!(
+        message.contains("does not own") && message.contains("theirs"),
+        "{message}"
+    );
+    let namespaces: Api<Namespace> = Api::all(t.client.clone());
+    let live = namespaces.get(&ns).await.unwrap();
+    assert!(
+        live.metadata.deletion_timestamp.is_none(),
+        "the namespace and what it holds stay"
+    );
+    assert!(theirs.get_opt("theirs").await.unwrap().is_some());
+}
+
+fn cm_in(name: &str, namespace: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\n")
+}

@@ -518,6 +518,22 @@ impl Applier {
                 tracing::info!(object = %label, "not pruning: {PRUNE_ANNOTATION} is disabled");
                 continue;
             }
+            // Deleting a Namespace or a CRD deletes everything in it or of its kind: only when all of that is ours.
+            let foreign = match entry.kind.as_str() {
+                "Namespace" => self.foreign_in_namespace(&entry.name, owner).await?,
+                "CustomResourceDefinition" => self.foreign_custom_resources(&live, owner).await?,
+                _ => Vec::new(),
+            };
+            if !foreign.is_empty() {
+                return Err(ApplyError::Rejected {
+                    object: label,
+                    message: format!(
+                        "not deleted: it holds {} object(s) this Environment does not own, e.g. {}",
+                        foreign.len(),
+                        foreign.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
             match api.delete(&entry.name, &DeleteParams::background()).await {
                 Ok(_) => deleted.push(entry.clone()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -527,6 +543,84 @@ impl Applier {
         Ok(deleted)
     }
 }
+
+impl Applier {
+    /// Objects in `namespace` that are neither this Environment's nor derived from something (no owner
+    /// references), skipping what Kubernetes puts in every namespace.
+    async fn foreign_in_namespace(&self, namespace: &str, owner: &Owner) -> Result<Vec<String>, ApplyError> {
+        let api_err = |source| ApplyError::Api {
+            object: format!("v1/Namespace {namespace}"),
+            source,
+        };
+        let discovery = kube::discovery::Discovery::new(self.client.clone())
+            .run()
+            .await
+            .map_err(api_err)?;
+        let mut foreign = Vec::new();
+        for group in discovery.groups() {
+            for (ar, caps) in group.recommended_resources() {
+                let listable = caps.operations.iter().any(|v| v == "list");
+                if caps.scope != Scope::Namespaced || !listable || IMPLICIT_KINDS.contains(&ar.kind.as_str()) {
+                    continue;
+                }
+                let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
+                let Ok(list) = api.list(&Default::default()).await else {
+                    continue;
+                };
+                for item in list.items {
+                    let derived = item.metadata.owner_references.as_ref().is_some_and(|r| !r.is_empty());
+                    let name = item.name_any();
+                    let implicit = (ar.kind == "ServiceAccount" && name == "default")
+                        || (ar.kind == "ConfigMap" && name == "kube-root-ca.crt");
+                    if !derived && !implicit && !owned_by(&item, owner) {
+                        foreign.push(format!("{}/{} {namespace}/{name}", ar.api_version, ar.kind));
+                    }
+                }
+            }
+        }
+        Ok(foreign)
+    }
+
+    /// Custom resources of a CRD's kind, anywhere, that this Environment does not own.
+    async fn foreign_custom_resources(&self, crd: &DynamicObject, owner: &Owner) -> Result<Vec<String>, ApplyError> {
+        let spec = &crd.data["spec"];
+        let (Some(group), Some(kind)) = (spec["group"].as_str(), spec["names"]["kind"].as_str()) else {
+            return Ok(Vec::new());
+        };
+        let version = spec["versions"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["storage"] == true))
+            .and_then(|v| v["name"].as_str())
+            .unwrap_or("v1");
+        let label = format!("{group}/{version}/{kind}");
+        let Some((ar, _)) = self
+            .resource(&GroupVersionKind::gvk(group, version, kind), &label)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let list = api.list(&Default::default()).await.map_err(|source| ApplyError::Api {
+            object: label.clone(),
+            source,
+        })?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|item| !owned_by(item, owner))
+            .map(|item| format!("{label} {}/{}", item.namespace().unwrap_or_default(), item.name_any()))
+            .collect())
+    }
+}
+
+/// Kinds Kubernetes creates in every namespace by itself, or that record rather than configure.
+const IMPLICIT_KINDS: [&str; 5] = [
+    "Event",
+    "Endpoints",
+    "EndpointSlice",
+    "Lease",
+    "LocalSubjectAccessReview",
+];
 
 /// Per-object opt-out of prune (and of deletion with the Environment).
 pub const PRUNE_ANNOTATION: &str = "ferry.dev/prune";

@@ -440,6 +440,13 @@ impl Reconcile {
             match self.ctx.applier.prune(&inventory, &self.owner()).await {
                 Ok(deleted) => info!(count = deleted.len(), "deleted the Environment's objects"),
                 Err(ApplyError::Api { source, .. }) => return Err(source.into()),
+                Err(e @ ApplyError::Rejected { .. }) => {
+                    // A Namespace or CRD that holds objects of others stays; the Environment still goes.
+                    warn!(error = %e, "left in place while deleting the Environment");
+                    self.ctx
+                        .event(self.env.as_ref(), true, "NotDeleted", e.to_string())
+                        .await;
+                }
                 Err(e) => {
                     warn!(error = %e, "deleting the Environment's objects failed; retrying");
                     return Err(ReconcileError::Internal(e.to_string()));
