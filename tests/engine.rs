@@ -392,3 +392,28 @@ async fn a_namespace_holding_objects_of_others_is_not_pruned() {
 fn cm_in(name: &str, namespace: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\n")
 }
+
+#[tokio::test]
+async fn an_invalid_object_stops_the_revision_before_its_namespace_is_created() {
+    let t = TestEnv::new("precheck").await;
+    let first = synced(&t, json!({})).await;
+    let ns = format!("{}-new", t.namespace);
+    t.repo.write(
+        "apps/ns.yaml",
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+    );
+    t.repo.write(
+        "apps/bad.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 99999}]\n",
+    );
+    t.repo.commit_and_push("a new namespace and an invalid Service");
+    let message = wait_not_ready(&t, "env", "ValidationFailed").await;
+    assert!(message.contains("bad"), "{message}");
+    let namespaces: Api<Namespace> = Api::all(t.client.clone());
+    assert!(
+        namespaces.get_opt(&ns).await.unwrap().is_none(),
+        "the first stage was not applied either"
+    );
+    let env = t.api::<Environment>().get("env").await.unwrap();
+    assert_eq!(applied_revision(&env), Some(format!("main@sha1:{first}")));
+}

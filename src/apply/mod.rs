@@ -265,6 +265,11 @@ impl Applier {
             return Err(ApplyError::Invalid { failures: unknown });
         }
 
+        // Before the first stage is written, dry-run whatever of the second stage can be checked already (kinds
+        // served now, namespaces that exist), so an invalid object stops the revision before anything is applied.
+        if !first_stage.is_empty() {
+            self.precheck(&second_stage, opts).await?;
+        }
         let crds: Vec<String> = first_stage
             .iter()
             .filter(|p| p.entry.kind == "CustomResourceDefinition")
@@ -291,6 +296,39 @@ impl Applier {
         self.apply_stage(prepared, opts, report).await?;
         report.inventory.sort();
         Ok(())
+    }
+
+    /// Dry-runs the objects that do not depend on the first stage; refusals other than "namespace not found"
+    /// fail the whole set.
+    async fn precheck(&self, objects: &[&RenderedObject], opts: &ApplyOptions) -> Result<(), ApplyError> {
+        let mut failures = Vec::new();
+        for o in objects {
+            let label = format!("{}/{} {}", o.api_version(), o.kind(), o.name());
+            let Some((ar, caps)) = self.resource(&gvk_of(o.api_version(), o.kind()), &label).await? else {
+                continue; // defined by a CRD of this set: checked after it is Established
+            };
+            let p = self.prepare(o, &ar, &caps, opts);
+            let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
+            params.force = true;
+            match p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {} // its namespace comes with the first stage
+                Err(e) => match client_error(&e) {
+                    Some(status) => failures.push(format!("{}: {}", p.label, status.message)),
+                    None => {
+                        return Err(ApplyError::Api {
+                            object: p.label,
+                            source: e,
+                        });
+                    }
+                },
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyError::Invalid { failures })
+        }
     }
 
     async fn apply_stage(
