@@ -43,8 +43,15 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     let namespace = env.namespace().unwrap_or_default();
     let name = env.name_any();
     let span = info_span!("reconcile", kind = "Environment", namespace = %namespace, name = %name, revision = tracing::field::Empty);
+    let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The watch cache can lag behind this controller's own last status write; deciding from a stale status
+    // would re-announce a revision (and write status) that was already applied. One GET buys a fresh view.
+    let Some(env) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let env = Arc::new(env);
     Reconcile {
-        api: Api::namespaced(ctx.client.clone(), &namespace),
+        api,
         ctx,
         namespace,
         name,
