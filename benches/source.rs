@@ -205,16 +205,19 @@ async fn main() -> anyhow::Result<()> {
     git_cmd(history.work.path(), &["push", "-q", "origin", "main"]);
     let mut cold = (Vec::new(), Vec::new());
     let mut warm = (Vec::new(), Vec::new());
-    for round in 0..5 {
-        let dir = tempfile::tempdir()?;
-        let store = MirrorStore::new(dir.path());
-        let t = Instant::now();
+    let git2_fetch = |store: &MirrorStore| {
         store.fetch(
             &history.url,
             &GitRef::default(),
             &Credentials::default(),
             &FetchOptions::default(),
-        )?;
+        )
+    };
+    for round in 0..5 {
+        let dir = tempfile::tempdir()?;
+        let store = MirrorStore::new(dir.path());
+        let t = Instant::now();
+        git2_fetch(&store)?;
         cold.0.push(t.elapsed());
         let cli_dir = dir.path().join("cli.git");
         let t = Instant::now();
@@ -229,12 +232,7 @@ async fn main() -> anyhow::Result<()> {
         history.write("new.yaml", &format!("round: {round}\n"));
         history.commit_and_push("one more");
         let t = Instant::now();
-        store.fetch(
-            &history.url,
-            &GitRef::default(),
-            &Credentials::default(),
-            &FetchOptions::default(),
-        )?;
+        git2_fetch(&store)?;
         warm.0.push(t.elapsed());
         let t = Instant::now();
         let ok = Command::new("git")

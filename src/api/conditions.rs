@@ -171,15 +171,7 @@ impl ConditionSet {
             generation,
             now,
         );
-        set_condition(
-            conditions,
-            super::RECONCILING,
-            true,
-            Reason::Progressing,
-            message,
-            generation,
-            now,
-        );
+        Self::reconciling(conditions, message, generation, now);
         conditions.retain(|c| c.type_ != super::STALLED);
     }
 

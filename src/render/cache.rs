@@ -28,12 +28,4 @@ impl RenderCache {
         entries.insert((commit.to_string(), path.to_string()), rendered.clone());
         rendered
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -11,8 +11,6 @@ pub use cache::RenderCache;
 pub use disk::{RenderSettings, Rendered, render_path};
 pub use kustomize::{KUSTOMIZATION_FILES, is_remote};
 
-use std::collections::BTreeSet;
-
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -152,11 +150,6 @@ pub fn apply_rank(kind: &str) -> u8 {
         "ConfigMap" | "Secret" | "PersistentVolumeClaim" | "Service" => 3,
         _ => 4,
     }
-}
-
-/// The sources (files) of a rendered set, for status messages.
-pub fn sources(objects: &[RenderedObject]) -> BTreeSet<&str> {
-    objects.iter().map(|o| o.source.as_str()).collect()
 }
 
 #[cfg(test)]
