@@ -12,12 +12,14 @@ mod promotion;
 pub use conditions::{ConditionSet, Reason, condition_status, set_condition, set_condition_status};
 pub use duration::{DurationError, parse_duration};
 pub use environment::{
-    DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, InventoryEntry, SourceReference,
+    DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze, HISTORY_LIMIT,
+    InventoryEntry, KubeConfigReference, KubeConfigSecretRef, PromotionPolicy, PromotionSummary, PromotionWindow,
+    RevisionPhase, RevisionRecord, RollbackPolicy, SourceReference, Verification,
 };
 pub use gitrepository::{
     Artifact, GitRef, GitRepository, GitRepositorySpec, GitRepositoryStatus, RECONCILE_REQUESTED_AT, SecretReference,
 };
-pub use promotion::{Promotion, PromotionPhase, PromotionSpec, PromotionStatus};
+pub use promotion::{Approval, Decision, PhaseTransition, Promotion, PromotionPhase, PromotionSpec, PromotionStatus};
 
 use kube::CustomResourceExt;
 
@@ -28,6 +30,8 @@ pub const GROUP: &str = "ferry.dev";
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// Environment condition: the applied revision passed (True), failed (False) or is in (Unknown) verification.
+pub const VERIFIED: &str = "Verified";
 
 /// All CRDs as one multi-document YAML stream, in a stable order: what `crds/` must contain.
 pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {

@@ -1,7 +1,7 @@
-//! `Promotion`: one revision moving into one Environment. Defined now so the API is stable; the promotion
-//! controller that drives its phases comes with the promotion work.
+//! `Promotion`: one revision moving into one promoted Environment, through gates, apply and verification.
+//! Its status is the record of that move: each phase change is a transition with a reason and a time.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,17 +18,45 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Environment","type":"string","jsonPath":".spec.environment"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".spec.revision"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Rollback","type":"boolean","priority":1,"jsonPath":".spec.rollback"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionSpec {
     /// The Environment (same namespace) that receives the revision.
     pub environment: String,
-    /// The revision to promote, e.g. `main@sha1:…`.
+    /// The revision to promote, e.g. `main@sha1:…`, as the upstream Environment's history names it.
     pub revision: String,
+    /// Return to a revision that succeeded in this Environment before (`ferry rollback`), under the
+    /// Environment's rollback gates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// The decision on a promotion that waits for approval; `ferry approve` / `ferry reject` write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub decision: Decision,
+    /// Who decided, as the API server identified them (`ferry` asks with a SelfSubjectReview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Decision {
+    Approved,
+    Rejected,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum PromotionPhase {
     Pending,
     WaitingApproval,
@@ -40,6 +68,40 @@ pub enum PromotionPhase {
     Aborted,
 }
 
+impl PromotionPhase {
+    /// Nothing moves a promotion out of these.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            PromotionPhase::Succeeded | PromotionPhase::Failed | PromotionPhase::Superseded | PromotionPhase::Aborted
+        )
+    }
+
+    /// The Environment is applying or verifying this promotion's revision.
+    pub fn is_active(self) -> bool {
+        matches!(self, PromotionPhase::Applying | PromotionPhase::Verifying)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromotionPhase::Pending => "Pending",
+            PromotionPhase::WaitingApproval => "WaitingApproval",
+            PromotionPhase::Applying => "Applying",
+            PromotionPhase::Verifying => "Verifying",
+            PromotionPhase::Succeeded => "Succeeded",
+            PromotionPhase::Failed => "Failed",
+            PromotionPhase::Superseded => "Superseded",
+            PromotionPhase::Aborted => "Aborted",
+        }
+    }
+}
+
+impl std::fmt::Display for PromotionPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionStatus {
@@ -49,4 +111,28 @@ pub struct PromotionStatus {
     pub phase: Option<PromotionPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Every phase change, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<PhaseTransition>,
+    /// The rollback Promotion started because this one failed (`rollbackOnFailure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_promotion: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTransition {
+    pub phase: PromotionPhase,
+    pub reason: String,
+    pub message: String,
+    pub time: Time,
+}
+
+impl Promotion {
+    pub fn phase(&self) -> PromotionPhase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(PromotionPhase::Pending)
+    }
 }
