@@ -5,6 +5,7 @@
 pub mod api;
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod controllers;
 pub mod health;
 pub mod promotion;

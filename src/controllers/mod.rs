@@ -4,6 +4,8 @@
 mod environment;
 mod events;
 pub mod gitrepository;
+mod history;
+mod promotion;
 mod status;
 
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
-use crate::api::{Environment, GitRepository};
-use crate::apply::Applier;
+use crate::api::{Environment, GitRepository, Promotion};
+use crate::cluster::{Clusters, Target};
 use crate::source::MirrorStore;
 
 /// Errors a reconcile returns to the runtime: only the API server's, which are retried with a delay.
@@ -64,7 +66,10 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub mirrors: MirrorStore,
-    pub applier: Applier,
+    /// The cluster Ferry runs in: where Environments without a kubeConfig apply.
+    pub local: Target,
+    /// Clients for Environments that target other clusters.
+    pub clusters: Clusters,
     pub renders: crate::render::RenderCache,
     pub events: events::EventPublisher,
 }
@@ -73,7 +78,8 @@ impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
         Context {
             events: events::EventPublisher::new(client.clone()),
-            applier: Applier::new(client.clone()),
+            local: Target::new(client.clone()),
+            clusters: Clusters::default(),
             renders: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
             settings,
@@ -142,16 +148,39 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .for_each(|_| async {});
 
     let envs = Controller::new(scope.api::<Environment>(&client), watcher::Config::default());
-    let env_store = envs.store();
+    let (sources, downstream) = (envs.store(), envs.store());
     let envs = envs
         .watches(
             scope.api::<GitRepository>(&client),
             watcher::Config::default(),
-            move |repo| environment::consumers_of(&env_store, &repo),
+            move |repo| environment::consumers_of(&sources, &repo),
+        )
+        .watches(
+            scope.api::<Environment>(&client),
+            watcher::Config::default(),
+            move |upstream| environment::downstream_of(&downstream, &upstream),
+        )
+        .watches(
+            scope.api::<Promotion>(&client),
+            watcher::Config::default(),
+            |promotion| environment::target_of(&promotion),
+        )
+        .with_config(config.clone())
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(environment::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let promotions = Controller::new(scope.api::<Promotion>(&client), watcher::Config::default());
+    let promotion_store = promotions.store();
+    let promotions = promotions
+        .watches(
+            scope.api::<Environment>(&client),
+            watcher::Config::default(),
+            move |env| promotion::affected_by(&promotion_store, &env),
         )
         .with_config(config)
         .graceful_shutdown_on(stopped(stop_rx))
-        .run(environment::reconcile, error_policy, ctx.clone())
+        .run(promotion::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
 
     tokio::spawn(async move {
@@ -159,6 +188,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         let _ = stop_tx.send(true);
     });
     let gc = tokio::spawn(collect_mirror_garbage(ctx.clone()));
-    tokio::join!(repos, envs);
+    tokio::join!(repos, envs, promotions);
     gc.abort();
 }

@@ -10,9 +10,18 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
+mod promoted;
+mod verification;
+
+pub use promoted::promotions_of;
+
+use super::history;
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
-use crate::api::{ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration};
+use crate::api::{
+    ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration, set_condition_status,
+};
+use crate::cluster::{ClusterError, Target};
 use std::collections::BTreeSet;
 
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
@@ -23,6 +32,23 @@ use crate::source::{FetchOptions, Revision, SourceError};
 
 /// Removes applied objects (per `deletionPolicy`) before an Environment is deleted.
 pub const FINALIZER: &str = "ferry.dev/finalizer";
+
+/// Environments promoted from `upstream`: reconciled when it verifies a revision, to propose a Promotion.
+pub fn downstream_of(envs: &Store<Environment>, upstream: &Environment) -> Vec<ObjectRef<Environment>> {
+    let namespace = upstream.namespace();
+    let name = upstream.name_any();
+    envs.state()
+        .iter()
+        .filter(|env| env.namespace() == namespace && env.spec.promotion.as_ref().is_some_and(|p| p.from == name))
+        .map(|env| ObjectRef::from_obj(env.as_ref()))
+        .collect()
+}
+
+/// The Environment a Promotion moves: reconciled when the Promotion's phase changes.
+pub fn target_of(promotion: &crate::api::Promotion) -> Option<ObjectRef<Environment>> {
+    let namespace = promotion.namespace()?;
+    Some(ObjectRef::new(&promotion.spec.environment).within(&namespace))
+}
 
 /// Environments whose `sourceRef` names `repo`: reconciled as soon as the repo's status changes.
 pub fn consumers_of(envs: &Store<Environment>, repo: &GitRepository) -> Vec<ObjectRef<Environment>> {
@@ -49,6 +75,10 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     let Some(env) = api.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
+    let target = ctx
+        .clusters
+        .target(&ctx.local, &namespace, env.spec.kube_config.as_ref())
+        .await;
     let env = Arc::new(env);
     Reconcile {
         api,
@@ -56,6 +86,7 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
         namespace,
         name,
         env,
+        target,
     }
     .run()
     .instrument(span)
@@ -90,12 +121,22 @@ impl From<SourceError> for Failure {
     }
 }
 
+/// The revision to apply now, and whether this is an attempt that `status.history` tracks and verifies
+/// (a new revision or a promotion), or only the last applied one kept in place (drift correction).
+struct Desired {
+    repo: GitRepository,
+    revision: String,
+    promotion: Option<String>,
+    track: bool,
+}
+
 struct Reconcile {
     ctx: Arc<Context>,
     api: Api<Environment>,
     env: Arc<Environment>,
     namespace: String,
     name: String,
+    target: Result<Target, ClusterError>,
 }
 
 impl Reconcile {
@@ -123,42 +164,96 @@ impl Reconcile {
             info!("suspended; not applying");
             return Ok(Action::await_change());
         }
-
-        match self.sync(&mut status).await? {
-            Ok(Outcome::Ready(summary)) => {
-                ConditionSet::ready(
+        let target = match &self.target {
+            Ok(target) => target.clone(),
+            Err(ClusterError::Api(e)) => return Err(ReconcileError::Internal(e.to_string())),
+            Err(e) => {
+                let failure = Failure {
+                    reason: Reason::InvalidKubeConfig,
+                    message: e.to_string(),
+                    stalled: !matches!(e, ClusterError::SecretNotFound(_)),
+                };
+                self.fail(old, &mut status, failure).await?;
+                return Ok(Action::requeue(interval));
+            }
+        };
+        let desired = match self.desired(&mut status).await? {
+            Ok(Some(desired)) => desired,
+            Ok(None) => {
+                let from = self.env.spec.promotion.as_ref().map(|p| p.from.clone()).unwrap_or_default();
+                let message = format!("waiting for a first revision verified in {from} to be promoted");
+                set_condition_status(
                     &mut status.conditions,
-                    summary,
+                    crate::api::READY,
+                    "Unknown",
+                    Reason::WaitingForPromotion,
+                    message,
                     status.observed_generation,
                     Timestamp::now(),
                 );
                 patch_if_changed(&self.api, &self.name, old, &status).await?;
+                return Ok(Action::requeue(interval));
             }
-            Ok(Outcome::Progressing(message)) => {
-                let now = Timestamp::now();
-                let revision = status.last_applied_revision.clone().unwrap_or_default();
-                // The health clock starts when waiting for *this* revision starts, not for the one before it.
-                let same_wait = old
-                    .and_then(|o| o.conditions.iter().find(|c| c.type_ == crate::api::READY))
-                    .is_some_and(|c| c.status == "Unknown" && c.message.contains(&revision));
-                ConditionSet::progressing(&mut status.conditions, message, status.observed_generation, now);
-                if !same_wait && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == crate::api::READY) {
-                    ready.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+            Err(failure) => {
+                self.fail(old, &mut status, failure).await?;
+                return Ok(Action::requeue(interval));
+            }
+        };
+
+        let mut poll = false;
+        let mut failure_event = None;
+        match self.sync(&target, &mut status, &desired).await? {
+            Ok(outcome) => {
+                match outcome {
+                    Outcome::Ready(summary) => {
+                        let generation = status.observed_generation;
+                        ConditionSet::ready(&mut status.conditions, summary, generation, Timestamp::now());
+                    }
+                    Outcome::Progressing(message) => {
+                        let now = Timestamp::now();
+                        let revision = status.last_applied_revision.clone().unwrap_or_default();
+                        // The health clock starts when waiting for *this* revision starts, not the one before.
+                        let same_wait = old
+                            .and_then(|o| o.conditions.iter().find(|c| c.type_ == crate::api::READY))
+                            .is_some_and(|c| c.status == "Unknown" && c.message.contains(&revision));
+                        ConditionSet::progressing(&mut status.conditions, message, status.observed_generation, now);
+                        if !same_wait
+                            && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == crate::api::READY)
+                        {
+                            ready.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+                        }
+                        poll = true;
+                    }
                 }
-                patch_if_changed(&self.api, &self.name, old, &status).await?;
-                return Ok(Action::requeue(HEALTH_POLL.min(interval)));
+                if desired.track {
+                    poll |= self.verify(&target, &mut status, &desired.revision).await?;
+                }
             }
-            Err(failure) => self.fail(old, &mut status, failure).await?,
+            Err(failure) => {
+                // A failure retrying cannot fix ends this attempt; so does a health verdict.
+                if desired.track
+                    && (failure.stalled || failure.reason == Reason::HealthCheckFailed)
+                    && let Some(record) = history::current(&mut status.history, &desired.revision)
+                {
+                    history::finish(record, false, Some(failure.message.clone()), Timestamp::now());
+                }
+                failure_event = Some(self.fail_conditions(&mut status, failure));
+            }
         }
-        Ok(Action::requeue(interval))
+        history::set_verified_condition(&mut status, Timestamp::now());
+        if patch_if_changed(&self.api, &self.name, old, &status).await? {
+            if let Some((reason, message)) = failure_event {
+                self.ctx.event(self.env.as_ref(), true, reason.as_str(), message).await;
+            }
+            if let Some((warning, reason, note)) = history::event(old, &status, &self.name) {
+                self.ctx.event(self.env.as_ref(), warning, reason.as_str(), note).await;
+            }
+        }
+        Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }))
     }
 
-    async fn fail(
-        &self,
-        old: Option<&EnvironmentStatus>,
-        status: &mut EnvironmentStatus,
-        failure: Failure,
-    ) -> Result<(), ReconcileError> {
+    /// Sets Ready=False (and Stalled) for a failure; returns the Event to publish if status changes.
+    fn fail_conditions(&self, status: &mut EnvironmentStatus, failure: Failure) -> (Reason, String) {
         let message = match &status.last_applied_revision {
             Some(rev) => format!("{}; the cluster keeps revision {rev}", failure.message),
             None => failure.message,
@@ -173,17 +268,24 @@ impl Reconcile {
             generation,
             Timestamp::now(),
         );
+        (failure.reason, message)
+    }
+
+    async fn fail(
+        &self,
+        old: Option<&EnvironmentStatus>,
+        status: &mut EnvironmentStatus,
+        failure: Failure,
+    ) -> Result<(), ReconcileError> {
+        let (reason, message) = self.fail_conditions(status, failure);
         if patch_if_changed(&self.api, &self.name, old, status).await? {
-            self.ctx
-                .event(self.env.as_ref(), true, failure.reason.as_str(), message)
-                .await;
+            self.ctx.event(self.env.as_ref(), true, reason.as_str(), message).await;
         }
         Ok(())
     }
 
-    /// The sync itself. The outer `Result` is the API server's (retried); the inner one is the user's
-    /// (reported).
-    async fn sync(&self, status: &mut EnvironmentStatus) -> Result<Result<Outcome, Failure>, ReconcileError> {
+    /// The GitRepository named by `sourceRef`.
+    async fn source(&self) -> Result<Result<GitRepository, Failure>, ReconcileError> {
         let spec = &self.env.spec;
         let source_ns = spec
             .source_ref
@@ -201,13 +303,22 @@ impl Reconcile {
             }));
         }
         let repos: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &source_ns);
-        let Some(repo) = repos.get_opt(&spec.source_ref.name).await? else {
-            return Ok(Err(Failure {
-                reason: Reason::SourceNotFound,
-                message: format!("GitRepository {source_ns}/{} not found", spec.source_ref.name),
-                stalled: false,
-            }));
+        Ok(repos.get_opt(&spec.source_ref.name).await?.ok_or_else(|| Failure {
+            reason: Reason::SourceNotFound,
+            message: format!("GitRepository {source_ns}/{} not found", spec.source_ref.name),
+            stalled: false,
+        }))
+    }
+
+    /// What to apply: the GitRepository's revision, or for a promoted Environment the active promotion's.
+    async fn desired(&self, status: &mut EnvironmentStatus) -> Result<Result<Option<Desired>, Failure>, ReconcileError> {
+        let repo = match self.source().await? {
+            Ok(repo) => repo,
+            Err(failure) => return Ok(Err(failure)),
         };
+        if self.env.spec.promotion.is_some() {
+            return self.promoted_desired(repo, status).await;
+        }
         let Some(artifact) = repo.status.as_ref().and_then(|s| s.artifact.clone()) else {
             let why = repo
                 .status
@@ -220,33 +331,50 @@ impl Reconcile {
                 .unwrap_or_default();
             return Ok(Err(Failure {
                 reason: Reason::SourceNotReady,
-                message: format!(
-                    "GitRepository {source_ns}/{} has no revision yet{why}",
-                    spec.source_ref.name
-                ),
+                message: format!("GitRepository {} has no revision yet{why}", repo.name_any()),
                 stalled: false,
             }));
         };
-        let Some(revision) = Revision::parse(&artifact.revision) else {
+        Ok(Ok(Some(Desired {
+            repo,
+            revision: artifact.revision,
+            promotion: None,
+            track: true,
+        })))
+    }
+
+    /// The sync itself. The outer `Result` is the API server's (retried); the inner one is the user's
+    /// (reported).
+    async fn sync(
+        &self,
+        target: &Target,
+        status: &mut EnvironmentStatus,
+        desired: &Desired,
+    ) -> Result<Result<Outcome, Failure>, ReconcileError> {
+        let spec = &self.env.spec;
+        let repo = &desired.repo;
+        let Some(revision) = Revision::parse(&desired.revision) else {
             return Ok(Err(Failure {
                 reason: Reason::SourceNotReady,
-                message: format!("GitRepository revision {:?} is not understood", artifact.revision),
+                message: format!("revision {:?} is not understood", desired.revision),
                 stalled: false,
             }));
         };
-        tracing::Span::current().record("revision", artifact.revision.as_str());
-        status.last_attempted_revision = Some(artifact.revision.clone());
+        let artifact_revision = &desired.revision;
+        tracing::Span::current().record("revision", artifact_revision.as_str());
+        status.last_attempted_revision = Some(artifact_revision.clone());
+        let new_record = desired.track && history::begin(&mut status.history, artifact_revision, desired.promotion.as_deref());
         let previous = self.env.status.as_ref();
-        let new_attempt = previous.and_then(|p| p.last_attempted_revision.as_ref()) != Some(&artifact.revision)
+        let new_attempt = previous.and_then(|p| p.last_attempted_revision.as_ref()) != Some(artifact_revision)
             || previous.and_then(|p| p.observed_generation) != status.observed_generation;
-        if new_attempt && status.last_applied_revision.as_ref() != Some(&artifact.revision) {
-            let message = format!("applying revision {}", artifact.revision);
+        if new_record || (new_attempt && status.last_applied_revision.as_ref() != Some(artifact_revision)) {
+            let message = format!("applying revision {artifact_revision}");
             let generation = status.observed_generation;
             ConditionSet::reconciling(&mut status.conditions, message, generation, Timestamp::now());
             super::status::patch_if_changed(&self.api, &self.name, previous, status).await?;
         }
 
-        let rendered = match self.render(&repo, &repo.spec.url, &revision.commit).await? {
+        let rendered = match self.render(repo, &repo.spec.url, &revision.commit).await? {
             Ok(rendered) => rendered,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -256,7 +384,7 @@ impl Reconcile {
             let blocked = PruneBlocked::EmptyRender(status.inventory.len());
             return Ok(Err(Failure {
                 reason: Reason::PruneBlocked,
-                message: format!("{}: {blocked}", artifact.revision),
+                message: format!("{}: {blocked}", artifact_revision),
                 stalled: true,
             }));
         }
@@ -267,25 +395,25 @@ impl Reconcile {
             force: spec.force,
         };
         let mut report = ApplyReport::default();
-        if let Err(e) = self.ctx.applier.apply_all(objects, &opts, &mut report).await {
+        if let Err(e) = target.applier.apply_all(objects, &opts, &mut report).await {
             // Whatever was written before the failure stays tracked, so prune and deletion still find it.
             if !report.inventory.is_empty() {
                 let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
                 union.extend(report.inventory.iter().cloned());
                 status.inventory = union.into_iter().collect();
             }
-            return apply_failure(e, &artifact.revision);
+            return apply_failure(e, artifact_revision);
         }
-        let same_revision = status.last_applied_revision.as_ref() == Some(&artifact.revision);
+        let same_revision = status.last_applied_revision.as_ref() == Some(artifact_revision);
         // Writes at an unchanged revision and spec can only undo changes made outside Git: drift.
         let same_spec = self.env.status.as_ref().and_then(|s| s.observed_generation) == self.env.metadata.generation;
         if same_revision && same_spec && report.changed() {
             let objects: Vec<String> = report.created.iter().chain(&report.configured).cloned().collect();
-            let note = format!("drift corrected at {}: {}", artifact.revision, objects.join(", "));
+            let note = format!("drift corrected at {}: {}", artifact_revision, objects.join(", "));
             warn!(%note);
             self.ctx.event(self.env.as_ref(), true, "DriftCorrected", note).await;
             status.last_drift_correction = Some(DriftCorrection {
-                revision: artifact.revision.clone(),
+                revision: artifact_revision.clone(),
                 objects,
             });
         }
@@ -304,19 +432,19 @@ impl Reconcile {
                     status.inventory = union.into_iter().collect();
                     return Ok(Err(Failure {
                         reason: Reason::PruneBlocked,
-                        message: format!("{}: {blocked}", artifact.revision),
+                        message: format!("{}: {blocked}", artifact_revision),
                         stalled: true,
                     }));
                 }
             };
-            match self.ctx.applier.prune(&stale, &owner).await {
+            match target.applier.prune(&stale, &owner).await {
                 Ok(pruned) => {
                     for p in &pruned {
                         info!(object = %p, "pruned");
                     }
                     if !pruned.is_empty() {
                         let names: Vec<String> = pruned.iter().map(ToString::to_string).collect();
-                        let note = format!("pruned at {}: {}", artifact.revision, names.join(", "));
+                        let note = format!("pruned at {}: {}", artifact_revision, names.join(", "));
                         self.ctx.event(self.env.as_ref(), false, "Pruned", note).await;
                     }
                 }
@@ -333,52 +461,39 @@ impl Reconcile {
         let count = report.inventory.len();
         let new_revision = !same_revision;
         status.inventory = report.inventory.clone();
-        status.last_applied_revision = Some(artifact.revision.clone());
+        status.last_applied_revision = Some(artifact_revision.clone());
+        if desired.track
+            && let Some(record) = history::current(&mut status.history, artifact_revision)
+        {
+            history::applied(record, Timestamp::now());
+        }
         if new_revision {
-            let note = format!("applied revision {}: {}", artifact.revision, report.summary());
+            let note = format!("applied revision {}: {}", artifact_revision, report.summary());
             self.ctx.event(self.env.as_ref(), false, "Applied", note).await;
         }
-        let applied = format!("applied revision {} ({count} objects)", artifact.revision);
+        let applied = format!("applied revision {} ({count} objects)", artifact_revision);
         if !spec.wait {
             return Ok(Ok(Outcome::Ready(applied)));
         }
-        self.check_health(status, &artifact.revision, applied).await
+        self.check_health(target, status, artifact_revision, applied).await
     }
 
     /// With `wait`, the verdict on the applied objects: all healthy, some still converging (until the health
     /// timeout, counted from when Ready went Unknown for this revision), or failed.
     async fn check_health(
         &self,
+        target: &Target,
         status: &EnvironmentStatus,
         revision: &str,
         applied: String,
     ) -> Result<Result<Outcome, Failure>, ReconcileError> {
-        let mut waiting = Vec::new();
-        let mut failed = Vec::new();
-        for entry in &status.inventory {
-            let live = match self.ctx.applier.get(entry).await {
-                Ok(live) => live,
-                Err(e) => return Err(ReconcileError::Internal(e.to_string())),
-            };
-            match live.map(|l| assess(&l)) {
-                None => waiting.push(format!("{entry}: not found")),
-                Some(Health::Current) => {}
-                Some(Health::InProgress(why)) => waiting.push(format!("{entry}: {why}")),
-                Some(Health::Failed(why)) => failed.push(format!("{entry}: {why}")),
-            }
-        }
+        let (waiting, failed) = health_of(target, &status.inventory).await?;
         if !failed.is_empty() {
             return Ok(Err(Failure {
                 reason: Reason::HealthCheckFailed,
                 message: format!("{revision} is unhealthy: {}", failed.join("; ")),
                 stalled: false,
             }));
-        }
-        // The first few objects only, so the message (and status) changes rarely while objects converge.
-        let total_waiting = waiting.len();
-        waiting.truncate(3);
-        if total_waiting > waiting.len() {
-            waiting.push(format!("and {} more", total_waiting - waiting.len()));
         }
         if waiting.is_empty() {
             return Ok(Ok(Outcome::Ready(format!("{applied}, all healthy"))));
@@ -443,8 +558,25 @@ impl Reconcile {
             .as_ref()
             .map(|s| s.inventory.clone())
             .unwrap_or_default();
-        if self.env.spec.deletion_policy == DeletionPolicy::Delete && !inventory.is_empty() {
-            match self.ctx.applier.prune(&inventory, &self.owner()).await {
+        let target = match &self.target {
+            Ok(target) => Some(target),
+            Err(ClusterError::Api(e)) => return Err(ReconcileError::Internal(e.to_string())),
+            Err(e) => {
+                // Without a way into the target cluster the objects stay there; the Environment still goes,
+                // and says so.
+                if self.env.spec.deletion_policy == DeletionPolicy::Delete && !inventory.is_empty() {
+                    let note = format!("{e}: the applied objects are left in the target cluster");
+                    warn!(%note);
+                    self.ctx.event(self.env.as_ref(), true, "NotDeleted", note).await;
+                }
+                None
+            }
+        };
+        if let Some(target) = target
+            && self.env.spec.deletion_policy == DeletionPolicy::Delete
+            && !inventory.is_empty()
+        {
+            match target.applier.prune(&inventory, &self.owner()).await {
                 Ok(deleted) => info!(count = deleted.len(), "deleted the Environment's objects"),
                 Err(ApplyError::Api { source, .. }) => return Err(source.into()),
                 Err(e @ ApplyError::Rejected { .. }) => {
@@ -543,6 +675,35 @@ impl Reconcile {
             }
         }
     }
+}
+
+/// The objects still converging and those that failed, each as `object: why`. Only the first few waiting
+/// objects are named, so messages built from them change rarely while objects converge.
+async fn health_of(
+    target: &Target,
+    inventory: &[InventoryEntry],
+) -> Result<(Vec<String>, Vec<String>), ReconcileError> {
+    let mut waiting = Vec::new();
+    let mut failed = Vec::new();
+    for entry in inventory {
+        let live = target
+            .applier
+            .get(entry)
+            .await
+            .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        match live.map(|l| assess(&l)) {
+            None => waiting.push(format!("{entry}: not found")),
+            Some(Health::Current) => {}
+            Some(Health::InProgress(why)) => waiting.push(format!("{entry}: {why}")),
+            Some(Health::Failed(why)) => failed.push(format!("{entry}: {why}")),
+        }
+    }
+    let total_waiting = waiting.len();
+    waiting.truncate(3);
+    if total_waiting > waiting.len() {
+        waiting.push(format!("and {} more", total_waiting - waiting.len()));
+    }
+    Ok((waiting, failed))
 }
 
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {

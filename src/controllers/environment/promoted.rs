@@ -1,0 +1,177 @@
+//! Promoted Environments (`spec.promotion.from`): the upstream chain is checked (present, no cycle), a
+//! Promotion is proposed for the upstream's newest verified revision, and the revision to apply is the active
+//! Promotion's — or, between promotions, the one already applied, kept in place.
+
+use std::collections::BTreeMap;
+
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::{Desired, Failure, Reconcile};
+use crate::api::{
+    Environment, EnvironmentStatus, GitRepository, Promotion, PromotionPolicy, PromotionSpec, PromotionSummary,
+    Reason,
+};
+use crate::controllers::ReconcileError;
+use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, promotion_name, validate_gates};
+
+/// How far `promotion.from` is followed looking for a cycle.
+const MAX_CHAIN: usize = 32;
+
+/// Promotions of `environment`, oldest first.
+pub async fn promotions_of(
+    client: &kube::Client,
+    namespace: &str,
+    environment: &str,
+) -> Result<Vec<Promotion>, kube::Error> {
+    let api: Api<Promotion> = Api::namespaced(client.clone(), namespace);
+    let mut list: Vec<Promotion> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.spec.environment == environment)
+        .collect();
+    list.sort_by(|a, b| {
+        (a.metadata.creation_timestamp.as_ref().map(|t| t.0), a.name_any())
+            .cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0), b.name_any()))
+    });
+    Ok(list)
+}
+
+impl Reconcile {
+    pub(super) async fn promoted_desired(
+        &self,
+        repo: GitRepository,
+        status: &mut EnvironmentStatus,
+    ) -> Result<Result<Option<Desired>, Failure>, ReconcileError> {
+        let Some(policy) = self.env.spec.promotion.as_ref() else {
+            return Ok(Ok(None));
+        };
+        let upstream = match self.upstream(policy).await? {
+            Ok(upstream) => upstream,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        if let Err(e) = validate_gates(&policy.windows, &policy.freezes) {
+            return Ok(Err(Failure {
+                reason: Reason::InvalidSpec,
+                message: e.to_string(),
+                stalled: true,
+            }));
+        }
+        let mut promotions = promotions_of(&self.ctx.client, &self.namespace, &self.name).await?;
+        if let Some(created) = self.propose(policy, &upstream, &promotions, status).await? {
+            promotions.push(created);
+        }
+        let active = promotions.iter().find(|p| p.phase().is_active());
+        let shown = active.or_else(|| promotions.iter().rev().find(|p| !p.phase().is_final()));
+        status.promotion = shown.map(|p| PromotionSummary {
+            name: p.name_any(),
+            revision: p.spec.revision.clone(),
+            phase: p.phase(),
+        });
+        if let Some(active) = active {
+            return Ok(Ok(Some(Desired {
+                repo,
+                revision: active.spec.revision.clone(),
+                promotion: Some(active.name_any()),
+                track: true,
+            })));
+        }
+        Ok(Ok(status.last_applied_revision.clone().map(|revision| Desired {
+            repo,
+            revision,
+            promotion: None,
+            track: false,
+        })))
+    }
+
+    /// The upstream Environment, after following `promotion.from` far enough to know there is no cycle.
+    async fn upstream(&self, policy: &PromotionPolicy) -> Result<Result<Environment, Failure>, ReconcileError> {
+        let mut chain = vec![self.name.clone()];
+        let mut next = policy.from.clone();
+        let mut first = None;
+        for _ in 0..MAX_CHAIN {
+            if chain.contains(&next) {
+                chain.push(next);
+                return Ok(Err(Failure {
+                    reason: Reason::PromotionCycle,
+                    message: format!("promotion.from forms a cycle: {}", chain.join(" → ")),
+                    stalled: true,
+                }));
+            }
+            let Some(env) = self.api.get_opt(&next).await? else {
+                if first.is_none() {
+                    return Ok(Err(Failure {
+                        reason: Reason::UpstreamNotFound,
+                        message: format!("upstream Environment {next} (promotion.from) not found"),
+                        stalled: false,
+                    }));
+                }
+                break;
+            };
+            chain.push(next);
+            let from = env.spec.promotion.as_ref().map(|p| p.from.clone());
+            if first.is_none() {
+                first = Some(env);
+            }
+            match from {
+                Some(from) => next = from,
+                None => break,
+            }
+        }
+        Ok(first.ok_or_else(|| Failure {
+            reason: Reason::UpstreamNotFound,
+            message: format!("upstream Environment {} not found", policy.from),
+            stalled: false,
+        }))
+    }
+
+    /// Creates the Promotion for the upstream's newest verified revision, unless this Environment runs it
+    /// already or a Promotion of it exists (in any phase: a failed or rejected one is not retried by itself).
+    async fn propose(
+        &self,
+        policy: &PromotionPolicy,
+        upstream: &Environment,
+        promotions: &[Promotion],
+        status: &EnvironmentStatus,
+    ) -> Result<Option<Promotion>, ReconcileError> {
+        let Some(verified) = upstream.status.as_ref().and_then(|s| s.newest_verified()) else {
+            return Ok(None);
+        };
+        let revision = &verified.revision;
+        let known = promotions.iter().any(|p| &p.spec.revision == revision && !p.spec.rollback);
+        if known || status.last_applied_revision.as_ref() == Some(revision) {
+            return Ok(None);
+        }
+        let name = promotion_name(&self.name, revision);
+        let promotion = Promotion {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([(PROMOTION_ENVIRONMENT_LABEL.to_string(), self.name.clone())])),
+                ..ObjectMeta::default()
+            },
+            spec: PromotionSpec {
+                environment: self.name.clone(),
+                revision: revision.clone(),
+                rollback: false,
+                approval: None,
+            },
+            status: None,
+        };
+        let api: Api<Promotion> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        match api.create(&PostParams::default(), &promotion).await {
+            Ok(created) => {
+                let note = format!("{revision} was verified in {}: created Promotion {name}", policy.from);
+                info!(promotion = %name, %revision, "proposed a promotion");
+                self.ctx.event(self.env.as_ref(), false, "PromotionCreated", note).await;
+                Ok(Some(created))
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+

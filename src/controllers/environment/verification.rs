@@ -1,0 +1,135 @@
+//! Verification of the current attempt: health of every applied object, then the acceptance-test Job (with
+//! retries and a timeout per attempt). Job names are derived from the revision and attempt, so after a
+//! restart the running Job is found again instead of started twice.
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+use tracing::info;
+
+use super::{Reconcile, health_of};
+use crate::api::{EnvironmentStatus, RevisionPhase, Verification, parse_duration};
+use crate::cluster::Target;
+use crate::controllers::{ReconcileError, history};
+use crate::source::Revision;
+use crate::verify::{JobOutcome, build_job, job_name, job_outcome};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn elapsed_since(t: Timestamp) -> Duration {
+    Timestamp::now().duration_since(t).unsigned_abs()
+}
+
+impl Reconcile {
+    /// Moves the current record on; returns whether verification is still running (so the caller polls).
+    pub(super) async fn verify(
+        &self,
+        target: &Target,
+        status: &mut EnvironmentStatus,
+        revision: &str,
+    ) -> Result<bool, ReconcileError> {
+        let running = history::current(&mut status.history, revision).is_some_and(|r| r.phase == RevisionPhase::Verifying);
+        if !running {
+            return Ok(false);
+        }
+        let verification = self.env.spec.verification.clone().unwrap_or(Verification {
+            job_template: None,
+            timeout: String::new(),
+            retries: 0,
+        });
+        let timeout = parse_duration(&verification.timeout).unwrap_or(DEFAULT_TIMEOUT);
+        let (waiting, failed) = health_of(target, &status.inventory).await?;
+        let now = Timestamp::now();
+        let Some(record) = history::current(&mut status.history, revision) else {
+            return Ok(false);
+        };
+        if !failed.is_empty() {
+            history::finish(record, false, Some(format!("unhealthy: {}", failed.join("; "))), now);
+            return Ok(false);
+        }
+        if record.attempts == 0 && !waiting.is_empty() {
+            let started = record.applied_at.as_ref().map(|t| t.0).unwrap_or(now);
+            if elapsed_since(started) > timeout {
+                let message = format!("not healthy within {}: {}", verification.timeout, waiting.join("; "));
+                history::finish(record, false, Some(message), now);
+                return Ok(false);
+            }
+            record.message = Some(format!("waiting for health: {}", waiting.join("; ")));
+            return Ok(true);
+        }
+        let Some(template) = verification.job_template.as_ref() else {
+            history::finish(record, true, Some("all objects healthy".into()), now);
+            return Ok(false);
+        };
+        let commit = Revision::parse(revision).map(|r| r.commit).unwrap_or_default();
+        let namespace = self
+            .env
+            .spec
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone());
+        let jobs: Api<Job> = Api::namespaced(target.client.clone(), &namespace);
+        let attempt = record.attempts.max(1);
+        let name = job_name(&self.name, &commit, attempt);
+        let existing = if record.attempts == 0 {
+            None
+        } else {
+            jobs.get_opt(&name).await?
+        };
+        let next = match existing {
+            None => Some(attempt),
+            Some(job) => match job_outcome(&job) {
+                JobOutcome::Running => {
+                    let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+                    if elapsed_since(created) > timeout {
+                        let message = format!("Job {name} did not finish within {}", verification.timeout);
+                        history::finish(record, false, Some(message), now);
+                        return Ok(false);
+                    }
+                    return Ok(true);
+                }
+                JobOutcome::Succeeded => {
+                    history::finish(record, true, Some(format!("Job {name} succeeded")), now);
+                    return Ok(false);
+                }
+                JobOutcome::Failed(why) if attempt > verification.retries => {
+                    let message = format!("Job {name} failed: {why}");
+                    history::finish(record, false, Some(message), now);
+                    return Ok(false);
+                }
+                JobOutcome::Failed(why) => {
+                    info!(job = %name, %why, "verification Job failed; retrying");
+                    Some(attempt + 1)
+                }
+            },
+        };
+        let Some(attempt) = next else { return Ok(true) };
+        let name = job_name(&self.name, &commit, attempt);
+        let job = match build_job(template, &name, &namespace, &self.name, revision, &commit, attempt) {
+            Ok(job) => job,
+            Err(e) => {
+                history::finish(record, false, Some(e.to_string()), now);
+                return Ok(false);
+            }
+        };
+        match jobs.create(&PostParams::default(), &job).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(kube::Error::Api(s)) if (400..500).contains(&s.code) && s.code != 429 && s.code != 403 => {
+                let message = format!("verification.jobTemplate is invalid: {}", s.message);
+                history::finish(record, false, Some(message), now);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let total = verification.retries + 1;
+        record.attempts = attempt;
+        record.job = Some(name.clone());
+        record.message = Some(format!("running Job {namespace}/{name} (attempt {attempt} of {total})"));
+        info!(job = %name, attempt, "verification Job started");
+        Ok(true)
+    }
+}

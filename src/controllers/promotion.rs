@@ -1,0 +1,184 @@
+//! Promotion reconcile: reads the Promotion, its Environment, the upstream and the sibling Promotions, asks
+//! [`crate::promotion::decide`] where it stands, and records each phase change as a transition, a condition
+//! and an Event. With `rollbackOnFailure`, a failure after applying starts a rollback Promotion.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, ResourceExt};
+use tracing::{Instrument, info, info_span};
+
+use super::environment::promotions_of;
+use super::status::patch_if_changed;
+use super::{Context, ReconcileError};
+use crate::api::{
+    Environment, PhaseTransition, Promotion, PromotionPhase, PromotionSpec, READY, Reason, RevisionPhase,
+    set_condition_status,
+};
+use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, Step, World, decide};
+
+/// Promotions that a change to `env` can move: the unfinished ones in its namespace (its own, and those of
+/// Environments promoted from it).
+pub fn affected_by(promotions: &Store<Promotion>, env: &Environment) -> Vec<ObjectRef<Promotion>> {
+    let namespace = env.namespace();
+    promotions
+        .state()
+        .iter()
+        .filter(|p| p.namespace() == namespace && !p.phase().is_final())
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+pub async fn reconcile(promotion: Arc<Promotion>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = promotion.namespace().unwrap_or_default();
+    let name = promotion.name_any();
+    let span = info_span!("reconcile", kind = "Promotion", namespace = %namespace, name = %name, revision = %promotion.spec.revision);
+    run(ctx, namespace, name).instrument(span).await
+}
+
+async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Action, ReconcileError> {
+    let api: Api<Promotion> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(promotion) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    if promotion.phase().is_final() {
+        return Ok(Action::await_change());
+    }
+    let envs: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let env = envs.get_opt(&promotion.spec.environment).await?;
+    let upstream = match env.as_ref().and_then(|e| e.spec.promotion.as_ref()) {
+        Some(policy) => envs.get_opt(&policy.from).await?,
+        None => None,
+    };
+    let others: Vec<Promotion> = promotions_of(&ctx.client, &namespace, &promotion.spec.environment)
+        .await?
+        .into_iter()
+        .filter(|p| p.name_any() != name)
+        .collect();
+    let now = Timestamp::now();
+    let Some(step) = decide(&World {
+        promotion: &promotion,
+        environment: env.as_ref(),
+        upstream: upstream.as_ref(),
+        others: &others,
+        now,
+    }) else {
+        return Ok(Action::await_change());
+    };
+
+    let old = promotion.status.as_ref();
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = promotion.metadata.generation;
+    let before = promotion.phase();
+    let phase_changed = status.phase != Some(step.phase);
+    status.phase = Some(step.phase);
+    if phase_changed {
+        status.transitions.push(PhaseTransition {
+            phase: step.phase,
+            reason: step.reason.as_str().to_string(),
+            message: step.message.clone(),
+            time: Time(now),
+        });
+    }
+    let ready = match step.phase {
+        PromotionPhase::Succeeded => "True",
+        p if p.is_final() => "False",
+        _ => "Unknown",
+    };
+    let generation = status.observed_generation;
+    set_condition_status(&mut status.conditions, READY, ready, step.reason, step.message.clone(), generation, now);
+
+    let mut rollback_note = None;
+    let rollback_on_failure = env
+        .as_ref()
+        .and_then(|e| e.spec.promotion.as_ref())
+        .is_some_and(|p| p.rollback_on_failure);
+    if step.phase == PromotionPhase::Failed
+        && before.is_active()
+        && rollback_on_failure
+        && !promotion.spec.rollback
+        && status.rollback_promotion.is_none()
+        && let Some(env) = env.as_ref()
+    {
+        if let Some((rollback, revision)) = start_rollback(&ctx, &promotion, env).await? {
+            rollback_note = Some(format!("rolling {} back to {revision}: Promotion {rollback}", env.name_any()));
+            status.rollback_promotion = Some(rollback);
+        } else {
+            rollback_note = Some(format!("no earlier revision succeeded in {}: nothing to roll back to", env.name_any()));
+        }
+    }
+
+    if patch_if_changed(&api, &name, old, &status).await? {
+        publish(&ctx, &promotion, &step, phase_changed, old).await;
+        if let Some(note) = rollback_note {
+            ctx.event(&promotion, true, Reason::RolledBack.as_str(), note).await;
+        }
+    }
+    Ok(match step.recheck {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// One Event per change of phase or of the reason within a phase.
+async fn publish(ctx: &Context, promotion: &Promotion, step: &Step, phase_changed: bool, old: Option<&crate::api::PromotionStatus>) {
+    let old_reason = old
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .map(|c| c.reason.as_str());
+    if !phase_changed && old_reason == Some(step.reason.as_str()) {
+        return;
+    }
+    let warning = matches!(step.phase, PromotionPhase::Failed | PromotionPhase::Aborted);
+    info!(phase = %step.phase, reason = %step.reason, message = %step.message, "promotion moved");
+    let note = format!("{}: {}", step.phase, step.message);
+    ctx.event(promotion, warning, step.reason.as_str(), note).await;
+}
+
+/// Creates the rollback Promotion to the newest other revision that succeeded in `env`; its name is derived
+/// from the failed one, so a retried reconcile finds it instead of creating another.
+async fn start_rollback(
+    ctx: &Context,
+    failed: &Promotion,
+    env: &Environment,
+) -> Result<Option<(String, String)>, ReconcileError> {
+    let Some(previous) = env.status.as_ref().and_then(|s| {
+        s.history
+            .iter()
+            .find(|r| r.phase == RevisionPhase::Verified && r.revision != failed.spec.revision)
+    }) else {
+        return Ok(None);
+    };
+    let base: String = failed.name_any().chars().take(230).collect();
+    let name = format!("{base}-rollback");
+    let namespace = failed.namespace().unwrap_or_default();
+    let rollback = Promotion {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                PROMOTION_ENVIRONMENT_LABEL.to_string(),
+                failed.spec.environment.clone(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: PromotionSpec {
+            environment: failed.spec.environment.clone(),
+            revision: previous.revision.clone(),
+            rollback: true,
+            approval: None,
+        },
+        status: None,
+    };
+    let api: Api<Promotion> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.create(&PostParams::default(), &rollback).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some((name, previous.revision.clone())))
+}
