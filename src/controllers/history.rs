@@ -5,7 +5,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{EnvironmentStatus, HISTORY_LIMIT, Reason, RevisionPhase, RevisionRecord, VERIFIED, set_condition_status};
+use crate::api::{
+    EnvironmentStatus, HISTORY_LIMIT, Reason, RevisionPhase, RevisionRecord, VERIFIED, set_condition_status,
+};
 
 /// Makes the attempt (`revision`, `promotion`) the newest record, unless it already is. An unfinished older
 /// attempt ends `Superseded`. Returns whether a new record was started.
@@ -95,11 +97,23 @@ pub fn set_verified_condition(status: &mut EnvironmentStatus, now: Timestamp) {
             ),
         ),
     };
-    set_condition_status(&mut status.conditions, VERIFIED, state, reason, message, generation, now);
+    set_condition_status(
+        &mut status.conditions,
+        VERIFIED,
+        state,
+        reason,
+        message,
+        generation,
+        now,
+    );
 }
 
 /// The Event for the newest record reaching a verdict since `old`: (warning, reason, note).
-pub fn event(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus, environment: &str) -> Option<(bool, Reason, String)> {
+pub fn event(
+    old: Option<&EnvironmentStatus>,
+    new: &EnvironmentStatus,
+    environment: &str,
+) -> Option<(bool, Reason, String)> {
     let head = new.history.first()?;
     let before = old
         .and_then(|o| o.history.first())
@@ -154,7 +168,11 @@ mod tests {
         begin(&mut h, "a", Some("p1"));
         finish(&mut h[0], true, None, ts(5));
         assert!(begin(&mut h, "a", Some("rollback")));
-        assert_eq!(h[1].phase, RevisionPhase::Verified, "a finished record keeps its verdict");
+        assert_eq!(
+            h[1].phase,
+            RevisionPhase::Verified,
+            "a finished record keeps its verdict"
+        );
     }
 
     #[test]
@@ -165,7 +183,12 @@ mod tests {
         set_verified_condition(&mut old, ts(1));
         assert_eq!(crate::api::condition_status(&old.conditions, VERIFIED), Some("Unknown"));
         let mut new = old.clone();
-        finish(&mut new.history[0], false, Some("Job web-verify-a-1 failed".into()), ts(2));
+        finish(
+            &mut new.history[0],
+            false,
+            Some("Job web-verify-a-1 failed".into()),
+            ts(2),
+        );
         set_verified_condition(&mut new, ts(2));
         assert_eq!(crate::api::condition_status(&new.conditions, VERIFIED), Some("False"));
         let (warning, reason, note) = event(Some(&old), &new, "staging").unwrap();
@@ -197,6 +220,10 @@ mod tests {
         assert_eq!(h[0].finished_at, None);
         finish(&mut h[0], false, Some("job failed".into()), ts(3));
         applied(&mut h[0], ts(4));
-        assert_eq!(h[0].phase, RevisionPhase::Failed, "a verification failure does not reopen");
+        assert_eq!(
+            h[0].phase,
+            RevisionPhase::Failed,
+            "a verification failure does not reopen"
+        );
     }
 }

@@ -91,7 +91,15 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
         _ => "Unknown",
     };
     let generation = status.observed_generation;
-    set_condition_status(&mut status.conditions, READY, ready, step.reason, step.message.clone(), generation, now);
+    set_condition_status(
+        &mut status.conditions,
+        READY,
+        ready,
+        step.reason,
+        step.message.clone(),
+        generation,
+        now,
+    );
 
     let mut rollback_note = None;
     let rollback_on_failure = env
@@ -106,10 +114,16 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
         && let Some(env) = env.as_ref()
     {
         if let Some((rollback, revision)) = start_rollback(&ctx, &promotion, env).await? {
-            rollback_note = Some(format!("rolling {} back to {revision}: Promotion {rollback}", env.name_any()));
+            rollback_note = Some(format!(
+                "rolling {} back to {revision}: Promotion {rollback}",
+                env.name_any()
+            ));
             status.rollback_promotion = Some(rollback);
         } else {
-            rollback_note = Some(format!("no earlier revision succeeded in {}: nothing to roll back to", env.name_any()));
+            rollback_note = Some(format!(
+                "no earlier revision succeeded in {}: nothing to roll back to",
+                env.name_any()
+            ));
         }
     }
 
@@ -126,7 +140,13 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
 }
 
 /// One Event per change of phase or of the reason within a phase.
-async fn publish(ctx: &Context, promotion: &Promotion, step: &Step, phase_changed: bool, old: Option<&crate::api::PromotionStatus>) {
+async fn publish(
+    ctx: &Context,
+    promotion: &Promotion,
+    step: &Step,
+    phase_changed: bool,
+    old: Option<&crate::api::PromotionStatus>,
+) {
     let old_reason = old
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .map(|c| c.reason.as_str());

@@ -343,3 +343,368 @@ fn order(w: &World, policy: &PromotionPolicy) -> Option<Step> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        Approval, EnvironmentSpec, EnvironmentStatus, Freeze, PromotionSpec, PromotionStatus, RevisionRecord,
+        SourceReference,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const NOW: &str = "2026-11-25T12:00:00Z";
+
+    fn record(revision: &str, phase: RevisionPhase, promotion: Option<&str>, finished: &str) -> RevisionRecord {
+        RevisionRecord {
+            revision: revision.into(),
+            phase,
+            promotion: promotion.map(String::from),
+            applied_at: None,
+            finished_at: Some(Time(at(finished))),
+            attempts: 0,
+            job: None,
+            message: Some("why".into()),
+        }
+    }
+
+    fn env(name: &str, policy: Option<PromotionPolicy>, history: Vec<RevisionRecord>) -> Environment {
+        let mut e = Environment::new(
+            name,
+            EnvironmentSpec {
+                source_ref: SourceReference {
+                    name: "config".into(),
+                    ..Default::default()
+                },
+                path: ".".into(),
+                target_namespace: None,
+                interval: "5m".into(),
+                prune: true,
+                wait: false,
+                health_timeout: "5m".into(),
+                max_prune_percent: 50,
+                allow_empty: false,
+                force: false,
+                deletion_policy: Default::default(),
+                suspend: false,
+                promotion: policy,
+                verification: None,
+                kube_config: None,
+            },
+        );
+        e.status = Some(EnvironmentStatus {
+            last_applied_revision: history.first().map(|r| r.revision.clone()),
+            history,
+            ..Default::default()
+        });
+        e
+    }
+
+    fn policy() -> PromotionPolicy {
+        PromotionPolicy {
+            from: "staging".into(),
+            supersede: true,
+            ..Default::default()
+        }
+    }
+
+    fn promotion(name: &str, revision: &str, created: &str, phase: Option<PromotionPhase>) -> Promotion {
+        let mut p = Promotion::new(
+            name,
+            PromotionSpec {
+                environment: "production".into(),
+                revision: revision.into(),
+                rollback: false,
+                approval: None,
+            },
+        );
+        p.metadata.creation_timestamp = Some(Time(at(created)));
+        p.status = phase.map(|phase| PromotionStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        p
+    }
+
+    fn staging_verified(revision: &str, at: &str) -> Environment {
+        env(
+            "staging",
+            None,
+            vec![record(revision, RevisionPhase::Verified, None, at)],
+        )
+    }
+
+    fn decide_with(p: &Promotion, production: &Environment, staging: &Environment, others: &[Promotion]) -> Step {
+        decide(&World {
+            promotion: p,
+            environment: Some(production),
+            upstream: Some(staging),
+            others,
+            now: at(NOW),
+        })
+        .expect("an open promotion")
+    }
+
+    #[test]
+    fn a_verified_revision_applies_without_gates() {
+        let p = promotion("p", "r1", NOW, None);
+        let s = decide_with(
+            &p,
+            &env("production", Some(policy()), vec![]),
+            &staging_verified("r1", NOW),
+            &[],
+        );
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Applying, Reason::Applying));
+    }
+
+    #[test]
+    fn only_verified_upstream_revisions_move() {
+        let production = env("production", Some(policy()), vec![]);
+        let p = promotion("p", "r1", NOW, None);
+        let unknown = decide_with(&p, &production, &staging_verified("r0", NOW), &[]);
+        assert_eq!(
+            (unknown.phase, unknown.reason),
+            (PromotionPhase::Failed, Reason::RevisionNotVerified)
+        );
+        let failed = env("staging", None, vec![record("r1", RevisionPhase::Failed, None, NOW)]);
+        let s = decide_with(&p, &production, &failed, &[]);
+        assert_eq!(s.phase, PromotionPhase::Failed);
+        assert!(s.message.contains("why"), "{}", s.message);
+        let verifying = env("staging", None, vec![record("r1", RevisionPhase::Verifying, None, NOW)]);
+        assert_eq!(
+            decide_with(&p, &production, &verifying, &[]).phase,
+            PromotionPhase::Pending
+        );
+    }
+
+    #[test]
+    fn soak_then_approval_then_window() {
+        let mut pol = policy();
+        pol.soak_time = Some("1h".into());
+        pol.require_approval = true;
+        pol.freezes = vec![Freeze {
+            from: "2026-11-25T00:00:00Z".into(),
+            to: "2026-11-26T00:00:00Z".into(),
+            reason: Some("launch day".into()),
+        }];
+        let production = env("production", Some(pol), vec![]);
+        let mut p = promotion("p", "r1", NOW, None);
+        let soaking = decide_with(&p, &production, &staging_verified("r1", "2026-11-25T11:30:00Z"), &[]);
+        assert_eq!(
+            (soaking.phase, soaking.reason),
+            (PromotionPhase::Pending, Reason::Soaking)
+        );
+        assert_eq!(soaking.recheck, Some(Duration::from_secs(1800)));
+        assert!(soaking.message.contains("2026-11-25T12:30:00Z"), "{}", soaking.message);
+        let soaked = staging_verified("r1", "2026-11-25T10:00:00Z");
+        let waiting = decide_with(&p, &production, &soaked, &[]);
+        assert_eq!(waiting.phase, PromotionPhase::WaitingApproval);
+        p.spec.approval = Some(Approval {
+            decision: Decision::Approved,
+            by: Some("alice".into()),
+            at: None,
+            message: None,
+        });
+        let frozen = decide_with(&p, &production, &soaked, &[]);
+        assert_eq!((frozen.phase, frozen.reason), (PromotionPhase::Pending, Reason::Frozen));
+        assert!(
+            frozen.message.contains("alice") && frozen.message.contains("launch day"),
+            "{}",
+            frozen.message
+        );
+        assert_eq!(frozen.recheck, Some(Duration::from_secs(12 * 3600)));
+    }
+
+    #[test]
+    fn rejection_aborts() {
+        let mut p = promotion("p", "r1", NOW, Some(PromotionPhase::WaitingApproval));
+        p.spec.approval = Some(Approval {
+            decision: Decision::Rejected,
+            by: Some("bob".into()),
+            at: None,
+            message: Some("not today".into()),
+        });
+        let s = decide_with(
+            &p,
+            &env("production", Some(policy()), vec![]),
+            &staging_verified("r1", NOW),
+            &[],
+        );
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Aborted, Reason::Rejected));
+        assert_eq!(s.message, "rejected by bob: not today");
+    }
+
+    #[test]
+    fn a_newer_promotion_supersedes_a_waiting_one_or_queues_behind_it() {
+        let old = promotion(
+            "old",
+            "r1",
+            "2026-11-25T11:00:00Z",
+            Some(PromotionPhase::WaitingApproval),
+        );
+        let new = promotion("new", "r2", "2026-11-25T11:30:00Z", None);
+        let staging = env(
+            "staging",
+            None,
+            vec![
+                record("r2", RevisionPhase::Verified, None, NOW),
+                record("r1", RevisionPhase::Verified, None, NOW),
+            ],
+        );
+        let production = env("production", Some(policy()), vec![]);
+        let s = decide_with(&old, &production, &staging, std::slice::from_ref(&new));
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Superseded, Reason::Superseded));
+        assert!(s.message.contains("new"));
+        assert_eq!(
+            decide_with(&new, &production, &staging, std::slice::from_ref(&old)).phase,
+            PromotionPhase::Applying
+        );
+
+        let mut queue = policy();
+        queue.supersede = false;
+        let production = env("production", Some(queue), vec![]);
+        let s = decide_with(&old, &production, &staging, std::slice::from_ref(&new));
+        assert_eq!(s.phase, PromotionPhase::Applying, "first come, first served");
+        let s = decide_with(&new, &production, &staging, std::slice::from_ref(&old));
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Pending, Reason::Queued));
+    }
+
+    #[test]
+    fn one_promotion_applies_at_a_time() {
+        let active = promotion("active", "r1", "2026-11-25T11:00:00Z", Some(PromotionPhase::Verifying));
+        let rollback = {
+            let mut p = promotion("rb", "r0", "2026-11-25T11:30:00Z", None);
+            p.spec.rollback = true;
+            p
+        };
+        let production = env(
+            "production",
+            Some(policy()),
+            vec![
+                record("r1", RevisionPhase::Verifying, Some("active"), NOW),
+                record("r0", RevisionPhase::Verified, Some("first"), NOW),
+            ],
+        );
+        let s = decide_with(
+            &rollback,
+            &production,
+            &staging_verified("r1", NOW),
+            std::slice::from_ref(&active),
+        );
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Pending, Reason::Queued));
+    }
+
+    #[test]
+    fn applying_and_verifying_follow_this_promotions_record_only() {
+        let p = promotion("p", "r1", NOW, Some(PromotionPhase::Applying));
+        let staging = staging_verified("r1", NOW);
+        // An old record of the same revision from another promotion does not count.
+        let production = env(
+            "production",
+            Some(policy()),
+            vec![record("r1", RevisionPhase::Verified, Some("earlier"), NOW)],
+        );
+        assert_eq!(
+            decide_with(&p, &production, &staging, &[]).phase,
+            PromotionPhase::Applying
+        );
+        for (phase, expected) in [
+            (RevisionPhase::Verifying, PromotionPhase::Verifying),
+            (RevisionPhase::Verified, PromotionPhase::Succeeded),
+            (RevisionPhase::Failed, PromotionPhase::Failed),
+        ] {
+            let production = env("production", Some(policy()), vec![record("r1", phase, Some("p"), NOW)]);
+            assert_eq!(decide_with(&p, &production, &staging, &[]).phase, expected);
+        }
+    }
+
+    #[test]
+    fn rollbacks_need_a_revision_that_succeeded_here_and_skip_soak_and_windows() {
+        let mut pol = policy();
+        pol.soak_time = Some("24h".into());
+        pol.freezes = vec![Freeze {
+            from: "2026-11-25T00:00:00Z".into(),
+            to: "2026-11-26T00:00:00Z".into(),
+            reason: None,
+        }];
+        let production = env(
+            "production",
+            Some(pol.clone()),
+            vec![
+                record("r2", RevisionPhase::Failed, Some("p2"), NOW),
+                record("r1", RevisionPhase::Verified, Some("p1"), NOW),
+            ],
+        );
+        let mut rb = promotion("rb", "r1", NOW, None);
+        rb.spec.rollback = true;
+        assert_eq!(
+            decide_with(&rb, &production, &staging_verified("r2", NOW), &[]).phase,
+            PromotionPhase::Applying
+        );
+        rb.spec.revision = "r2".into();
+        let s = decide_with(&rb, &production, &staging_verified("r2", NOW), &[]);
+        assert_eq!(
+            (s.phase, s.reason),
+            (PromotionPhase::Failed, Reason::RevisionNotVerified)
+        );
+        pol.rollback.respect_windows = true;
+        let production = env(
+            "production",
+            Some(pol),
+            vec![
+                record("r1", RevisionPhase::Verified, Some("p1"), "2026-11-24T00:00:00Z"),
+                record("r0", RevisionPhase::Verified, None, NOW),
+            ],
+        );
+        let mut rb = promotion("rb", "r0", NOW, None);
+        rb.spec.rollback = true;
+        assert_eq!(
+            decide_with(&rb, &production, &staging_verified("r2", NOW), &[]).reason,
+            Reason::Frozen
+        );
+    }
+
+    #[test]
+    fn promotions_into_unpromoted_or_missing_environments_fail() {
+        let p = promotion("p", "r1", NOW, None);
+        let staging = staging_verified("r1", NOW);
+        let s = decide_with(&p, &env("production", None, vec![]), &staging, &[]);
+        assert_eq!(s.reason, Reason::NotPromoted);
+        let s = decide(&World {
+            promotion: &p,
+            environment: None,
+            upstream: None,
+            others: &[],
+            now: at(NOW),
+        })
+        .unwrap();
+        assert_eq!(
+            (s.phase, s.reason),
+            (PromotionPhase::Failed, Reason::EnvironmentNotFound)
+        );
+        let s = decide(&World {
+            promotion: &p,
+            environment: Some(&env("production", Some(policy()), vec![])),
+            upstream: None,
+            others: &[],
+            now: at(NOW),
+        })
+        .unwrap();
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Pending, Reason::UpstreamNotFound));
+        let done = promotion("p", "r1", NOW, Some(PromotionPhase::Succeeded));
+        assert!(
+            decide(&World {
+                promotion: &done,
+                environment: None,
+                upstream: None,
+                others: &[],
+                now: at(NOW)
+            })
+            .is_none()
+        );
+    }
+}

@@ -19,4 +19,3 @@ pub fn promotion_name(environment: &str, revision: &str) -> String {
     let env: String = environment.chars().take(200).collect();
     format!("{env}-{short}")
 }
-

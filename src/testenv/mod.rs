@@ -356,6 +356,24 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The kubeconfig with the CA certificate embedded, so it works from a Secret (what an Environment's
+    /// `kubeConfig.secretRef` holds to reach this control plane).
+    pub fn kubeconfig_self_contained(&self) -> Result<String, TestEnvError> {
+        use base64::Engine;
+        let setup = |e: std::io::Error| TestEnvError::Setup(e.to_string());
+        let text = std::fs::read_to_string(&self.kubeconfig).map_err(setup)?;
+        let ca = std::fs::read(self.dir.join("certs/apiserver.crt")).map_err(setup)?;
+        let data = base64::engine::general_purpose::STANDARD.encode(ca);
+        Ok(text
+            .lines()
+            .map(|l| match l.trim_start().strip_prefix("certificate-authority: ") {
+                Some(_) => format!("    certificate-authority-data: {data}"),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
     /// The API server's audit log: one JSON line per mutating request (reads are not logged).
     pub fn audit_log(&self) -> PathBuf {
         self.dir.join("audit.log")

@@ -78,6 +78,7 @@ pub struct TestEnv {
     pub webhook_base: String,
     receiver: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
+    settings: Settings,
     _storage: tempfile::TempDir,
 }
 
@@ -112,11 +113,7 @@ impl TestEnv {
         let mut settings = Settings::new(storage.path());
         settings.render.kustomize = shared.bin_dir.join("kustomize");
         adjust(&mut settings);
-        let ctx = Arc::new(Context::new(client.clone(), settings));
-        let scope = Scope {
-            namespace: Some(namespace.clone()),
-        };
-        let controller = tokio::spawn(controllers::run(ctx, scope, std::future::pending()));
+        let controller = spawn_controller(&client, &namespace, &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -138,8 +135,16 @@ impl TestEnv {
             webhook_base,
             receiver,
             controller,
+            settings,
             _storage: storage,
         }
+    }
+
+    /// Kills the controller mid-whatever it is doing (as a crash or a rollout would) and starts a fresh one
+    /// with nothing in memory but the same storage directory.
+    pub fn restart_controller(&mut self) {
+        self.controller.abort();
+        self.controller = spawn_controller(&self.client, &self.namespace, &self.settings);
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -226,6 +231,34 @@ impl TestEnv {
             })
             .collect()
     }
+}
+
+fn spawn_controller(client: &Client, namespace: &str, settings: &Settings) -> tokio::task::JoinHandle<()> {
+    let ctx = Arc::new(Context::new(client.clone(), settings.clone()));
+    let scope = Scope {
+        namespace: Some(namespace.to_string()),
+    };
+    tokio::spawn(controllers::run(ctx, scope, std::future::pending()))
+}
+
+static SECOND: OnceCell<ControlPlane> = OnceCell::const_new();
+
+/// A second control plane with workloads, for Environments that target another cluster. Started once per
+/// test binary, on first use.
+pub async fn second_cluster() -> &'static ControlPlane {
+    SECOND
+        .get_or_init(|| async {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let bin_dir = bin_dir_from_env_or_build(&root).expect("control-plane binaries");
+            ControlPlane::start(Options {
+                bin_dir,
+                workloads: true,
+                dir: None,
+            })
+            .await
+            .expect("starting the second control plane")
+        })
+        .await
 }
 
 impl Drop for TestEnv {

@@ -180,7 +180,13 @@ impl Reconcile {
         let desired = match self.desired(&mut status).await? {
             Ok(Some(desired)) => desired,
             Ok(None) => {
-                let from = self.env.spec.promotion.as_ref().map(|p| p.from.clone()).unwrap_or_default();
+                let from = self
+                    .env
+                    .spec
+                    .promotion
+                    .as_ref()
+                    .map(|p| p.from.clone())
+                    .unwrap_or_default();
                 let message = format!("waiting for a first revision verified in {from} to be promoted");
                 set_condition_status(
                     &mut status.conditions,
@@ -311,7 +317,10 @@ impl Reconcile {
     }
 
     /// What to apply: the GitRepository's revision, or for a promoted Environment the active promotion's.
-    async fn desired(&self, status: &mut EnvironmentStatus) -> Result<Result<Option<Desired>, Failure>, ReconcileError> {
+    async fn desired(
+        &self,
+        status: &mut EnvironmentStatus,
+    ) -> Result<Result<Option<Desired>, Failure>, ReconcileError> {
         let repo = match self.source().await? {
             Ok(repo) => repo,
             Err(failure) => return Ok(Err(failure)),
@@ -363,7 +372,8 @@ impl Reconcile {
         let artifact_revision = &desired.revision;
         tracing::Span::current().record("revision", artifact_revision.as_str());
         status.last_attempted_revision = Some(artifact_revision.clone());
-        let new_record = desired.track && history::begin(&mut status.history, artifact_revision, desired.promotion.as_deref());
+        let new_record =
+            desired.track && history::begin(&mut status.history, artifact_revision, desired.promotion.as_deref());
         let previous = self.env.status.as_ref();
         let new_attempt = previous.and_then(|p| p.last_attempted_revision.as_ref()) != Some(artifact_revision)
             || previous.and_then(|p| p.observed_generation) != status.observed_generation;

@@ -10,8 +10,7 @@ use tracing::info;
 
 use super::{Desired, Failure, Reconcile};
 use crate::api::{
-    Environment, EnvironmentStatus, GitRepository, Promotion, PromotionPolicy, PromotionSpec, PromotionSummary,
-    Reason,
+    Environment, EnvironmentStatus, GitRepository, Promotion, PromotionPolicy, PromotionSpec, PromotionSummary, Reason,
 };
 use crate::controllers::ReconcileError;
 use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, promotion_name, validate_gates};
@@ -141,7 +140,9 @@ impl Reconcile {
             return Ok(None);
         };
         let revision = &verified.revision;
-        let known = promotions.iter().any(|p| &p.spec.revision == revision && !p.spec.rollback);
+        let known = promotions
+            .iter()
+            .any(|p| &p.spec.revision == revision && !p.spec.rollback);
         if known || status.last_applied_revision.as_ref() == Some(revision) {
             return Ok(None);
         }
@@ -150,7 +151,10 @@ impl Reconcile {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([(PROMOTION_ENVIRONMENT_LABEL.to_string(), self.name.clone())])),
+                labels: Some(BTreeMap::from([(
+                    PROMOTION_ENVIRONMENT_LABEL.to_string(),
+                    self.name.clone(),
+                )])),
                 ..ObjectMeta::default()
             },
             spec: PromotionSpec {
@@ -174,4 +178,3 @@ impl Reconcile {
         }
     }
 }
-

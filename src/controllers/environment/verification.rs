@@ -31,7 +31,8 @@ impl Reconcile {
         status: &mut EnvironmentStatus,
         revision: &str,
     ) -> Result<bool, ReconcileError> {
-        let running = history::current(&mut status.history, revision).is_some_and(|r| r.phase == RevisionPhase::Verifying);
+        let running =
+            history::current(&mut status.history, revision).is_some_and(|r| r.phase == RevisionPhase::Verifying);
         if !running {
             return Ok(false);
         }
