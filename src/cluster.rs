@@ -121,7 +121,13 @@ impl Clusters {
             .as_ref()
             .and_then(|d| d.get(key))
             .map(|b| b.0.clone())
-            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|s| s.clone().into_bytes())
+            })
             .ok_or_else(|| ClusterError::MissingKey {
                 secret: shown.clone(),
                 key: key.clone(),
@@ -171,11 +177,17 @@ mod tests {
     #[test]
     fn kubeconfigs_that_run_programs_or_read_files_are_refused() {
         let cases = [
-            (kubeconfig("    certificate-authority: /etc/ca.crt", "    token: abc"), "certificate-authority"),
+            (
+                kubeconfig("    certificate-authority: /etc/ca.crt", "    token: abc"),
+                "certificate-authority",
+            ),
             (kubeconfig("", "    tokenFile: /var/run/secrets/token"), "tokenFile"),
             (kubeconfig("", "    client-key: /root/key.pem"), "client-key"),
             (
-                kubeconfig("", "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: sh"),
+                kubeconfig(
+                    "",
+                    "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: sh",
+                ),
                 "exec",
             ),
         ];
