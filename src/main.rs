@@ -1,12 +1,15 @@
-//! The `ferry` binary: the controller (`ferry run`), CRD generation, and a local dev control plane.
+//! The `ferry` binary: the controller (`ferry run`), the promotion pipeline commands, CRD generation, and a
+//! local dev control plane.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ferry::cli::CliError;
 use ferry::controllers::{self, Context, Scope, Settings};
 use ferry::testenv;
+use kube::ResourceExt;
 
 #[derive(Parser)]
 #[command(name = "ferry", version, about = "Pull-based GitOps for Kubernetes")]
@@ -75,6 +78,53 @@ enum Command {
         #[arg(long)]
         no_color: bool,
     },
+    /// Show the Environments along their promotion chains: revision, readiness, verification, promotion.
+    Get {
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Promote a revision that verified upstream into a promoted Environment.
+    Promote {
+        environment: String,
+        /// A full revision (`main@sha1:<hex>`), `sha1:<hex>`, or a commit prefix of at least 4 hex digits.
+        #[arg(long)]
+        revision: String,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Approve a promotion waiting in WaitingApproval.
+    Approve {
+        promotion: String,
+        /// Why, recorded with the decision.
+        #[arg(short, long)]
+        message: Option<String>,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Reject a promotion that has not finished; a waiting one is aborted.
+    Reject {
+        promotion: String,
+        /// Why, recorded with the decision.
+        #[arg(short, long)]
+        message: Option<String>,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Return a promoted Environment to a revision that verified there before (default: the previous one).
+    Rollback {
+        environment: String,
+        /// The revision to return to, written as for `ferry promote --revision`.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Show the revisions an Environment applied and the promotions into it.
+    History {
+        environment: String,
+        #[command(flatten)]
+        ns: Namespace,
+    },
     /// Print the CustomResourceDefinitions as YAML (what `crds/ferry.dev.yaml` contains).
     Crds,
     /// Local development helpers.
@@ -98,11 +148,31 @@ enum DevCommand {
     },
 }
 
-/// Exit codes: 0 success, 1 differences found (`ferry diff`), 2 error.
+#[derive(Args)]
+struct Namespace {
+    /// Default: the kubeconfig context's namespace, else `default`.
+    #[arg(short, long)]
+    namespace: Option<String>,
+}
+
+impl Namespace {
+    /// The client, as for `ferry diff`, and the namespace to work in.
+    async fn connect(self) -> anyhow::Result<(kube::Client, String)> {
+        let client = kube::Client::try_default().await.context("connecting to the cluster")?;
+        let namespace = self.namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        Ok((client, namespace))
+    }
+}
+
+/// Exit codes: 0 success, 1 differences found (`ferry diff`), 2 error or refused request.
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
-        eprintln!("error: {e:#}");
+        // A refusal is an answer, not a failure of ferry: print it as it is.
+        match e.downcast_ref::<CliError>() {
+            Some(CliError::Refused(message)) => eprintln!("{message}"),
+            _ => eprintln!("error: {e:#}"),
+        }
         std::process::exit(2);
     }
 }
@@ -198,6 +268,52 @@ async fn run() -> anyhow::Result<()> {
             }
             std::process::exit(if diffs.is_empty() { 0 } else { 1 });
         }
+        Command::Get { ns } => {
+            let (client, namespace) = ns.connect().await?;
+            print!("{}", ferry::cli::pipeline(&client, &namespace).await?);
+            Ok(())
+        }
+        Command::Promote {
+            environment,
+            revision,
+            ns,
+        } => {
+            let (client, namespace) = ns.connect().await?;
+            let p = ferry::cli::promote(&client, &namespace, &environment, &revision).await?;
+            println!(
+                "promotion {} created: {} → {environment}",
+                p.name_any(),
+                p.spec.revision
+            );
+            Ok(())
+        }
+        Command::Approve { promotion, message, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            let p = ferry::cli::approve(&client, &namespace, &promotion, message.as_deref()).await?;
+            print_decision(&p, "approved");
+            Ok(())
+        }
+        Command::Reject { promotion, message, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            let p = ferry::cli::reject(&client, &namespace, &promotion, message.as_deref()).await?;
+            print_decision(&p, "rejected");
+            Ok(())
+        }
+        Command::Rollback { environment, to, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            let p = ferry::cli::rollback(&client, &namespace, &environment, to.as_deref()).await?;
+            println!(
+                "promotion {} created: rolling {environment} back to {}",
+                p.name_any(),
+                p.spec.revision
+            );
+            Ok(())
+        }
+        Command::History { environment, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            print!("{}", ferry::cli::history(&client, &namespace, &environment).await?);
+            Ok(())
+        }
         Command::Crds => {
             print!("{}", ferry::api::crds_yaml()?);
             Ok(())
@@ -226,6 +342,16 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_decision(p: &ferry::api::Promotion, verb: &str) {
+    let by = p
+        .spec
+        .approval
+        .as_ref()
+        .and_then(|a| a.by.as_deref())
+        .unwrap_or("unknown");
+    println!("promotion {} {verb} by {by}", p.name_any());
 }
 
 /// A client whose requests are limited to `qps` per second (0: unlimited), so a wave of reconciles cannot

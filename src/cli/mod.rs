@@ -1,4 +1,13 @@
-//! `ferry render` and `ferry diff`: the engine's render and dry-run, printed for people.
+//! The `ferry` commands people run, as library functions: `render` and `diff` (the engine's render and
+//! dry-run) here, the promotion pipeline (`get`, `promote`, `approve`, `reject`, `rollback`, `history`) in
+//! `pipeline.rs`.
+
+mod pipeline;
+
+pub use pipeline::{
+    CliError, approve, format_history, format_pipeline, history, pipeline, promote, reject, resolve_verified, rollback,
+    short_revision,
+};
 
 use std::path::Path;
 
