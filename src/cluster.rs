@@ -83,10 +83,14 @@ pub fn parse_kubeconfig(text: &str) -> Result<Kubeconfig, String> {
     Ok(kc)
 }
 
+/// (namespace, Secret name, key): which kubeconfig.
+type SecretKey = (String, String, String);
+
 /// Clients for remote clusters, one per kubeconfig Secret version.
 #[derive(Default)]
 pub struct Clusters {
-    cache: Mutex<HashMap<(String, String, String), (String, Target)>>,
+    /// The Secret's resourceVersion the target was built from, and the target.
+    cache: Mutex<HashMap<SecretKey, (String, Target)>>,
 }
 
 impl Clusters {

@@ -12,10 +12,11 @@ use crate::api::{
 /// Makes the attempt (`revision`, `promotion`) the newest record, unless it already is. An unfinished older
 /// attempt ends `Superseded`. Returns whether a new record was started.
 pub fn begin(history: &mut Vec<RevisionRecord>, revision: &str, promotion: Option<&str>) -> bool {
-    if let Some(head) = history.first() {
-        if head.revision == revision && head.promotion.as_deref() == promotion {
-            return false;
-        }
+    if let Some(head) = history.first()
+        && head.revision == revision
+        && head.promotion.as_deref() == promotion
+    {
+        return false;
     }
     for r in history.iter_mut().filter(|r| !r.phase.is_final()) {
         r.phase = RevisionPhase::Superseded;

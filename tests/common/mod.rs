@@ -99,6 +99,13 @@ impl TestEnv {
     }
 
     async fn build(name: &str, workloads: bool, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
+        // FERRY_TEST_LOG=ferry=debug shows the controllers' logs for a failing test.
+        if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let shared = shared(workloads).await;
         let client = shared.cp.client().await.expect("client");
         let namespace = format!("{name}-{:x}", std::process::id() as u64 * 1000 + rand_small());

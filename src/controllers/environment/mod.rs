@@ -247,7 +247,9 @@ impl Reconcile {
             }
         }
         history::set_verified_condition(&mut status, Timestamp::now());
-        if patch_if_changed(&self.api, &self.name, old, &status).await? {
+        let wrote = patch_if_changed(&self.api, &self.name, old, &status).await?;
+        tracing::debug!(promotion = ?status.promotion.as_ref().map(|p| p.phase), wrote, poll, "reconciled");
+        if wrote {
             if let Some((reason, message)) = failure_event {
                 self.ctx.event(self.env.as_ref(), true, reason.as_str(), message).await;
             }

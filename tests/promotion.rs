@@ -1,0 +1,699 @@
+//! Promotion end to end on real control planes: staging in the cluster Ferry runs in, production in a second
+//! cluster reached through a kubeconfig Secret. Jobs and Deployments run on kwok's simulated nodes; a pod
+//! labelled `ferry.dev/kwok-outcome: fail` fails, which is how an acceptance test fails here.
+
+mod common;
+
+use common::*;
+use ferry::api::{Environment, Promotion, PromotionPhase, RevisionPhase};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+fn config_map(version: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app}}\ndata: {{version: \"{version}\"}}\n")
+}
+
+fn deployment(extra_pod_spec: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 5\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n{extra_pod_spec}      containers:\n      - {{name: app, image: example.com/app:1}}\n"
+    )
+}
+
+/// Writes both overlays at `version` and pushes; returns the revision as Ferry names it.
+fn push(t: &TestEnv, version: &str) -> String {
+    for env in ["staging", "production"] {
+        t.repo.write(&format!("apps/{env}/app.yaml"), &config_map(version));
+        t.repo.write(&format!("apps/{env}/web.yaml"), &deployment(""));
+    }
+    format!("main@sha1:{}", t.repo.commit_and_push(version))
+}
+
+fn acceptance_job(outcome: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"suite": "acceptance"}},
+        "spec": {"template": {
+            "metadata": {"labels": {"ferry.dev/kwok-outcome": outcome}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}
+        }}
+    })
+}
+
+async fn reconcile_source_now(t: &TestEnv) {
+    let patch = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": format!("{:?}", std::time::Instant::now())}}});
+    t.api::<ferry::api::GitRepository>()
+        .patch("config", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotating the GitRepository");
+}
+
+fn record_phase(env: &Environment, revision: &str) -> Option<RevisionPhase> {
+    env.status.as_ref()?.record(revision).map(|r| r.phase)
+}
+
+async fn wait_record(t: &TestEnv, env: &str, revision: &str, phase: RevisionPhase) -> Environment {
+    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
+        record_phase(e, revision) == Some(phase)
+    })
+    .await
+}
+
+async fn wait_phase(t: &TestEnv, name: &str, phase: PromotionPhase) -> Promotion {
+    wait_for(&t.api::<Promotion>(), name, |p: &Promotion| p.phase() == phase).await
+}
+
+/// The one Promotion of `revision` into `env` (waiting until Ferry created it).
+async fn promotion_of(t: &TestEnv, env: &str, revision: &str) -> Promotion {
+    eventually(&format!("a Promotion of {revision} into {env}"), || async {
+        let list = t.api::<Promotion>().list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|p| p.spec.environment == env && p.spec.revision == revision && !p.spec.rollback)
+    })
+    .await
+}
+
+fn phases(p: &Promotion) -> Vec<PromotionPhase> {
+    p.status
+        .as_ref()
+        .map(|s| s.transitions.iter().map(|t| t.phase).collect())
+        .unwrap_or_default()
+}
+
+/// A namespace of the same name in the production cluster, and the Secret that reaches it.
+async fn production_cluster(t: &TestEnv) -> Client {
+    let cp = second_cluster().await;
+    let client = cp.client().await.expect("production client");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace in production");
+    let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
+    t.create_secret("production-kubeconfig", &[("value", &kubeconfig)])
+        .await;
+    client
+}
+
+async fn configmap_version(client: &Client, namespace: &str) -> Option<String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    cms.get_opt("app").await.ok()??.data?.get("version").cloned()
+}
+
+#[tokio::test]
+async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_when_verified_and_approved() {
+    let t = TestEnv::with_workloads("pipeline").await;
+    let prod = production_cluster(&t).await;
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
+               "verification": {"jobTemplate": acceptance_job("complete"), "timeout": "1m"}}),
+    )
+    .await;
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "kubeConfig": {"secretRef": {"name": "production-kubeconfig"}},
+               "promotion": {"from": "staging", "requireApproval": true},
+               "verification": {"jobTemplate": acceptance_job("complete"), "timeout": "1m"}}),
+    )
+    .await;
+
+    // Staging applies, the Deployment becomes healthy and the acceptance Job succeeds.
+    let staging = wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
+    let record = staging
+        .status
+        .as_ref()
+        .and_then(|s| s.record(&c1))
+        .cloned()
+        .expect("record");
+    assert_eq!(record.attempts, 1);
+    let job_name = record.job.clone().expect("job name recorded");
+    let job = t.api::<Job>().get(&job_name).await.expect("the staging acceptance Job");
+    let labels = job.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("ferry.dev/revision").map(String::as_str),
+        c1.strip_prefix("main@sha1:")
+    );
+    assert_eq!(labels.get("suite").map(String::as_str), Some("acceptance"));
+    t.wait_event("staging", "Normal", "Verified").await;
+
+    // Ferry proposes the promotion; it waits for approval, and nothing reaches production before it.
+    let p1 = promotion_of(&t, "production", &c1).await;
+    let p1_name = p1.metadata.name.clone().expect("name");
+    let waiting = wait_phase(&t, &p1_name, PromotionPhase::WaitingApproval).await;
+    assert_eq!(phases(&waiting), vec![PromotionPhase::WaitingApproval]);
+    assert_eq!(configmap_version(&prod, &t.namespace).await, None);
+    let production = wait_for(&t.api::<Environment>(), "production", |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.promotion.as_ref())
+            .is_some_and(|p| p.phase == PromotionPhase::WaitingApproval)
+    })
+    .await;
+    assert_eq!(
+        production.status.as_ref().and_then(|s| s.last_applied_revision.clone()),
+        None
+    );
+
+    // Approval moves it through Applying and Verifying to Succeeded, in the production cluster.
+    let approved = ferry::cli::approve(&t.client, &t.namespace, &p1_name, Some("ship it"))
+        .await
+        .expect("approve");
+    assert_eq!(
+        approved.spec.approval.as_ref().and_then(|a| a.by.clone()).as_deref(),
+        Some("admin")
+    );
+    let done = wait_phase(&t, &p1_name, PromotionPhase::Succeeded).await;
+    assert_eq!(
+        phases(&done),
+        vec![
+            PromotionPhase::WaitingApproval,
+            PromotionPhase::Applying,
+            PromotionPhase::Verifying,
+            PromotionPhase::Succeeded
+        ]
+    );
+    assert_eq!(configmap_version(&prod, &t.namespace).await.as_deref(), Some("v1"));
+    let prod_jobs: Api<Job> = Api::namespaced(prod.clone(), &t.namespace);
+    let prod_job = prod_jobs
+        .list(&ListParams::default().labels("suite=acceptance"))
+        .await
+        .expect("jobs");
+    assert_eq!(
+        prod_job.items.len(),
+        1,
+        "production ran its own acceptance Job, in its own cluster"
+    );
+    t.wait_event(&p1_name, "Normal", "Verified").await;
+
+    // The acceptance suite now fails: the next revision is applied in staging and never reaches production.
+    let failing = json!({"spec": {"verification": {"jobTemplate": acceptance_job("fail")}}});
+    t.api::<Environment>()
+        .patch("staging", &PatchParams::default(), &Patch::Merge(&failing))
+        .await
+        .expect("patch staging");
+    let c2 = push(&t, "v2");
+    reconcile_source_now(&t).await;
+    let staging = wait_record(&t, "staging", &c2, RevisionPhase::Failed).await;
+    let message = staging
+        .status
+        .as_ref()
+        .and_then(|s| s.record(&c2))
+        .and_then(|r| r.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("failed"), "{message}");
+    t.wait_event("staging", "Warning", "VerificationFailed").await;
+    let refused = ferry::cli::promote(&t.client, &t.namespace, "production", &c2).await;
+    assert!(refused.is_err(), "the CLI refuses to promote an unverified revision");
+    let by_hand: Promotion = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "Promotion",
+        "metadata": {"name": "by-hand", "namespace": t.namespace},
+        "spec": {"environment": "production", "revision": c2}
+    }))
+    .expect("promotion");
+    t.api::<Promotion>()
+        .create(&PostParams::default(), &by_hand)
+        .await
+        .expect("create");
+    let by_hand = wait_phase(&t, "by-hand", PromotionPhase::Failed).await;
+    let (_, reason, _) = ready_of(&by_hand.status.unwrap().conditions).expect("Ready");
+    assert_eq!(reason, "RevisionNotVerified");
+    let production = t.api::<Environment>().get("production").await.expect("production");
+    assert_eq!(
+        production.status.and_then(|s| s.last_applied_revision),
+        Some(c1.clone())
+    );
+    assert_eq!(configmap_version(&prod, &t.namespace).await.as_deref(), Some("v1"));
+
+    // The suite is fixed: the next revision goes through.
+    let passing = json!({"spec": {"verification": {"jobTemplate": acceptance_job("complete")}}});
+    t.api::<Environment>()
+        .patch("staging", &PatchParams::default(), &Patch::Merge(&passing))
+        .await
+        .expect("patch staging");
+    let c3 = push(&t, "v3");
+    reconcile_source_now(&t).await;
+    wait_record(&t, "staging", &c3, RevisionPhase::Verified).await;
+    let p3 = promotion_of(&t, "production", &c3).await;
+    let p3_name = p3.metadata.name.clone().expect("name");
+    wait_phase(&t, &p3_name, PromotionPhase::WaitingApproval).await;
+    ferry::cli::approve(&t.client, &t.namespace, &p3_name, None)
+        .await
+        .expect("approve");
+    wait_phase(&t, &p3_name, PromotionPhase::Succeeded).await;
+    assert_eq!(configmap_version(&prod, &t.namespace).await.as_deref(), Some("v3"));
+    assert!(
+        t.api::<Promotion>()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .all(|p| p.spec.revision != c2 || p.metadata.name.as_deref() == Some("by-hand")),
+        "Ferry never proposed the failed revision"
+    );
+
+    // Rollback returns production to the last other revision that succeeded there.
+    let rollback = ferry::cli::rollback(&t.client, &t.namespace, "production", None)
+        .await
+        .expect("rollback");
+    assert_eq!(rollback.spec.revision, c1);
+    let rollback_name = rollback.metadata.name.clone().expect("name");
+    wait_phase(&t, &rollback_name, PromotionPhase::Succeeded).await;
+    assert_eq!(configmap_version(&prod, &t.namespace).await.as_deref(), Some("v1"));
+    let production = wait_record(&t, "production", &c1, RevisionPhase::Verified).await;
+    let history: Vec<_> = production
+        .status
+        .as_ref()
+        .expect("status")
+        .history
+        .iter()
+        .map(|r| (r.revision.clone(), r.phase))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (c1.clone(), RevisionPhase::Verified),
+            (c3.clone(), RevisionPhase::Verified),
+            (c1.clone(), RevisionPhase::Verified)
+        ]
+    );
+
+    // What a user sees.
+    let table = ferry::cli::pipeline(&t.client, &t.namespace).await.expect("ferry get");
+    let staging_line = table
+        .lines()
+        .position(|l| l.starts_with("staging"))
+        .expect("staging row");
+    let production_line = table
+        .lines()
+        .position(|l| l.starts_with("production"))
+        .expect("production row");
+    assert!(staging_line < production_line, "{table}");
+    assert!(table.contains(&c1[..22]), "{table}");
+}
+
+#[tokio::test]
+async fn failed_verification_in_production_rolls_back_to_the_previous_revision() {
+    let t = TestEnv::with_workloads("rollback").await;
+    let prod_ns = format!("{}-prod", t.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
+    Api::<Namespace>::all(t.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
+    )
+    .await;
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "targetNamespace": prod_ns,
+               "promotion": {"from": "staging", "rollbackOnFailure": true},
+               "verification": {"timeout": "1m"}}),
+    )
+    .await;
+    let p1 = promotion_of(&t, "production", &c1).await;
+    wait_phase(
+        &t,
+        p1.metadata.name.as_deref().expect("name"),
+        PromotionPhase::Succeeded,
+    )
+    .await;
+
+    // v2 is healthy in staging but cannot run in production (no node matches there).
+    t.repo.write("apps/staging/app.yaml", &config_map("v2"));
+    t.repo.write("apps/production/app.yaml", &config_map("v2"));
+    t.repo.write(
+        "apps/production/web.yaml",
+        &deployment("      nodeSelector: {pool: missing}\n"),
+    );
+    let c2 = format!("main@sha1:{}", t.repo.commit_and_push("v2"));
+    reconcile_source_now(&t).await;
+    let p2 = promotion_of(&t, "production", &c2).await;
+    let p2_name = p2.metadata.name.clone().expect("name");
+    let failed = wait_phase(&t, &p2_name, PromotionPhase::Failed).await;
+    let status = failed.status.expect("status");
+    let (_, reason, message) = ready_of(&status.conditions).expect("Ready");
+    assert_eq!(reason, "VerificationFailed");
+    assert!(message.contains("Deployment"), "names the unhealthy object: {message}");
+    let rollback_name = status.rollback_promotion.expect("a rollback was started");
+    let rollback = wait_phase(&t, &rollback_name, PromotionPhase::Succeeded).await;
+    assert!(rollback.spec.rollback);
+    assert_eq!(rollback.spec.revision, c1);
+    assert_eq!(configmap_version(&t.client, &prod_ns).await.as_deref(), Some("v1"));
+    t.wait_event(&p2_name, "Warning", "RolledBack").await;
+}
+
+#[tokio::test]
+async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping() {
+    let mut t = TestEnv::with_workloads("restart").await;
+    let prod_ns = format!("{}-prod", t.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
+    Api::<Namespace>::all(t.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
+    )
+    .await;
+    // Production's acceptance Job can never be scheduled: it stays running until the verification timeout.
+    let stuck = json!({"spec": {"template": {"spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "missing"},
+        "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}}}});
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "targetNamespace": prod_ns,
+               "promotion": {"from": "staging", "requireApproval": true},
+               "verification": {"jobTemplate": stuck, "timeout": "20s"}}),
+    )
+    .await;
+    let p1 = promotion_of(&t, "production", &c1).await;
+    let name = p1.metadata.name.clone().expect("name");
+
+    // WaitingApproval survives a restart as it was: no second transition, nothing applied.
+    wait_phase(&t, &name, PromotionPhase::WaitingApproval).await;
+    t.restart_controller();
+    t.restart_controller();
+    ferry::cli::approve(&t.client, &t.namespace, &name, None)
+        .await
+        .expect("approve");
+
+    // Verifying: the Job is running; a restart finds it instead of starting another.
+    wait_phase(&t, &name, PromotionPhase::Verifying).await;
+    let jobs: Api<Job> = Api::namespaced(t.client.clone(), &prod_ns);
+    eventually("the acceptance Job", || async {
+        let list = jobs.list(&ListParams::default()).await.ok()?;
+        (!list.items.is_empty()).then_some(())
+    })
+    .await;
+    t.restart_controller();
+    let failed = wait_phase(&t, &name, PromotionPhase::Failed).await;
+    assert_eq!(
+        phases(&failed),
+        vec![
+            PromotionPhase::WaitingApproval,
+            PromotionPhase::Applying,
+            PromotionPhase::Verifying,
+            PromotionPhase::Failed
+        ],
+        "each phase entered once"
+    );
+    let (_, _, message) = ready_of(&failed.status.expect("status").conditions).expect("Ready");
+    assert!(message.contains("did not finish within 20s"), "{message}");
+    assert_eq!(
+        jobs.list(&ListParams::default()).await.expect("jobs").items.len(),
+        1,
+        "one Job, not one per restart"
+    );
+    let production = t.api::<Environment>().get("production").await.expect("production");
+    let record = production
+        .status
+        .as_ref()
+        .and_then(|s| s.record(&c1))
+        .cloned()
+        .expect("record");
+    assert_eq!(record.attempts, 1);
+    let applied = t
+        .events("production")
+        .await
+        .into_iter()
+        .filter(|(_, r, _)| r == "Applied")
+        .count();
+    assert_eq!(applied, 1, "the revision was applied once");
+
+    // Settled: a restart writes nothing. Two reconciles of production after the restart are seen as two
+    // rounds of dry-run applies in its namespace (one object-by-object reconcile finishes, status write
+    // included, before the next starts); neither may write the Environment or the Promotion.
+    wait_for(&t.api::<Environment>(), "production", |e: &Environment| {
+        e.status.as_ref().is_some_and(|s| s.promotion.is_none())
+    })
+    .await;
+    let before = t
+        .api::<Promotion>()
+        .get(&name)
+        .await
+        .expect("promotion")
+        .metadata
+        .resource_version;
+    let (audit_log, namespace) = (t.audit_log.clone(), t.namespace.clone());
+    let status_writes = || {
+        audited_writes(&audit_log, &namespace)
+            .into_iter()
+            .filter(|(_, uri, dry)| !dry && uri.contains("/environments/production/status"))
+            .count()
+    };
+    let writes_before = status_writes();
+
+    let dry_runs = || {
+        audited_writes(&audit_log, &prod_ns)
+            .into_iter()
+            .filter(|(_, _, dry)| *dry)
+            .count()
+    };
+    let start = dry_runs();
+    t.restart_controller();
+    let first = eventually("production reconciled after the restart", || async {
+        let n = dry_runs();
+        (n > start).then_some(n)
+    })
+    .await;
+    let poke = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "poke"}}});
+    t.api::<Environment>()
+        .patch("production", &PatchParams::default(), &Patch::Merge(&poke))
+        .await
+        .expect("poke");
+    eventually("production reconciled again", || async {
+        (dry_runs() > first).then_some(())
+    })
+    .await;
+    let after = t
+        .api::<Promotion>()
+        .get(&name)
+        .await
+        .expect("promotion")
+        .metadata
+        .resource_version;
+    assert_eq!(before, after);
+    assert_eq!(status_writes(), writes_before, "no status write after the restart");
+}
+
+#[tokio::test]
+async fn bad_input_ends_with_a_clear_condition() {
+    let t = TestEnv::with_workloads("bad-input").await;
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    let spec = |from: &str| json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h", "promotion": {"from": from}});
+    t.create_env("a", spec("b")).await;
+    t.create_env("b", spec("a")).await;
+    t.create_env("orphan", spec("nowhere")).await;
+    // A Job template the API server refuses (a Job's pods may not restart Always).
+    let invalid = json!({"spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "t", "image": "x"}]}}}});
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
+               "verification": {"jobTemplate": invalid}}),
+    )
+    .await;
+
+    for name in ["a", "b"] {
+        let env = wait_for(&t.api::<Environment>(), name, |e: &Environment| {
+            env_ready(e).is_some_and(|(_, reason, _)| reason == "PromotionCycle")
+        })
+        .await;
+        let (status, _, message) = env_ready(&env).expect("Ready");
+        assert_eq!(status, "False");
+        assert!(
+            message.contains("a → b → a") || message.contains("b → a → b"),
+            "{message}"
+        );
+        t.wait_event(name, "Warning", "PromotionCycle").await;
+    }
+    let orphan = wait_for(&t.api::<Environment>(), "orphan", |e: &Environment| {
+        env_ready(e).is_some_and(|(_, reason, _)| reason == "UpstreamNotFound")
+    })
+    .await;
+    assert!(env_ready(&orphan).expect("Ready").2.contains("nowhere"));
+
+    let staging = wait_record(&t, "staging", &c1, RevisionPhase::Failed).await;
+    let verified = staging
+        .status
+        .as_ref()
+        .expect("status")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Verified")
+        .cloned()
+        .expect("Verified");
+    assert_eq!(verified.status, "False");
+    assert!(
+        verified.message.contains("verification.jobTemplate is invalid"),
+        "{}",
+        verified.message
+    );
+    assert_eq!(
+        env_ready(&staging).expect("Ready").0,
+        "True",
+        "the sync itself stays Ready"
+    );
+    t.wait_event("staging", "Warning", "VerificationFailed").await;
+
+    // Promotions that cannot be: into an Environment that follows Git, into none, and approval of one that
+    // is not waiting.
+    for (name, env, revision) in [
+        ("into-staging", "staging", c1.as_str()),
+        ("into-nothing", "missing", c1.as_str()),
+    ] {
+        let p: Promotion = serde_json::from_value(json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "Promotion",
+            "metadata": {"name": name, "namespace": t.namespace},
+            "spec": {"environment": env, "revision": revision}
+        }))
+        .expect("promotion");
+        t.api::<Promotion>()
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("create");
+    }
+    let p = wait_phase(&t, "into-staging", PromotionPhase::Failed).await;
+    assert_eq!(
+        ready_of(&p.status.expect("status").conditions).expect("Ready").1,
+        "NotPromoted"
+    );
+    let p = wait_phase(&t, "into-nothing", PromotionPhase::Failed).await;
+    assert_eq!(
+        ready_of(&p.status.expect("status").conditions).expect("Ready").1,
+        "EnvironmentNotFound"
+    );
+    t.wait_event("into-nothing", "Warning", "EnvironmentNotFound").await;
+    let refused = ferry::cli::approve(&t.client, &t.namespace, "into-nothing", None).await;
+    let message = refused
+        .expect_err("approving a failed promotion is refused")
+        .to_string();
+    assert!(message.contains("Failed"), "{message}");
+}
+
+#[tokio::test]
+async fn a_newer_verified_revision_supersedes_one_waiting_for_approval() {
+    let t = TestEnv::with_workloads("supersede").await;
+    let prod_ns = format!("{}-prod", t.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
+    Api::<Namespace>::all(t.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
+    )
+    .await;
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "targetNamespace": prod_ns, "promotion": {"from": "staging", "requireApproval": true}}),
+    )
+    .await;
+    let p1 = promotion_of(&t, "production", &c1).await;
+    let p1_name = p1.metadata.name.clone().expect("name");
+    wait_phase(&t, &p1_name, PromotionPhase::WaitingApproval).await;
+    let c2 = push(&t, "v2");
+    reconcile_source_now(&t).await;
+    let p2 = promotion_of(&t, "production", &c2).await;
+    let p2_name = p2.metadata.name.clone().expect("name");
+    let superseded = wait_phase(&t, &p1_name, PromotionPhase::Superseded).await;
+    let (_, _, message) = ready_of(&superseded.status.expect("status").conditions).expect("Ready");
+    assert!(message.contains(&p2_name), "{message}");
+    wait_phase(&t, &p2_name, PromotionPhase::WaitingApproval).await;
+    let refused = ferry::cli::approve(&t.client, &t.namespace, &p1_name, None).await;
+    assert!(refused.is_err(), "a superseded promotion cannot be approved");
+    ferry::cli::approve(&t.client, &t.namespace, &p2_name, None)
+        .await
+        .expect("approve");
+    wait_phase(&t, &p2_name, PromotionPhase::Succeeded).await;
+    assert_eq!(configmap_version(&t.client, &prod_ns).await.as_deref(), Some("v2"));
+    let production = t.api::<Environment>().get("production").await.expect("production");
+    assert!(
+        production.status.expect("status").record(&c1).is_none(),
+        "v1 never reached production"
+    );
+}
+
+#[tokio::test]
+async fn soak_time_and_freezes_hold_a_verified_revision() {
+    let t = TestEnv::with_workloads("gates").await;
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
+    )
+    .await;
+    t.create_env(
+        "soaked",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "promotion": {"from": "staging", "soakTime": "1h"}}),
+    )
+    .await;
+    t.create_env(
+        "frozen",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "promotion": {"from": "staging", "freezes": [{"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z", "reason": "forever"}]}}),
+    )
+    .await;
+    let soaking = promotion_of(&t, "soaked", &c1).await;
+    let soaking = wait_for(
+        &t.api::<Promotion>(),
+        soaking.metadata.name.as_deref().expect("name"),
+        |p: &Promotion| {
+            p.status
+                .as_ref()
+                .and_then(|s| ready_of(&s.conditions))
+                .is_some_and(|(_, r, _)| r == "Soaking")
+        },
+    )
+    .await;
+    assert_eq!(soaking.phase(), PromotionPhase::Pending);
+    let frozen = promotion_of(&t, "frozen", &c1).await;
+    let frozen = wait_for(
+        &t.api::<Promotion>(),
+        frozen.metadata.name.as_deref().expect("name"),
+        |p: &Promotion| {
+            p.status
+                .as_ref()
+                .and_then(|s| ready_of(&s.conditions))
+                .is_some_and(|(_, r, _)| r == "Frozen")
+        },
+    )
+    .await;
+    let (_, _, message) = ready_of(&frozen.status.expect("status").conditions).expect("Ready");
+    assert!(message.contains("forever"), "{message}");
+    for env in ["soaked", "frozen"] {
+        let e = t.api::<Environment>().get(env).await.expect("env");
+        assert_eq!(
+            e.status.and_then(|s| s.last_applied_revision),
+            None,
+            "{env} applied nothing"
+        );
+    }
+}
