@@ -697,3 +697,156 @@ async fn soak_time_and_freezes_hold_a_verified_revision() {
         );
     }
 }
+
+/// Applies `ferry-release-manager` from manifests/rbac.yaml and binds it to `user` in the test's namespace.
+async fn grant_release_manager(t: &TestEnv, user: &str) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml")).expect("rbac.yaml");
+    let role: ClusterRole = serde_yaml_ng::Deserializer::from_str(&text)
+        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
+        .find(|v: &Value| v["kind"] == "ClusterRole" && v["metadata"]["name"] == "ferry-release-manager")
+        .map(|v| serde_json::from_value(v).expect("ClusterRole"))
+        .expect("ferry-release-manager in manifests/rbac.yaml");
+    Api::<ClusterRole>::all(t.client.clone())
+        .patch(
+            "ferry-release-manager",
+            &PatchParams::apply("ferry-tests").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .expect("apply ClusterRole");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{user}-releases"), "namespace": t.namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-release-manager"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .expect("binding");
+    t.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding");
+}
+
+#[tokio::test]
+async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
+    let t = TestEnv::with_workloads("chain").await;
+    for suffix in ["stg", "prd"] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": format!("{}-{suffix}", t.namespace)}})).expect("ns");
+        Api::<Namespace>::all(t.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("ns");
+    }
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "dev",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
+    )
+    .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "targetNamespace": format!("{}-stg", t.namespace), "promotion": {"from": "dev"}}),
+    )
+    .await;
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "targetNamespace": format!("{}-prd", t.namespace),
+               "promotion": {"from": "staging", "requireApproval": true}}),
+    )
+    .await;
+
+    // dev → staging without a gate; staging → production waits for a person.
+    let to_staging = promotion_of(&t, "staging", &c1).await;
+    wait_phase(
+        &t,
+        to_staging.metadata.name.as_deref().expect("name"),
+        PromotionPhase::Succeeded,
+    )
+    .await;
+    wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
+    let to_production = promotion_of(&t, "production", &c1).await;
+    let name = to_production.metadata.name.clone().expect("name");
+    wait_phase(&t, &name, PromotionPhase::WaitingApproval).await;
+
+    // RBAC decides who may decide; the decision records who it was.
+    let bob = t.client_as("bob").await;
+    let denied = ferry::cli::approve(&bob, &t.namespace, &name, None).await;
+    assert!(denied.is_err(), "a user without rights cannot approve");
+    grant_release_manager(&t, "alice").await;
+    let alice = t.client_as("alice").await;
+    let rejected = ferry::cli::reject(&alice, &t.namespace, &name, Some("not before the demo"))
+        .await
+        .expect("reject");
+    assert_eq!(rejected.spec.approval.and_then(|a| a.by).as_deref(), Some("alice"));
+    let aborted = wait_phase(&t, &name, PromotionPhase::Aborted).await;
+    let (_, reason, message) = ready_of(&aborted.status.expect("status").conditions).expect("Ready");
+    assert_eq!(reason, "Rejected");
+    assert_eq!(message, "rejected by alice: not before the demo");
+    t.wait_event(&name, "Warning", "Rejected").await;
+
+    // Ferry does not propose the rejected revision again; a person can, by commit prefix.
+    let commit = c1.strip_prefix("main@sha1:").expect("sha1 revision");
+    let again = ferry::cli::promote(&alice, &t.namespace, "production", &commit[..8])
+        .await
+        .expect("promote");
+    assert_eq!(again.spec.revision, c1);
+    let again_name = again.metadata.name.clone().expect("name");
+    wait_phase(&t, &again_name, PromotionPhase::WaitingApproval).await;
+    ferry::cli::approve(&alice, &t.namespace, &again_name, None)
+        .await
+        .expect("approve");
+    wait_phase(&t, &again_name, PromotionPhase::Succeeded).await;
+    let prd = format!("{}-prd", t.namespace);
+    assert_eq!(configmap_version(&t.client, &prd).await.as_deref(), Some("v1"));
+    let history = ferry::cli::history(&t.client, &t.namespace, "production")
+        .await
+        .expect("history");
+    assert!(history.contains(&again_name) && history.contains(&name), "{history}");
+}
+
+#[tokio::test]
+async fn a_failing_acceptance_job_is_retried_then_fails_the_revision() {
+    let t = TestEnv::with_workloads("retries").await;
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
+               "verification": {"jobTemplate": acceptance_job("fail"), "retries": 1, "timeout": "1m"}}),
+    )
+    .await;
+    let staging = wait_record(&t, "staging", &c1, RevisionPhase::Failed).await;
+    let record = staging
+        .status
+        .as_ref()
+        .and_then(|s| s.record(&c1))
+        .cloned()
+        .expect("record");
+    assert_eq!(record.attempts, 2);
+    let message = record.message.unwrap_or_default();
+    assert!(message.contains("-2 failed"), "names the last attempt's Job: {message}");
+    let jobs = t
+        .api::<Job>()
+        .list(&ListParams::default().labels("suite=acceptance"))
+        .await
+        .expect("jobs");
+    let mut attempts: Vec<String> = jobs
+        .items
+        .iter()
+        .filter_map(|j| {
+            j.metadata
+                .labels
+                .as_ref()?
+                .get("ferry.dev/verification-attempt")
+                .cloned()
+        })
+        .collect();
+    attempts.sort();
+    assert_eq!(attempts, vec!["1", "2"]);
+}

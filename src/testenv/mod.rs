@@ -53,6 +53,9 @@ pub struct ControlPlane {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Users the API server knows besides admin, with no rights of their own: for tests of who may do what.
+pub const TEST_USERS: [&str; 2] = ["alice", "bob"];
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -192,11 +195,11 @@ impl ControlPlane {
         )
         .map_err(setup)?;
         let token = format!("ferry-{:x}", rand_u64());
-        std::fs::write(
-            d.join("tokens.csv"),
-            format!("{token},admin,admin-uid,\"system:masters\"\n"),
-        )
-        .map_err(setup)?;
+        let mut tokens = format!("{token},admin,admin-uid,\"system:masters\"\n");
+        for user in TEST_USERS {
+            tokens.push_str(&format!("ferry-{:x},{user},{user}-uid\n", rand_u64()));
+        }
+        std::fs::write(d.join("tokens.csv"), tokens).map_err(setup)?;
 
         // kube-apiserver
         let port = free_port().map_err(setup)?;
@@ -372,6 +375,33 @@ impl ControlPlane {
             })
             .collect::<Vec<_>>()
             .join("\n"))
+    }
+
+    /// A client for one of [`TEST_USERS`]: authenticated, with no rights until a test binds a role.
+    pub async fn client_as(&self, user: &str) -> Result<Client, TestEnvError> {
+        let setup = |e: &dyn std::fmt::Display| TestEnvError::Setup(format!("client for {user}: {e}"));
+        let tokens = std::fs::read_to_string(self.dir.join("tokens.csv")).map_err(|e| setup(&e))?;
+        let token = tokens
+            .lines()
+            .find_map(|l| {
+                let mut fields = l.split(',');
+                let token = fields.next()?;
+                (fields.next()? == user).then(|| token.to_string())
+            })
+            .ok_or_else(|| setup(&"no such test user"))?;
+        let text = std::fs::read_to_string(&self.kubeconfig).map_err(|e| setup(&e))?;
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| match l.trim_start().strip_prefix("token: ") {
+                Some(_) => format!("    token: {token}"),
+                None => l.to_string(),
+            })
+            .collect();
+        let kc = Kubeconfig::from_yaml(&text.join("\n")).map_err(|e| setup(&e))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| setup(&e))?;
+        Client::try_from(config).map_err(|e| setup(&e))
     }
 
     /// The API server's audit log: one JSON line per mutating request (reads are not logged).

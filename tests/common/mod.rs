@@ -79,6 +79,7 @@ pub struct TestEnv {
     receiver: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
     settings: Settings,
+    control_plane: &'static ControlPlane,
     _storage: tempfile::TempDir,
 }
 
@@ -143,8 +144,14 @@ impl TestEnv {
             receiver,
             controller,
             settings,
+            control_plane: &shared.cp,
             _storage: storage,
         }
+    }
+
+    /// A client for a user with no rights of its own (`alice`, `bob`): for RBAC tests.
+    pub async fn client_as(&self, user: &str) -> Client {
+        self.control_plane.client_as(user).await.expect("test user client")
     }
 
     /// Kills the controller mid-whatever it is doing (as a crash or a rollout would) and starts a fresh one
