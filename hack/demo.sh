@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# Ferry's main job end to end on a local control plane:
-#   a config repo served by git daemon → GitRepository → Environment → objects in the cluster,
-#   then a second push that Ferry applies by itself.
-# Leaves nothing running unless FERRY_DEMO_KEEP=1 (then it prints how to reach the cluster).
+# Ferry's main job end to end on two local control planes:
+#   a config repo served by git daemon → GitRepository → Environment staging → objects in the first cluster,
+#   a second push that Ferry applies by itself (webhook), then the verified revision promoted, once approved,
+#   to Environment production in a second cluster.
+# Leaves nothing running unless FERRY_DEMO_KEEP=1 (then it prints how to reach the clusters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIR=$ROOT/.ferry-dev
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+fail() {
+  echo "FAILED: $*" >&2
+  if [ -f "$DIR/ferry.log" ]; then
+    echo "--- last lines of $DIR/ferry.log" >&2
+    tail -n 40 "$DIR/ferry.log" >&2
+  fi
+  exit 1
+}
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND (quiet, may call fail) every 0.1 s until it succeeds, or
+# fails the demo.
+wait_until() {
+  local seconds=$1 what=$2 deadline
+  shift 2
+  deadline=$(( $(now_ms) + seconds * 1000 ))
+  until "$@"; do
+    [ "$(now_ms)" -lt "$deadline" ] || fail "timed out after ${seconds}s waiting for $what"
+    sleep 0.1
+  done
+}
 
 say "Building the local control plane (cached after the first run)"
 BIN=$(bash hack/controlplane-build.sh)
@@ -20,7 +41,8 @@ FERRY=$ROOT/target/debug/ferry
 pids=()
 cleanup() {
   if [ "${FERRY_DEMO_KEEP:-0}" = 1 ]; then
-    echo "Left running (pids ${pids[*]}). export KUBECONFIG=$DIR/kubeconfig; kill ${pids[*]} to stop."
+    echo "Left running (pids ${pids[*]}). export KUBECONFIG=$DIR/cluster/kubeconfig (staging) or"
+    echo "$DIR/prod-cluster/kubeconfig (production); kill ${pids[*]} to stop."
     return
   fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -28,18 +50,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "Starting etcd, kube-apiserver, controller-manager, scheduler and a kwok node"
+say "Starting two control planes (etcd, kube-apiserver, controller-manager, scheduler, a kwok node each)"
 rm -rf "$DIR"
 mkdir -p "$DIR"
 "$FERRY" dev cluster --dir "$DIR/cluster" --bin-dir "$BIN" > "$DIR/cluster.log" 2>&1 &
 pids+=($!)
+CLUSTER_PID=$!
+"$FERRY" dev cluster --dir "$DIR/prod-cluster" --bin-dir "$BIN" > "$DIR/prod-cluster.log" 2>&1 &
+pids+=($!)
+PROD_CLUSTER_PID=$!
 export KUBECONFIG=$DIR/cluster/kubeconfig
-for _ in $(seq 1 300); do
-  grep -q "control plane ready" "$DIR/cluster.log" 2>/dev/null && break
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$DIR/cluster.log"; exit 1; }
-  sleep 0.5
+PROD_KUBECONFIG=$DIR/prod-cluster/kubeconfig
+cluster_ready() { # LOG PID
+  grep -q "control plane ready" "$1" 2>/dev/null && return 0
+  kill -0 "$2" 2>/dev/null || { cat "$1"; fail "the control plane of $1 exited"; }
+  return 1
+}
+deadline=$(( $(now_ms) + 150000 ))
+until cluster_ready "$DIR/cluster.log" "$CLUSTER_PID" && cluster_ready "$DIR/prod-cluster.log" "$PROD_CLUSTER_PID"; do
+  [ "$(now_ms)" -lt "$deadline" ] || { cat "$DIR/cluster.log" "$DIR/prod-cluster.log"; fail "control planes did not start"; }
+  sleep 0.2
 done
-grep -q "control plane ready" "$DIR/cluster.log" || { echo "control plane did not start"; cat "$DIR/cluster.log"; exit 1; }
+echo "staging cluster:    $(sed -n 's/^control plane ready at //p' "$DIR/cluster.log")"
+echo "production cluster: $(sed -n 's/^control plane ready at //p' "$DIR/prod-cluster.log")"
 kubectl version 2>/dev/null | sed -n 's/^Server/Server/p'
 
 say "Creating a config repo and serving it with git daemon"
@@ -53,11 +86,12 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   --listen=127.0.0.1 --port="$PORT" "$DIR/git" > "$DIR/git-daemon.log" 2>&1 &
 pids+=($!)
 REPO_URL=git://127.0.0.1:$PORT/config.git
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+wait_until 10 "git daemon" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null
 git_ -C "$DIR/work" add -A
-git_ -C "$DIR/work" commit -q -m "podinfo for staging"
+git_ -C "$DIR/work" commit -q -m "podinfo for staging and production"
 git_ -C "$DIR/work" push -q "$REPO_URL" HEAD:main
-echo "pushed $(git -C "$DIR/work" rev-parse HEAD) to $REPO_URL"
+FIRST=$(git -C "$DIR/work" rev-parse HEAD)
+echo "pushed $FIRST to $REPO_URL"
 
 say "Installing Ferry's CRDs and starting the controller"
 kubectl apply --server-side -f crds/ >/dev/null
@@ -67,31 +101,33 @@ FERRY_STORAGE_DIR="$DIR/storage" FERRY_WEBHOOK_ADDR=127.0.0.1:$HOOK_PORT RUST_LO
   "$FERRY" run > "$DIR/ferry.log" 2>&1 &
 pids+=($!)
 
-say "Creating a GitRepository and an Environment"
+say "Creating a GitRepository and Environment staging (with an acceptance-test Job)"
 kubectl create namespace demo >/dev/null
 kubectl -n demo create secret generic webhook-token --from-literal=token=demo-hook-secret >/dev/null
 sed "s|\${REPO_URL}|$REPO_URL|" examples/demo/cluster/gitrepository.yaml | kubectl apply -f -
 kubectl apply -f examples/demo/cluster/environment.yaml
 kubectl -n demo wait --for=condition=Ready environment/staging --timeout=120s >/dev/null
 
-say "Merging a change to the config repo (replicas 2 → 3) and sending the push webhook, as GitHub would"
+say "Merging a change to the config repo (staging replicas 2 → 3) and sending the push webhook, as GitHub would"
 sed -i 's/replicas: 2/replicas: 3/' "$DIR/work/apps/staging/deployment.yaml"
-git_ -C "$DIR/work" commit -q -am "scale podinfo to 3"
+git_ -C "$DIR/work" commit -q -am "scale podinfo in staging to 3"
 git_ -C "$DIR/work" push -q "$REPO_URL" HEAD:main
 SECOND=$(git -C "$DIR/work" rev-parse HEAD)
+REV=main@sha1:$SECOND
 echo "pushed $SECOND"
 BODY="{\"ref\":\"refs/heads/main\",\"after\":\"$SECOND\"}"
 SIG=$(printf '%s' "$BODY" | openssl dgst -sha256 -hmac demo-hook-secret | sed 's/.*= //')
 start=$(date +%s%N)
 curl -sS -X POST "http://127.0.0.1:$HOOK_PORT/hooks/demo/config" -H "X-GitHub-Event: push" \
   -H "X-Hub-Signature-256: sha256=$SIG" -H "Content-Type: application/json" -d "$BODY"
+rev=
 for _ in $(seq 1 2400); do
-  rev=$(kubectl -n demo get environment staging -o jsonpath='{.status.lastAppliedRevision}')
-  [ "$rev" = "main@sha1:$SECOND" ] && break
+  rev=$(kubectl -n demo get environment staging -o jsonpath='{.status.lastAppliedRevision}' || true)
+  [ "$rev" = "$REV" ] && break
   sleep 0.05
 done
 echo "webhook → applied in $(( ($(date +%s%N) - start) / 1000000 )) ms (measured with kubectl polling)"
-[ "$rev" = "main@sha1:$SECOND" ] || { echo "second commit not applied"; tail -n 30 "$DIR/ferry.log"; exit 1; }
+[ "$rev" = "$REV" ] || fail "second commit not applied"
 kubectl -n demo wait --for=condition=Available deployment/podinfo --timeout=120s >/dev/null
 
 say "kubectl get gitrepositories,environments -n demo"
@@ -101,5 +137,70 @@ kubectl get deployments,services,configmaps,pods -n demo -l ferry.dev/environmen
 kubectl get pods -n demo
 say "Events"
 kubectl get events -n demo --field-selector involvedObject.kind!=Pod,involvedObject.kind!=ReplicaSet --sort-by=.metadata.creationTimestamp | tail -n 8
+
+say "Waiting for staging to verify $REV (objects healthy, then the acceptance Job)"
+staging_record() {
+  kubectl -n demo get environment staging -o jsonpath="{.status.history[?(@.revision==\"$REV\")].$1}" 2>/dev/null || true
+}
+staging_verified() {
+  case "$(staging_record phase)" in
+    Verified) return 0 ;;
+    Failed) fail "staging failed to verify $REV: $(staging_record message)" ;;
+    *) return 1 ;;
+  esac
+}
+wait_until 120 "staging to verify $REV" staging_verified
+echo "verified: $(staging_record message)"
+
+say "Environment production in a second cluster: a kubeconfig Secret, then promotion from staging with approval"
+kubectl --kubeconfig "$PROD_KUBECONFIG" create namespace demo >/dev/null
+kubectl --kubeconfig "$PROD_KUBECONFIG" config view --raw --minify --flatten > "$DIR/prod-kubeconfig.flat"
+kubectl -n demo create secret generic production-kubeconfig --from-file=value="$DIR/prod-kubeconfig.flat" >/dev/null
+rm -f "$DIR/prod-kubeconfig.flat"
+kubectl apply -f examples/demo/cluster/production.yaml
+# The promotion of the revision staging applied, once staging verified it (objects healthy, Job succeeded).
+promotion_of() { # REVISION → name of the (non-rollback) Promotion of it into production
+  kubectl -n demo get promotions -o jsonpath="{range .items[?(@.spec.environment==\"production\")]}{.metadata.name} {.spec.revision} {.spec.rollback}{\"\\n\"}{end}" \
+    2>/dev/null | awk -v r="$1" '$2 == r && $3 != "true" {print $1; exit}' || true
+}
+phase_of() { kubectl -n demo get promotion "$1" -o jsonpath='{.status.phase}' 2>/dev/null || true; }
+has_promotion() { [ -n "$(promotion_of "$REV")" ]; }
+wait_until 120 "a Promotion of $REV into production" has_promotion
+PROMOTION=$(promotion_of "$REV")
+phase_is() { [ "$(phase_of "$PROMOTION")" = "$1" ]; }
+wait_until 60 "Promotion $PROMOTION to wait for approval" phase_is WaitingApproval
+echo "Ferry proposed Promotion $PROMOTION of $REV; it waits for approval"
+
+say "ferry get -n demo"
+"$FERRY" get -n demo
+say "kubectl get environments,promotions -n demo"
+kubectl get environments,promotions -n demo
+
+say "ferry approve -n demo $PROMOTION"
+start=$(now_ms)
+"$FERRY" approve -n demo "$PROMOTION" -m "demo: ship it"
+deadline=$(( start + 180000 ))
+phase=
+while :; do
+  phase=$(phase_of "$PROMOTION")
+  case "$phase" in
+    Succeeded) break ;;
+    Failed | Aborted | Superseded)
+      kubectl -n demo get promotion "$PROMOTION" -o yaml
+      fail "Promotion $PROMOTION ended $phase" ;;
+  esac
+  [ "$(now_ms)" -lt "$deadline" ] || fail "timed out waiting for Promotion $PROMOTION to succeed (phase: $phase)"
+  sleep 0.1
+done
+echo "approve → Succeeded in $(( $(now_ms) - start )) ms (applied in the production cluster, healthy, smoke Job passed; measured with kubectl polling)"
+
+say "kubectl get environments,promotions -n demo"
+kubectl get environments,promotions -n demo
+say "ferry get -n demo"
+"$FERRY" get -n demo
+say "ferry history -n demo production"
+"$FERRY" history -n demo production
+say "What Ferry applied in the production cluster (kubectl --kubeconfig $PROD_KUBECONFIG)"
+kubectl --kubeconfig "$PROD_KUBECONFIG" get deployments,jobs -n demo
 echo
-echo "Demo finished: Environment staging is Ready at main@sha1:$SECOND."
+echo "Demo finished: staging and production are at $REV."
