@@ -850,3 +850,37 @@ async fn a_failing_acceptance_job_is_retried_then_fails_the_revision() {
     attempts.sort();
     assert_eq!(attempts, vec!["1", "2"]);
 }
+
+#[tokio::test]
+async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes() {
+    let t = TestEnv::with_workloads("cancel").await;
+    let stuck = json!({"metadata": {"labels": {"suite": "acceptance"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "missing"},
+        "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}}}});
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
+               "verification": {"jobTemplate": stuck, "timeout": "5m"}}),
+    )
+    .await;
+    let staging = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
+        e.status.as_ref().and_then(|s| s.record(&c1)).is_some_and(|r| r.job.is_some())
+    })
+    .await;
+    let first_job = staging.status.and_then(|s| s.record(&c1).and_then(|r| r.job.clone())).expect("job");
+    t.api::<Job>().get(&first_job).await.expect("the first revision's Job runs");
+    let c2 = push(&t, "v2");
+    reconcile_source_now(&t).await;
+    let staging = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
+        e.status.as_ref().and_then(|s| s.record(&c2)).is_some_and(|r| r.job.is_some())
+    })
+    .await;
+    assert_eq!(record_phase(&staging, &c1), Some(RevisionPhase::Superseded));
+    eventually("the superseded revision's Job is deleted", || async {
+        let job = t.api::<Job>().get_opt(&first_job).await.ok()?;
+        job.is_none_or(|j| j.metadata.deletion_timestamp.is_some()).then_some(())
+    })
+    .await;
+}

@@ -49,7 +49,7 @@ pub struct EnvironmentSpec {
     pub health_timeout: String,
     /// Refuse to prune more than this share (percent) of the applied objects in one go.
     #[serde(default = "default_max_prune_percent")]
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = 0, max = 100), extend("format" = "int32"))]
     pub max_prune_percent: u8,
     /// Allow a render with no objects to prune everything (otherwise that stops with `PruneBlocked`).
     #[serde(default)]
@@ -156,6 +156,7 @@ pub struct Verification {
     pub timeout: String,
     /// Further Jobs to run after a failed one before the revision counts as failed.
     #[serde(default)]
+    #[schemars(range(max = 100), extend("format" = "int32"))]
     pub retries: u32,
 }
 
@@ -284,6 +285,7 @@ pub struct RevisionRecord {
     pub finished_at: Option<Time>,
     /// Verification Jobs started for this revision.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("format" = "int32"))]
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,

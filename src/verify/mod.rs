@@ -6,6 +6,9 @@ use serde_json::{Value, json};
 
 /// Label on verification Jobs and their pods: the commit under test.
 pub const REVISION_LABEL: &str = "ferry.dev/revision";
+/// Label on verification Jobs and their pods: the Environment they verify. Not Ferry's ownership label, so
+/// nothing treats a Job as an applied object.
+pub const ENVIRONMENT_LABEL: &str = "ferry.dev/verification-for";
 /// Label on verification Jobs: which attempt (1-based) this is.
 pub const ATTEMPT_LABEL: &str = "ferry.dev/verification-attempt";
 
@@ -36,7 +39,8 @@ pub fn job_name(environment: &str, commit: &str, attempt: u32) -> String {
 }
 
 /// The Job for one attempt: the template's labels and spec, Ferry's name and labels, the revision in every
-/// container's environment, and `backoffLimit: 0` unless the template sets one (Ferry's `retries` count Jobs).
+/// container's environment, `backoffLimit: 0` unless the template sets one (Ferry's `retries` count Jobs) and
+/// `ttlSecondsAfterFinished: 86400` unless set (Ferry reads the outcome within seconds; old Jobs go away).
 pub fn build_job(
     template: &Value,
     name: &str,
@@ -59,13 +63,14 @@ pub fn build_job(
         .ok_or_else(|| invalid("spec is required"))?;
     let spec_obj = spec.as_object_mut().ok_or_else(|| invalid("spec must be an object"))?;
     spec_obj.entry("backoffLimit").or_insert(json!(0));
+    spec_obj.entry("ttlSecondsAfterFinished").or_insert(json!(86_400));
     let pod_spec = spec_obj
         .get_mut("template")
         .and_then(|t| t.as_object_mut())
         .ok_or_else(|| invalid("spec.template (the pod template) is required"))?;
     let labels = json!({
         REVISION_LABEL: commit,
-        crate::apply::OWNER_NAME_LABEL: environment,
+        ENVIRONMENT_LABEL: environment,
     });
     let pod_meta = pod_spec
         .entry("metadata")
@@ -179,6 +184,9 @@ mod tests {
         assert_eq!(v["metadata"]["labels"][ATTEMPT_LABEL], "1");
         assert_eq!(v["spec"]["template"]["metadata"]["labels"][REVISION_LABEL], "abc");
         assert_eq!(v["spec"]["backoffLimit"], 0);
+        assert_eq!(v["spec"]["ttlSecondsAfterFinished"], 86_400);
+        assert_eq!(v["metadata"]["labels"][ENVIRONMENT_LABEL], "web");
+        assert!(v["metadata"]["labels"].get(crate::apply::OWNER_NAME_LABEL).is_none());
         let env = v["spec"]["template"]["spec"]["containers"][0]["env"]
             .as_array()
             .unwrap();

@@ -233,6 +233,7 @@ impl Reconcile {
                 }
                 if desired.track {
                     poll |= self.verify(&target, &mut status, &desired.revision).await?;
+                    self.cancel_superseded(&target, old, &status).await;
                 }
             }
             Err(failure) => {

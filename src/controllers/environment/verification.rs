@@ -24,6 +24,45 @@ fn elapsed_since(t: Timestamp) -> Duration {
 }
 
 impl Reconcile {
+    /// Deletes the Jobs of attempts that a newer revision superseded while they ran: their verdict no longer
+    /// matters. Best effort; a Job left behind expires with its TTL.
+    pub(super) async fn cancel_superseded(
+        &self,
+        target: &Target,
+        old: Option<&EnvironmentStatus>,
+        status: &EnvironmentStatus,
+    ) {
+        let was_running = |job: &str| {
+            old.is_some_and(|o| {
+                o.history
+                    .iter()
+                    .any(|r| r.phase == RevisionPhase::Verifying && r.job.as_deref() == Some(job))
+            })
+        };
+        let jobs: Api<Job> = Api::namespaced(target.client.clone(), &self.job_namespace());
+        for record in &status.history {
+            let Some(job) = record.job.as_deref() else { continue };
+            if record.phase != RevisionPhase::Superseded || !was_running(job) {
+                continue;
+            }
+            let params = kube::api::DeleteParams::background();
+            match jobs.delete(job, &params).await {
+                Ok(_) => info!(job, "deleted the verification Job of a superseded revision"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => tracing::warn!(job, error = %e, "could not delete a superseded verification Job"),
+            }
+        }
+    }
+
+    /// Where verification Jobs run: the target namespace, else the Environment's.
+    fn job_namespace(&self) -> String {
+        self.env
+            .spec
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone())
+    }
+
     /// Moves the current record on; returns whether verification is still running (so the caller polls).
     pub(super) async fn verify(
         &self,
@@ -66,12 +105,7 @@ impl Reconcile {
             return Ok(false);
         };
         let commit = Revision::parse(revision).map(|r| r.commit).unwrap_or_default();
-        let namespace = self
-            .env
-            .spec
-            .target_namespace
-            .clone()
-            .unwrap_or_else(|| self.namespace.clone());
+        let namespace = self.job_namespace();
         let jobs: Api<Job> = Api::namespaced(target.client.clone(), &namespace);
         let attempt = record.attempts.max(1);
         let name = job_name(&self.name, &commit, attempt);
