@@ -167,7 +167,9 @@ async fn request_counts_by_resource(client: &kube::Client) -> anyhow::Result<BTr
         let Some((labels, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let labels = labels.trim_start_matches("apiserver_request_total{").trim_end_matches('}');
+        let labels = labels
+            .trim_start_matches("apiserver_request_total{")
+            .trim_end_matches('}');
         let label = |name: &str| {
             labels
                 .split(',')
@@ -278,7 +280,10 @@ impl Bench {
             let now = start.elapsed();
             for (id, s) in ids.iter().zip(seen.iter_mut()) {
                 if s.staging.is_none() {
-                    s.staging = envs.get(&staging(id)).and_then(|e| verified(e, revision)).map(|f| (now, f));
+                    s.staging = envs
+                        .get(&staging(id))
+                        .and_then(|e| verified(e, revision))
+                        .map(|f| (now, f));
                 }
                 if s.production.is_none() {
                     s.production = envs
@@ -317,7 +322,12 @@ impl Bench {
 
     /// Polls until the Promotion of `revision` into each pipeline's production is Succeeded (so its status
     /// writes are done, not only the Environment's).
-    async fn wait_promotions_succeeded(&mut self, ids: &[String], revision: &str, limit: Duration) -> anyhow::Result<()> {
+    async fn wait_promotions_succeeded(
+        &mut self,
+        ids: &[String],
+        revision: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
             self.check_ferry()?;
@@ -487,8 +497,16 @@ async fn main() -> anyhow::Result<()> {
         own_by_resource: BTreeMap::new(),
     };
     let cold = bench.wait_verified(&ids, &first, start, limit, "cold start").await?;
-    let cold_staging = cold.iter().filter_map(|s| s.staging.map(|(t, _)| t)).max().unwrap_or_default();
-    let cold_production = cold.iter().filter_map(|s| s.production.map(|(t, _)| t)).max().unwrap_or_default();
+    let cold_staging = cold
+        .iter()
+        .filter_map(|s| s.staging.map(|(t, _)| t))
+        .max()
+        .unwrap_or_default();
+    let cold_production = cold
+        .iter()
+        .filter_map(|s| s.production.map(|(t, _)| t))
+        .max()
+        .unwrap_or_default();
     bench.wait_promotions_succeeded(&ids, &first, limit).await?;
     let (rss_after_cold, _) = rss_kib(pid);
 
@@ -496,10 +514,16 @@ async fn main() -> anyhow::Result<()> {
     let idle_before = request_counts(&bench.client).await?;
     tokio::time::sleep(IDLE_WINDOW).await;
     let idle_after = request_counts(&bench.client).await?;
-    let idle_total: f64 = deltas(&idle_before, &idle_after, &BTreeMap::new(), IDLE_WINDOW.as_secs_f64(), 0.0)
-        .iter()
-        .map(|(_, v)| v)
-        .sum();
+    let idle_total: f64 = deltas(
+        &idle_before,
+        &idle_after,
+        &BTreeMap::new(),
+        IDLE_WINDOW.as_secs_f64(),
+        0.0,
+    )
+    .iter()
+    .map(|(_, v)| v)
+    .sum();
 
     // 2. One commit touching every pipeline, announced by "reconcile now".
     for id in &ids {
@@ -532,8 +556,16 @@ async fn main() -> anyhow::Result<()> {
     let by_resource = deltas(&before_by_resource, &after_by_resource, &own_resources, n as f64, 0.5);
     let background_share = idle_total * window.as_secs_f64() / n as f64;
 
-    let all_staging = commit.iter().filter_map(|s| s.staging.map(|(t, _)| t)).max().unwrap_or_default();
-    let all_production = commit.iter().filter_map(|s| s.production.map(|(t, _)| t)).max().unwrap_or_default();
+    let all_staging = commit
+        .iter()
+        .filter_map(|s| s.staging.map(|(t, _)| t))
+        .max()
+        .unwrap_or_default();
+    let all_production = commit
+        .iter()
+        .filter_map(|s| s.production.map(|(t, _)| t))
+        .max()
+        .unwrap_or_default();
     let by_records: Vec<Duration> = commit
         .iter()
         .filter_map(|s| match (s.staging?.1, s.production?.1) {
@@ -644,10 +676,7 @@ async fn main() -> anyhow::Result<()> {
         "| … of which the idle background rate ({idle_total:.1} requests/s) over the same {} | {background_share:.1} |",
         secs(window)
     );
-    println!(
-        "| … by resource (≥ 0.5 per promotion) | {} |",
-        join(&by_resource)
-    );
+    println!("| … by resource (≥ 0.5 per promotion) | {} |", join(&by_resource));
     drop(bench);
     Ok(())
 }

@@ -46,7 +46,14 @@ impl Target {
 /// files on Ferry's disk (`certificate-authority`, `client-key`, `tokenFile`, …), which would let whoever
 /// writes the Secret use the controller's own identity or files.
 pub fn parse_kubeconfig(text: &str) -> Result<Kubeconfig, String> {
-    let kc = Kubeconfig::from_yaml(text).map_err(|e| e.to_string())?;
+    // The parser quotes the input in its errors, and the input may be any Secret's value: say only where.
+    let kc = Kubeconfig::from_yaml(text).map_err(|e| {
+        let at = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .and_then(|s| s.rsplit_once(" at line ").map(|(_, at)| format!(" (at line {at})")))
+            .unwrap_or_default();
+        format!("not a kubeconfig{at}")
+    })?;
     let context = kc
         .current_context
         .as_deref()
@@ -200,5 +207,18 @@ mod tests {
             assert!(err.contains(what), "{err} should name {what}");
         }
         assert!(parse_kubeconfig("clusters: [").is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_the_secret() {
+        for text in [
+            "password: hunter2-SECRET",
+            "hunter2-SECRET",
+            "apiVersion: v1\nclusters: hunter2-SECRET\n",
+        ] {
+            let err = parse_kubeconfig(text).unwrap_err();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.starts_with("not a kubeconfig") || err.contains("context"), "{err}");
+        }
     }
 }

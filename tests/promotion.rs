@@ -210,7 +210,10 @@ async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_whe
     assert!(message.contains("failed"), "{message}");
     t.wait_event("staging", "Warning", "VerificationFailed").await;
     let refused = ferry::cli::promote(&t.client, &t.namespace, "production", &c2).await;
-    assert!(refused.is_err(), "the CLI refuses to promote an unverified revision");
+    assert!(
+        matches!(refused, Err(ferry::cli::CliError::Refused(_))),
+        "the CLI refuses to promote an unverified revision: {refused:?}"
+    );
     let by_hand: Promotion = serde_json::from_value(json!({
         "apiVersion": "ferry.dev/v1alpha1", "kind": "Promotion",
         "metadata": {"name": "by-hand", "namespace": t.namespace},
@@ -267,6 +270,16 @@ async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_whe
     let rollback_name = rollback.metadata.name.clone().expect("name");
     wait_phase(&t, &rollback_name, PromotionPhase::Succeeded).await;
     assert_eq!(configmap_version(&prod, &t.namespace).await.as_deref(), Some("v1"));
+    let runs = prod_jobs
+        .list(&ListParams::default().labels("suite=acceptance"))
+        .await
+        .expect("jobs")
+        .items
+        .len();
+    assert_eq!(
+        runs, 3,
+        "the rollback ran the acceptance test again rather than reuse v1's old verdict"
+    );
     let production = wait_record(&t, "production", &c1, RevisionPhase::Verified).await;
     let history: Vec<_> = production
         .status
@@ -397,6 +410,11 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
 
     // Verifying: the Job is running; a restart finds it instead of starting another.
     wait_phase(&t, &name, PromotionPhase::Verifying).await;
+    let late = ferry::cli::reject(&t.client, &t.namespace, &name, None).await;
+    assert!(
+        matches!(late, Err(ferry::cli::CliError::Refused(_))),
+        "too late to reject: {late:?}"
+    );
     let jobs: Api<Job> = Api::namespaced(t.client.clone(), &prod_ns);
     eventually("the acceptance Job", || async {
         let list = jobs.list(&ListParams::default()).await.ok()?;
@@ -417,11 +435,22 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
     );
     let (_, _, message) = ready_of(&failed.status.expect("status").conditions).expect("Ready");
     assert!(message.contains("did not finish within 20s"), "{message}");
-    assert_eq!(
-        jobs.list(&ListParams::default()).await.expect("jobs").items.len(),
-        1,
-        "one Job, not one per restart"
-    );
+    let created = audited_writes(&t.audit_log, &prod_ns)
+        .into_iter()
+        .filter(|(verb, uri, dry)| verb == "create" && !dry && uri.contains("/jobs"))
+        .count();
+    assert_eq!(created, 1, "one Job, not one per restart");
+    eventually(
+        "the timed-out Job is deleted, so it stops acting on the cluster",
+        || async {
+            let list = jobs.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|j| j.metadata.deletion_timestamp.is_some())
+                .then_some(())
+        },
+    )
+    .await;
     let production = t.api::<Environment>().get("production").await.expect("production");
     let record = production
         .status
@@ -583,6 +612,22 @@ async fn bad_input_ends_with_a_clear_condition() {
         "EnvironmentNotFound"
     );
     t.wait_event("into-nothing", "Warning", "EnvironmentNotFound").await;
+    for (patch, what) in [
+        (
+            json!({"spec": {"revision": "main@sha1:0000000000000000000000000000000000000000"}}),
+            "revision",
+        ),
+        (json!({"spec": {"environment": "production"}}), "environment"),
+    ] {
+        let err = t
+            .api::<Promotion>()
+            .patch("into-staging", &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("immutable")),
+            "spec.{what} cannot change"
+        );
+    }
     let refused = ferry::cli::approve(&t.client, &t.namespace, "into-nothing", None).await;
     let message = refused
         .expect_err("approving a failed promotion is refused")
@@ -625,7 +670,10 @@ async fn a_newer_verified_revision_supersedes_one_waiting_for_approval() {
     assert!(message.contains(&p2_name), "{message}");
     wait_phase(&t, &p2_name, PromotionPhase::WaitingApproval).await;
     let refused = ferry::cli::approve(&t.client, &t.namespace, &p1_name, None).await;
-    assert!(refused.is_err(), "a superseded promotion cannot be approved");
+    assert!(
+        matches!(refused, Err(ferry::cli::CliError::Refused(_))),
+        "a superseded promotion cannot be approved: {refused:?}"
+    );
     ferry::cli::approve(&t.client, &t.namespace, &p2_name, None)
         .await
         .expect("approve");
@@ -776,13 +824,25 @@ async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
     // RBAC decides who may decide; the decision records who it was.
     let bob = t.client_as("bob").await;
     let denied = ferry::cli::approve(&bob, &t.namespace, &name, None).await;
-    assert!(denied.is_err(), "a user without rights cannot approve");
+    assert!(
+        matches!(&denied, Err(ferry::cli::CliError::Kube(kube::Error::Api(s))) if s.code == 403),
+        "a user without rights cannot approve: {denied:?}"
+    );
     grant_release_manager(&t, "alice").await;
     let alice = t.client_as("alice").await;
     let rejected = ferry::cli::reject(&alice, &t.namespace, &name, Some("not before the demo"))
         .await
         .expect("reject");
     assert_eq!(rejected.spec.approval.and_then(|a| a.by).as_deref(), Some("alice"));
+    let overturn = json!({"spec": {"approval": {"decision": "Approved", "by": "alice"}}});
+    let err = t
+        .api::<Promotion>()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&overturn))
+        .await;
+    assert!(
+        err.is_err_and(|e| e.to_string().contains("final")),
+        "a decision cannot be overturned"
+    );
     let aborted = wait_phase(&t, &name, PromotionPhase::Aborted).await;
     let (_, reason, message) = ready_of(&aborted.status.expect("status").conditions).expect("Ready");
     assert_eq!(reason, "Rejected");
@@ -858,7 +918,8 @@ async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes(
         "spec": {"template": {"spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "missing"},
         "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}}}});
     let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
     t.create_env(
         "staging",
         json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
@@ -866,21 +927,34 @@ async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes(
     )
     .await;
     let staging = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.record(&c1)).is_some_and(|r| r.job.is_some())
+        e.status
+            .as_ref()
+            .and_then(|s| s.record(&c1))
+            .is_some_and(|r| r.job.is_some())
     })
     .await;
-    let first_job = staging.status.and_then(|s| s.record(&c1).and_then(|r| r.job.clone())).expect("job");
-    t.api::<Job>().get(&first_job).await.expect("the first revision's Job runs");
+    let first_job = staging
+        .status
+        .and_then(|s| s.record(&c1).and_then(|r| r.job.clone()))
+        .expect("job");
+    t.api::<Job>()
+        .get(&first_job)
+        .await
+        .expect("the first revision's Job runs");
     let c2 = push(&t, "v2");
     reconcile_source_now(&t).await;
     let staging = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.record(&c2)).is_some_and(|r| r.job.is_some())
+        e.status
+            .as_ref()
+            .and_then(|s| s.record(&c2))
+            .is_some_and(|r| r.job.is_some())
     })
     .await;
     assert_eq!(record_phase(&staging, &c1), Some(RevisionPhase::Superseded));
     eventually("the superseded revision's Job is deleted", || async {
         let job = t.api::<Job>().get_opt(&first_job).await.ok()?;
-        job.is_none_or(|j| j.metadata.deletion_timestamp.is_some()).then_some(())
+        job.is_none_or(|j| j.metadata.deletion_timestamp.is_some())
+            .then_some(())
     })
     .await;
 }

@@ -23,6 +23,12 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.environment == oldSelf.environment", "message": "spec.environment is immutable"},
+    {"rule": "self.revision == oldSelf.revision", "message": "spec.revision is immutable: create another Promotion"},
+    {"rule": "(has(self.rollback) && self.rollback) == (has(oldSelf.rollback) && oldSelf.rollback)", "message": "spec.rollback is immutable"},
+    {"rule": "!has(oldSelf.approval) || (has(self.approval) && self.approval == oldSelf.approval)", "message": "an approval decision is final"}
+]))]
 pub struct PromotionSpec {
     /// The Environment (same namespace) that receives the revision.
     pub environment: String,
@@ -114,6 +120,10 @@ pub struct PromotionStatus {
     /// Every phase change, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<PhaseTransition>,
+    /// When the upstream verified the revision, as first seen: the soak clock, kept even after the record
+    /// leaves the upstream's bounded history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_verified_at: Option<Time>,
     /// The rollback Promotion started because this one failed (`rollbackOnFailure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_promotion: Option<String>,

@@ -107,20 +107,24 @@ async fn decide(
     let api = Api::<Promotion>::namespaced(client.clone(), namespace);
     let promotion = get(&api, "Promotion", namespace, name).await?;
     let phase = promotion.phase();
-    let prior = promotion.spec.approval.as_ref().map(|a| a.decision);
+    // Decisions are final (the CRD enforces it too): a second one would silently undo the first.
+    if let Some(prior) = &promotion.spec.approval {
+        let by = prior.by.as_deref().unwrap_or("someone");
+        return Err(CliError::Refused(format!(
+            "promotion {name} was {:?} already by {by}; decisions are final",
+            prior.decision
+        )));
+    }
     match decision {
         Decision::Approved if phase != PromotionPhase::WaitingApproval => {
             return Err(CliError::Refused(format!(
                 "promotion {name} is {phase}; only a WaitingApproval promotion can be approved"
             )));
         }
-        // The controller may not have acted on a rejection yet; approving now would silently undo it.
-        Decision::Approved if prior == Some(Decision::Rejected) => {
-            return Err(CliError::Refused(format!("promotion {name} was rejected already")));
-        }
-        Decision::Rejected if phase.is_final() => {
+        Decision::Rejected if !matches!(phase, PromotionPhase::Pending | PromotionPhase::WaitingApproval) => {
             return Err(CliError::Refused(format!(
-                "promotion {name} is {phase} already; there is nothing left to reject"
+                "promotion {name} is {phase}; only a promotion that has not started applying can be rejected \
+                 (roll back once it has ended)"
             )));
         }
         _ => {}
@@ -130,7 +134,7 @@ async fn decide(
         .ok_or_else(|| CliError::Refused(format!("promotion {name} has no resourceVersion to lock on")))?;
     let by = caller(client).await?;
     // The resourceVersion makes the merge patch conditional: a concurrent change fails with 409 instead of
-    // being overwritten. `message: null` removes an earlier decision's message.
+    // being overwritten.
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": resource_version},
         "spec": {"approval": {

@@ -77,6 +77,9 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     let before = promotion.phase();
     let phase_changed = status.phase != Some(step.phase);
     status.phase = Some(step.phase);
+    if status.upstream_verified_at.is_none() {
+        status.upstream_verified_at = step.upstream_verified_at.map(Time);
+    }
     if phase_changed {
         status.transitions.push(PhaseTransition {
             phase: step.phase,

@@ -21,6 +21,8 @@ pub struct Step {
     pub message: String,
     /// Look again after this long even if nothing changes (a soak or a window ending).
     pub recheck: Option<Duration>,
+    /// When the upstream verified the revision, once known: to be kept in status.
+    pub upstream_verified_at: Option<Timestamp>,
 }
 
 fn step(phase: PromotionPhase, reason: Reason, message: impl Into<String>) -> Step {
@@ -29,6 +31,7 @@ fn step(phase: PromotionPhase, reason: Reason, message: impl Into<String>) -> St
         reason,
         message: message.into(),
         recheck: None,
+        upstream_verified_at: None,
     }
 }
 
@@ -66,13 +69,22 @@ fn decide_open(w: &World, phase: PromotionPhase) -> Step {
         );
     };
     if phase.is_active() {
-        return follow(p, env, phase);
+        return follow(w, env, phase);
     }
-    gate(w, env)
+    let mut step = gate(w, env);
+    if step.upstream_verified_at.is_none() {
+        step.upstream_verified_at = stored_upstream_verified_at(p);
+    }
+    step
+}
+
+fn stored_upstream_verified_at(p: &Promotion) -> Option<Timestamp> {
+    p.status.as_ref()?.upstream_verified_at.as_ref().map(|t| t.0)
 }
 
 /// Applying and Verifying: the Environment's record of this promotion decides.
-fn follow(p: &Promotion, env: &Environment, phase: PromotionPhase) -> Step {
+fn follow(w: &World, env: &Environment, phase: PromotionPhase) -> Step {
+    let p = w.promotion;
     let name = p.metadata.name.as_deref().unwrap_or_default();
     let revision = &p.spec.revision;
     let env_name = &p.spec.environment;
@@ -82,6 +94,19 @@ fn follow(p: &Promotion, env: &Environment, phase: PromotionPhase) -> Step {
             .find(|r| &r.revision == revision && r.promotion.as_deref() == Some(name))
     });
     let Some(record) = record else {
+        // Two promotions that went Applying at the same moment: the older one applies, the other steps back.
+        if let Some(older) = w
+            .others
+            .iter()
+            .find(|o| o.phase().is_active() && created(o) < created(p))
+        {
+            let other = older.metadata.name.as_deref().unwrap_or_default();
+            return step(
+                PromotionPhase::Pending,
+                Reason::Queued,
+                format!("waiting for {other} ({}) to finish", older.phase()),
+            );
+        }
         return step(phase, Reason::Applying, format!("applying {revision} to {env_name}"));
     };
     let detail = record.message.clone().unwrap_or_default();
@@ -116,6 +141,13 @@ fn follow(p: &Promotion, env: &Environment, phase: PromotionPhase) -> Step {
 
 /// Pending and WaitingApproval: validity, order among siblings, soak, approval, windows — in that order.
 fn gate(w: &World, env: &Environment) -> Step {
+    let mut seen = None;
+    let mut step = gate_inner(w, env, &mut seen);
+    step.upstream_verified_at = step.upstream_verified_at.or(seen);
+    step
+}
+
+fn gate_inner(w: &World, env: &Environment, seen: &mut Option<Timestamp>) -> Step {
     let p = w.promotion;
     let revision = &p.spec.revision;
     let env_name = &p.spec.environment;
@@ -137,6 +169,13 @@ fn gate(w: &World, env: &Environment) -> Step {
             format!("Environment {env_name} follows its GitRepository; set spec.promotion.from to promote into it"),
         );
     };
+    if env.spec.suspend {
+        return step(
+            PromotionPhase::Pending,
+            Reason::Suspended,
+            format!("Environment {env_name} is suspended"),
+        );
+    }
     let env_status = env.status.clone().unwrap_or_default();
     let mut verified_upstream_at = None;
     if p.spec.rollback {
@@ -163,10 +202,13 @@ fn gate(w: &World, env: &Environment) -> Step {
             };
         };
         let record = upstream.status.as_ref().and_then(|s| s.record(revision));
+        let stored = stored_upstream_verified_at(p);
         match record.map(|r| r.phase) {
             Some(RevisionPhase::Verified) => {
                 verified_upstream_at = record.and_then(|r| r.finished_at.as_ref()).map(|t| t.0);
             }
+            // Verified when first seen; the record has since left the upstream's bounded history.
+            None if stored.is_some() => verified_upstream_at = stored,
             Some(RevisionPhase::Applying | RevisionPhase::Verifying) => {
                 return step(
                     PromotionPhase::Pending,
@@ -196,6 +238,7 @@ fn gate(w: &World, env: &Environment) -> Step {
             }
         }
     }
+    *seen = verified_upstream_at;
     let current_and_verified = env_status.last_applied_revision.as_ref() == Some(revision)
         && env_status
             .record(revision)
@@ -321,6 +364,16 @@ fn order(w: &World, policy: &PromotionPolicy) -> Option<Step> {
             format!("superseded by {name} ({})", newer.spec.revision),
         ));
     }
+    if !p.spec.rollback
+        && let Some(rollback) = w.others.iter().find(|o| o.spec.rollback && !o.phase().is_final())
+    {
+        let name = rollback.metadata.name.as_deref().unwrap_or_default();
+        return Some(step(
+            PromotionPhase::Pending,
+            Reason::Queued,
+            format!("waiting for rollback {name} ({}) to finish", rollback.phase()),
+        ));
+    }
     if let Some(active) = w.others.iter().find(|o| o.phase().is_active()) {
         let name = active.metadata.name.as_deref().unwrap_or_default();
         return Some(step(
@@ -329,10 +382,12 @@ fn order(w: &World, policy: &PromotionPolicy) -> Option<Step> {
             format!("waiting for {name} ({}) to finish", active.phase()),
         ));
     }
+    // Rollbacks go first: they only ever wait for an older rollback.
     let ahead = w
         .others
         .iter()
         .filter(|o| created(o) < me && !o.phase().is_final())
+        .filter(|o| !p.spec.rollback || o.spec.rollback)
         .find(|o| !(policy.supersede && !p.spec.rollback && !o.spec.rollback));
     ahead.map(|o| {
         let name = o.metadata.name.as_deref().unwrap_or_default();
@@ -705,6 +760,91 @@ mod tests {
                 now: at(NOW)
             })
             .is_none()
+        );
+    }
+
+    #[test]
+    fn rollbacks_go_before_forward_promotions() {
+        let production = env(
+            "production",
+            Some(policy()),
+            vec![
+                record("r2", RevisionPhase::Failed, Some("p2"), NOW),
+                record("r1", RevisionPhase::Verified, Some("p1"), NOW),
+            ],
+        );
+        let staging = env(
+            "staging",
+            None,
+            vec![
+                record("r3", RevisionPhase::Verified, None, NOW),
+                record("r2", RevisionPhase::Verified, None, NOW),
+            ],
+        );
+        // A forward promotion created before the rollback still waits for it.
+        let forward = promotion(
+            "p3",
+            "r3",
+            "2026-11-25T11:00:00Z",
+            Some(PromotionPhase::WaitingApproval),
+        );
+        let mut rollback = promotion("p2-rollback", "r1", "2026-11-25T11:30:00Z", None);
+        rollback.spec.rollback = true;
+        let s = decide_with(&forward, &production, &staging, std::slice::from_ref(&rollback));
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Pending, Reason::Queued));
+        assert!(s.message.contains("rollback p2-rollback"), "{}", s.message);
+        let s = decide_with(&rollback, &production, &staging, std::slice::from_ref(&forward));
+        assert_eq!(s.phase, PromotionPhase::Applying);
+    }
+
+    #[test]
+    fn a_suspended_environment_holds_its_promotions() {
+        let mut production = env("production", Some(policy()), vec![]);
+        production.spec.suspend = true;
+        let p = promotion("p", "r1", NOW, None);
+        let s = decide_with(&p, &production, &staging_verified("r1", NOW), &[]);
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Pending, Reason::Suspended));
+    }
+
+    #[test]
+    fn a_verified_revision_stays_verified_after_it_leaves_the_upstream_history() {
+        let mut pol = policy();
+        pol.soak_time = Some("1h".into());
+        let production = env("production", Some(pol), vec![]);
+        let mut p = promotion("p", "r1", NOW, None);
+        let first = decide_with(&p, &production, &staging_verified("r1", "2026-11-25T11:30:00Z"), &[]);
+        assert_eq!(first.reason, Reason::Soaking);
+        assert_eq!(
+            first.upstream_verified_at,
+            Some(at("2026-11-25T11:30:00Z")),
+            "kept in status"
+        );
+        p.status = Some(PromotionStatus {
+            phase: Some(PromotionPhase::Pending),
+            upstream_verified_at: first.upstream_verified_at.map(Time),
+            ..Default::default()
+        });
+        // Ten newer revisions later the upstream no longer lists r1: the soak clock is the one seen first.
+        let s = decide_with(&p, &production, &staging_verified("r11", NOW), &[]);
+        assert_eq!(s.reason, Reason::Soaking);
+        assert_eq!(s.recheck, Some(Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn of_two_promotions_applying_at_once_the_younger_steps_back() {
+        let older = promotion("a", "r1", "2026-11-25T11:00:00Z", Some(PromotionPhase::Applying));
+        let younger = promotion("b", "r2", "2026-11-25T11:30:00Z", Some(PromotionPhase::Applying));
+        let production = env(
+            "production",
+            Some(policy()),
+            vec![record("r1", RevisionPhase::Applying, Some("a"), NOW)],
+        );
+        let staging = staging_verified("r2", NOW);
+        let s = decide_with(&younger, &production, &staging, std::slice::from_ref(&older));
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Pending, Reason::Queued));
+        assert_eq!(
+            decide_with(&older, &production, &staging, std::slice::from_ref(&younger)).phase,
+            PromotionPhase::Applying
         );
     }
 }

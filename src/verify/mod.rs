@@ -4,6 +4,8 @@
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
 
+use crate::api::RevisionRecord;
+
 /// Label on verification Jobs and their pods: the commit under test.
 pub const REVISION_LABEL: &str = "ferry.dev/revision";
 /// Label on verification Jobs and their pods: the Environment they verify. Not Ferry's ownership label, so
@@ -26,10 +28,26 @@ pub enum JobOutcome {
     Failed(String),
 }
 
-/// `<env>-verify-<commit[..10]>-<attempt>`, kept within the 63 characters a `job-name` pod label allows.
-pub fn job_name(environment: &str, commit: &str, attempt: u32) -> String {
-    let short = commit.get(..10).unwrap_or(commit);
-    let suffix = format!("-verify-{short}-{attempt}");
+/// Six hex digits naming one verification run: the Environment (with its namespace, so Environments of the
+/// same name in two namespaces never share a Job), the promotion and when the revision was applied. A rollback
+/// to a revision verified before, or the same commit coming back, is a new run with new Jobs: a verdict is never
+/// borrowed from an earlier run's Job.
+pub fn run_token(namespace: &str, environment: &str, record: &RevisionRecord) -> String {
+    use sha2::Digest;
+    let applied = record.applied_at.as_ref().map(|t| t.0.as_second()).unwrap_or_default();
+    let promotion = record.promotion.as_deref().unwrap_or_default();
+    let digest = sha2::Sha256::digest(format!(
+        "{namespace}/{environment}/{promotion}/{}/{applied}",
+        record.revision
+    ));
+    digest.iter().take(3).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `<env>-verify-<commit[..8]>-<run token>-<attempt>`, kept within the 63 characters a `job-name` pod label
+/// allows.
+pub fn job_name(environment: &str, commit: &str, token: &str, attempt: u32) -> String {
+    let short = commit.get(..8).unwrap_or(commit);
+    let suffix = format!("-verify-{short}-{token}-{attempt}");
     let room = 63 - suffix.len();
     let mut env: String = environment.chars().take(room).collect();
     while env.ends_with('-') || env.ends_with('.') {
@@ -224,10 +242,42 @@ mod tests {
     #[test]
     fn job_names_fit_a_label_value() {
         let long = "a".repeat(100);
-        let name = job_name(&long, "0123456789abcdef", 12);
+        let name = job_name(&long, "0123456789abcdef", "a1b2c3", 12);
         assert!(name.len() <= 63, "{name}");
-        assert!(name.ends_with("-verify-0123456789-12"));
-        assert_eq!(job_name("web", "0123456789abcdef", 1), "web-verify-0123456789-1");
+        assert!(name.ends_with("-verify-01234567-a1b2c3-12"));
+        assert_eq!(
+            job_name("web", "0123456789abcdef", "a1b2c3", 1),
+            "web-verify-01234567-a1b2c3-1"
+        );
+    }
+
+    #[test]
+    fn every_run_has_its_own_token() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let record = |promotion: Option<&str>, applied: i64| RevisionRecord {
+            revision: "main@sha1:abc".into(),
+            phase: crate::api::RevisionPhase::Verifying,
+            promotion: promotion.map(String::from),
+            applied_at: Some(Time(k8s_openapi::jiff::Timestamp::from_second(applied).unwrap())),
+            finished_at: None,
+            attempts: 0,
+            job: None,
+            message: None,
+        };
+        let first = run_token("apps", "prod", &record(Some("p1"), 100));
+        assert_eq!(
+            first,
+            run_token("apps", "prod", &record(Some("p1"), 100)),
+            "stable across restarts"
+        );
+        assert_eq!(first.len(), 6);
+        for other in [
+            run_token("apps", "prod", &record(Some("rollback"), 100)),
+            run_token("apps", "prod", &record(Some("p1"), 200)),
+            run_token("team-b", "prod", &record(Some("p1"), 100)),
+        ] {
+            assert_ne!(first, other);
+        }
     }
 
     #[test]

@@ -208,7 +208,25 @@ impl Reconcile {
 
         let mut poll = false;
         let mut failure_event = None;
-        match self.sync(&target, &mut status, &desired).await? {
+        let synced = match self.sync(&target, &mut status, &desired).await {
+            Ok(synced) => synced,
+            Err(e) => {
+                // What the sync already did (applied objects, a new revision) is fact: keep it in status, so a
+                // retry neither repeats the announcement nor restarts the verification clock.
+                if self.env.spec.kube_config.is_some() {
+                    let failure = Failure {
+                        reason: Reason::ClusterUnreachable,
+                        message: format!("the target cluster: {e}"),
+                        stalled: false,
+                    };
+                    self.fail(old, &mut status, failure).await?;
+                } else {
+                    patch_if_changed(&self.api, &self.name, old, &status).await?;
+                }
+                return Err(e);
+            }
+        };
+        match synced {
             Ok(outcome) => {
                 match outcome {
                     Outcome::Ready(summary) => {
@@ -232,7 +250,7 @@ impl Reconcile {
                     }
                 }
                 if desired.track {
-                    poll |= self.verify(&target, &mut status, &desired.revision).await?;
+                    poll |= self.verify(&target, &mut status, &desired.revision).await;
                     self.cancel_superseded(&target, old, &status).await;
                 }
             }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Desired, Failure, Reconcile};
 use crate::api::{
@@ -48,19 +48,30 @@ impl Reconcile {
         let Some(policy) = self.env.spec.promotion.as_ref() else {
             return Ok(Ok(None));
         };
+        let mut promotions = promotions_of(&self.ctx.client, &self.namespace, &self.name).await?;
+        // A promotion already applying finishes even if the upstream or the gates went wrong meanwhile (a
+        // rollback does not need the upstream at all); new ones are only proposed when both are sound.
+        let has_active = promotions.iter().any(|p| p.phase().is_active());
         let upstream = match self.upstream(policy).await? {
-            Ok(upstream) => upstream,
-            Err(failure) => return Ok(Err(failure)),
+            Ok(upstream) => Some(upstream),
+            Err(failure) if !has_active => return Ok(Err(failure)),
+            Err(failure) => {
+                warn!(reason = %failure.reason, error = %failure.message, "finishing the active promotion regardless");
+                None
+            }
         };
-        if let Err(e) = validate_gates(&policy.windows, &policy.freezes) {
+        if let Err(e) = validate_gates(&policy.windows, &policy.freezes)
+            && !has_active
+        {
             return Ok(Err(Failure {
                 reason: Reason::InvalidSpec,
                 message: e.to_string(),
                 stalled: true,
             }));
         }
-        let mut promotions = promotions_of(&self.ctx.client, &self.namespace, &self.name).await?;
-        if let Some(created) = self.propose(policy, &upstream, &promotions, status).await? {
+        if let Some(upstream) = &upstream
+            && let Some(created) = self.propose(policy, upstream, &promotions, status).await?
+        {
             promotions.push(created);
         }
         let active = promotions.iter().find(|p| p.phase().is_active());
@@ -146,10 +157,11 @@ impl Reconcile {
         if known || status.last_applied_revision.as_ref() == Some(revision) {
             return Ok(None);
         }
-        let name = promotion_name(&self.name, revision);
+        // A fresh name per proposal: a record in history names exactly one promotion, even if an older one of
+        // the same revision was deleted.
         let promotion = Promotion {
             metadata: ObjectMeta {
-                name: Some(name.clone()),
+                generate_name: Some(format!("{}-", promotion_name(&self.name, revision))),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(BTreeMap::from([(
                     PROMOTION_ENVIRONMENT_LABEL.to_string(),
@@ -168,12 +180,12 @@ impl Reconcile {
         let api: Api<Promotion> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         match api.create(&PostParams::default(), &promotion).await {
             Ok(created) => {
+                let name = created.name_any();
                 let note = format!("{revision} was verified in {}: created Promotion {name}", policy.from);
                 info!(promotion = %name, %revision, "proposed a promotion");
                 self.ctx.event(self.env.as_ref(), false, "PromotionCreated", note).await;
                 Ok(Some(created))
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

@@ -15,7 +15,7 @@ use crate::api::{EnvironmentStatus, RevisionPhase, Verification, parse_duration}
 use crate::cluster::Target;
 use crate::controllers::{ReconcileError, history};
 use crate::source::Revision;
-use crate::verify::{JobOutcome, build_job, job_name, job_outcome};
+use crate::verify::{JobOutcome, build_job, job_name, job_outcome, run_token};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -64,16 +64,13 @@ impl Reconcile {
     }
 
     /// Moves the current record on; returns whether verification is still running (so the caller polls).
-    pub(super) async fn verify(
-        &self,
-        target: &Target,
-        status: &mut EnvironmentStatus,
-        revision: &str,
-    ) -> Result<bool, ReconcileError> {
+    /// When the target cluster cannot be asked (unreachable, forbidden, a quota), what was applied is kept, the
+    /// record says why, and verification retries until its timeout.
+    pub(super) async fn verify(&self, target: &Target, status: &mut EnvironmentStatus, revision: &str) -> bool {
         let running =
             history::current(&mut status.history, revision).is_some_and(|r| r.phase == RevisionPhase::Verifying);
         if !running {
-            return Ok(false);
+            return false;
         }
         let verification = self.env.spec.verification.clone().unwrap_or(Verification {
             job_template: None,
@@ -81,6 +78,33 @@ impl Reconcile {
             retries: 0,
         });
         let timeout = parse_duration(&verification.timeout).unwrap_or(DEFAULT_TIMEOUT);
+        let error = match self.verify_step(target, status, revision, &verification, timeout).await {
+            Ok(running) => return running,
+            Err(e) => e,
+        };
+        tracing::warn!(error = %error, "verification could not proceed; retrying");
+        let now = Timestamp::now();
+        let Some(record) = history::current(&mut status.history, revision) else {
+            return false;
+        };
+        let started = record.applied_at.as_ref().map(|t| t.0).unwrap_or(now);
+        if elapsed_since(started) > timeout {
+            let message = format!("verification could not run within {}: {error}", verification.timeout);
+            history::finish(record, false, Some(message), now);
+            return false;
+        }
+        record.message = Some(format!("retrying: {error}"));
+        true
+    }
+
+    async fn verify_step(
+        &self,
+        target: &Target,
+        status: &mut EnvironmentStatus,
+        revision: &str,
+        verification: &Verification,
+        timeout: Duration,
+    ) -> Result<bool, ReconcileError> {
         let (waiting, failed) = health_of(target, &status.inventory).await?;
         let now = Timestamp::now();
         let Some(record) = history::current(&mut status.history, revision) else {
@@ -108,7 +132,8 @@ impl Reconcile {
         let namespace = self.job_namespace();
         let jobs: Api<Job> = Api::namespaced(target.client.clone(), &namespace);
         let attempt = record.attempts.max(1);
-        let name = job_name(&self.name, &commit, attempt);
+        let token = run_token(&self.namespace, &self.name, record);
+        let name = job_name(&self.name, &commit, &token, attempt);
         let existing = if record.attempts == 0 {
             None
         } else {
@@ -122,6 +147,10 @@ impl Reconcile {
                     if elapsed_since(created) > timeout {
                         let message = format!("Job {name} did not finish within {}", verification.timeout);
                         history::finish(record, false, Some(message), now);
+                        // A test that overran must not keep acting on the cluster.
+                        if let Err(e) = jobs.delete(&name, &kube::api::DeleteParams::background()).await {
+                            tracing::warn!(job = %name, error = %e, "could not delete a timed-out verification Job");
+                        }
                         return Ok(false);
                     }
                     return Ok(true);
@@ -142,7 +171,7 @@ impl Reconcile {
             },
         };
         let Some(attempt) = next else { return Ok(true) };
-        let name = job_name(&self.name, &commit, attempt);
+        let name = job_name(&self.name, &commit, &token, attempt);
         let job = match build_job(template, &name, &namespace, &self.name, revision, &commit, attempt) {
             Ok(job) => job,
             Err(e) => {
@@ -153,7 +182,8 @@ impl Reconcile {
         match jobs.create(&PostParams::default(), &job).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(kube::Error::Api(s)) if (400..500).contains(&s.code) && s.code != 429 && s.code != 403 => {
+            // Only the server's verdict on the Job itself is final; 403, 404 (no namespace), 401, 429 are not.
+            Err(kube::Error::Api(s)) if s.code == 400 || s.code == 422 => {
                 let message = format!("verification.jobTemplate is invalid: {}", s.message);
                 history::finish(record, false, Some(message), now);
                 return Ok(false);
