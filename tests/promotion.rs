@@ -160,6 +160,12 @@ async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_whe
         production.status.as_ref().and_then(|s| s.last_applied_revision.clone()),
         None
     );
+    let (ready, reason, message) = env_ready(&production).expect("Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("Unknown", "WaitingForPromotion"));
+    assert!(
+        message.contains(&p1_name) && message.contains("WaitingApproval"),
+        "{message}"
+    );
 
     // Approval moves it through Applying and Verifying to Succeeded, in the production cluster.
     let approved = ferry::cli::approve(&t.client, &t.namespace, &p1_name, Some("ship it"))

@@ -187,7 +187,13 @@ impl Reconcile {
                     .as_ref()
                     .map(|p| p.from.clone())
                     .unwrap_or_default();
-                let message = format!("waiting for a first revision verified in {from} to be promoted");
+                let message = match &status.promotion {
+                    Some(p) => format!(
+                        "nothing applied yet: Promotion {} of {} is {}",
+                        p.name, p.revision, p.phase
+                    ),
+                    None => format!("nothing applied yet: waiting for {from} to verify a revision"),
+                };
                 set_condition_status(
                     &mut status.conditions,
                     crate::api::READY,
