@@ -964,3 +964,60 @@ async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_restart_while_applying_resumes_once_the_target_cluster_can_be_reached() {
+    let mut t = TestEnv::with_workloads("applying").await;
+    let prod_ns = format!("{}-prod", t.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
+    Api::<Namespace>::all(t.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let c1 = push(&t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
+    )
+    .await;
+    // The kubeconfig Secret does not exist yet: the promotion starts applying and cannot finish.
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "targetNamespace": prod_ns, "kubeConfig": {"secretRef": {"name": "later"}},
+               "promotion": {"from": "staging"}}),
+    )
+    .await;
+    let p1 = promotion_of(&t, "production", &c1).await;
+    let name = p1.metadata.name.clone().expect("name");
+    wait_phase(&t, &name, PromotionPhase::Applying).await;
+    let production = wait_for(&t.api::<Environment>(), "production", |e: &Environment| {
+        env_ready(e).is_some_and(|(_, reason, _)| reason == "InvalidKubeConfig")
+    })
+    .await;
+    assert!(
+        env_ready(&production).expect("Ready").2.contains("later"),
+        "names the Secret"
+    );
+    t.restart_controller();
+    t.create_secret("later", &[("value", &t.kubeconfig_self_contained())])
+        .await;
+    // Nothing triggers the Environment but its retry: a Secret is not watched. Poke it, as a user would.
+    let poke = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "secret created"}}});
+    t.api::<Environment>()
+        .patch("production", &PatchParams::default(), &Patch::Merge(&poke))
+        .await
+        .expect("poke");
+    let done = wait_phase(&t, &name, PromotionPhase::Succeeded).await;
+    assert_eq!(
+        phases(&done),
+        vec![
+            PromotionPhase::Applying,
+            PromotionPhase::Verifying,
+            PromotionPhase::Succeeded
+        ]
+    );
+    assert_eq!(configmap_version(&t.client, &prod_ns).await.as_deref(), Some("v1"));
+}

@@ -149,6 +149,11 @@ impl TestEnv {
         }
     }
 
+    /// A kubeconfig for this control plane that works from a Secret (an Environment's `kubeConfig`).
+    pub fn kubeconfig_self_contained(&self) -> String {
+        self.control_plane.kubeconfig_self_contained().expect("kubeconfig")
+    }
+
     /// A client for a user with no rights of its own (`alice`, `bob`): for RBAC tests.
     pub async fn client_as(&self, user: &str) -> Client {
         self.control_plane.client_as(user).await.expect("test user client")

@@ -164,6 +164,14 @@ impl Reconcile {
             info!("suspended; not applying");
             return Ok(Action::await_change());
         }
+        let desired = match self.desired(&mut status).await? {
+            Ok(desired) => desired,
+            Err(failure) => {
+                self.fail(old, &mut status, failure).await?;
+                return Ok(Action::requeue(interval));
+            }
+        };
+        // After `desired`: promotions are proposed and shown even while the target cluster cannot be reached.
         let target = match &self.target {
             Ok(target) => target.clone(),
             Err(ClusterError::Api(e)) => return Err(ReconcileError::Internal(e.to_string())),
@@ -177,39 +185,32 @@ impl Reconcile {
                 return Ok(Action::requeue(interval));
             }
         };
-        let desired = match self.desired(&mut status).await? {
-            Ok(Some(desired)) => desired,
-            Ok(None) => {
-                let from = self
-                    .env
-                    .spec
-                    .promotion
-                    .as_ref()
-                    .map(|p| p.from.clone())
-                    .unwrap_or_default();
-                let message = match &status.promotion {
-                    Some(p) => format!(
-                        "nothing applied yet: Promotion {} of {} is {}",
-                        p.name, p.revision, p.phase
-                    ),
-                    None => format!("nothing applied yet: waiting for {from} to verify a revision"),
-                };
-                set_condition_status(
-                    &mut status.conditions,
-                    crate::api::READY,
-                    "Unknown",
-                    Reason::WaitingForPromotion,
-                    message,
-                    status.observed_generation,
-                    Timestamp::now(),
-                );
-                patch_if_changed(&self.api, &self.name, old, &status).await?;
-                return Ok(Action::requeue(interval));
-            }
-            Err(failure) => {
-                self.fail(old, &mut status, failure).await?;
-                return Ok(Action::requeue(interval));
-            }
+        let Some(desired) = desired else {
+            let from = self
+                .env
+                .spec
+                .promotion
+                .as_ref()
+                .map(|p| p.from.clone())
+                .unwrap_or_default();
+            let message = match &status.promotion {
+                Some(p) => format!(
+                    "nothing applied yet: Promotion {} of {} is {}",
+                    p.name, p.revision, p.phase
+                ),
+                None => format!("nothing applied yet: waiting for {from} to verify a revision"),
+            };
+            set_condition_status(
+                &mut status.conditions,
+                crate::api::READY,
+                "Unknown",
+                Reason::WaitingForPromotion,
+                message,
+                status.observed_generation,
+                Timestamp::now(),
+            );
+            patch_if_changed(&self.api, &self.name, old, &status).await?;
+            return Ok(Action::requeue(interval));
         };
 
         let mut poll = false;
