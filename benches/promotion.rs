@@ -430,6 +430,55 @@ impl Bench {
     }
 }
 
+/// CPU seconds (user + system) used so far by this process and each process it started (control plane,
+/// `ferry run`, git daemon), by command name.
+fn cpu_seconds() -> BTreeMap<String, f64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let me = std::process::id().to_string();
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ... utime stime: fields 14 and 15, counting from pid as 1.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let pid = stat[..open].trim();
+        if rest.len() < 13 || (pid != me && rest[1] != me) {
+            continue;
+        }
+        let used: f64 = rest[11].parse::<f64>().unwrap_or(0.0) + rest[12].parse::<f64>().unwrap_or(0.0);
+        let name = if pid == me {
+            "bench".to_string()
+        } else {
+            comm.to_string()
+        };
+        *out.entry(name).or_default() += used / ticks;
+    }
+    out
+}
+
+/// "name seconds" for each process that used at least 0.05 s between `before` and `after`, most first.
+fn cpu_between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
+    let mut used: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v >= 0.05)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used.iter()
+        .map(|(k, v)| format!("{k} {v:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
@@ -484,6 +533,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Cold start: everything exists, the controller starts now.
     let storage = tempfile::tempdir()?;
+    let cpu_before_cold = cpu_seconds();
     let start = Instant::now();
     let (ferry, _) = support::start_ferry(&cp, None, storage.path())?;
     let pid = ferry.id();
@@ -509,6 +559,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     bench.wait_promotions_succeeded(&ids, &first, limit).await?;
     let (rss_after_cold, _) = rss_kib(pid);
+    let cold_window = start.elapsed();
+    let cpu_cold = cpu_between(&cpu_before_cold, &cpu_seconds());
 
     // The background: what the apiserver serves with nothing to promote (its own controllers, kwok, Ferry idle).
     let idle_before = request_counts(&bench.client).await?;
@@ -534,6 +586,7 @@ async fn main() -> anyhow::Result<()> {
     let own_resource_before = bench.own_by_resource.clone();
     let before = request_counts(&bench.client).await?;
     let before_by_resource = request_counts_by_resource(&bench.client).await?;
+    let cpu_before_commit = cpu_seconds();
     let start = Instant::now();
     bench.trigger("round-1").await?;
     let commit = bench.wait_verified(&ids, &second, start, limit, "one commit").await?;
@@ -541,6 +594,7 @@ async fn main() -> anyhow::Result<()> {
     let after = request_counts(&bench.client).await?;
     let after_by_resource = request_counts_by_resource(&bench.client).await?;
     let window = start.elapsed();
+    let cpu_commit = cpu_between(&cpu_before_commit, &cpu_seconds());
     let own = |now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
         now.iter()
             .map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0.0)))
@@ -578,6 +632,50 @@ async fn main() -> anyhow::Result<()> {
         "only {} of {n} pipelines have finishedAt on both records",
         by_records.len()
     );
+    // Where that time goes, from the Promotions' creation and transition times (1 s resolution as well).
+    bench.count("LIST", "promotions");
+    let promotions = bench.promotions.list(&Default::default()).await?.items;
+    let mut timeline: [Vec<Duration>; 4] = Default::default();
+    for (id, s) in ids.iter().zip(&commit) {
+        let Some(base) = s.staging.and_then(|(_, f)| f) else {
+            continue;
+        };
+        let Some(p) = promotions
+            .iter()
+            .find(|p| p.spec.environment == production(id) && p.spec.revision == second)
+        else {
+            continue;
+        };
+        let since = |t: i64| Duration::from_secs(t.saturating_sub(base).max(0) as u64);
+        if let Some(created) = &p.metadata.creation_timestamp {
+            timeline[0].push(since(created.0.as_second()));
+        }
+        let transitions = p.status.as_ref().map(|s| s.transitions.as_slice()).unwrap_or_default();
+        for (slot, phase) in [
+            (1, PromotionPhase::Applying),
+            (2, PromotionPhase::Verifying),
+            (3, PromotionPhase::Succeeded),
+        ] {
+            if let Some(t) = transitions.iter().find(|t| t.phase == phase) {
+                timeline[slot].push(since(t.time.0.as_second()));
+            }
+        }
+    }
+    let timeline: Vec<String> = timeline
+        .into_iter()
+        .zip(["Promotion created", "Applying", "Verifying", "Succeeded"])
+        .map(|(mut values, what)| {
+            values.sort();
+            match values.is_empty() {
+                true => format!("{what} -"),
+                false => format!(
+                    "{what} {} / {} s",
+                    percentile(&values, 0.5).as_secs(),
+                    percentile(&values, 0.95).as_secs()
+                ),
+            }
+        })
+        .collect();
     let by_polling: Vec<Duration> = commit
         .iter()
         .filter_map(|s| Some(s.production?.0.saturating_sub(s.staging?.0)))
@@ -650,6 +748,10 @@ async fn main() -> anyhow::Result<()> {
         p50_p95(by_polling, ms)
     );
     println!(
+        "| … after staging verified, per pipeline, p50 / p95 (1 s resolution) | {} |",
+        timeline.join(" → ")
+    );
+    println!(
         "| approval → Promotion Succeeded, `requireApproval` pipeline, median of {APPROVAL_ROUNDS} (polling every {} ms) | {} |",
         FAST_POLL.as_millis(),
         ms(percentile(&approvals, 0.5))
@@ -663,13 +765,22 @@ async fn main() -> anyhow::Result<()> {
         secs(percentile(&settle, 0.5))
     );
     println!(
+        "| CPU seconds used during the cold start ({} until all Promotions Succeeded, {} cores), by process | {cpu_cold} |",
+        secs(cold_window),
+        std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0)
+    );
+    println!(
+        "| CPU seconds used during the one commit ({} until all Promotions Succeeded), by process | {cpu_commit} |",
+        secs(window)
+    );
+    println!(
         "| controller RSS after cold start / at the end / peak | {} / {} / {} MiB |",
         rss_after_cold / 1024,
         rss / 1024,
         hwm / 1024
     );
     println!(
-        "| API requests per promotion (one commit, all clients but the bench: Ferry, controller-manager, scheduler, kwok), by verb | {per_promotion_total:.0}: {} |",
+        "| API requests per promotion (the one commit's requests ÷ {n}: a staging sync and a promotion each; all clients but the bench: Ferry, controller-manager, scheduler, kwok), by verb | {per_promotion_total:.0}: {} |",
         join(&per_promotion)
     );
     println!(
