@@ -75,6 +75,18 @@ async fn promotion_of(t: &TestEnv, env: &str, revision: &str) -> Promotion {
     .await
 }
 
+/// The Promotion of `revision` into `env`, once its Ready condition has `reason`.
+async fn wait_reason(t: &TestEnv, env: &str, revision: &str, reason: &str) -> Promotion {
+    let name = promotion_of(t, env, revision).await.metadata.name.expect("name");
+    wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| {
+        p.status
+            .as_ref()
+            .and_then(|s| ready_of(&s.conditions))
+            .is_some_and(|(_, r, _)| r == reason)
+    })
+    .await
+}
+
 fn phases(p: &Promotion) -> Vec<PromotionPhase> {
     p.status
         .as_ref()
@@ -95,6 +107,30 @@ async fn production_cluster(t: &TestEnv) -> Client {
     t.create_secret("production-kubeconfig", &[("value", &kubeconfig)])
         .await;
     client
+}
+
+/// `<test namespace>-<suffix>`, created: where a promoted Environment applies.
+async fn create_namespace(t: &TestEnv, suffix: &str) -> String {
+    let name = format!("{}-{suffix}", t.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    Api::<Namespace>::all(t.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    name
+}
+
+/// Pushes v1 and creates the GitRepository and a staging Environment without verification Job; returns v1.
+async fn source_and_staging(t: &TestEnv) -> String {
+    let c1 = push(t, "v1");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
+    )
+    .await;
+    c1
 }
 
 async fn configmap_version(client: &Client, namespace: &str) -> Option<String> {
@@ -321,20 +357,8 @@ async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_whe
 #[tokio::test]
 async fn failed_verification_in_production_rolls_back_to_the_previous_revision() {
     let t = TestEnv::with_workloads("rollback").await;
-    let prod_ns = format!("{}-prod", t.namespace);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
-    Api::<Namespace>::all(t.client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
+    let prod_ns = create_namespace(&t, "prod").await;
+    let c1 = source_and_staging(&t).await;
     t.create_env(
         "production",
         json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
@@ -378,20 +402,8 @@ async fn failed_verification_in_production_rolls_back_to_the_previous_revision()
 #[tokio::test]
 async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping() {
     let mut t = TestEnv::with_workloads("restart").await;
-    let prod_ns = format!("{}-prod", t.namespace);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
-    Api::<Namespace>::all(t.client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
+    let prod_ns = create_namespace(&t, "prod").await;
+    let c1 = source_and_staging(&t).await;
     // Production's acceptance Job can never be scheduled: it stays running until the verification timeout.
     let stuck = json!({"spec": {"template": {"spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "missing"},
         "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}}}});
@@ -644,20 +656,8 @@ async fn bad_input_ends_with_a_clear_condition() {
 #[tokio::test]
 async fn a_newer_verified_revision_supersedes_one_waiting_for_approval() {
     let t = TestEnv::with_workloads("supersede").await;
-    let prod_ns = format!("{}-prod", t.namespace);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
-    Api::<Namespace>::all(t.client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
+    let prod_ns = create_namespace(&t, "prod").await;
+    let c1 = source_and_staging(&t).await;
     t.create_env(
         "production",
         json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
@@ -695,14 +695,7 @@ async fn a_newer_verified_revision_supersedes_one_waiting_for_approval() {
 #[tokio::test]
 async fn soak_time_and_freezes_hold_a_verified_revision() {
     let t = TestEnv::with_workloads("gates").await;
-    let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
+    let c1 = source_and_staging(&t).await;
     t.create_env(
         "soaked",
         json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
@@ -715,31 +708,9 @@ async fn soak_time_and_freezes_hold_a_verified_revision() {
                "promotion": {"from": "staging", "freezes": [{"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z", "reason": "forever"}]}}),
     )
     .await;
-    let soaking = promotion_of(&t, "soaked", &c1).await;
-    let soaking = wait_for(
-        &t.api::<Promotion>(),
-        soaking.metadata.name.as_deref().expect("name"),
-        |p: &Promotion| {
-            p.status
-                .as_ref()
-                .and_then(|s| ready_of(&s.conditions))
-                .is_some_and(|(_, r, _)| r == "Soaking")
-        },
-    )
-    .await;
+    let soaking = wait_reason(&t, "soaked", &c1, "Soaking").await;
     assert_eq!(soaking.phase(), PromotionPhase::Pending);
-    let frozen = promotion_of(&t, "frozen", &c1).await;
-    let frozen = wait_for(
-        &t.api::<Promotion>(),
-        frozen.metadata.name.as_deref().expect("name"),
-        |p: &Promotion| {
-            p.status
-                .as_ref()
-                .and_then(|s| ready_of(&s.conditions))
-                .is_some_and(|(_, r, _)| r == "Frozen")
-        },
-    )
-    .await;
+    let frozen = wait_reason(&t, "frozen", &c1, "Frozen").await;
     let (_, _, message) = ready_of(&frozen.status.expect("status").conditions).expect("Ready");
     assert!(message.contains("forever"), "{message}");
     for env in ["soaked", "frozen"] {
@@ -784,14 +755,8 @@ async fn grant_release_manager(t: &TestEnv, user: &str) {
 #[tokio::test]
 async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
     let t = TestEnv::with_workloads("chain").await;
-    for suffix in ["stg", "prd"] {
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": format!("{}-{suffix}", t.namespace)}})).expect("ns");
-        Api::<Namespace>::all(t.client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("ns");
-    }
+    let stg = create_namespace(&t, "stg").await;
+    let prd = create_namespace(&t, "prd").await;
     let c1 = push(&t, "v1");
     t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
         .await;
@@ -803,13 +768,13 @@ async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
     t.create_env(
         "staging",
         json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "targetNamespace": format!("{}-stg", t.namespace), "promotion": {"from": "dev"}}),
+               "targetNamespace": stg, "promotion": {"from": "dev"}}),
     )
     .await;
     t.create_env(
         "production",
         json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "targetNamespace": format!("{}-prd", t.namespace),
+               "targetNamespace": prd,
                "promotion": {"from": "staging", "requireApproval": true}}),
     )
     .await;
@@ -867,7 +832,6 @@ async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
         .await
         .expect("approve");
     wait_phase(&t, &again_name, PromotionPhase::Succeeded).await;
-    let prd = format!("{}-prd", t.namespace);
     assert_eq!(configmap_version(&t.client, &prd).await.as_deref(), Some("v1"));
     let history = ferry::cli::history(&t.client, &t.namespace, "production")
         .await
@@ -968,20 +932,8 @@ async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes(
 #[tokio::test]
 async fn a_restart_while_applying_resumes_once_the_target_cluster_can_be_reached() {
     let mut t = TestEnv::with_workloads("applying").await;
-    let prod_ns = format!("{}-prod", t.namespace);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": prod_ns}})).expect("ns");
-    Api::<Namespace>::all(t.client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
+    let prod_ns = create_namespace(&t, "prod").await;
+    let c1 = source_and_staging(&t).await;
     // The kubeconfig Secret does not exist yet: the promotion starts applying and cannot finish.
     t.create_env(
         "production",

@@ -278,6 +278,9 @@ pub struct RevisionRecord {
     /// The Promotion that brought the revision here (promoted Environments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<String>,
+    /// Its uid: a Promotion deleted and created again under the same name is another attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Time>,
     /// When verification ended, either way.

@@ -217,14 +217,7 @@ pub async fn history(client: &Client, namespace: &str, environment: &str) -> Res
         environment,
     )
     .await?;
-    // Filtered by spec rather than by label: a Promotion written by hand may lack the label.
-    let promotions: Vec<Promotion> = Api::<Promotion>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.spec.environment == environment)
-        .collect();
+    let promotions = crate::promotion::promotions_of(client, namespace, environment).await?;
     Ok(format_history(&env, &promotions, Timestamp::now()))
 }
 
@@ -526,6 +519,7 @@ mod tests {
             revision: revision.into(),
             phase,
             promotion: None,
+            promotion_uid: None,
             applied_at: None,
             finished_at: None,
             attempts: 0,

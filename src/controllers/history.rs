@@ -11,10 +11,12 @@ use crate::api::{
 
 /// Makes the attempt (`revision`, `promotion`) the newest record, unless it already is. An unfinished older
 /// attempt ends `Superseded`. Returns whether a new record was started.
-pub fn begin(history: &mut Vec<RevisionRecord>, revision: &str, promotion: Option<&str>) -> bool {
+pub fn begin(history: &mut Vec<RevisionRecord>, revision: &str, promotion: Option<(&str, &str)>) -> bool {
+    let (name, uid) = (promotion.map(|p| p.0), promotion.map(|p| p.1));
     if let Some(head) = history.first()
         && head.revision == revision
-        && head.promotion.as_deref() == promotion
+        && head.promotion.as_deref() == name
+        && head.promotion_uid.as_deref() == uid
     {
         return false;
     }
@@ -27,7 +29,8 @@ pub fn begin(history: &mut Vec<RevisionRecord>, revision: &str, promotion: Optio
         RevisionRecord {
             revision: revision.to_string(),
             phase: RevisionPhase::Applying,
-            promotion: promotion.map(str::to_string),
+            promotion: name.map(str::to_string),
+            promotion_uid: uid.map(str::to_string),
             applied_at: None,
             finished_at: None,
             attempts: 0,
@@ -166,9 +169,13 @@ mod tests {
     #[test]
     fn the_same_revision_through_another_promotion_is_a_new_attempt() {
         let mut h = Vec::new();
-        begin(&mut h, "a", Some("p1"));
+        begin(&mut h, "a", Some(("p1", "uid-1")));
         finish(&mut h[0], true, None, ts(5));
-        assert!(begin(&mut h, "a", Some("rollback")));
+        assert!(begin(&mut h, "a", Some(("rollback", "uid-2"))));
+        assert!(
+            begin(&mut h, "a", Some(("rollback", "uid-3"))),
+            "deleted and created again under the same name"
+        );
         assert_eq!(
             h[1].phase,
             RevisionPhase::Verified,

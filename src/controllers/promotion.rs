@@ -13,14 +13,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span};
 
-use super::environment::promotions_of;
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
 use crate::api::{
     Environment, PhaseTransition, Promotion, PromotionPhase, PromotionSpec, READY, Reason, RevisionPhase,
     set_condition_status,
 };
-use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, Step, World, decide};
+use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, Step, World, decide, promotions_of};
 
 /// Promotions that a change to `env` can move: the unfinished ones in its namespace (its own, and those of
 /// Environments promoted from it).

@@ -89,9 +89,11 @@ fn follow(w: &World, env: &Environment, phase: PromotionPhase) -> Step {
     let revision = &p.spec.revision;
     let env_name = &p.spec.environment;
     let record = env.status.as_ref().and_then(|s| {
-        s.history
-            .iter()
-            .find(|r| &r.revision == revision && r.promotion.as_deref() == Some(name))
+        s.history.iter().find(|r| {
+            &r.revision == revision
+                && r.promotion.as_deref() == Some(name)
+                && (r.promotion_uid.is_none() || r.promotion_uid == p.metadata.uid)
+        })
     });
     let Some(record) = record else {
         // Two promotions that went Applying at the same moment: the older one applies, the other steps back.
@@ -419,6 +421,7 @@ mod tests {
             revision: revision.into(),
             phase,
             promotion: promotion.map(String::from),
+            promotion_uid: None,
             applied_at: None,
             finished_at: Some(Time(at(finished))),
             attempts: 0,

@@ -7,6 +7,10 @@ mod gates;
 pub use decide::{Step, World, decide};
 pub use gates::{GateError, WindowState, soak_remaining, validate as validate_gates, window_state};
 
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+use crate::api::Promotion;
 use crate::source::Revision;
 
 /// Label on Promotions: the Environment they promote into.
@@ -18,4 +22,26 @@ pub fn promotion_name(environment: &str, revision: &str) -> String {
     let short = commit.get(..12).unwrap_or(&commit);
     let env: String = environment.chars().take(200).collect();
     format!("{env}-{short}")
+}
+
+/// Promotions of `environment`, oldest first: the one API read in this module, shared by the controllers and
+/// the CLI. Filtered by spec rather than by label, so a Promotion written by hand without the label counts.
+pub async fn promotions_of(
+    client: &kube::Client,
+    namespace: &str,
+    environment: &str,
+) -> Result<Vec<Promotion>, kube::Error> {
+    let api: Api<Promotion> = Api::namespaced(client.clone(), namespace);
+    let mut list: Vec<Promotion> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.spec.environment == environment)
+        .collect();
+    list.sort_by(|a, b| {
+        (a.metadata.creation_timestamp.as_ref().map(|t| t.0), a.name_any())
+            .cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0), b.name_any()))
+    });
+    Ok(list)
 }

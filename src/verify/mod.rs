@@ -35,7 +35,11 @@ pub enum JobOutcome {
 pub fn run_token(namespace: &str, environment: &str, record: &RevisionRecord) -> String {
     use sha2::Digest;
     let applied = record.applied_at.as_ref().map(|t| t.0.as_second()).unwrap_or_default();
-    let promotion = record.promotion.as_deref().unwrap_or_default();
+    let promotion = record
+        .promotion_uid
+        .as_deref()
+        .or(record.promotion.as_deref())
+        .unwrap_or_default();
     let digest = sha2::Sha256::digest(format!(
         "{namespace}/{environment}/{promotion}/{}/{applied}",
         record.revision
@@ -258,6 +262,7 @@ mod tests {
             revision: "main@sha1:abc".into(),
             phase: crate::api::RevisionPhase::Verifying,
             promotion: promotion.map(String::from),
+            promotion_uid: None,
             applied_at: Some(Time(k8s_openapi::jiff::Timestamp::from_second(applied).unwrap())),
             finished_at: None,
             attempts: 0,

@@ -13,8 +13,6 @@ use tracing::{Instrument, info, info_span, warn};
 mod promoted;
 mod verification;
 
-pub use promoted::promotions_of;
-
 use super::history;
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
@@ -126,7 +124,8 @@ impl From<SourceError> for Failure {
 struct Desired {
     repo: GitRepository,
     revision: String,
-    promotion: Option<String>,
+    /// The active Promotion's (name, uid).
+    promotion: Option<(String, String)>,
     track: bool,
 }
 
@@ -400,8 +399,12 @@ impl Reconcile {
         let artifact_revision = &desired.revision;
         tracing::Span::current().record("revision", artifact_revision.as_str());
         status.last_attempted_revision = Some(artifact_revision.clone());
-        let new_record =
-            desired.track && history::begin(&mut status.history, artifact_revision, desired.promotion.as_deref());
+        let new_record = desired.track
+            && history::begin(
+                &mut status.history,
+                artifact_revision,
+                desired.promotion.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
+            );
         let previous = self.env.status.as_ref();
         let new_attempt = previous.and_then(|p| p.last_attempted_revision.as_ref()) != Some(artifact_revision)
             || previous.and_then(|p| p.observed_generation) != status.observed_generation;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
@@ -13,31 +13,10 @@ use crate::api::{
     Environment, EnvironmentStatus, GitRepository, Promotion, PromotionPolicy, PromotionSpec, PromotionSummary, Reason,
 };
 use crate::controllers::ReconcileError;
-use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, promotion_name, validate_gates};
+use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, promotion_name, promotions_of, validate_gates};
 
 /// How far `promotion.from` is followed looking for a cycle.
 const MAX_CHAIN: usize = 32;
-
-/// Promotions of `environment`, oldest first.
-pub async fn promotions_of(
-    client: &kube::Client,
-    namespace: &str,
-    environment: &str,
-) -> Result<Vec<Promotion>, kube::Error> {
-    let api: Api<Promotion> = Api::namespaced(client.clone(), namespace);
-    let mut list: Vec<Promotion> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.spec.environment == environment)
-        .collect();
-    list.sort_by(|a, b| {
-        (a.metadata.creation_timestamp.as_ref().map(|t| t.0), a.name_any())
-            .cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0), b.name_any()))
-    });
-    Ok(list)
-}
 
 impl Reconcile {
     pub(super) async fn promoted_desired(
@@ -85,7 +64,7 @@ impl Reconcile {
             return Ok(Ok(Some(Desired {
                 repo,
                 revision: active.spec.revision.clone(),
-                promotion: Some(active.name_any()),
+                promotion: Some((active.name_any(), active.uid().unwrap_or_default())),
                 track: true,
             })));
         }
@@ -157,11 +136,11 @@ impl Reconcile {
         if known || status.last_applied_revision.as_ref() == Some(revision) {
             return Ok(None);
         }
-        // A fresh name per proposal: a record in history names exactly one promotion, even if an older one of
-        // the same revision was deleted.
+        // One name per (Environment, revision): proposing twice, from any reconcile, creates one Promotion.
+        let name = promotion_name(&self.name, revision);
         let promotion = Promotion {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}-", promotion_name(&self.name, revision))),
+                name: Some(name.clone()),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(BTreeMap::from([(
                     PROMOTION_ENVIRONMENT_LABEL.to_string(),
@@ -180,12 +159,12 @@ impl Reconcile {
         let api: Api<Promotion> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         match api.create(&PostParams::default(), &promotion).await {
             Ok(created) => {
-                let name = created.name_any();
                 let note = format!("{revision} was verified in {}: created Promotion {name}", policy.from);
                 info!(promotion = %name, %revision, "proposed a promotion");
                 self.ctx.event(self.env.as_ref(), false, "PromotionCreated", note).await;
                 Ok(Some(created))
             }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
