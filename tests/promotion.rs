@@ -267,6 +267,16 @@ async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_whe
         .await
         .expect("create");
     let by_hand = wait_phase(&t, "by-hand", PromotionPhase::Failed).await;
+    assert_eq!(
+        by_hand
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("ferry.dev/environment"))
+            .map(String::as_str),
+        Some("production"),
+        "a Promotion written by hand is labelled with its Environment, so Environments list it by label"
+    );
     let (_, reason, _) = ready_of(&by_hand.status.unwrap().conditions).expect("Ready");
     assert_eq!(reason, "RevisionNotVerified");
     let production = t.api::<Environment>().get("production").await.expect("production");
@@ -428,6 +438,14 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
 
     // Verifying: the Job is running; a restart finds it instead of starting another.
     wait_phase(&t, &name, PromotionPhase::Verifying).await;
+    let audit = t.audit_log.clone();
+    let polls_dry_runs = || {
+        audited_writes(&audit, &prod_ns)
+            .into_iter()
+            .filter(|(_, _, dry)| *dry)
+            .count()
+    };
+    let dry_runs_before = polls_dry_runs();
     let late = ferry::cli::reject(&t.client, &t.namespace, &name, None).await;
     assert!(
         matches!(late, Err(ferry::cli::CliError::Refused(_))),
@@ -441,6 +459,12 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
     .await;
     t.restart_controller();
     let failed = wait_phase(&t, &name, PromotionPhase::Failed).await;
+    // About ten polls over the 20 s: a full sync on each would dry-run both objects every time.
+    assert!(
+        polls_dry_runs() - dry_runs_before <= 2,
+        "verification polls health and the Job, not the whole sync: {} dry runs",
+        polls_dry_runs() - dry_runs_before
+    );
     assert_eq!(
         phases(&failed),
         vec![

@@ -42,6 +42,16 @@ pub fn begin(history: &mut Vec<RevisionRecord>, revision: &str, promotion: Optio
     true
 }
 
+/// Whether the newest record is this attempt, applied and being verified.
+pub fn is_verifying(history: &[RevisionRecord], revision: &str, promotion: Option<(&str, &str)>) -> bool {
+    history.first().is_some_and(|head| {
+        head.phase == RevisionPhase::Verifying
+            && head.revision == revision
+            && head.promotion.as_deref() == promotion.map(|p| p.0)
+            && head.promotion_uid.as_deref() == promotion.map(|p| p.1)
+    })
+}
+
 /// The current attempt's record, if it is for `revision`.
 pub fn current<'a>(history: &'a mut [RevisionRecord], revision: &str) -> Option<&'a mut RevisionRecord> {
     history.first_mut().filter(|r| r.revision == revision)

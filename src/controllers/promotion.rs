@@ -21,14 +21,17 @@ use crate::api::{
 };
 use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, Step, World, decide, promotions_of};
 
-/// Promotions that a change to `env` can move: the unfinished ones in its namespace (its own, and those of
-/// Environments promoted from it).
+/// Promotions that a change to `env` can move: its own unfinished ones, and any in its namespace still
+/// waiting to start (they may wait on it as their upstream). One applying elsewhere only follows its own
+/// Environment.
 pub fn affected_by(promotions: &Store<Promotion>, env: &Environment) -> Vec<ObjectRef<Promotion>> {
     let namespace = env.namespace();
+    let name = env.name_any();
     promotions
         .state()
         .iter()
         .filter(|p| p.namespace() == namespace && !p.phase().is_final())
+        .filter(|p| p.spec.environment == name || !p.phase().is_active())
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -48,6 +51,7 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     if promotion.phase().is_final() {
         return Ok(Action::await_change());
     }
+    ensure_label(&api, &promotion).await?;
     let envs: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
     let env = envs.get_opt(&promotion.spec.environment).await?;
     let upstream = match env.as_ref().and_then(|e| e.spec.promotion.as_ref()) {
@@ -139,6 +143,25 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Labels a Promotion with its Environment (as Ferry and `ferry promote` do when they create one), so the
+/// Environment finds it with a label selector. A label cannot hold a name over 63 characters; those are
+/// found without one.
+async fn ensure_label(api: &Api<Promotion>, promotion: &Promotion) -> Result<(), ReconcileError> {
+    let env = &promotion.spec.environment;
+    let current = promotion.labels().get(PROMOTION_ENVIRONMENT_LABEL);
+    if env.len() > 63 || current == Some(env) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"metadata": {"labels": {PROMOTION_ENVIRONMENT_LABEL: env}}});
+    api.patch(
+        &promotion.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// One Event per change of phase or of the reason within a phase.

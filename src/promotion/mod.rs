@@ -25,15 +25,21 @@ pub fn promotion_name(environment: &str, revision: &str) -> String {
 }
 
 /// Promotions of `environment`, oldest first: the one API read in this module, shared by the controllers and
-/// the CLI. Filtered by spec rather than by label, so a Promotion written by hand without the label counts.
+/// the CLI.
 pub async fn promotions_of(
     client: &kube::Client,
     namespace: &str,
     environment: &str,
 ) -> Result<Vec<Promotion>, kube::Error> {
     let api: Api<Promotion> = Api::namespaced(client.clone(), namespace);
+    // The label keeps this list small in a namespace of many pipelines; the promotion controller labels a
+    // Promotion written without it. A name too long for a label value is looked up the slow way.
+    let params = match environment.len() <= 63 {
+        true => ListParams::default().labels(&format!("{PROMOTION_ENVIRONMENT_LABEL}={environment}")),
+        false => ListParams::default(),
+    };
     let mut list: Vec<Promotion> = api
-        .list(&ListParams::default())
+        .list(&params)
         .await?
         .items
         .into_iter()

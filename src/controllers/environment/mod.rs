@@ -57,7 +57,8 @@ pub fn consumers_of(envs: &Store<Environment>, repo: &GitRepository) -> Vec<Obje
         .filter(|env| {
             let env_ns = env.namespace().unwrap_or_default();
             let source_ns = env.spec.source_ref.namespace.as_deref().unwrap_or(&env_ns);
-            env.spec.source_ref.name == repo_name && source_ns == repo_ns
+            // A promoted Environment does not follow the repository's head.
+            env.spec.source_ref.name == repo_name && source_ns == repo_ns && env.spec.promotion.is_none()
         })
         .map(|env| ObjectRef::from_obj(env.as_ref()))
         .collect()
@@ -212,6 +213,28 @@ impl Reconcile {
             return Ok(Action::requeue(interval));
         };
 
+        // While a revision verifies, a poll only looks at health and the Job: the objects were applied at this
+        // revision and spec moments ago, and a full sync (render, a dry run of every object) on every poll costs
+        // the API server far more than it could find. (`wait` keeps the full sync: Ready follows health.)
+        let promotion = desired.promotion.as_ref().map(|(n, u)| (n.as_str(), u.as_str()));
+        let unchanged = old.is_some_and(|o| {
+            o.observed_generation == status.observed_generation
+                && o.last_applied_revision.as_ref() == Some(&desired.revision)
+        });
+        if desired.track
+            && !self.env.spec.wait
+            && unchanged
+            && history::is_verifying(&status.history, &desired.revision, promotion)
+        {
+            let poll = self.verify(&target, &mut status, &desired.revision).await;
+            history::set_verified_condition(&mut status, Timestamp::now());
+            if patch_if_changed(&self.api, &self.name, old, &status).await?
+                && let Some((warning, reason, note)) = history::event(old, &status, &self.name)
+            {
+                self.ctx.event(self.env.as_ref(), warning, reason.as_str(), note).await;
+            }
+            return Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }));
+        }
         let mut poll = false;
         let mut failure_event = None;
         let synced = match self.sync(&target, &mut status, &desired).await {
