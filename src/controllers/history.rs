@@ -186,8 +186,9 @@ mod tests {
             begin(&mut h, "a", Some(("rollback", "uid-3"))),
             "deleted and created again under the same name"
         );
+        assert_eq!(h[1].phase, RevisionPhase::Superseded, "the unfinished attempt ends");
         assert_eq!(
-            h[1].phase,
+            h[2].phase,
             RevisionPhase::Verified,
             "a finished record keeps its verdict"
         );

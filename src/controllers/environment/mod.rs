@@ -186,30 +186,7 @@ impl Reconcile {
             }
         };
         let Some(desired) = desired else {
-            let from = self
-                .env
-                .spec
-                .promotion
-                .as_ref()
-                .map(|p| p.from.clone())
-                .unwrap_or_default();
-            let message = match &status.promotion {
-                Some(p) => format!(
-                    "nothing applied yet: Promotion {} of {} is {}",
-                    p.name, p.revision, p.phase
-                ),
-                None => format!("nothing applied yet: waiting for {from} to verify a revision"),
-            };
-            set_condition_status(
-                &mut status.conditions,
-                crate::api::READY,
-                "Unknown",
-                Reason::WaitingForPromotion,
-                message,
-                status.observed_generation,
-                Timestamp::now(),
-            );
-            patch_if_changed(&self.api, &self.name, old, &status).await?;
+            self.wait_for_first_promotion(old, &mut status).await?;
             return Ok(Action::requeue(interval));
         };
 
@@ -227,12 +204,7 @@ impl Reconcile {
             && history::is_verifying(&status.history, &desired.revision, promotion)
         {
             let poll = self.verify(&target, &mut status, &desired.revision).await;
-            history::set_verified_condition(&mut status, Timestamp::now());
-            if patch_if_changed(&self.api, &self.name, old, &status).await?
-                && let Some((warning, reason, note)) = history::event(old, &status, &self.name)
-            {
-                self.ctx.event(self.env.as_ref(), warning, reason.as_str(), note).await;
-            }
+            self.write_status(old, &mut status, None).await?;
             return Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }));
         }
         let mut poll = false;
@@ -294,18 +266,63 @@ impl Reconcile {
                 failure_event = Some(self.fail_conditions(&mut status, failure));
             }
         }
-        history::set_verified_condition(&mut status, Timestamp::now());
-        let wrote = patch_if_changed(&self.api, &self.name, old, &status).await?;
-        tracing::debug!(promotion = ?status.promotion.as_ref().map(|p| p.phase), wrote, poll, "reconciled");
-        if wrote {
-            if let Some((reason, message)) = failure_event {
-                self.ctx.event(self.env.as_ref(), true, reason.as_str(), message).await;
-            }
-            if let Some((warning, reason, note)) = history::event(old, &status, &self.name) {
-                self.ctx.event(self.env.as_ref(), warning, reason.as_str(), note).await;
-            }
-        }
+        self.write_status(old, &mut status, failure_event).await?;
         Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }))
+    }
+
+    /// Writes status (with the `Verified` condition from the newest record) if it changed, then the Events
+    /// for what changed: the failure, and a verification verdict.
+    async fn write_status(
+        &self,
+        old: Option<&EnvironmentStatus>,
+        status: &mut EnvironmentStatus,
+        failure_event: Option<(Reason, String)>,
+    ) -> Result<(), ReconcileError> {
+        history::set_verified_condition(status, Timestamp::now());
+        if !patch_if_changed(&self.api, &self.name, old, status).await? {
+            return Ok(());
+        }
+        if let Some((reason, message)) = failure_event {
+            self.ctx.event(self.env.as_ref(), true, reason.as_str(), message).await;
+        }
+        if let Some((warning, reason, note)) = history::event(old, status, &self.name) {
+            self.ctx.event(self.env.as_ref(), warning, reason.as_str(), note).await;
+        }
+        Ok(())
+    }
+
+    /// A promoted Environment that has applied nothing yet: Ready is Unknown and says what it waits for.
+    async fn wait_for_first_promotion(
+        &self,
+        old: Option<&EnvironmentStatus>,
+        status: &mut EnvironmentStatus,
+    ) -> Result<(), ReconcileError> {
+        let from = self
+            .env
+            .spec
+            .promotion
+            .as_ref()
+            .map(|p| p.from.as_str())
+            .unwrap_or_default();
+        let message = match &status.promotion {
+            Some(p) => format!(
+                "nothing applied yet: Promotion {} of {} is {}",
+                p.name, p.revision, p.phase
+            ),
+            None => format!("nothing applied yet: waiting for {from} to verify a revision"),
+        };
+        let generation = status.observed_generation;
+        set_condition_status(
+            &mut status.conditions,
+            crate::api::READY,
+            "Unknown",
+            Reason::WaitingForPromotion,
+            message,
+            generation,
+            Timestamp::now(),
+        );
+        patch_if_changed(&self.api, &self.name, old, status).await?;
+        Ok(())
     }
 
     /// Sets Ready=False (and Stalled) for a failure; returns the Event to publish if status changes.
