@@ -113,11 +113,21 @@ fn follow(w: &World, env: &Environment, phase: PromotionPhase) -> Step {
     };
     let detail = record.message.clone().unwrap_or_default();
     match record.phase {
-        RevisionPhase::Applying => step(
-            PromotionPhase::Applying,
-            Reason::Applying,
-            format!("applying {revision} to {env_name}"),
-        ),
+        RevisionPhase::Applying => {
+            // An apply that keeps failing (and retrying) shows here too, not only on the Environment.
+            let why = env
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
+                .filter(|c| c.status == "False")
+                .map(|c| format!(": {}", c.message))
+                .unwrap_or_default();
+            step(
+                PromotionPhase::Applying,
+                Reason::Applying,
+                format!("applying {revision} to {env_name}{why}"),
+            )
+        }
         RevisionPhase::Verifying => step(
             PromotionPhase::Verifying,
             Reason::Verifying,
@@ -849,5 +859,28 @@ mod tests {
             decide_with(&older, &production, &staging, std::slice::from_ref(&younger)).phase,
             PromotionPhase::Applying
         );
+    }
+
+    #[test]
+    fn an_apply_that_keeps_failing_is_visible_on_the_promotion() {
+        let p = promotion("p", "r1", NOW, Some(PromotionPhase::Applying));
+        let mut production = env(
+            "production",
+            Some(policy()),
+            vec![record("r1", RevisionPhase::Applying, Some("p"), NOW)],
+        );
+        let conditions = &mut production.status.as_mut().unwrap().conditions;
+        crate::api::set_condition(
+            conditions,
+            "Ready",
+            false,
+            Reason::FetchFailed,
+            "git server down",
+            None,
+            at(NOW),
+        );
+        let s = decide_with(&p, &production, &staging_verified("r1", NOW), &[]);
+        assert_eq!(s.phase, PromotionPhase::Applying);
+        assert!(s.message.ends_with(": git server down"), "{}", s.message);
     }
 }
