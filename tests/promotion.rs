@@ -935,6 +935,27 @@ async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes(
         .get(&first_job)
         .await
         .expect("the first revision's Job runs");
+    // Drift while the Job runs: a deleted object comes back, and the same run goes on.
+    let cms: Api<ConfigMap> = t.api();
+    cms.delete("app", &Default::default()).await.expect("delete");
+    eventually("the deleted ConfigMap is put back during verification", || async {
+        cms.get_opt("app")
+            .await
+            .ok()?
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+    let staging = t.api::<Environment>().get("staging").await.expect("staging");
+    let record = staging
+        .status
+        .as_ref()
+        .and_then(|s| s.record(&c1))
+        .cloned()
+        .expect("record");
+    assert_eq!(
+        (record.phase, record.job.as_deref()),
+        (RevisionPhase::Verifying, Some(first_job.as_str()))
+    );
     let c2 = push(&t, "v2");
     reconcile_source_now(&t).await;
     let staging = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {

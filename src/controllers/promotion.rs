@@ -48,10 +48,11 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     let Some(promotion) = api.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
+    // Finished ones too: Environments find them by label when deciding what not to propose again.
+    ensure_label(&api, &promotion).await?;
     if promotion.phase().is_final() {
         return Ok(Action::await_change());
     }
-    ensure_label(&api, &promotion).await?;
     let envs: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
     let env = envs.get_opt(&promotion.spec.environment).await?;
     let upstream = match env.as_ref().and_then(|e| e.spec.promotion.as_ref()) {
@@ -184,8 +185,9 @@ async fn publish(
     ctx.event(promotion, warning, step.reason.as_str(), note).await;
 }
 
-/// Creates the rollback Promotion to the newest other revision that succeeded in `env`; its name is derived
-/// from the failed one, so a retried reconcile finds it instead of creating another.
+/// Creates the rollback Promotion to the newest other revision that succeeded in `env`. Its name is derived
+/// from the failed one's uid, so a retried reconcile finds it instead of creating another, and a Promotion
+/// deleted and proposed again under the same name gets a rollback of its own.
 async fn start_rollback(
     ctx: &Context,
     failed: &Promotion,
@@ -198,8 +200,9 @@ async fn start_rollback(
     }) else {
         return Ok(None);
     };
-    let base: String = failed.name_any().chars().take(230).collect();
-    let name = format!("{base}-rollback");
+    let base: String = failed.name_any().chars().take(220).collect();
+    let uid = failed.uid().unwrap_or_default();
+    let name = format!("{base}-rollback-{}", uid.get(..8).unwrap_or(&uid));
     let namespace = failed.namespace().unwrap_or_default();
     let rollback = Promotion {
         metadata: ObjectMeta {

@@ -13,6 +13,8 @@ use tracing::{Instrument, info, info_span, warn};
 mod promoted;
 mod verification;
 
+use verification::Poll;
+
 use super::history;
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
@@ -194,9 +196,14 @@ impl Reconcile {
         // revision and spec moments ago, and a full sync (render, a dry run of every object) on every poll costs
         // the API server far more than it could find. (`wait` keeps the full sync: Ready follows health.)
         let promotion = desired.promotion.as_ref().map(|(n, u)| (n.as_str(), u.as_str()));
+        // "Unchanged" means the last full sync applied this revision at this generation and succeeded (a
+        // failure path records the generation too, without applying it).
         let unchanged = old.is_some_and(|o| {
             o.observed_generation == status.observed_generation
                 && o.last_applied_revision.as_ref() == Some(&desired.revision)
+                && o.conditions.iter().any(|c| {
+                    c.type_ == crate::api::READY && c.status == "True" && c.observed_generation == o.observed_generation
+                })
         });
         if desired.track
             && !self.env.spec.wait
@@ -204,8 +211,15 @@ impl Reconcile {
             && history::is_verifying(&status.history, &desired.revision, promotion)
         {
             let poll = self.verify(&target, &mut status, &desired.revision).await;
-            self.write_status(old, &mut status, None).await?;
-            return Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }));
+            // An object deleted meanwhile is drift: the full sync below puts it back.
+            if poll != Poll::ObjectsMissing {
+                self.write_status(old, &mut status, None).await?;
+                return Ok(Action::requeue(if poll.again() {
+                    HEALTH_POLL.min(interval)
+                } else {
+                    interval
+                }));
+            }
         }
         let mut poll = false;
         let mut failure_event = None;
@@ -227,6 +241,9 @@ impl Reconcile {
                 return Err(e);
             }
         };
+        if desired.track {
+            self.cancel_superseded(&target, old, &status).await;
+        }
         match synced {
             Ok(outcome) => {
                 match outcome {
@@ -251,8 +268,7 @@ impl Reconcile {
                     }
                 }
                 if desired.track {
-                    poll |= self.verify(&target, &mut status, &desired.revision).await;
-                    self.cancel_superseded(&target, old, &status).await;
+                    poll |= self.verify(&target, &mut status, &desired.revision).await.again();
                 }
             }
             Err(failure) => {

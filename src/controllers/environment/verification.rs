@@ -13,11 +13,31 @@ use tracing::info;
 use super::{Reconcile, health_of};
 use crate::api::{EnvironmentStatus, RevisionPhase, Verification, parse_duration};
 use crate::cluster::Target;
+use crate::controllers::status::patch_if_changed;
 use crate::controllers::{ReconcileError, history};
 use crate::source::Revision;
 use crate::verify::{JobOutcome, build_job, job_name, job_outcome, run_token};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where verification stands after one look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Poll {
+    /// Finished (verified or failed), or nothing to verify: no more polling.
+    Done,
+    /// Waiting for health or the Job.
+    Running,
+    /// Waiting, and an applied object is gone: a full sync should put it back.
+    ObjectsMissing,
+    /// The target cluster could not be asked; the same step runs again.
+    Retry,
+}
+
+impl Poll {
+    pub(super) fn again(self) -> bool {
+        self != Poll::Done
+    }
+}
 
 fn elapsed_since(t: Timestamp) -> Duration {
     Timestamp::now().duration_since(t).unsigned_abs()
@@ -63,14 +83,14 @@ impl Reconcile {
             .unwrap_or_else(|| self.namespace.clone())
     }
 
-    /// Moves the current record on; returns whether verification is still running (so the caller polls).
-    /// When the target cluster cannot be asked (unreachable, forbidden, a quota), what was applied is kept, the
-    /// record says why, and verification retries until its timeout.
-    pub(super) async fn verify(&self, target: &Target, status: &mut EnvironmentStatus, revision: &str) -> bool {
+    /// Moves the current record on. When the target cluster cannot be asked (unreachable, forbidden, a
+    /// quota), what was applied is kept, the record says why, and the same step is tried again: an API error
+    /// is not the test's verdict, so it never fails a revision by itself.
+    pub(super) async fn verify(&self, target: &Target, status: &mut EnvironmentStatus, revision: &str) -> Poll {
         let running =
             history::current(&mut status.history, revision).is_some_and(|r| r.phase == RevisionPhase::Verifying);
         if !running {
-            return false;
+            return Poll::Done;
         }
         let verification = self.env.spec.verification.clone().unwrap_or(Verification {
             job_template: None,
@@ -79,22 +99,14 @@ impl Reconcile {
         });
         let timeout = parse_duration(&verification.timeout).unwrap_or(DEFAULT_TIMEOUT);
         let error = match self.verify_step(target, status, revision, &verification, timeout).await {
-            Ok(running) => return running,
+            Ok(poll) => return poll,
             Err(e) => e,
         };
         tracing::warn!(error = %error, "verification could not proceed; retrying");
-        let now = Timestamp::now();
-        let Some(record) = history::current(&mut status.history, revision) else {
-            return false;
-        };
-        let started = record.applied_at.as_ref().map(|t| t.0).unwrap_or(now);
-        if elapsed_since(started) > timeout {
-            let message = format!("verification could not run within {}: {error}", verification.timeout);
-            history::finish(record, false, Some(message), now);
-            return false;
+        if let Some(record) = history::current(&mut status.history, revision) {
+            record.message = Some(format!("retrying: {error}"));
         }
-        record.message = Some(format!("retrying: {error}"));
-        true
+        Poll::Retry
     }
 
     async fn verify_step(
@@ -104,29 +116,33 @@ impl Reconcile {
         revision: &str,
         verification: &Verification,
         timeout: Duration,
-    ) -> Result<bool, ReconcileError> {
+    ) -> Result<Poll, ReconcileError> {
         let (waiting, failed) = health_of(target, &status.inventory).await?;
         let now = Timestamp::now();
         let Some(record) = history::current(&mut status.history, revision) else {
-            return Ok(false);
+            return Ok(Poll::Done);
         };
         if !failed.is_empty() {
             history::finish(record, false, Some(format!("unhealthy: {}", failed.join("; "))), now);
-            return Ok(false);
+            return Ok(Poll::Done);
+        }
+        // An object deleted since the apply is drift for the full sync to put back, not a verdict.
+        if waiting.iter().any(|w| w.ends_with(": not found")) {
+            return Ok(Poll::ObjectsMissing);
         }
         if record.attempts == 0 && !waiting.is_empty() {
             let started = record.applied_at.as_ref().map(|t| t.0).unwrap_or(now);
             if elapsed_since(started) > timeout {
                 let message = format!("not healthy within {}: {}", verification.timeout, waiting.join("; "));
                 history::finish(record, false, Some(message), now);
-                return Ok(false);
+                return Ok(Poll::Done);
             }
             record.message = Some(format!("waiting for health: {}", waiting.join("; ")));
-            return Ok(true);
+            return Ok(Poll::Running);
         }
         let Some(template) = verification.job_template.as_ref() else {
             history::finish(record, true, Some("all objects healthy".into()), now);
-            return Ok(false);
+            return Ok(Poll::Done);
         };
         let commit = Revision::parse(revision).map(|r| r.commit).unwrap_or_default();
         let namespace = self.job_namespace();
@@ -151,18 +167,18 @@ impl Reconcile {
                         if let Err(e) = jobs.delete(&name, &kube::api::DeleteParams::background()).await {
                             tracing::warn!(job = %name, error = %e, "could not delete a timed-out verification Job");
                         }
-                        return Ok(false);
+                        return Ok(Poll::Done);
                     }
-                    return Ok(true);
+                    return Ok(Poll::Running);
                 }
                 JobOutcome::Succeeded => {
                     history::finish(record, true, Some(format!("Job {name} succeeded")), now);
-                    return Ok(false);
+                    return Ok(Poll::Done);
                 }
                 JobOutcome::Failed(why) if attempt > verification.retries => {
                     let message = format!("Job {name} failed: {why}");
                     history::finish(record, false, Some(message), now);
-                    return Ok(false);
+                    return Ok(Poll::Done);
                 }
                 JobOutcome::Failed(why) => {
                     info!(job = %name, %why, "verification Job failed; retrying");
@@ -170,14 +186,25 @@ impl Reconcile {
                 }
             },
         };
-        let Some(attempt) = next else { return Ok(true) };
+        let Some(attempt) = next else {
+            return Ok(Poll::Running);
+        };
         let name = job_name(&self.name, &commit, &token, attempt);
         let job = match build_job(template, &name, &namespace, &self.name, revision, &commit, attempt) {
             Ok(job) => job,
             Err(e) => {
                 history::finish(record, false, Some(e.to_string()), now);
-                return Ok(false);
+                return Ok(Poll::Done);
             }
+        };
+        // The Job's name derives from the record (its applied time among others): the record is stored
+        // before the first Job exists, so a crash between the two cannot lead to a second, differently named Job.
+        let stored = self.env.status.as_ref().and_then(|s| s.history.first());
+        if record.attempts == 0 && stored != Some(&*record) {
+            patch_if_changed(&self.api, &self.name, self.env.status.as_ref(), status).await?;
+        }
+        let Some(record) = history::current(&mut status.history, revision) else {
+            return Ok(Poll::Done);
         };
         match jobs.create(&PostParams::default(), &job).await {
             Ok(_) => {}
@@ -186,7 +213,7 @@ impl Reconcile {
             Err(kube::Error::Api(s)) if s.code == 400 || s.code == 422 => {
                 let message = format!("verification.jobTemplate is invalid: {}", s.message);
                 history::finish(record, false, Some(message), now);
-                return Ok(false);
+                return Ok(Poll::Done);
             }
             Err(e) => return Err(e.into()),
         }
@@ -195,6 +222,6 @@ impl Reconcile {
         record.job = Some(name.clone());
         record.message = Some(format!("running Job {namespace}/{name} (attempt {attempt} of {total})"));
         info!(job = %name, attempt, "verification Job started");
-        Ok(true)
+        Ok(Poll::Running)
     }
 }
