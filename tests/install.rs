@@ -84,3 +84,18 @@ async fn install_manifests_are_valid_on_a_real_apiserver() {
         }
     }
 }
+
+/// The pipeline example's windows and freezes mean what they say (the API server only checks their shape).
+#[test]
+fn example_promotion_gates_are_valid() {
+    let objects = read_objects(&["examples/pipeline", "examples/demo/cluster"]);
+    let mut checked = 0;
+    for o in objects.iter().filter(|o| o.kind() == "Environment") {
+        let env: ferry::api::Environment = serde_json::from_value(o.object.clone()).expect("Environment");
+        if let Some(policy) = env.spec.promotion {
+            ferry::promotion::validate_gates(&policy.windows, &policy.freezes).expect("valid gates");
+            checked += policy.windows.len() + policy.freezes.len();
+        }
+    }
+    assert!(checked >= 2, "the example shows a window and a freeze");
+}
