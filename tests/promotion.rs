@@ -49,6 +49,15 @@ async fn reconcile_source_now(t: &TestEnv) {
         .expect("annotating the GitRepository");
 }
 
+/// The newest record of `revision` in the Environment's history.
+fn record_of(env: &Environment, revision: &str) -> ferry::api::RevisionRecord {
+    env.status
+        .as_ref()
+        .and_then(|s| s.record(revision))
+        .cloned()
+        .unwrap_or_else(|| panic!("no record of {revision} in {:?}", env.metadata.name))
+}
+
 fn record_phase(env: &Environment, revision: &str) -> Option<RevisionPhase> {
     env.status.as_ref()?.record(revision).map(|r| r.phase)
 }
@@ -162,12 +171,7 @@ async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_whe
 
     // Staging applies, the Deployment becomes healthy and the acceptance Job succeeds.
     let staging = wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
-    let record = staging
-        .status
-        .as_ref()
-        .and_then(|s| s.record(&c1))
-        .cloned()
-        .expect("record");
+    let record = record_of(&staging, &c1);
     assert_eq!(record.attempts, 1);
     let job_name = record.job.clone().expect("job name recorded");
     let job = t.api::<Job>().get(&job_name).await.expect("the staging acceptance Job");
@@ -494,12 +498,7 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
     )
     .await;
     let production = t.api::<Environment>().get("production").await.expect("production");
-    let record = production
-        .status
-        .as_ref()
-        .and_then(|s| s.record(&c1))
-        .cloned()
-        .expect("record");
+    let record = record_of(&production, &c1);
     assert_eq!(record.attempts, 1);
     let applied = t
         .events("production")
@@ -876,12 +875,7 @@ async fn a_failing_acceptance_job_is_retried_then_fails_the_revision() {
     )
     .await;
     let staging = wait_record(&t, "staging", &c1, RevisionPhase::Failed).await;
-    let record = staging
-        .status
-        .as_ref()
-        .and_then(|s| s.record(&c1))
-        .cloned()
-        .expect("record");
+    let record = record_of(&staging, &c1);
     assert_eq!(record.attempts, 2);
     let message = record.message.unwrap_or_default();
     assert!(message.contains("-2 failed"), "names the last attempt's Job: {message}");
@@ -946,12 +940,7 @@ async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes(
     })
     .await;
     let staging = t.api::<Environment>().get("staging").await.expect("staging");
-    let record = staging
-        .status
-        .as_ref()
-        .and_then(|s| s.record(&c1))
-        .cloned()
-        .expect("record");
+    let record = record_of(&staging, &c1);
     assert_eq!(
         (record.phase, record.job.as_deref()),
         (RevisionPhase::Verifying, Some(first_job.as_str()))
