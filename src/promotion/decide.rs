@@ -348,6 +348,23 @@ fn until_from(now: Timestamp, then: Timestamp) -> Duration {
     Duration::from_secs((then.as_second() - now.as_second()).max(1) as u64)
 }
 
+/// Whether `a`'s revision was verified upstream after `b`'s: its place in the upstream's history (newest
+/// first) decides. Creation time only breaks a tie (the same revision twice, or both gone from the history),
+/// because it has one-second resolution and two proposals often share a second.
+fn verified_later(upstream: Option<&Environment>, a: &Promotion, b: &Promotion) -> bool {
+    let rank = |p: &Promotion| {
+        upstream
+            .and_then(|u| u.status.as_ref())
+            .and_then(|s| s.history.iter().position(|r| r.revision == p.spec.revision))
+    };
+    match (rank(a), rank(b)) {
+        (Some(x), Some(y)) if x != y => x < y,
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        _ => created(a) > created(b),
+    }
+}
+
 fn created(p: &Promotion) -> (Option<Timestamp>, &str) {
     (
         p.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -362,7 +379,7 @@ fn order(w: &World, policy: &PromotionPolicy) -> Option<Step> {
     let me = created(p);
     let supersedes = |newer: &Promotion| policy.supersede && !p.spec.rollback && !newer.spec.rollback;
     if let Some(newer) = w.others.iter().find(|o| {
-        created(o) > me
+        verified_later(w.upstream, o, p)
             && supersedes(o)
             && !matches!(
                 o.phase(),
@@ -882,5 +899,25 @@ mod tests {
         let s = decide_with(&p, &production, &staging_verified("r1", NOW), &[]);
         assert_eq!(s.phase, PromotionPhase::Applying);
         assert!(s.message.ends_with(": git server down"), "{}", s.message);
+    }
+
+    #[test]
+    fn the_later_verified_revision_supersedes_even_when_both_were_proposed_in_the_same_second() {
+        // Names order the other way round: "p-b" (r1, verified first) sorts after "p-a" (r2).
+        let first = promotion("p-b", "r1", NOW, Some(PromotionPhase::WaitingApproval));
+        let second = promotion("p-a", "r2", NOW, None);
+        let staging = env(
+            "staging",
+            None,
+            vec![
+                record("r2", RevisionPhase::Verified, None, NOW),
+                record("r1", RevisionPhase::Verified, None, NOW),
+            ],
+        );
+        let production = env("production", Some(policy()), vec![]);
+        let s = decide_with(&first, &production, &staging, std::slice::from_ref(&second));
+        assert_eq!(s.phase, PromotionPhase::Superseded);
+        let s = decide_with(&second, &production, &staging, std::slice::from_ref(&first));
+        assert_eq!(s.phase, PromotionPhase::Applying);
     }
 }
