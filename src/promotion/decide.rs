@@ -348,7 +348,8 @@ fn until_from(now: Timestamp, then: Timestamp) -> Duration {
     Duration::from_secs((then.as_second() - now.as_second()).max(1) as u64)
 }
 
-/// Whether `a`'s revision was verified upstream after `b`'s: its place in the upstream's history (newest
+/// Whether promotion `a` comes after `b`. For forward promotions, whether `a`'s revision was verified upstream
+/// after `b`'s: its place in the upstream's history (newest
 /// first) decides. Creation time only breaks a tie (the same revision twice, or both gone from the history),
 /// because it has one-second resolution and two proposals often share a second.
 fn verified_later(upstream: Option<&Environment>, a: &Promotion, b: &Promotion) -> bool {
@@ -357,6 +358,10 @@ fn verified_later(upstream: Option<&Environment>, a: &Promotion, b: &Promotion) 
             .and_then(|u| u.status.as_ref())
             .and_then(|s| s.history.iter().position(|r| r.revision == p.spec.revision))
     };
+    if a.spec.rollback || b.spec.rollback {
+        // A rollback's revision was verified upstream long ago; among rollbacks, the first asked goes first.
+        return created(a) > created(b);
+    }
     match (rank(a), rank(b)) {
         (Some(x), Some(y)) if x != y => x < y,
         (Some(_), None) => true,
@@ -376,7 +381,6 @@ fn created(p: &Promotion) -> (Option<Timestamp>, &str) {
 /// one (when the policy says so); otherwise first come, first served.
 fn order(w: &World, policy: &PromotionPolicy) -> Option<Step> {
     let p = w.promotion;
-    let me = created(p);
     let supersedes = |newer: &Promotion| policy.supersede && !p.spec.rollback && !newer.spec.rollback;
     if let Some(newer) = w.others.iter().find(|o| {
         verified_later(w.upstream, o, p)
@@ -415,7 +419,7 @@ fn order(w: &World, policy: &PromotionPolicy) -> Option<Step> {
     let ahead = w
         .others
         .iter()
-        .filter(|o| created(o) < me && !o.phase().is_final())
+        .filter(|o| verified_later(w.upstream, p, o) && !o.phase().is_final())
         .filter(|o| !p.spec.rollback || o.spec.rollback)
         .find(|o| !(policy.supersede && !p.spec.rollback && !o.spec.rollback));
     ahead.map(|o| {
