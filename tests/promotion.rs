@@ -684,7 +684,8 @@ async fn a_newer_verified_revision_supersedes_one_waiting_for_approval() {
     t.create_env(
         "production",
         json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "targetNamespace": prod_ns, "promotion": {"from": "staging", "requireApproval": true}}),
+               "targetNamespace": prod_ns,
+               "promotion": {"from": "staging", "requireApproval": true, "historyLimit": 1}}),
     )
     .await;
     let p1 = promotion_of(&t, "production", &c1).await;
@@ -713,6 +714,17 @@ async fn a_newer_verified_revision_supersedes_one_waiting_for_approval() {
         production.status.expect("status").record(&c1).is_none(),
         "v1 never reached production"
     );
+    // historyLimit 1: the superseded promotion goes; the one of staging's newest verified revision stays.
+    eventually("the older finished Promotion is deleted", || async {
+        t.api::<Promotion>()
+            .get_opt(&p1_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    t.api::<Promotion>().get(&p2_name).await.expect("the newest stays");
 }
 
 #[tokio::test]

@@ -76,7 +76,7 @@ pub struct EnvironmentSpec {
 }
 
 /// Where a promoted Environment takes its revisions from, and the gates before one is applied.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionPolicy {
     /// The upstream Environment (same namespace). Only revisions it applied, found healthy and verified move on.
@@ -104,6 +104,31 @@ pub struct PromotionPolicy {
     /// Gates for rollbacks (from `ferry rollback` or `rollbackOnFailure`). A rollback never soaks.
     #[serde(default)]
     pub rollback: RollbackPolicy,
+    /// Finished Promotions kept per Environment; older ones are deleted (the one of the upstream's newest
+    /// verified revision always stays, so a failed or rejected revision is not proposed again).
+    #[serde(default = "default_promotion_history_limit")]
+    #[schemars(range(min = 1), extend("format" = "int32"))]
+    pub history_limit: u32,
+}
+
+fn default_promotion_history_limit() -> u32 {
+    20
+}
+
+impl Default for PromotionPolicy {
+    fn default() -> Self {
+        PromotionPolicy {
+            from: String::new(),
+            soak_time: None,
+            require_approval: false,
+            windows: Vec::new(),
+            freezes: Vec::new(),
+            supersede: true,
+            rollback_on_failure: false,
+            rollback: RollbackPolicy::default(),
+            history_limit: default_promotion_history_limit(),
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -51,3 +51,58 @@ pub async fn promotions_of(
     });
     Ok(list)
 }
+
+/// Finished Promotions beyond `limit` (`promotions` oldest first), oldest first: what an Environment deletes.
+/// The one of `protected` (the upstream's newest verified revision) stays, since it is what keeps that
+/// revision from being proposed again.
+pub fn expired<'a>(promotions: &'a [Promotion], limit: usize, protected: Option<&str>) -> Vec<&'a Promotion> {
+    let finished: Vec<&Promotion> = promotions.iter().filter(|p| p.phase().is_final()).collect();
+    let excess = finished.len().saturating_sub(limit);
+    finished
+        .into_iter()
+        .filter(|p| p.spec.rollback || Some(p.spec.revision.as_str()) != protected)
+        .take(excess)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PromotionPhase, PromotionSpec, PromotionStatus};
+
+    fn promotion(name: &str, revision: &str, phase: PromotionPhase) -> Promotion {
+        let mut p = Promotion::new(
+            name,
+            PromotionSpec {
+                environment: "production".into(),
+                revision: revision.into(),
+                rollback: false,
+                approval: None,
+            },
+        );
+        p.status = Some(PromotionStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn the_oldest_finished_promotions_expire_but_never_open_ones_or_the_protected_one() {
+        let list = vec![
+            promotion("a", "r1", PromotionPhase::Failed),
+            promotion("b", "r2", PromotionPhase::Succeeded),
+            promotion("c", "r3", PromotionPhase::Applying),
+            promotion("d", "r4", PromotionPhase::Succeeded),
+            promotion("e", "r5", PromotionPhase::WaitingApproval),
+        ];
+        let names = |v: Vec<&Promotion>| v.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(expired(&list, 1, None)), vec!["a", "b"]);
+        assert_eq!(
+            names(expired(&list, 1, Some("r1"))),
+            vec!["b", "d"],
+            "r1 is spared, and counts"
+        );
+        assert!(expired(&list, 3, None).is_empty());
+    }
+}

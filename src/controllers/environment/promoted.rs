@@ -13,7 +13,7 @@ use crate::api::{
     Environment, EnvironmentStatus, GitRepository, Promotion, PromotionPolicy, PromotionSpec, PromotionSummary, Reason,
 };
 use crate::controllers::ReconcileError;
-use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, promotion_name, promotions_of, validate_gates};
+use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, expired, promotion_name, promotions_of, validate_gates};
 
 /// How far `promotion.from` is followed looking for a cycle.
 const MAX_CHAIN: usize = 32;
@@ -53,6 +53,9 @@ impl Reconcile {
         {
             promotions.push(created);
         }
+        if let Some(upstream) = &upstream {
+            self.expire(policy, upstream, &promotions).await;
+        }
         let active = promotions.iter().find(|p| p.phase().is_active());
         let shown = active.or_else(|| promotions.iter().rev().find(|p| !p.phase().is_final()));
         status.promotion = shown.map(|p| PromotionSummary {
@@ -74,6 +77,23 @@ impl Reconcile {
             promotion: None,
             track: false,
         })))
+    }
+
+    /// Deletes finished Promotions beyond `historyLimit`. Best effort: what is left is tried again next time.
+    async fn expire(&self, policy: &PromotionPolicy, upstream: &Environment, promotions: &[Promotion]) {
+        let protected = upstream
+            .status
+            .as_ref()
+            .and_then(|s| s.newest_verified())
+            .map(|r| r.revision.as_str());
+        let api: Api<Promotion> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for old in expired(promotions, policy.history_limit as usize, protected) {
+            match api.delete(&old.name_any(), &Default::default()).await {
+                Ok(_) => info!(promotion = %old.name_any(), "deleted a finished promotion beyond historyLimit"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => warn!(promotion = %old.name_any(), error = %e, "could not delete an old promotion"),
+            }
+        }
     }
 
     /// The upstream Environment, after following `promotion.from` far enough to know there is no cycle.
