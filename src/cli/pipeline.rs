@@ -2,19 +2,17 @@
 //! Each command only creates or patches objects; the controllers do the work and enforce the gates, so the CLI
 //! refuses early only what the controllers would fail anyway, with a message that says what to do instead.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{
-    Decision, Environment, Promotion, PromotionPhase, PromotionSpec, READY, RevisionPhase, RevisionRecord, VERIFIED,
-    condition_status,
+    Decision, Environment, Promotion, PromotionPhase, READY, RevisionPhase, RevisionRecord, VERIFIED, condition_status,
 };
-use crate::promotion::PROMOTION_ENVIRONMENT_LABEL;
 use crate::source::Revision;
 
 #[derive(Debug, thiserror::Error)]
@@ -239,24 +237,9 @@ fn new_promotion(
     revision: String,
     rollback: bool,
 ) -> Promotion {
-    Promotion {
-        metadata: ObjectMeta {
-            generate_name: Some(generate_name),
-            namespace: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([(
-                PROMOTION_ENVIRONMENT_LABEL.to_string(),
-                environment.to_string(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        spec: PromotionSpec {
-            environment: environment.to_string(),
-            revision,
-            rollback,
-            approval: None,
-        },
-        status: None,
-    }
+    let mut promotion = crate::promotion::new_promotion(namespace, environment, &revision, rollback);
+    promotion.metadata.generate_name = Some(generate_name);
+    promotion
 }
 
 /// The one revision verified in `environment` that `wanted` names: the full revision, a commit prefix of at
@@ -498,6 +481,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PromotionSpec;
     use crate::api::{EnvironmentStatus, PromotionStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 

@@ -2,12 +2,11 @@
 //! [`crate::promotion::decide`] where it stands, and records each phase change as a transition, a condition
 //! and an Event. With `rollbackOnFailure`, a failure after applying starts a rollback Promotion.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
@@ -16,10 +15,9 @@ use tracing::{Instrument, info, info_span};
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
 use crate::api::{
-    Environment, PhaseTransition, Promotion, PromotionPhase, PromotionSpec, READY, Reason, RevisionPhase,
-    set_condition_status,
+    Environment, PhaseTransition, Promotion, PromotionPhase, READY, Reason, RevisionPhase, set_condition_status,
 };
-use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, Step, World, decide, promotions_of};
+use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, Step, World, decide, new_promotion, promotions_of};
 
 /// Promotions that a change to `env` can move: its own unfinished ones, and any in its namespace still
 /// waiting to start (they may wait on it as their upstream). One applying elsewhere only follows its own
@@ -204,24 +202,8 @@ async fn start_rollback(
     let uid = failed.uid().unwrap_or_default();
     let name = format!("{base}-rollback-{}", uid.get(..8).unwrap_or(&uid));
     let namespace = failed.namespace().unwrap_or_default();
-    let rollback = Promotion {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                PROMOTION_ENVIRONMENT_LABEL.to_string(),
-                failed.spec.environment.clone(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        spec: PromotionSpec {
-            environment: failed.spec.environment.clone(),
-            revision: previous.revision.clone(),
-            rollback: true,
-            approval: None,
-        },
-        status: None,
-    };
+    let mut rollback = new_promotion(&namespace, &failed.spec.environment, &previous.revision, true);
+    rollback.metadata.name = Some(name.clone());
     let api: Api<Promotion> = Api::namespaced(ctx.client.clone(), &namespace);
     match api.create(&PostParams::default(), &rollback).await {
         Ok(_) => {}

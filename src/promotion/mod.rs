@@ -52,6 +52,27 @@ pub async fn promotions_of(
     Ok(list)
 }
 
+/// A new Promotion of `revision` into `environment`, labelled so Environments find it by label. The caller
+/// names it (`metadata.name` for one per revision, `generateName` for one per request).
+pub fn new_promotion(namespace: &str, environment: &str, revision: &str, rollback: bool) -> Promotion {
+    let mut promotion = Promotion::new(
+        "",
+        crate::api::PromotionSpec {
+            environment: environment.to_string(),
+            revision: revision.to_string(),
+            rollback,
+            approval: None,
+        },
+    );
+    promotion.metadata.name = None;
+    promotion.metadata.namespace = Some(namespace.to_string());
+    promotion.metadata.labels = Some(std::collections::BTreeMap::from([(
+        PROMOTION_ENVIRONMENT_LABEL.to_string(),
+        environment.to_string(),
+    )]));
+    promotion
+}
+
 /// Finished Promotions beyond `limit` (`promotions` oldest first), oldest first: what an Environment deletes.
 /// The one of `protected` (the upstream's newest verified revision) stays, since it is what keeps that
 /// revision from being proposed again.

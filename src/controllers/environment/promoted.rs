@@ -2,18 +2,14 @@
 //! Promotion is proposed for the upstream's newest verified revision, and the revision to apply is the active
 //! Promotion's — or, between promotions, the one already applied, kept in place.
 
-use std::collections::BTreeMap;
-
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
 use super::{Desired, Failure, Reconcile};
-use crate::api::{
-    Environment, EnvironmentStatus, GitRepository, Promotion, PromotionPolicy, PromotionSpec, PromotionSummary, Reason,
-};
+use crate::api::{Environment, EnvironmentStatus, GitRepository, Promotion, PromotionPolicy, PromotionSummary, Reason};
 use crate::controllers::ReconcileError;
-use crate::promotion::{PROMOTION_ENVIRONMENT_LABEL, expired, promotion_name, promotions_of, validate_gates};
+use crate::promotion::{expired, new_promotion, promotion_name, promotions_of, validate_gates};
 
 /// How far `promotion.from` is followed looking for a cycle.
 const MAX_CHAIN: usize = 32;
@@ -158,24 +154,8 @@ impl Reconcile {
         }
         // One name per (Environment, revision): proposing twice, from any reconcile, creates one Promotion.
         let name = promotion_name(&self.name, revision);
-        let promotion = Promotion {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    PROMOTION_ENVIRONMENT_LABEL.to_string(),
-                    self.name.clone(),
-                )])),
-                ..ObjectMeta::default()
-            },
-            spec: PromotionSpec {
-                environment: self.name.clone(),
-                revision: revision.clone(),
-                rollback: false,
-                approval: None,
-            },
-            status: None,
-        };
+        let mut promotion = new_promotion(&self.namespace, &self.name, revision, false);
+        promotion.metadata.name = Some(name.clone());
         let api: Api<Promotion> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         match api.create(&PostParams::default(), &promotion).await {
             Ok(created) => {
