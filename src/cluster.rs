@@ -1,6 +1,9 @@
-//! Target clusters. An Environment applies to the cluster Ferry runs in, or to another one reached with the
-//! kubeconfig in a Secret (`spec.kubeConfig.secretRef`). Clients are cached per Secret version, so a rotated
-//! kubeconfig takes effect on the next reconcile and an unchanged one costs one Secret read.
+//! Target clusters and the identity requests are made with. An Environment applies to the cluster Ferry runs
+//! in, or to another one reached with the kubeconfig in a Secret (`spec.kubeConfig.secretRef`). In the local
+//! cluster an Environment with a ServiceAccount (its own `serviceAccountName`, or `ferry run
+//! --default-service-account`) gets a client that impersonates that account, so it can do only what the
+//! account may. Clients are cached: per Secret version for kubeconfigs (a rotated kubeconfig takes effect on
+//! the next reconcile, an unchanged one costs one Secret read), per account for impersonation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,10 @@ pub enum ClusterError {
     Invalid { secret: String, message: String },
     #[error("kubeconfig in Secret {secret} is refused: {message}")]
     Refused { secret: String, message: String },
+    #[error("service account name {0:?} is not a valid name")]
+    InvalidServiceAccount(String),
+    #[error("a client impersonating {user} could not be built: {message}")]
+    Impersonation { user: String, message: String },
     #[error("kubernetes API: {0}")]
     Api(#[from] kube::Error),
 }
@@ -40,12 +47,40 @@ impl Target {
             client,
         }
     }
+
+    /// The same cluster through another client; discovery (the same for every caller) stays shared.
+    fn with_client(&self, client: Client) -> Self {
+        Target {
+            applier: Arc::new(self.applier.with_client(client.clone())),
+            client,
+        }
+    }
+}
+
+/// The user name the API server gives a ServiceAccount (and that impersonation asks for).
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// A ServiceAccount name is a DNS-1123 subdomain. Checked here too, not only by the CRD schema: the name ends
+/// up in an impersonation header, where a `:` or a control character would ask for another user.
+pub fn valid_service_account_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 /// Checks that a kubeconfig is self-contained: it may not run programs (`exec`, `auth-provider`) or read
 /// files on Ferry's disk (`certificate-authority`, `client-key`, `tokenFile`, …), which would let whoever
-/// writes the Secret use the controller's own identity or files.
-pub fn parse_kubeconfig(text: &str) -> Result<Kubeconfig, String> {
+/// writes the Secret use the controller's own identity or files. Unless `allow_insecure`
+/// (`--allow-insecure-kubeconfig`), it may not turn TLS verification off either, nor send Ferry's traffic
+/// through a proxy of its choosing (`proxy-url`): both hand the connection, and the credentials in it, to
+/// whoever sits in the middle.
+pub fn parse_kubeconfig(text: &str, allow_insecure: bool) -> Result<Kubeconfig, String> {
     // The parser quotes the input in its errors, and the input may be any Secret's value: say only where.
     let kc = Kubeconfig::from_yaml(text).map_err(|e| {
         let at = std::error::Error::source(&e)
@@ -67,6 +102,22 @@ pub fn parse_kubeconfig(text: &str) -> Result<Kubeconfig, String> {
         if c.certificate_authority.is_some() {
             return Err(format!(
                 "cluster {:?} reads certificate-authority from a file; embed certificate-authority-data",
+                named.name
+            ));
+        }
+        if allow_insecure {
+            continue;
+        }
+        if c.insecure_skip_tls_verify == Some(true) {
+            return Err(format!(
+                "cluster {:?} sets insecure-skip-tls-verify; embed certificate-authority-data (or run ferry with \
+                 --allow-insecure-kubeconfig)",
+                named.name
+            ));
+        }
+        if c.proxy_url.is_some() {
+            return Err(format!(
+                "cluster {:?} sets proxy-url (run ferry with --allow-insecure-kubeconfig to allow it)",
                 named.name
             ));
         }
@@ -93,25 +144,76 @@ pub fn parse_kubeconfig(text: &str) -> Result<Kubeconfig, String> {
 /// (namespace, Secret name, key): which kubeconfig.
 type SecretKey = (String, String, String);
 
-/// Clients for remote clusters, one per kubeconfig Secret version.
-#[derive(Default)]
+/// Clients for remote clusters, one per kubeconfig Secret version, and impersonating clients for the local
+/// cluster, one per ServiceAccount.
 pub struct Clusters {
+    /// Ferry's own connection settings: what impersonating clients are built from.
+    base: kube::Config,
+    /// `--allow-insecure-kubeconfig`.
+    allow_insecure: bool,
     /// The Secret's resourceVersion the target was built from, and the target.
     cache: Mutex<HashMap<SecretKey, (String, Target)>>,
+    /// (namespace, ServiceAccount) → a target impersonating it.
+    impersonating: Mutex<HashMap<(String, String), Target>>,
 }
 
 impl Clusters {
-    /// The target for an Environment in `namespace`: `local` without a kubeConfig, else the cluster its
-    /// Secret names.
+    pub fn new(base: kube::Config, allow_insecure_kubeconfig: bool) -> Self {
+        Clusters {
+            base,
+            allow_insecure: allow_insecure_kubeconfig,
+            cache: Mutex::default(),
+            impersonating: Mutex::default(),
+        }
+    }
+
+    /// The target for an Environment in `namespace`: the cluster its kubeConfig Secret names (with that
+    /// kubeconfig's identity), else `local`, impersonating `service_account` when there is one.
     pub async fn target(
         &self,
         local: &Target,
         namespace: &str,
         reference: Option<&KubeConfigReference>,
+        service_account: Option<&str>,
     ) -> Result<Target, ClusterError> {
-        let Some(reference) = reference else {
-            return Ok(local.clone());
-        };
+        match (reference, service_account) {
+            (Some(reference), _) => self.remote(local, namespace, reference).await,
+            (None, Some(account)) => self.impersonating(local, namespace, account),
+            (None, None) => Ok(local.clone()),
+        }
+    }
+
+    fn impersonating(&self, local: &Target, namespace: &str, account: &str) -> Result<Target, ClusterError> {
+        if !valid_service_account_name(account) {
+            return Err(ClusterError::InvalidServiceAccount(account.to_string()));
+        }
+        let key = (namespace.to_string(), account.to_string());
+        if let Some(hit) = self.impersonating.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let user = service_account_user(namespace, account);
+        let mut config = self.base.clone();
+        // Only the user: the API server adds a ServiceAccount's groups itself, and asking for groups would need
+        // the right to impersonate any group (system:masters included).
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups = None;
+        let client = Client::try_from(config).map_err(|e| ClusterError::Impersonation {
+            user,
+            message: e.to_string(),
+        })?;
+        let target = local.with_client(client);
+        if let Ok(mut cache) = self.impersonating.lock() {
+            cache.insert(key, target.clone());
+        }
+        Ok(target)
+    }
+
+    async fn remote(
+        &self,
+        local: &Target,
+        namespace: &str,
+        reference: &KubeConfigReference,
+    ) -> Result<Target, ClusterError> {
         let secret_name = &reference.secret_ref.name;
         let key = &reference.secret_ref.key;
         let shown = format!("{namespace}/{secret_name}");
@@ -147,7 +249,7 @@ impl Clusters {
             secret: shown.clone(),
             message: "not UTF-8".into(),
         })?;
-        let kc = parse_kubeconfig(&text).map_err(|message| ClusterError::Refused {
+        let kc = parse_kubeconfig(&text, self.allow_insecure).map_err(|message| ClusterError::Refused {
             secret: shown.clone(),
             message,
         })?;
@@ -182,7 +284,7 @@ mod tests {
     #[test]
     fn self_contained_kubeconfigs_are_accepted() {
         let kc = kubeconfig("    certificate-authority-data: Zm9v", "    token: abc");
-        assert!(parse_kubeconfig(&kc).is_ok());
+        assert!(parse_kubeconfig(&kc, false).is_ok());
     }
 
     #[test]
@@ -203,10 +305,50 @@ mod tests {
             ),
         ];
         for (kc, what) in cases {
-            let err = parse_kubeconfig(&kc).unwrap_err();
+            let err = parse_kubeconfig(&kc, false).unwrap_err();
             assert!(err.contains(what), "{err} should name {what}");
         }
-        assert!(parse_kubeconfig("clusters: [").is_err());
+        assert!(parse_kubeconfig("clusters: [", false).is_err());
+    }
+
+    #[test]
+    fn insecure_tls_and_proxies_are_refused_unless_allowed() {
+        for (cluster, what) in [
+            ("    insecure-skip-tls-verify: true", "insecure-skip-tls-verify"),
+            ("    proxy-url: http://127.0.0.1:3128", "proxy-url"),
+        ] {
+            let kc = kubeconfig(cluster, "    token: abc");
+            let err = parse_kubeconfig(&kc, false).unwrap_err();
+            assert!(err.contains(what) && err.contains("--allow-insecure-kubeconfig"), "{err}");
+            assert!(parse_kubeconfig(&kc, true).is_ok(), "{what} is allowed with the flag");
+        }
+        // Files and programs stay refused with the flag.
+        let kc = kubeconfig("    insecure-skip-tls-verify: true", "    tokenFile: /t");
+        assert!(parse_kubeconfig(&kc, true).unwrap_err().contains("tokenFile"));
+        let kc = kubeconfig("    insecure-skip-tls-verify: false", "    token: abc");
+        assert!(parse_kubeconfig(&kc, false).is_ok());
+    }
+
+    #[test]
+    fn service_account_names_cannot_ask_for_another_user() {
+        for ok in ["default", "deployer", "ci.bot-1", "a"] {
+            assert!(valid_service_account_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a:b",
+            "team:system:masters",
+            "Admin",
+            "-x",
+            "x-",
+            "a..b",
+            "a\nImpersonate-Group: system:masters",
+            "a,b",
+            &"x".repeat(254),
+        ] {
+            assert!(!valid_service_account_name(bad), "{bad:?}");
+        }
+        assert_eq!(service_account_user("team-a", "deployer"), "system:serviceaccount:team-a:deployer");
     }
 
     #[test]
@@ -216,7 +358,7 @@ mod tests {
             "hunter2-SECRET",
             "apiVersion: v1\nclusters: hunter2-SECRET\n",
         ] {
-            let err = parse_kubeconfig(text).unwrap_err();
+            let err = parse_kubeconfig(text, false).unwrap_err();
             assert!(!err.contains("hunter2"), "{err}");
             assert!(err.starts_with("not a kubeconfig") || err.contains("context"), "{err}");
         }

@@ -201,7 +201,10 @@ async fn run() -> anyhow::Result<()> {
                 git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
                 git2::opts::set_server_timeout_in_milliseconds(120_000)?;
             }
-            let client = client_with_rate_limit(kube_api_qps).await?;
+            let config = kube::Config::infer()
+                .await
+                .context("loading the kubeconfig or in-cluster config")?;
+            let client = client_with_rate_limit(config.clone(), kube_api_qps)?;
             let mut settings = Settings {
                 max_repo_bytes,
                 ..Settings::new(storage_dir)
@@ -209,7 +212,7 @@ async fn run() -> anyhow::Result<()> {
             settings.render.kustomize = kustomize;
             settings.concurrency = concurrency.max(1);
             settings.allow_file_urls = allow_file_urls;
-            let ctx = Arc::new(Context::new(client, settings));
+            let ctx = Arc::new(Context::new(client, config, settings));
             let listener = tokio::net::TcpListener::bind(webhook_addr)
                 .await
                 .with_context(|| format!("binding the webhook receiver to {webhook_addr}"))?;
@@ -356,10 +359,7 @@ fn print_decision(p: &ferry::api::Promotion, verb: &str) {
 
 /// A client whose requests are limited to `qps` per second (0: unlimited), so a wave of reconciles cannot
 /// flood the API server.
-async fn client_with_rate_limit(qps: u64) -> anyhow::Result<kube::Client> {
-    let config = kube::Config::infer()
-        .await
-        .context("loading the kubeconfig or in-cluster config")?;
+fn client_with_rate_limit(config: kube::Config, qps: u64) -> anyhow::Result<kube::Client> {
     if qps == 0 {
         return Ok(kube::Client::try_from(config)?);
     }

@@ -53,6 +53,8 @@ pub enum Reason {
     NotPromoted,
     AlreadyApplied,
     RolledBack,
+    Forbidden,
+    CrossNamespaceRef,
 }
 
 impl Reason {
@@ -104,6 +106,8 @@ impl Reason {
             Reason::NotPromoted => "NotPromoted",
             Reason::AlreadyApplied => "AlreadyApplied",
             Reason::RolledBack => "RolledBack",
+            Reason::Forbidden => "Forbidden",
+            Reason::CrossNamespaceRef => "CrossNamespaceRef",
         }
     }
 }

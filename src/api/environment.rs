@@ -73,6 +73,13 @@ pub struct EnvironmentSpec {
     /// Apply to another cluster, reached with the kubeconfig in this Secret (same namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config: Option<KubeConfigReference>,
+    /// The ServiceAccount (in this namespace) whose rights every request for this Environment is made with:
+    /// Ferry impersonates it for the dry run, apply, prune, health reads and the verification Job, so an
+    /// Environment can only do what this account may. Defaults to `ferry run --default-service-account`;
+    /// ignored with `kubeConfig` (the kubeconfig's identity applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    pub service_account_name: Option<String>,
 }
 
 /// Where a promoted Environment takes its revisions from, and the gates before one is applied.

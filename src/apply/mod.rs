@@ -2,7 +2,7 @@
 //! what a previous revision applied and Git no longer has.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -32,6 +32,11 @@ pub enum ApplyError {
     /// Fields are owned by another declarative applier; `spec.force` takes them over.
     #[error("{} conflict(s) with other field managers, nothing was applied (set spec.force to take ownership): {}", failures.len(), failures.join("; "))]
     Conflict { failures: Vec<String> },
+    /// The identity the Environment applies with (its ServiceAccount, or Ferry's own) may not do this. The API
+    /// server's message names the user, the verb and the object. Found by the dry run, nothing of the set was
+    /// applied; found by prune, the other stale objects were still deleted.
+    #[error("{} request(s) forbidden: {}", failures.len(), failures.join("; "))]
+    Forbidden { failures: Vec<String> },
     #[error("CustomResourceDefinition {0} did not become Established")]
     NotEstablished(String),
     #[error("{object} was rejected: {message}")]
@@ -47,7 +52,17 @@ pub enum ApplyError {
 impl ApplyError {
     /// Failures that need a change in Git or the spec; the others are the API server's and are retried.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, ApplyError::Api { .. } | ApplyError::NotEstablished(_))
+        !matches!(
+            self,
+            ApplyError::Api { .. } | ApplyError::NotEstablished(_) | ApplyError::Forbidden { .. }
+        )
+    }
+
+    /// A refusal by authorization, for one object.
+    fn forbidden(object: String, status: &kube::core::Status) -> Self {
+        ApplyError::Forbidden {
+            failures: vec![format!("{object}: {}", status.message)],
+        }
     }
 }
 
@@ -108,10 +123,13 @@ pub struct ObjectDiff {
 /// Annotation ordering objects within a stage (lower first), like Argo CD's sync waves.
 pub const APPLY_ORDER_ANNOTATION: &str = "ferry.dev/apply-order";
 
+/// Discovered kinds: the same for every identity, so shared by the appliers of one cluster.
+type Discovered = Arc<Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>>;
+
 /// Applies and prunes with a discovery cache shared across reconciles.
 pub struct Applier {
     client: Client,
-    resources: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+    resources: Discovered,
 }
 
 fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
@@ -145,6 +163,14 @@ fn client_error(e: &kube::Error) -> Option<&kube::core::Status> {
     }
 }
 
+/// A refusal by authorization: the Environment's identity may not do this (until someone grants it).
+fn forbidden(e: &kube::Error) -> Option<&kube::core::Status> {
+    match e {
+        kube::Error::Api(status) if status.code == 403 => Some(status),
+        _ => None,
+    }
+}
+
 fn order_of(object: &Value) -> i64 {
     object["metadata"]["annotations"][APPLY_ORDER_ANNOTATION]
         .as_str()
@@ -156,7 +182,15 @@ impl Applier {
     pub fn new(client: Client) -> Self {
         Applier {
             client,
-            resources: Mutex::default(),
+            resources: Discovered::default(),
+        }
+    }
+
+    /// An applier for the same cluster through another client (another identity), sharing discovery.
+    pub fn with_client(&self, client: Client) -> Self {
+        Applier {
+            client,
+            resources: self.resources.clone(),
         }
     }
 
@@ -302,6 +336,7 @@ impl Applier {
     /// fail the whole set.
     async fn precheck(&self, objects: &[&RenderedObject], opts: &ApplyOptions) -> Result<(), ApplyError> {
         let mut failures = Vec::new();
+        let mut denied = Vec::new();
         for o in objects {
             let label = format!("{}/{} {}", o.api_version(), o.kind(), o.name());
             let Some((ar, caps)) = self.resource(&gvk_of(o.api_version(), o.kind()), &label).await? else {
@@ -313,9 +348,10 @@ impl Applier {
             match p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {} // its namespace comes with the first stage
-                Err(e) => match client_error(&e) {
-                    Some(status) => failures.push(format!("{}: {}", p.label, status.message)),
-                    None => {
+                Err(e) => match (client_error(&e), forbidden(&e)) {
+                    (Some(status), _) => failures.push(format!("{}: {}", p.label, status.message)),
+                    (None, Some(status)) => denied.push(format!("{}: {}", p.label, status.message)),
+                    (None, None) => {
                         return Err(ApplyError::Api {
                             object: p.label,
                             source: e,
@@ -323,6 +359,9 @@ impl Applier {
                     }
                 },
             }
+        }
+        if !denied.is_empty() {
+            return Err(ApplyError::Forbidden { failures: denied });
         }
         if failures.is_empty() {
             Ok(())
@@ -346,12 +385,24 @@ impl Applier {
         let force = opts.force;
         let mut invalid = Vec::new();
         let mut conflicts = Vec::new();
+        let mut denied = Vec::new();
         let mut planned = Vec::new();
         for p in stage {
-            let live = p.api.get_opt(&p.name).await.map_err(|source| ApplyError::Api {
-                object: p.label.clone(),
-                source,
-            })?;
+            let live = match p.api.get_opt(&p.name).await {
+                Ok(live) => live,
+                Err(e) => match forbidden(&e) {
+                    Some(status) => {
+                        denied.push(format!("{}: {}", p.label, status.message));
+                        continue;
+                    }
+                    None => {
+                        return Err(ApplyError::Api {
+                            object: p.label,
+                            source: e,
+                        });
+                    }
+                },
+            };
             let claimed = live
                 .as_ref()
                 .zip(opts.owner.as_ref())
@@ -393,9 +444,10 @@ impl Applier {
                         force: forced,
                     });
                 }
-                Err(e) => match client_error(&e) {
-                    Some(status) => invalid.push(format!("{}: {}", p.label, status.message)),
-                    None => {
+                Err(e) => match (client_error(&e), forbidden(&e)) {
+                    (Some(status), _) => invalid.push(format!("{}: {}", p.label, status.message)),
+                    (None, Some(status)) => denied.push(format!("{}: {}", p.label, status.message)),
+                    (None, None) => {
                         return Err(ApplyError::Api {
                             object: p.label,
                             source: e,
@@ -403,6 +455,9 @@ impl Applier {
                     }
                 },
             }
+        }
+        if !denied.is_empty() {
+            return Err(ApplyError::Forbidden { failures: denied });
         }
         if !invalid.is_empty() {
             invalid.extend(conflicts);
@@ -426,12 +481,13 @@ impl Applier {
                 let mut params = PatchParams::apply(FIELD_MANAGER);
                 params.force = plan.force;
                 if let Err(e) = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await {
-                    return Err(match client_error(&e) {
-                        Some(status) => ApplyError::Rejected {
+                    return Err(match (client_error(&e), forbidden(&e)) {
+                        (Some(status), _) => ApplyError::Rejected {
                             object: p.label,
                             message: status.message.clone(),
                         },
-                        None => ApplyError::Api {
+                        (None, Some(status)) => ApplyError::forbidden(p.label, status),
+                        (None, None) => ApplyError::Api {
                             object: p.label,
                             source: e,
                         },
@@ -536,6 +592,8 @@ impl Applier {
         let mut stale: Vec<&InventoryEntry> = stale.iter().collect();
         stale.sort_by_key(|e| std::cmp::Reverse(apply_rank(&e.kind)));
         let mut deleted = Vec::new();
+        // Objects the account may not delete are skipped, not a reason to stop deleting the others.
+        let mut denied = Vec::new();
         for entry in stale {
             let label = entry.to_string();
             let Some((ar, caps)) = self.resource(&gvk_of(&entry.api_version, &entry.kind), &label).await? else {
@@ -546,7 +604,13 @@ impl Applier {
             let live = match api.get_opt(&entry.name).await {
                 Ok(Some(live)) => live,
                 Ok(None) => continue,
-                Err(source) => return Err(ApplyError::Api { object: label, source }),
+                Err(e) => match api_or_forbidden(label, e) {
+                    ApplyError::Forbidden { failures } => {
+                        denied.extend(failures);
+                        continue;
+                    }
+                    other => return Err(other),
+                },
             };
             if !owned_by(&live, owner) {
                 tracing::info!(object = %label, "not pruning an object Ferry does not own");
@@ -575,8 +639,15 @@ impl Applier {
             match api.delete(&entry.name, &DeleteParams::background()).await {
                 Ok(_) => deleted.push(entry.clone()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(source) => return Err(ApplyError::Api { object: label, source }),
+                Err(e) => match api_or_forbidden(label, e) {
+                    ApplyError::Forbidden { failures } => denied.extend(failures),
+                    other => return Err(other),
+                },
             }
+        }
+        if !denied.is_empty() {
+            tracing::info!(deleted = deleted.len(), "pruned what the account may delete");
+            return Err(ApplyError::Forbidden { failures: denied });
         }
         Ok(deleted)
     }
@@ -648,6 +719,14 @@ impl Applier {
             .filter(|item| !owned_by(item, owner))
             .map(|item| format!("{label} {}/{}", item.namespace().unwrap_or_default(), item.name_any()))
             .collect())
+    }
+}
+
+/// An API server error for `object`, told apart when it is an authorization refusal.
+fn api_or_forbidden(object: String, source: kube::Error) -> ApplyError {
+    match forbidden(&source) {
+        Some(status) => ApplyError::forbidden(object, status),
+        None => ApplyError::Api { object, source },
     }
 }
 

@@ -46,6 +46,13 @@ pub struct Settings {
     pub allow_file_urls: bool,
     /// Reconciles running at once per kind: bounds memory and API load when thousands of objects wake up.
     pub concurrency: u16,
+    /// The ServiceAccount (in the Environment's namespace) impersonated for Environments that name none.
+    /// `None` keeps Ferry's own identity for them: a single-team cluster.
+    pub default_service_account: Option<String>,
+    /// Refuse `sourceRef`s and `promotion.from`s that name another namespace.
+    pub no_cross_namespace_refs: bool,
+    /// Accept kubeconfig Secrets that turn TLS verification off or name a proxy.
+    pub allow_insecure_kubeconfig: bool,
 }
 
 impl Settings {
@@ -57,6 +64,9 @@ impl Settings {
             render: crate::render::RenderSettings::default(),
             concurrency: 16,
             allow_file_urls: false,
+            default_service_account: None,
+            no_cross_namespace_refs: false,
+            allow_insecure_kubeconfig: false,
         }
     }
 }
@@ -75,16 +85,32 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    /// `client` is Ferry's own; `config` is what it was built from, the base of the clients that impersonate
+    /// Environments' ServiceAccounts.
+    pub fn new(client: Client, config: kube::Config, settings: Settings) -> Self {
         Context {
             events: events::EventPublisher::new(client.clone()),
             local: Target::new(client.clone()),
-            clusters: Clusters::default(),
+            clusters: Clusters::new(config, settings.allow_insecure_kubeconfig),
             renders: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
             settings,
             client,
         }
+    }
+
+    /// The cluster and identity an Environment's requests go to: its kubeConfig's cluster, else this one as
+    /// its ServiceAccount (or the default one), else this one as Ferry.
+    pub async fn target_of(&self, env: &crate::api::Environment) -> Result<Target, crate::cluster::ClusterError> {
+        let namespace = env.metadata.namespace.as_deref().unwrap_or_default();
+        let account = env
+            .spec
+            .service_account_name
+            .as_deref()
+            .or(self.settings.default_service_account.as_deref());
+        self.clusters
+            .target(&self.local, namespace, env.spec.kube_config.as_ref(), account)
+            .await
     }
 
     /// Events are best-effort: failing to record one must never fail a reconcile.

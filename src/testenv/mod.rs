@@ -411,11 +411,15 @@ impl ControlPlane {
 
     /// A client for the admin user.
     pub async fn client(&self) -> Result<Client, TestEnvError> {
+        Client::try_from(self.config().await?).map_err(|e| TestEnvError::Setup(e.to_string()))
+    }
+
+    /// The admin user's connection settings.
+    pub async fn config(&self) -> Result<kube::Config, TestEnvError> {
         let kc = Kubeconfig::read_from(&self.kubeconfig).map_err(|e| TestEnvError::Setup(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
-            .map_err(|e| TestEnvError::Setup(e.to_string()))?;
-        Client::try_from(config).map_err(|e| TestEnvError::Setup(e.to_string()))
+            .map_err(|e| TestEnvError::Setup(e.to_string()))
     }
 
     /// Stops every process, newest first: SIGTERM, then SIGKILL after a grace period.

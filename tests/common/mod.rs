@@ -79,6 +79,8 @@ pub struct TestEnv {
     receiver: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
     settings: Settings,
+    /// The controller's connection settings (the admin's).
+    config: kube::Config,
     control_plane: &'static ControlPlane,
     _storage: tempfile::TempDir,
 }
@@ -121,7 +123,8 @@ impl TestEnv {
         let mut settings = Settings::new(storage.path());
         settings.render.kustomize = shared.bin_dir.join("kustomize");
         adjust(&mut settings);
-        let controller = spawn_controller(&client, &namespace, &settings);
+        let config = shared.cp.config().await.expect("config");
+        let controller = spawn_controller(&client, &config, &namespace, &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -144,6 +147,7 @@ impl TestEnv {
             receiver,
             controller,
             settings,
+            config,
             control_plane: &shared.cp,
             _storage: storage,
         }
@@ -163,7 +167,7 @@ impl TestEnv {
     /// with nothing in memory but the same storage directory.
     pub fn restart_controller(&mut self) {
         self.controller.abort();
-        self.controller = spawn_controller(&self.client, &self.namespace, &self.settings);
+        self.controller = spawn_controller(&self.client, &self.config, &self.namespace, &self.settings);
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -252,8 +256,13 @@ impl TestEnv {
     }
 }
 
-fn spawn_controller(client: &Client, namespace: &str, settings: &Settings) -> tokio::task::JoinHandle<()> {
-    let ctx = Arc::new(Context::new(client.clone(), settings.clone()));
+fn spawn_controller(
+    client: &Client,
+    config: &kube::Config,
+    namespace: &str,
+    settings: &Settings,
+) -> tokio::task::JoinHandle<()> {
+    let ctx = Arc::new(Context::new(client.clone(), config.clone(), settings.clone()));
     let scope = Scope {
         namespace: Some(namespace.to_string()),
     };

@@ -76,10 +76,7 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     let Some(env) = api.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
-    let target = ctx
-        .clusters
-        .target(&ctx.local, &namespace, env.spec.kube_config.as_ref())
-        .await;
+    let target = ctx.target_of(&env).await;
     let env = Arc::new(env);
     Reconcile {
         api,
@@ -178,8 +175,14 @@ impl Reconcile {
             Ok(target) => target.clone(),
             Err(ClusterError::Api(e)) => return Err(ReconcileError::Internal(e.to_string())),
             Err(e) => {
+                let reason = match e {
+                    ClusterError::InvalidServiceAccount(_) | ClusterError::Impersonation { .. } => {
+                        Reason::InvalidSpec
+                    }
+                    _ => Reason::InvalidKubeConfig,
+                };
                 let failure = Failure {
-                    reason: Reason::InvalidKubeConfig,
+                    reason,
                     message: e.to_string(),
                     stalled: !matches!(e, ClusterError::SecretNotFound(_)),
                 };
@@ -391,6 +394,17 @@ impl Reconcile {
                 stalled: true,
             }));
         }
+        if self.ctx.settings.no_cross_namespace_refs && source_ns != self.namespace {
+            return Ok(Err(Failure {
+                reason: Reason::CrossNamespaceRef,
+                message: format!(
+                    "sourceRef names GitRepository {source_ns}/{}, in another namespace; this Ferry runs with \
+                     --no-cross-namespace-refs",
+                    spec.source_ref.name
+                ),
+                stalled: true,
+            }));
+        }
         let repos: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &source_ns);
         Ok(repos.get_opt(&spec.source_ref.name).await?.ok_or_else(|| Failure {
             reason: Reason::SourceNotFound,
@@ -547,9 +561,17 @@ impl Reconcile {
                 }
                 Err(ApplyError::Api { source, .. }) => return Err(source.into()),
                 Err(e) => {
+                    // What this revision applied stays tracked, and so does what could not be deleted.
+                    let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
+                    union.extend(report.inventory.iter().cloned());
+                    status.inventory = union.into_iter().collect();
+                    let reason = match e {
+                        ApplyError::Forbidden { .. } => Reason::Forbidden,
+                        _ => Reason::PruneFailed,
+                    };
                     return Ok(Err(Failure {
-                        reason: Reason::PruneFailed,
-                        message: e.to_string(),
+                        reason,
+                        message: format!("pruning at {artifact_revision} failed: {e}"),
                         stalled: false,
                     }));
                 }
@@ -676,8 +698,10 @@ impl Reconcile {
             match target.applier.prune(&inventory, &self.owner()).await {
                 Ok(deleted) => info!(count = deleted.len(), "deleted the Environment's objects"),
                 Err(ApplyError::Api { source, .. }) => return Err(source.into()),
-                Err(e @ ApplyError::Rejected { .. }) => {
-                    // A Namespace or CRD that holds objects of others stays; the Environment still goes.
+                Err(e @ (ApplyError::Rejected { .. } | ApplyError::Forbidden { .. })) => {
+                    // A Namespace or CRD that holds objects of others stays, and so does what the Environment's
+                    // account may not delete (its rights may be gone with its namespace): the Environment
+                    // still goes, and says what it left.
                     warn!(error = %e, "left in place while deleting the Environment");
                     self.ctx
                         .event(self.env.as_ref(), true, "NotDeleted", e.to_string())
@@ -809,6 +833,7 @@ fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failur
         ApplyError::Invalid { .. } => Reason::ValidationFailed,
         ApplyError::Conflict { .. } => Reason::Conflict,
         ApplyError::NotEstablished(_) | ApplyError::Rejected { .. } => Reason::ApplyFailed,
+        ApplyError::Forbidden { .. } => Reason::Forbidden,
     };
     Ok(Err(Failure {
         reason,

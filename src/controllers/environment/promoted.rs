@@ -94,6 +94,19 @@ impl Reconcile {
 
     /// The upstream Environment, after following `promotion.from` far enough to know there is no cycle.
     async fn upstream(&self, policy: &PromotionPolicy) -> Result<Result<Environment, Failure>, ReconcileError> {
+        if let Some((namespace, _)) = policy.from.split_once('/') {
+            // Promotion never crosses namespaces: a tenant could otherwise take another team's verified
+            // revisions, or learn about them from status.
+            return Ok(Err(Failure {
+                reason: Reason::CrossNamespaceRef,
+                message: format!(
+                    "promotion.from {:?} names an Environment in namespace {namespace:?}; promotion is between \
+                     Environments of one namespace, so give the name only",
+                    policy.from
+                ),
+                stalled: true,
+            }));
+        }
         let mut chain = vec![self.name.clone()];
         let mut next = policy.from.clone();
         let mut first = None;
