@@ -67,7 +67,8 @@ pub fn service_account_user(namespace: &str, name: &str) -> String {
 pub fn valid_service_account_name(name: &str) -> bool {
     let label_ok = |l: &str| {
         !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -319,7 +320,10 @@ mod tests {
         ] {
             let kc = kubeconfig(cluster, "    token: abc");
             let err = parse_kubeconfig(&kc, false).unwrap_err();
-            assert!(err.contains(what) && err.contains("--allow-insecure-kubeconfig"), "{err}");
+            assert!(
+                err.contains(what) && err.contains("--allow-insecure-kubeconfig"),
+                "{err}"
+            );
             assert!(parse_kubeconfig(&kc, true).is_ok(), "{what} is allowed with the flag");
         }
         // Files and programs stay refused with the flag.
@@ -348,7 +352,10 @@ mod tests {
         ] {
             assert!(!valid_service_account_name(bad), "{bad:?}");
         }
-        assert_eq!(service_account_user("team-a", "deployer"), "system:serviceaccount:team-a:deployer");
+        assert_eq!(
+            service_account_user("team-a", "deployer"),
+            "system:serviceaccount:team-a:deployer"
+        );
     }
 
     #[test]

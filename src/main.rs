@@ -48,6 +48,21 @@ enum Command {
         /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
         #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
         webhook_addr: std::net::SocketAddr,
+        /// Multi-tenant clusters: the ServiceAccount (in each Environment's own namespace) whose rights an
+        /// Environment without `spec.serviceAccountName` applies with; Ferry impersonates it for every request
+        /// made for that Environment. The install manifests set `default`, which has no rights until a team
+        /// grants them. Without this flag such Environments apply with Ferry's own identity (single-team
+        /// clusters; needs the broad role in manifests/single-tenant/).
+        #[arg(long, env = "FERRY_DEFAULT_SERVICE_ACCOUNT", value_parser = service_account_name)]
+        default_service_account: Option<String>,
+        /// Refuse an Environment whose `sourceRef.namespace` names another namespace (`CrossNamespaceRef`):
+        /// each team renders only its own namespace's repositories. On in the install manifests.
+        #[arg(long, env = "FERRY_NO_CROSS_NAMESPACE_REFS")]
+        no_cross_namespace_refs: bool,
+        /// Accept kubeConfig Secrets that set `insecure-skip-tls-verify: true` or a `proxy-url` (refused by
+        /// default: either hands the connection and its credentials to whoever sits in between).
+        #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
+        allow_insecure_kubeconfig: bool,
     },
     /// Print what would be applied for a path of a local checkout (kustomize output unchanged).
     Render {
@@ -193,6 +208,9 @@ async fn run() -> anyhow::Result<()> {
             concurrency,
             kube_api_qps,
             webhook_addr,
+            default_service_account,
+            no_cross_namespace_refs,
+            allow_insecure_kubeconfig,
         } => {
             // libgit2's transfer timeout only runs while data flows; these bound a server that accepts a
             // connection and then says nothing. Set once, before any fetch.
@@ -212,11 +230,20 @@ async fn run() -> anyhow::Result<()> {
             settings.render.kustomize = kustomize;
             settings.concurrency = concurrency.max(1);
             settings.allow_file_urls = allow_file_urls;
+            settings.default_service_account = default_service_account;
+            settings.no_cross_namespace_refs = no_cross_namespace_refs;
+            settings.allow_insecure_kubeconfig = allow_insecure_kubeconfig;
             let ctx = Arc::new(Context::new(client, config, settings));
             let listener = tokio::net::TcpListener::bind(webhook_addr)
                 .await
                 .with_context(|| format!("binding the webhook receiver to {webhook_addr}"))?;
-            tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), %webhook_addr, "ferry starting");
+            tracing::info!(
+                namespace = namespace.as_deref().unwrap_or("<all>"),
+                %webhook_addr,
+                default_service_account = ctx.settings.default_service_account.as_deref().unwrap_or("<none: ferry's own>"),
+                no_cross_namespace_refs = ctx.settings.no_cross_namespace_refs,
+                "ferry starting"
+            );
             let receiver = tokio::spawn(ferry::receiver::serve(
                 listener,
                 ctx.client.clone(),
@@ -344,6 +371,15 @@ async fn run() -> anyhow::Result<()> {
             cp.stop();
             Ok(())
         }
+    }
+}
+
+/// `--default-service-account` must be a name the API server could give a ServiceAccount.
+fn service_account_name(name: &str) -> Result<String, String> {
+    if ferry::cluster::valid_service_account_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err("not a ServiceAccount name (lowercase letters, digits, '-' and '.')".into())
     }
 }
 

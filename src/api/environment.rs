@@ -78,7 +78,10 @@ pub struct EnvironmentSpec {
     /// Environment can only do what this account may. Defaults to `ferry run --default-service-account`;
     /// ignored with `kubeConfig` (the kubeconfig's identity applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
     pub service_account_name: Option<String>,
 }
 

@@ -389,6 +389,13 @@ impl ControlPlane {
                 (fields.next()? == user).then(|| token.to_string())
             })
             .ok_or_else(|| setup(&"no such test user"))?;
+        Client::try_from(self.config_with_token(&token).await?).map_err(|e| setup(&e))
+    }
+
+    /// Connection settings that authenticate with `token` (a test user's, or a ServiceAccount token from a
+    /// TokenRequest) instead of the admin's.
+    pub async fn config_with_token(&self, token: &str) -> Result<kube::Config, TestEnvError> {
+        let setup = |e: &dyn std::fmt::Display| TestEnvError::Setup(format!("config with a token: {e}"));
         let text = std::fs::read_to_string(&self.kubeconfig).map_err(|e| setup(&e))?;
         let text: Vec<String> = text
             .lines()
@@ -398,10 +405,9 @@ impl ControlPlane {
             })
             .collect();
         let kc = Kubeconfig::from_yaml(&text.join("\n")).map_err(|e| setup(&e))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
-            .map_err(|e| setup(&e))?;
-        Client::try_from(config).map_err(|e| setup(&e))
+            .map_err(|e| setup(&e))
     }
 
     /// The API server's audit log: one JSON line per mutating request (reads are not logged).

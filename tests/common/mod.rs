@@ -79,7 +79,7 @@ pub struct TestEnv {
     receiver: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
     settings: Settings,
-    /// The controller's connection settings (the admin's).
+    /// The controller's connection settings.
     config: kube::Config,
     control_plane: &'static ControlPlane,
     _storage: tempfile::TempDir,
@@ -101,7 +101,24 @@ impl TestEnv {
         Self::build(name, false, adjust).await
     }
 
+    /// A TestEnv as the install manifests run Ferry: the controller and the webhook receiver authenticate as
+    /// the `ferry` ServiceAccount with only the rights `manifests/rbac.yaml` gives it (a token from a
+    /// TokenRequest), and run locked down as `manifests/deployment.yaml` says (`--default-service-account
+    /// default --no-cross-namespace-refs`), then `adjust`. The test's own `client` stays the admin's.
+    pub async fn installed(name: &str, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
+        Self::build_as(name, false, Identity::Installed, |s| {
+            s.default_service_account = Some("default".into());
+            s.no_cross_namespace_refs = true;
+            adjust(s);
+        })
+        .await
+    }
+
     async fn build(name: &str, workloads: bool, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
+        Self::build_as(name, workloads, Identity::Admin, adjust).await
+    }
+
+    async fn build_as(name: &str, workloads: bool, identity: Identity, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
         // FERRY_TEST_LOG=ferry=debug shows the controllers' logs for a failing test.
         if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -123,15 +140,19 @@ impl TestEnv {
         let mut settings = Settings::new(storage.path());
         settings.render.kustomize = shared.bin_dir.join("kustomize");
         adjust(&mut settings);
-        let config = shared.cp.config().await.expect("config");
-        let controller = spawn_controller(&client, &config, &namespace, &settings);
+        let config = match identity {
+            Identity::Admin => shared.cp.config().await.expect("config"),
+            Identity::Installed => installed_identity(&shared.cp, &client).await,
+        };
+        let controller_client = Client::try_from(config.clone()).expect("controller client");
+        let controller = spawn_controller(&controller_client, &config, &namespace, &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
         let webhook_base = format!("http://{}", listener.local_addr().expect("addr"));
         let receiver = tokio::spawn(ferry::receiver::serve(
             listener,
-            client.clone(),
+            controller_client.clone(),
             Some(namespace.clone()),
             std::future::pending(),
         ));
@@ -167,7 +188,8 @@ impl TestEnv {
     /// with nothing in memory but the same storage directory.
     pub fn restart_controller(&mut self) {
         self.controller.abort();
-        self.controller = spawn_controller(&self.client, &self.config, &self.namespace, &self.settings);
+        let client = Client::try_from(self.config.clone()).expect("controller client");
+        self.controller = spawn_controller(&client, &self.config, &self.namespace, &self.settings);
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -253,6 +275,66 @@ impl TestEnv {
                 )
             })
             .collect()
+    }
+}
+
+/// Who the controller runs as.
+enum Identity {
+    /// The control plane's admin (system:masters).
+    Admin,
+    /// The install manifests' `ferry` ServiceAccount.
+    Installed,
+}
+
+static INSTALLED: OnceCell<String> = OnceCell::const_new();
+
+/// Applies the install manifests' Namespace and RBAC (once per control plane) and returns connection settings
+/// with a token of their `ferry` ServiceAccount, so a missing rule in `manifests/rbac.yaml` fails tests.
+async fn installed_identity(cp: &ControlPlane, admin: &Client) -> kube::Config {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let token = INSTALLED
+        .get_or_init(|| async {
+            apply_files(admin, &["manifests/namespace.yaml", "manifests/rbac.yaml"]).await;
+            let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "ferry-system");
+            let request: TokenRequest =
+                serde_json::from_value(serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 7200}}))
+                    .expect("token request");
+            let issued: TokenRequest = accounts
+                .create_subresource("token", "ferry", &PostParams::default(), &request)
+                .await
+                .expect("a token of the ferry ServiceAccount");
+            issued.status.and_then(|s| s.token).expect("token issued")
+        })
+        .await;
+    cp.config_with_token(token).await.expect("config with the ferry token")
+}
+
+/// Server-side applies every object of the repository's YAML `files` as the admin.
+pub async fn apply_files(admin: &Client, files: &[&str]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files: Vec<ferry::source::ManifestFile> = files
+        .iter()
+        .map(|f| ferry::source::ManifestFile {
+            path: f.to_string(),
+            content: std::fs::read(root.join(f)).expect("manifest file"),
+        })
+        .collect();
+    for o in ferry::render::render_plain(&files).expect("manifests parse") {
+        let (group, version) = o.api_version().rsplit_once('/').unwrap_or(("", o.api_version()));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, o.kind());
+        let (ar, caps) = kube::discovery::pinned_kind(admin, &gvk).await.expect("kind served");
+        let api: Api<kube::api::DynamicObject> = match (caps.scope, o.namespace()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(admin.clone(), ns, &ar),
+            _ => Api::all_with(admin.clone(), &ar),
+        };
+        api.patch(
+            o.name(),
+            &PatchParams::apply("ferry-tests").force(),
+            &Patch::Apply(&o.object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {}: {e}", o.kind(), o.name()));
     }
 }
 

@@ -176,9 +176,7 @@ impl Reconcile {
             Err(ClusterError::Api(e)) => return Err(ReconcileError::Internal(e.to_string())),
             Err(e) => {
                 let reason = match e {
-                    ClusterError::InvalidServiceAccount(_) | ClusterError::Impersonation { .. } => {
-                        Reason::InvalidSpec
-                    }
+                    ClusterError::InvalidServiceAccount(_) | ClusterError::Impersonation { .. } => Reason::InvalidSpec,
                     _ => Reason::InvalidKubeConfig,
                 };
                 let failure = Failure {
