@@ -30,6 +30,8 @@ wait_until() {
   done
 }
 
+bash hack/prereqs.sh
+export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:$HOME/.cargo/bin" GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 say "Building the local control plane (cached after the first run)"
 BIN=$(bash hack/controlplane-build.sh)
 export PATH="$BIN:$PATH"
@@ -94,7 +96,7 @@ FIRST=$(git -C "$DIR/work" rev-parse HEAD)
 echo "pushed $FIRST to $REPO_URL"
 
 say "Installing Ferry's CRDs and starting the controller"
-kubectl apply --server-side -f crds/ >/dev/null
+kubectl apply --server-side -k crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 HOOK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 FERRY_STORAGE_DIR="$DIR/storage" FERRY_WEBHOOK_ADDR=127.0.0.1:$HOOK_PORT RUST_LOG=info,kube=warn \
