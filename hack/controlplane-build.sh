@@ -6,10 +6,8 @@
 #   hack/controlplane-build.sh        # builds (or reuses) and prints the bin directory
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.36.3}
-ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
-KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
-KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-v5.7.1}
+# shellcheck source=hack/versions.sh
+source "$(dirname "${BASH_SOURCE[0]}")/versions.sh"
 
 CACHE=${FERRY_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry/controlplane}
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_kustomize-${KUSTOMIZE_VERSION}"

@@ -98,10 +98,16 @@ echo "pushed $FIRST to $REPO_URL"
 say "Installing Ferry's CRDs and starting the controller"
 kubectl apply --server-side -k crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-HOOK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HOOK_PORT=$(free_port) METRICS_PORT=$(free_port) PROBE_PORT=$(free_port)
+# As installed: leader election on a Lease in ferry-system, metrics and probes on their own ports.
+kubectl create namespace ferry-system >/dev/null
 FERRY_STORAGE_DIR="$DIR/storage" FERRY_WEBHOOK_ADDR=127.0.0.1:$HOOK_PORT RUST_LOG=info,kube=warn \
+  FERRY_METRICS_ADDR=127.0.0.1:$METRICS_PORT FERRY_PROBE_ADDR=127.0.0.1:$PROBE_PORT \
   "$FERRY" run > "$DIR/ferry.log" 2>&1 &
 pids+=($!)
+wait_until 30 "ferry to be ready (/readyz)" curl -sf -o /dev/null "http://127.0.0.1:$PROBE_PORT/readyz"
+echo "ferry is the leader: $(kubectl -n ferry-system get lease ferry-leader -o jsonpath='{.spec.holderIdentity}')"
 
 say "Creating a GitRepository and Environment staging (with an acceptance-test Job)"
 kubectl create namespace demo >/dev/null
@@ -204,5 +210,8 @@ say "ferry history -n demo production"
 "$FERRY" history -n demo production
 say "What Ferry applied in the production cluster (kubectl --kubeconfig $PROD_KUBECONFIG)"
 kubectl --kubeconfig "$PROD_KUBECONFIG" get deployments,jobs -n demo
+say "Ferry's metrics (curl http://127.0.0.1:$METRICS_PORT/metrics, a few lines)"
+curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" \
+  | grep -E '^ferry_(resource_ready\{kind="Environment"|leader |reconcile_total\{kind="Environment"|promotion_transitions_total)' || true
 echo
 echo "Demo finished: staging and production are at $REV."

@@ -16,54 +16,21 @@ use kube::ResourceExt;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as JSON objects for a log pipeline.
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster of the current kubeconfig (or in-cluster config).
-    Run {
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "FERRY_NAMESPACE")]
-        namespace: Option<String>,
-        /// Where git mirrors are kept.
-        #[arg(long, env = "FERRY_STORAGE_DIR", default_value = "/tmp/ferry")]
-        storage_dir: PathBuf,
-        /// Largest download one git fetch may make, in bytes.
-        #[arg(long, env = "FERRY_MAX_REPO_BYTES", default_value_t = 1 << 30)]
-        max_repo_bytes: u64,
-        /// The kustomize binary used for paths with a kustomization.
-        #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
-        kustomize: PathBuf,
-        /// Accept file:// GitRepository URLs (local development only).
-        #[arg(long, env = "FERRY_ALLOW_FILE_URLS")]
-        allow_file_urls: bool,
-        /// Reconciles running at once, per kind.
-        #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16)]
-        concurrency: u16,
-        /// Client-side limit on requests per second to the API server (0: no limit). Off by default: the
-        /// reconcile concurrency already bounds the load, and this limiter (tower's) costs far more throughput than
-        /// its nominal rate (see the README's performance section).
-        #[arg(long, env = "FERRY_KUBE_API_QPS", default_value_t = 0)]
-        kube_api_qps: u64,
-        /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
-        #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
-        webhook_addr: std::net::SocketAddr,
-        /// Multi-tenant clusters: the ServiceAccount (in each Environment's own namespace) whose rights an
-        /// Environment without `spec.serviceAccountName` applies with; Ferry impersonates it for every request
-        /// made for that Environment. The install manifests set `default`, which has no rights until a team
-        /// grants them. Without this flag such Environments apply with Ferry's own identity (single-team
-        /// clusters; needs the broad role in manifests/single-tenant/).
-        #[arg(long, env = "FERRY_DEFAULT_SERVICE_ACCOUNT", value_parser = service_account_name)]
-        default_service_account: Option<String>,
-        /// Refuse an Environment whose `sourceRef.namespace` names another namespace (`CrossNamespaceRef`):
-        /// each team renders only its own namespace's repositories. On in the install manifests.
-        #[arg(long, env = "FERRY_NO_CROSS_NAMESPACE_REFS")]
-        no_cross_namespace_refs: bool,
-        /// Accept kubeConfig Secrets that set `insecure-skip-tls-verify: true` or a `proxy-url` (refused by
-        /// default: either hands the connection and its credentials to whoever sits in between).
-        #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
-        allow_insecure_kubeconfig: bool,
-    },
+    Run(Box<RunArgs>),
     /// Print what would be applied for a path of a local checkout (kustomize output unchanged).
     Render {
         /// The checkout (repository root).
@@ -149,6 +116,73 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FERRY_NAMESPACE")]
+    namespace: Option<String>,
+    /// Where git mirrors are kept.
+    #[arg(long, env = "FERRY_STORAGE_DIR", default_value = "/tmp/ferry")]
+    storage_dir: PathBuf,
+    /// Largest download one git fetch may make, in bytes.
+    #[arg(long, env = "FERRY_MAX_REPO_BYTES", default_value_t = 1 << 30)]
+    max_repo_bytes: u64,
+    /// The kustomize binary used for paths with a kustomization.
+    #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
+    kustomize: PathBuf,
+    /// Accept file:// GitRepository URLs (local development only).
+    #[arg(long, env = "FERRY_ALLOW_FILE_URLS")]
+    allow_file_urls: bool,
+    /// Reconciles running at once, per kind.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Client-side limit on requests per second to the API server (0: no limit). Off by default: the
+    /// reconcile concurrency already bounds the load, and this limiter (tower's) costs far more throughput than
+    /// its nominal rate (see the README's performance section).
+    #[arg(long, env = "FERRY_KUBE_API_QPS", default_value_t = 0)]
+    kube_api_qps: u64,
+    /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
+    #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
+    webhook_addr: std::net::SocketAddr,
+    /// Multi-tenant clusters: the ServiceAccount (in each Environment's own namespace) whose rights an
+    /// Environment without `spec.serviceAccountName` applies with; Ferry impersonates it for every request
+    /// made for that Environment. The install manifests set `default`, which has no rights until a team
+    /// grants them. Without this flag such Environments apply with Ferry's own identity (single-team
+    /// clusters; needs the broad role in manifests/single-tenant/).
+    #[arg(long, env = "FERRY_DEFAULT_SERVICE_ACCOUNT", value_parser = service_account_name)]
+    default_service_account: Option<String>,
+    /// Refuse an Environment whose `sourceRef.namespace` names another namespace (`CrossNamespaceRef`):
+    /// each team renders only its own namespace's repositories. On in the install manifests.
+    #[arg(long, env = "FERRY_NO_CROSS_NAMESPACE_REFS")]
+    no_cross_namespace_refs: bool,
+    /// Accept kubeConfig Secrets that set `insecure-skip-tls-verify: true` or a `proxy-url` (refused by
+    /// default: either hands the connection and its credentials to whoever sits in between).
+    #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
+    allow_insecure_kubeconfig: bool,
+    /// Elect one leader among replicas with a Lease; only the leader runs the controllers (every replica
+    /// serves webhooks). `--leader-elect=false` for a single local process.
+    #[arg(long, env = "FERRY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ferry-system")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "FERRY_LEADER_ELECTION_ID", default_value = "ferry-leader")]
+    leader_election_id: String,
+    /// How long a standby waits for a silent leader before taking over, e.g. `15s`.
+    #[arg(long, env = "FERRY_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    leader_election_lease_duration: std::time::Duration,
+    /// This process's name in the Lease (in a pod: its name).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
+    /// Address of Prometheus `/metrics`.
+    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Address of the `/livez` and `/readyz` probes.
+    #[arg(long, env = "FERRY_PROBE_ADDR", default_value = "0.0.0.0:8081")]
+    probe_addr: std::net::SocketAddr,
+}
+
 #[derive(Subcommand)]
 enum DevCommand {
     /// Start a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) and keep it
@@ -193,67 +227,21 @@ async fn main() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
-    match Cli::parse().command {
-        Command::Run {
-            namespace,
-            storage_dir,
-            max_repo_bytes,
-            kustomize,
-            allow_file_urls,
-            concurrency,
-            kube_api_qps,
-            webhook_addr,
-            default_service_account,
-            no_cross_namespace_refs,
-            allow_insecure_kubeconfig,
-        } => {
-            // libgit2's transfer timeout only runs while data flows; these bound a server that accepts a
-            // connection and then says nothing. Set once, before any fetch.
-            // SAFETY: called before any other libgit2 use in this process.
-            unsafe {
-                git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
-                git2::opts::set_server_timeout_in_milliseconds(120_000)?;
-            }
-            let config = kube::Config::infer()
-                .await
-                .context("loading the kubeconfig or in-cluster config")?;
-            let client = client_with_rate_limit(config.clone(), kube_api_qps)?;
-            let mut settings = Settings {
-                max_repo_bytes,
-                ..Settings::new(storage_dir)
-            };
-            settings.render.kustomize = kustomize;
-            settings.concurrency = concurrency.max(1);
-            settings.allow_file_urls = allow_file_urls;
-            settings.default_service_account = default_service_account;
-            settings.no_cross_namespace_refs = no_cross_namespace_refs;
-            settings.allow_insecure_kubeconfig = allow_insecure_kubeconfig;
-            let ctx = Arc::new(Context::new(client, config, settings));
-            let listener = tokio::net::TcpListener::bind(webhook_addr)
-                .await
-                .with_context(|| format!("binding the webhook receiver to {webhook_addr}"))?;
-            tracing::info!(
-                namespace = namespace.as_deref().unwrap_or("<all>"),
-                %webhook_addr,
-                default_service_account = ctx.settings.default_service_account.as_deref().unwrap_or("<none: ferry's own>"),
-                no_cross_namespace_refs = ctx.settings.no_cross_namespace_refs,
-                "ferry starting"
-            );
-            let receiver = tokio::spawn(ferry::receiver::serve(
-                listener,
-                ctx.client.clone(),
-                namespace.clone(),
-                shutdown_signal(),
-            ));
-            controllers::run(ctx, Scope { namespace }, shutdown_signal()).await;
-            receiver.abort();
-            Ok(())
-        }
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // One JSON object per line; the reconcile span's fields (kind, namespace, name, revision) come along.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
+    match cli.command {
+        Command::Run(args) => run_operator(*args).await,
         Command::Render { dir, path, kustomize } => {
             let settings = ferry::render::RenderSettings {
                 kustomize,
@@ -372,6 +360,128 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The controller, the webhook receiver, metrics and probes, until SIGTERM or Ctrl-C. With leader election the
+/// controllers start only once this process holds the Lease, and the process exits if it loses it (a
+/// restarted process stands by again), so two replicas never apply at once.
+async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
+    // libgit2's transfer timeout only runs while data flows; these bound a server that accepts a
+    // connection and then says nothing. Set once, before any fetch.
+    // SAFETY: called before any other libgit2 use in this process.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
+        git2::opts::set_server_timeout_in_milliseconds(120_000)?;
+    }
+    let identity = args.leader_election_identity.clone().unwrap_or_else(default_identity);
+    let mut config = kube::Config::infer()
+        .await
+        .context("loading the kubeconfig or in-cluster config")?;
+    // The audit log then tells replicas apart.
+    if let Ok(agent) = http::HeaderValue::from_str(&format!("ferry/{} ({identity})", env!("CARGO_PKG_VERSION"))) {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
+    let client = client_with_rate_limit(config.clone(), args.kube_api_qps)?;
+    let mut settings = Settings {
+        max_repo_bytes: args.max_repo_bytes,
+        ..Settings::new(&args.storage_dir)
+    };
+    settings.render.kustomize = args.kustomize.clone();
+    settings.concurrency = args.concurrency.max(1);
+    settings.allow_file_urls = args.allow_file_urls;
+    settings.default_service_account = args.default_service_account.clone();
+    settings.no_cross_namespace_refs = args.no_cross_namespace_refs;
+    settings.allow_insecure_kubeconfig = args.allow_insecure_kubeconfig;
+    let ctx = Arc::new(Context::new(client, config, settings));
+    let process = ferry::endpoints::Process::new(ctx.clone());
+
+    let bind = |addr: std::net::SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {what} to {addr}"))
+    };
+    let webhook = bind(args.webhook_addr, "webhook receiver").await?;
+    let metrics = bind(args.metrics_addr, "metrics endpoint").await?;
+    let probes = bind(args.probe_addr, "probe endpoint").await?;
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        webhook_addr = %args.webhook_addr,
+        metrics_addr = %args.metrics_addr,
+        probe_addr = %args.probe_addr,
+        %identity,
+        leader_elect = args.leader_elect,
+        default_service_account = ctx.settings.default_service_account.as_deref().unwrap_or("<none: ferry's own>"),
+        no_cross_namespace_refs = ctx.settings.no_cross_namespace_refs,
+        "ferry starting"
+    );
+    let servers = [
+        tokio::spawn(ferry::receiver::serve(
+            webhook,
+            ctx.client.clone(),
+            args.namespace.clone(),
+            shutdown_signal(),
+        )),
+        tokio::spawn(ferry::endpoints::serve(
+            metrics,
+            ferry::endpoints::metrics(process.clone()),
+            shutdown_signal(),
+        )),
+        tokio::spawn(ferry::endpoints::serve(
+            probes,
+            ferry::endpoints::probes(process.clone()),
+            shutdown_signal(),
+        )),
+    ];
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+    };
+    if !args.leader_elect {
+        process.set_leading(true);
+        controllers::run(ctx, scope, shutdown_signal()).await;
+    } else {
+        let elector = ferry::leader::LeaderElector::new(
+            ctx.client.clone(),
+            &args.leader_election_namespace,
+            &args.leader_election_id,
+            &identity,
+            ferry::leader::Timing::for_lease(args.leader_election_lease_duration),
+        );
+        tracing::info!(lease = %args.leader_election_id, "standing by until this process holds the lease");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown_signal() => {
+                servers.iter().for_each(|s| s.abort());
+                return Ok(());
+            }
+        }
+        process.set_leading(true);
+        tokio::select! {
+            _ = controllers::run(ctx, scope, shutdown_signal()) => {
+                // Asked to stop: hand the lease over at once instead of letting it expire.
+                elector.release().await;
+            }
+            lost = elector.hold() => {
+                // Another process may be applying now: stop everything, and let the restart stand by.
+                tracing::error!(error = %lost, "lost the leader lease; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
+    servers.iter().for_each(|s| s.abort());
+    Ok(())
+}
+
+/// A name for this process in the Lease when no `POD_NAME` is given: host and process id.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferry".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Durations on the command line are written as in the API (`15s`, `1m`).
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    ferry::api::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// `--default-service-account` must be a name the API server could give a ServiceAccount.

@@ -65,6 +65,9 @@ pub fn start_ferry(
         .env("FERRY_STORAGE_DIR", storage)
         .env("FERRY_WEBHOOK_ADDR", format!("127.0.0.1:{hook_port}"))
         .env("RUST_LOG", "warn")
+        .env("FERRY_LEADER_ELECT", "false")
+        .env("FERRY_METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("FERRY_PROBE_ADDR", format!("127.0.0.1:{}", free_port()?))
         .stdout(std::process::Stdio::null());
     if let Some(ns) = namespace {
         cmd.env("FERRY_NAMESPACE", ns);

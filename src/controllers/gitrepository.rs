@@ -123,9 +123,12 @@ async fn reconcile_inner(
     let reference = repo.spec.effective_ref();
     let mirrors = ctx.mirrors.clone();
     let fetch_creds = creds.clone();
+    let started = std::time::Instant::now();
     let fetched = tokio::task::spawn_blocking(move || mirrors.fetch(&url, &reference, &fetch_creds, &opts))
         .await
         .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+    let network = fetched.as_ref().map_or(true, |f| f.network);
+    crate::metrics::metrics().git_fetched(started.elapsed().as_secs_f64(), network);
 
     let previous = status.artifact.as_ref().and_then(|a| Revision::parse(&a.revision));
     match fetched {

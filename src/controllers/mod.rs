@@ -8,12 +8,14 @@ mod history;
 mod promotion;
 mod status;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
@@ -82,6 +84,17 @@ pub struct Context {
     pub clusters: Clusters,
     pub renders: crate::render::RenderCache,
     pub events: events::EventPublisher,
+    /// The controllers' caches, once they run: what metrics read readiness from.
+    caches: OnceLock<Caches>,
+    /// Every cache has listed its kind once (`/readyz`).
+    synced: AtomicBool,
+}
+
+/// The controllers' views of Ferry's kinds.
+struct Caches {
+    repos: Store<GitRepository>,
+    envs: Store<Environment>,
+    promotions: Store<Promotion>,
 }
 
 impl Context {
@@ -96,7 +109,56 @@ impl Context {
             mirrors: MirrorStore::new(&settings.storage_dir),
             settings,
             client,
+            caches: OnceLock::new(),
+            synced: AtomicBool::new(false),
         }
+    }
+
+    /// The controllers run and their caches have listed everything once.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Readiness of every GitRepository, Environment and Promotion in the caches (none before they run).
+    pub fn ready_states(&self) -> Vec<crate::metrics::ReadyState> {
+        let Some(caches) = self.caches.get() else {
+            return Vec::new();
+        };
+        fn states<K>(kind: &'static str, store: &Store<K>, ready: impl Fn(&K) -> Option<(bool, String)>) -> Vec<crate::metrics::ReadyState>
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            store
+                .state()
+                .iter()
+                .map(|o| {
+                    let (is_ready, reason) = ready(o).unwrap_or((false, "Unknown".to_string()));
+                    crate::metrics::ReadyState {
+                        kind,
+                        namespace: o.meta().namespace.clone().unwrap_or_default(),
+                        name: o.meta().name.clone().unwrap_or_default(),
+                        ready: is_ready,
+                        reason,
+                    }
+                })
+                .collect()
+        }
+        fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(bool, String)> {
+            conditions
+                .iter()
+                .find(|c| c.type_ == crate::api::READY)
+                .map(|c| (c.status == "True", c.reason.clone()))
+        }
+        let mut all = states("GitRepository", &caches.repos, |r| {
+            r.status.as_ref().and_then(|s| ready_of(&s.conditions))
+        });
+        all.extend(states("Environment", &caches.envs, |e| {
+            e.status.as_ref().and_then(|s| ready_of(&s.conditions))
+        }));
+        all.extend(states("Promotion", &caches.promotions, |p| {
+            p.status.as_ref().and_then(|s| ready_of(&s.conditions))
+        }));
+        all
     }
 
     /// The cluster and identity an Environment's requests go to: its kubeConfig's cluster, else this one as
@@ -139,6 +201,17 @@ impl Scope {
 
 const RETRY_AFTER_API_ERROR: Duration = Duration::from_secs(5);
 
+/// Counts and times each reconcile of `kind` for the metrics.
+async fn measured(
+    kind: &'static str,
+    reconcile: impl std::future::Future<Output = Result<Action, ReconcileError>>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile.await;
+    crate::metrics::metrics().reconciled(kind, result.is_ok(), started.elapsed().as_secs_f64());
+    result
+}
+
 fn error_policy<K>(_obj: Arc<K>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %err, "reconcile failed; retrying");
     Action::requeue(RETRY_AFTER_API_ERROR)
@@ -167,14 +240,20 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
     };
 
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
-    let repos = Controller::new(scope.api::<GitRepository>(&client), watcher::Config::default())
+    let repos = Controller::new(scope.api::<GitRepository>(&client), watcher::Config::default());
+    let repo_cache = repos.store();
+    let repos = repos
         .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(gitrepository::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| measured("GitRepository", gitrepository::reconcile(o, c)),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let envs = Controller::new(scope.api::<Environment>(&client), watcher::Config::default());
-    let (sources, downstream) = (envs.store(), envs.store());
+    let (sources, downstream, env_cache) = (envs.store(), envs.store(), envs.store());
     let envs = envs
         .watches(
             scope.api::<GitRepository>(&client),
@@ -193,11 +272,15 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         )
         .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(environment::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| measured("Environment", environment::reconcile(o, c)),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let promotions = Controller::new(scope.api::<Promotion>(&client), watcher::Config::default());
-    let promotion_store = promotions.store();
+    let (promotion_store, promotion_cache) = (promotions.store(), promotions.store());
     let promotions = promotions
         .watches(
             scope.api::<Environment>(&client),
@@ -206,9 +289,35 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         )
         .with_config(config)
         .graceful_shutdown_on(stopped(stop_rx))
-        .run(promotion::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| measured("Promotion", promotion::reconcile(o, c)),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
+    let caches = Caches {
+        repos: repo_cache,
+        envs: env_cache,
+        promotions: promotion_cache,
+    };
+    let synced = {
+        let (repos, envs, promotions) = (caches.repos.clone(), caches.envs.clone(), caches.promotions.clone());
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let all = futures::future::join3(
+                repos.wait_until_ready(),
+                envs.wait_until_ready(),
+                promotions.wait_until_ready(),
+            )
+            .await;
+            if matches!(all, (Ok(()), Ok(()), Ok(()))) {
+                ctx.synced.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    // A second run in the same process (tests restart controllers) keeps the first caches for metrics.
+    let _ = ctx.caches.set(caches);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -216,4 +325,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
     let gc = tokio::spawn(collect_mirror_garbage(ctx.clone()));
     tokio::join!(repos, envs, promotions);
     gc.abort();
+    synced.abort();
+    ctx.synced.store(false, Ordering::Relaxed);
 }

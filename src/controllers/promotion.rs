@@ -133,6 +133,9 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     }
 
     if patch_if_changed(&api, &name, old, &status).await? {
+        if phase_changed {
+            crate::metrics::metrics().promotion_transition(step.phase.as_str());
+        }
         publish(&ctx, &promotion, &step, phase_changed, old).await;
         if let Some(note) = rollback_note {
             ctx.event(&promotion, true, Reason::RolledBack.as_str(), note).await;

@@ -513,6 +513,7 @@ impl Reconcile {
             }
             return apply_failure(e, artifact_revision);
         }
+        crate::metrics::metrics().objects_changed(report.created.len(), report.configured.len(), 0);
         let same_revision = status.last_applied_revision.as_ref() == Some(artifact_revision);
         // Writes at an unchanged revision and spec can only undo changes made outside Git: drift.
         let same_spec = self.env.status.as_ref().and_then(|s| s.observed_generation) == self.env.metadata.generation;
@@ -521,6 +522,7 @@ impl Reconcile {
             let note = format!("drift corrected at {}: {}", artifact_revision, objects.join(", "));
             warn!(%note);
             self.ctx.event(self.env.as_ref(), true, "DriftCorrected", note).await;
+            crate::metrics::metrics().drift_corrected();
             status.last_drift_correction = Some(DriftCorrection {
                 revision: artifact_revision.clone(),
                 objects,
@@ -548,6 +550,7 @@ impl Reconcile {
             };
             match target.applier.prune(&stale, &owner).await {
                 Ok(pruned) => {
+                    crate::metrics::metrics().objects_changed(0, 0, pruned.len());
                     for p in &pruned {
                         info!(object = %p, "pruned");
                     }
