@@ -396,18 +396,23 @@ impl ControlPlane {
     /// TokenRequest) instead of the admin's.
     pub async fn config_with_token(&self, token: &str) -> Result<kube::Config, TestEnvError> {
         let setup = |e: &dyn std::fmt::Display| TestEnvError::Setup(format!("config with a token: {e}"));
-        let text = std::fs::read_to_string(&self.kubeconfig).map_err(|e| setup(&e))?;
-        let text: Vec<String> = text
+        let kc = Kubeconfig::from_yaml(&self.kubeconfig_with_token(token)?).map_err(|e| setup(&e))?;
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| setup(&e))
+    }
+
+    /// The kubeconfig (as YAML) with `token` instead of the admin's: for a process started with it.
+    pub fn kubeconfig_with_token(&self, token: &str) -> Result<String, TestEnvError> {
+        let text = std::fs::read_to_string(&self.kubeconfig).map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        let lines: Vec<String> = text
             .lines()
             .map(|l| match l.trim_start().strip_prefix("token: ") {
                 Some(_) => format!("    token: {token}"),
                 None => l.to_string(),
             })
             .collect();
-        let kc = Kubeconfig::from_yaml(&text.join("\n")).map_err(|e| setup(&e))?;
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| setup(&e))
+        Ok(lines.join("\n"))
     }
 
     /// The API server's audit log: one JSON line per mutating request (reads are not logged).

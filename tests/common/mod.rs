@@ -114,6 +114,21 @@ impl TestEnv {
         .await
     }
 
+    /// A TestEnv with no controller and no webhook receiver: for tests that run `ferry run` processes.
+    pub async fn without_controller(name: &str) -> TestEnv {
+        Self::build_as(name, false, Identity::NoController, |_| {}).await
+    }
+
+    /// A kubeconfig file holding a token of the install manifests' `ferry` ServiceAccount (applying the
+    /// manifests' RBAC first): what `ferry run` as installed authenticates with.
+    pub async fn installed_kubeconfig(&self) -> PathBuf {
+        let token = installed_token(&self.client).await;
+        let text = self.control_plane.kubeconfig_with_token(&token).expect("kubeconfig");
+        let path = self._storage.path().join("ferry-installed.kubeconfig");
+        std::fs::write(&path, text).expect("writing kubeconfig");
+        path
+    }
+
     async fn build(name: &str, workloads: bool, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
         Self::build_as(name, workloads, Identity::Admin, adjust).await
     }
@@ -141,21 +156,30 @@ impl TestEnv {
         settings.render.kustomize = shared.bin_dir.join("kustomize");
         adjust(&mut settings);
         let config = match identity {
-            Identity::Admin => shared.cp.config().await.expect("config"),
-            Identity::Installed => installed_identity(&shared.cp, &client).await,
+            Identity::Admin | Identity::NoController => shared.cp.config().await.expect("config"),
+            Identity::Installed => {
+                let token = installed_token(&client).await;
+                shared.cp.config_with_token(&token).await.expect("config with the ferry token")
+            }
         };
         let controller_client = Client::try_from(config.clone()).expect("controller client");
-        let controller = spawn_controller(&controller_client, &config, &namespace, &settings);
+        let controller = match identity {
+            Identity::NoController => tokio::spawn(async {}),
+            _ => spawn_controller(&controller_client, &config, &namespace, &settings),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
         let webhook_base = format!("http://{}", listener.local_addr().expect("addr"));
-        let receiver = tokio::spawn(ferry::receiver::serve(
-            listener,
-            controller_client.clone(),
-            Some(namespace.clone()),
-            std::future::pending(),
-        ));
+        let receiver = match identity {
+            Identity::NoController => tokio::spawn(async { Ok(()) }),
+            _ => tokio::spawn(ferry::receiver::serve(
+                listener,
+                controller_client.clone(),
+                Some(namespace.clone()),
+                std::future::pending(),
+            )),
+        };
         TestEnv {
             client,
             namespace,
@@ -284,13 +308,15 @@ enum Identity {
     Admin,
     /// The install manifests' `ferry` ServiceAccount.
     Installed,
+    /// No controller in the test process.
+    NoController,
 }
 
 static INSTALLED: OnceCell<String> = OnceCell::const_new();
 
-/// Applies the install manifests' Namespace and RBAC (once per control plane) and returns connection settings
-/// with a token of their `ferry` ServiceAccount, so a missing rule in `manifests/rbac.yaml` fails tests.
-async fn installed_identity(cp: &ControlPlane, admin: &Client) -> kube::Config {
+/// Applies the install manifests' Namespace and RBAC (once per control plane) and returns a token of their
+/// `ferry` ServiceAccount, so a missing rule in `manifests/rbac.yaml` fails tests.
+async fn installed_token(admin: &Client) -> String {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     let token = INSTALLED
@@ -307,7 +333,7 @@ async fn installed_identity(cp: &ControlPlane, admin: &Client) -> kube::Config {
             issued.status.and_then(|s| s.token).expect("token issued")
         })
         .await;
-    cp.config_with_token(token).await.expect("config with the ferry token")
+    token.clone()
 }
 
 /// Server-side applies every object of the repository's YAML `files` as the admin.
