@@ -15,9 +15,17 @@ pub async fn http_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.expect("write");
-    stream.write_all(body).await.expect("write body");
+    // A server may answer early (413 for a body over its limit) and stop reading: what it answered counts, not
+    // whether all of the body went out.
+    let _ = stream.write_all(body).await;
     let mut resp = Vec::new();
-    stream.read_to_end(&mut resp).await.expect("read");
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        resp.extend_from_slice(&chunk[..n]);
+    }
     let text = String::from_utf8_lossy(&resp).to_string();
     let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text
