@@ -293,6 +293,14 @@ async fn a_body_over_one_mebibyte_gets_413_and_triggers_nothing() {
     )
     .await;
     assert_eq!(code, 413, "{reply}");
+    // Without a Content-Length the limit holds too, counted as the body streams in.
+    let (code, reply) = http_post_chunked(
+        &url,
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+        &too_large,
+    )
+    .await;
+    assert_eq!(code, 413, "chunked: {reply}");
     assert_eq!(
         annotation(&repos.get("config").await.unwrap()),
         None,

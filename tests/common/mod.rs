@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
-pub use http::http_post;
+pub use http::{http_post, http_post_chunked};
 pub use sshd::Sshd;
 
 /// How long any condition may take before a test fails; generous for a loaded 2-core CI machine.
