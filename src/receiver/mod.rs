@@ -27,8 +27,8 @@ pub const TOKEN_KEY: &str = "token";
 
 /// Largest request body the receiver reads (1 MiB); a longer one gets 413 before any lookup or verification.
 /// The body is buffered whole before its signature can be checked, so without a bound any caller, verified
-/// or not, could make the receiver hold arbitrary amounts of memory. Push payloads are far smaller: GitHub
-/// lists at most 20 commits in one, GitLab and Gitea similar.
+/// or not, could make the receiver hold arbitrary amounts of memory. Push payloads are far smaller (GitHub and
+/// GitLab list at most 20 commits in one).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The one answer to every call the receiver cannot act on for want of proof: no such namespace served, no
