@@ -62,7 +62,10 @@ async fn readyz(State(process): State<Arc<Process>>) -> (StatusCode, &'static st
 async fn scrape(State(process): State<Arc<Process>>) -> impl IntoResponse {
     let text = crate::metrics::metrics().encode(process.ctx.ready_states());
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
 }

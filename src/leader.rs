@@ -127,7 +127,13 @@ impl LeaderElector {
             .and_then(|s| u64::try_from(s).ok())
             .map(Duration::from_secs)
             .unwrap_or(self.timing.lease_duration);
-        if decide(spec.holder_identity.as_deref(), &self.identity, unchanged_for, lease_duration) == Decision::Wait {
+        if decide(
+            spec.holder_identity.as_deref(),
+            &self.identity,
+            unchanged_for,
+            lease_duration,
+        ) == Decision::Wait
+        {
             return Ok(false);
         }
         let taking_over = spec.holder_identity.as_deref() != Some(self.identity.as_str());
@@ -136,7 +142,11 @@ impl LeaderElector {
         next.spec = Some(LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(self.lease_seconds()),
-            acquire_time: if taking_over { Some(now.clone()) } else { spec.acquire_time },
+            acquire_time: if taking_over {
+                Some(now.clone())
+            } else {
+                spec.acquire_time
+            },
             renew_time: Some(now),
             lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + i32::from(taking_over)),
             ..spec
@@ -218,7 +228,9 @@ impl LeaderElector {
     pub async fn release(&self) {
         let result = async {
             let mut lease = self.api.get(&self.name).await?;
-            let Some(mut spec) = lease.spec.clone() else { return Ok(()) };
+            let Some(mut spec) = lease.spec.clone() else {
+                return Ok(());
+            };
             if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
                 return Ok(());
             }
@@ -259,7 +271,10 @@ mod tests {
     #[test]
     fn another_holder_is_waited_for_until_its_lease_ran_out_unchanged() {
         assert_eq!(decide(Some("b"), "a", Duration::ZERO, LEASE), Decision::Wait);
-        assert_eq!(decide(Some("b"), "a", LEASE - Duration::from_millis(1), LEASE), Decision::Wait);
+        assert_eq!(
+            decide(Some("b"), "a", LEASE - Duration::from_millis(1), LEASE),
+            Decision::Wait
+        );
         assert_eq!(decide(Some("b"), "a", LEASE, LEASE), Decision::Take);
     }
 

@@ -207,7 +207,10 @@ mod tests {
             ready,
             reason: reason.into(),
         };
-        let text = m.encode([state("staging", false, "Progressing"), state("production", true, "Succeeded")]);
+        let text = m.encode([
+            state("staging", false, "Progressing"),
+            state("production", true, "Succeeded"),
+        ]);
         assert!(text.contains(
             r#"ferry_resource_ready{kind="Environment",namespace="team",name="staging",reason="Progressing"} 0"#
         ));

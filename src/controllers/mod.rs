@@ -124,7 +124,11 @@ impl Context {
         let Some(caches) = self.caches.get() else {
             return Vec::new();
         };
-        fn states<K>(kind: &'static str, store: &Store<K>, ready: impl Fn(&K) -> Option<(bool, String)>) -> Vec<crate::metrics::ReadyState>
+        fn states<K>(
+            kind: &'static str,
+            store: &Store<K>,
+            ready: impl Fn(&K) -> Option<(bool, String)>,
+        ) -> Vec<crate::metrics::ReadyState>
         where
             K: kube::Resource<DynamicType = ()> + Clone + 'static,
         {
@@ -143,7 +147,9 @@ impl Context {
                 })
                 .collect()
         }
-        fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(bool, String)> {
+        fn ready_of(
+            conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        ) -> Option<(bool, String)> {
             conditions
                 .iter()
                 .find(|c| c.type_ == crate::api::READY)

@@ -1,7 +1,8 @@
 //! The push-webhook receiver: `POST /hooks/<namespace>/<gitrepository>` from GitHub, GitLab, Gitea/Forgejo or
 //! any caller with the token. A verified push asks every GitRepository of that namespace on the same URL (and
 //! tracking the pushed ref) to fetch now, by setting `ferry.dev/reconcile-requested-at`; their Environments
-//! follow through the watch. Unverified or malformed calls change nothing.
+//! follow through the watch. Unverified or malformed calls change nothing, bodies over [`MAX_BODY_BYTES`] are
+//! not read, and every refusal gets the same answer ([`REFUSED_STATUS`], [`REFUSED_BODY`]).
 
 mod verify;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::Secret;
@@ -24,6 +25,46 @@ use crate::api::{GitRepository, RECONCILE_REQUESTED_AT};
 /// Key of the webhook Secret holding the shared token / HMAC key.
 pub const TOKEN_KEY: &str = "token";
 
+/// Largest request body the receiver reads (1 MiB); a longer one gets 413 before any lookup or verification.
+/// The body is buffered whole before its signature can be checked, so without a bound any caller, verified
+/// or not, could make the receiver hold arbitrary amounts of memory. Push payloads are far smaller (GitHub and
+/// GitLab list at most 20 commits in one).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The one answer to every call the receiver cannot act on for want of proof: no such namespace served, no
+/// such GitRepository, no webhook configured, a missing or empty token, a bad signature. Giving them all the
+/// same status and body means a caller without the token learns nothing about which repositories exist.
+pub const REFUSED_STATUS: StatusCode = StatusCode::NOT_FOUND;
+/// The body of [`REFUSED_STATUS`] answers.
+pub const REFUSED_BODY: &str = "no such webhook, or a bad signature or token\n";
+
+/// Why a call was refused. Only the receiver's log says which (callers all get [`REFUSED_BODY`]), and never
+/// with the token or signature in it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("namespace not served by this receiver")]
+    NamespaceNotServed,
+    #[error("no such GitRepository")]
+    UnknownRepository,
+    #[error("the GitRepository has no webhookSecretRef")]
+    NoWebhook,
+    #[error("webhook Secret {0:?} or its key \"token\" is missing")]
+    SecretMissing(String),
+    #[error("webhook Secret {0:?} has an empty \"token\" (an empty key would let anyone sign)")]
+    EmptySecret(String),
+    #[error("bad or missing signature or token")]
+    BadSignature,
+}
+
+/// What stops a call short of triggering.
+#[derive(Debug, thiserror::Error)]
+enum HookError {
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
 struct ReceiverState {
     client: Client,
     /// Only this namespace is served when the controller watches one namespace.
@@ -34,6 +75,7 @@ pub fn router(client: Client, namespace: Option<String>) -> Router {
     Router::new()
         .route("/hooks/{namespace}/{name}", post(hook))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(ReceiverState { client, namespace }))
 }
 
@@ -57,9 +99,25 @@ async fn hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    match handle(&state, &namespace, &name, &headers, &body).await {
+    let reply = answer(&state, &namespace, &name, &headers, &body).await;
+    let result = match reply.0 {
+        s if s.is_success() => "accepted",
+        REFUSED_STATUS => "refused",
+        StatusCode::SERVICE_UNAVAILABLE => "error",
+        _ => "invalid",
+    };
+    crate::metrics::metrics().webhook_request(result);
+    reply
+}
+
+async fn answer(state: &ReceiverState, namespace: &str, name: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
+    match handle(state, namespace, name, headers, body).await {
         Ok(reply) => reply,
-        Err(e) => {
+        Err(HookError::Refused(why)) => {
+            tracing::warn!(namespace = %namespace, name = %name, reason = %why, "webhook refused");
+            (REFUSED_STATUS, REFUSED_BODY.to_string())
+        }
+        Err(e @ HookError::Kube(_)) => {
             tracing::warn!(namespace = %namespace, name = %name, error = %e, "webhook failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -75,35 +133,27 @@ async fn handle(
     name: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Reply, kube::Error> {
-    let not_found = || (StatusCode::NOT_FOUND, "no webhook here\n".to_string());
+) -> Result<Reply, HookError> {
     if state.namespace.as_deref().is_some_and(|ns| ns != namespace) {
-        return Ok(not_found());
+        return Err(Refusal::NamespaceNotServed.into());
     }
     let repos: Api<GitRepository> = Api::namespaced(state.client.clone(), namespace);
-    // Unknown repos and repos without a webhook secret look the same from outside.
-    let Some(repo) = repos.get_opt(name).await? else {
-        return Ok(not_found());
-    };
-    let Some(secret_ref) = &repo.spec.webhook_secret_ref else {
-        return Ok(not_found());
-    };
+    let repo = repos.get_opt(name).await?.ok_or(Refusal::UnknownRepository)?;
+    let secret_ref = repo.spec.webhook_secret_ref.as_ref().ok_or(Refusal::NoWebhook)?;
     let secrets: Api<Secret> = Api::namespaced(state.client.clone(), namespace);
     let token = secrets
         .get_opt(&secret_ref.name)
         .await?
         .and_then(|s| s.data)
         .and_then(|mut d| d.remove(TOKEN_KEY))
-        .map(|b| b.0);
-    let Some(token) = token else {
-        tracing::warn!(namespace, name, secret = %secret_ref.name, "webhook Secret or its key \"token\" is missing");
-        return Ok((StatusCode::UNAUTHORIZED, "unauthorized\n".to_string()));
-    };
+        .map(|b| b.0)
+        .ok_or_else(|| Refusal::SecretMissing(secret_ref.name.clone()))?;
+    if token.is_empty() {
+        return Err(Refusal::EmptySecret(secret_ref.name.clone()).into());
+    }
+    // Malformed payloads are only reported once the call is verified, so they say nothing to outsiders either.
     let pushed_ref = match verify(headers, body, &token) {
-        Err(VerifyError::Unauthorized) => {
-            tracing::warn!(namespace, name, "webhook rejected: bad signature or token");
-            return Ok((StatusCode::UNAUTHORIZED, "unauthorized\n".to_string()));
-        }
+        Err(VerifyError::Unauthorized) => return Err(Refusal::BadSignature.into()),
         Err(e @ VerifyError::Malformed(_)) => return Ok((StatusCode::BAD_REQUEST, format!("{e}\n"))),
         Ok(Verdict::Ignore(why)) => return Ok((StatusCode::OK, format!("{why}\n"))),
         Ok(Verdict::Push { pushed_ref }) => pushed_ref,

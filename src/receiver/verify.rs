@@ -82,7 +82,13 @@ fn token_matches(expected: &[u8], given: &str) -> bool {
 }
 
 /// Verifies a call with the shared `secret` and decides what it asks for.
+///
+/// An empty `secret` refuses every call: as a token it would match an empty header, and as an HMAC key it
+/// would let anyone compute a valid signature, so an empty Secret value must mean "no webhook", not "open".
 pub fn verify<H: Headers + ?Sized>(headers: &H, body: &[u8], secret: &[u8]) -> Result<Verdict, VerifyError> {
+    if secret.is_empty() {
+        return Err(VerifyError::Unauthorized);
+    }
     let provider = provider(headers);
     let authentic = match provider {
         Provider::GitHub => headers
@@ -223,6 +229,26 @@ mod tests {
         let sig = format!("sha256={}", sign(b"k", BODY));
         let h: &[(&str, &str)] = &[("X-Signature-256", &sig)];
         assert!(matches!(verify(h, BODY, b"k"), Ok(Verdict::Push { .. })));
+    }
+
+    /// Each provider, called with exactly what it would send if the key were empty (an HMAC with the empty
+    /// key, an empty token), is refused: an empty Secret value opens nothing.
+    #[test]
+    fn an_empty_secret_refuses_every_provider() {
+        let empty_sig = sign(b"", BODY);
+        let prefixed = format!("sha256={empty_sig}");
+        let calls: Vec<Vec<(&str, &str)>> = vec![
+            vec![("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &prefixed)],
+            vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", &empty_sig)],
+            vec![("X-Forgejo-Event", "push"), ("X-Forgejo-Signature", &empty_sig)],
+            vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "")],
+            vec![("Authorization", "Bearer ")],
+            vec![("X-Signature-256", &prefixed)],
+            vec![],
+        ];
+        for h in calls {
+            assert_eq!(verify(h.as_slice(), BODY, b""), Err(VerifyError::Unauthorized), "{h:?}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
-pub use http::http_post;
+pub use http::{http_post, http_post_chunked};
 pub use sshd::Sshd;
 
 /// How long any condition may take before a test fails; generous for a loaded 2-core CI machine.
@@ -159,7 +159,11 @@ impl TestEnv {
             Identity::Admin | Identity::NoController => shared.cp.config().await.expect("config"),
             Identity::Installed => {
                 let token = installed_token(&client).await;
-                shared.cp.config_with_token(&token).await.expect("config with the ferry token")
+                shared
+                    .cp
+                    .config_with_token(&token)
+                    .await
+                    .expect("config with the ferry token")
             }
         };
         let controller_client = Client::try_from(config.clone()).expect("controller client");
