@@ -237,6 +237,20 @@ async fn collect_mirror_garbage(ctx: Arc<Context>) {
     }
 }
 
+/// Waits until `store` has listed its kind once. `Store::wait_until_ready` wakes only the last of several
+/// waiters (the controller itself is one), so it is polled again every half second until it answers.
+async fn until_ready<K>(store: &Store<K>) -> Result<(), kube::runtime::reflector::store::WriterDropped>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(ready) = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+            return ready;
+        }
+    }
+}
+
 /// Runs every controller until the process is asked to stop (or `shutdown` resolves).
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
@@ -311,13 +325,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         let (repos, envs, promotions) = (caches.repos.clone(), caches.envs.clone(), caches.promotions.clone());
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let all = futures::future::join3(
-                repos.wait_until_ready(),
-                envs.wait_until_ready(),
-                promotions.wait_until_ready(),
-            )
-            .await;
+            let all = futures::future::join3(until_ready(&repos), until_ready(&envs), until_ready(&promotions)).await;
             if matches!(all, (Ok(()), Ok(()), Ok(()))) {
+                tracing::info!("caches synced");
                 ctx.synced.store(true, Ordering::Relaxed);
             }
         })

@@ -1,0 +1,307 @@
+//! `ferry run` as installed: the real binary, authenticated as the install manifests' ServiceAccount (a
+//! TokenRequest token, so a rule missing from `manifests/rbac.yaml` fails here), with the Deployment's own args,
+//! leader election, metrics and probes. Two replicas: exactly one applies, the standby takes over when the
+//! leader is killed, and a stopped leader hands the Lease over at once.
+
+mod common;
+
+use std::process::{Child, Command};
+
+use common::*;
+use ferry::api::Environment;
+use ferry::testenv::{free_port, spawn_guarded};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+/// One `ferry run` process and where to reach it.
+struct Replica {
+    identity: String,
+    child: Child,
+    metrics: u16,
+    probes: u16,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The args `manifests/deployment.yaml` runs Ferry with: the test runs what the install runs.
+fn deployment_args() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/deployment.yaml");
+    let text = std::fs::read_to_string(path).expect("deployment.yaml");
+    let deployment = serde_yaml_ng::Deserializer::from_str(&text)
+        .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("container args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect::<Vec<_>>();
+    assert_eq!(args.first().map(String::as_str), Some("run"));
+    args
+}
+
+use serde::Deserialize as _;
+
+async fn start(t: &TestEnv, kubeconfig: &std::path::Path, identity: &str, lease_duration: &str) -> Replica {
+    let (metrics, probes, hooks) = (
+        free_port().expect("port"),
+        free_port().expect("port"),
+        free_port().expect("port"),
+    );
+    let storage = std::env::temp_dir().join(format!("ferry-{}-{identity}", t.namespace));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(deployment_args())
+        .args(["--namespace", &t.namespace])
+        .args(["--leader-election-namespace", &t.namespace])
+        .args(["--leader-election-identity", identity])
+        .args(["--leader-election-lease-duration", lease_duration])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+        .args(["--probe-addr", &format!("127.0.0.1:{probes}")])
+        .args(["--webhook-addr", &format!("127.0.0.1:{hooks}")])
+        .arg("--storage-dir")
+        .arg(&storage)
+        .arg("--kustomize")
+        .arg(t.bin_dir.join("kustomize"))
+        .env("KUBECONFIG", kubeconfig)
+        .env(
+            "RUST_LOG",
+            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+    // Its logs show with FERRY_TEST_LOG (and --nocapture).
+    if std::env::var("FERRY_TEST_LOG").is_err() {
+        cmd.stdout(std::process::Stdio::null());
+    }
+    let child = spawn_guarded(cmd).expect("starting ferry run");
+    let replica = Replica {
+        identity: identity.to_string(),
+        child,
+        metrics,
+        probes,
+    };
+    eventually("the replica answers /livez", || async {
+        get(replica.probes, "/livez")
+            .await
+            .filter(|(code, _)| *code == 200)
+            .map(|_| ())
+    })
+    .await;
+    replica
+}
+
+/// `GET http://127.0.0.1:port/path`: (status, body), or `None` while nothing listens.
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// A metric's value, by the exact series (`name{labels}`) as exposed.
+async fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, body) = get(port, "/metrics").await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn lease_holder(t: &TestEnv) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(t.client.clone(), &t.namespace);
+    leases
+        .get_opt("ferry-leader")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+/// A ServiceAccount `deployer` allowed to manage ConfigMaps in the test namespace, a GitRepository and an
+/// Environment applying `apps/` as that account.
+async fn tenant(t: &TestEnv, color: &str) -> String {
+    let ns = &t.namespace;
+    for o in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "deployer", "namespace": ns},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "deployer", "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]}),
+    ] {
+        let (group, version) = o["apiVersion"]
+            .as_str()
+            .and_then(|v| v.rsplit_once('/'))
+            .unwrap_or(("", "v1"));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap_or_default());
+        let (ar, _) = kube::discovery::pinned_kind(&t.client, &gvk).await.expect("kind");
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(t.client.clone(), ns, &ar);
+        api.patch(
+            o["metadata"]["name"].as_str().unwrap_or_default(),
+            &PatchParams::apply("operator-test").force(),
+            &Patch::Apply(&o),
+        )
+        .await
+        .expect("fixture");
+    }
+    t.repo.write("apps/app.yaml", &config_map(color));
+    let commit = t.repo.commit_and_push("first");
+    t.create_gitrepo(
+        "config",
+        json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": "1s"}),
+    )
+    .await;
+    t.create_env(
+        "app",
+        json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": "1m", "serviceAccountName": "deployer"}),
+    )
+    .await;
+    commit
+}
+
+fn config_map(color: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  color: {color}\n")
+}
+
+async fn applied(t: &TestEnv, commit: &str) {
+    let want = format!("main@sha1:{commit}");
+    wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
+        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
+            && env_ready(e).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+}
+
+/// User agents of the non-dry-run writes to ConfigMaps in the test namespace (each replica names itself).
+fn config_map_writers(t: &TestEnv) -> Vec<String> {
+    let text = std::fs::read_to_string(&t.audit_log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["objectRef"]["namespace"] == t.namespace.as_str() && e["objectRef"]["resource"] == "configmaps")
+        .filter(|e| e["verb"] == "patch" || e["verb"] == "create" || e["verb"] == "update")
+        .filter(|e| !e["requestURI"].as_str().unwrap_or_default().contains("dryRun"))
+        .filter_map(|e| e["userAgent"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn ferry_run_as_installed_applies_and_reports_metrics_and_probes() {
+    let t = TestEnv::without_controller("installed").await;
+    let kubeconfig = t.installed_kubeconfig().await;
+    let replica = start(&t, &kubeconfig, "replica-a", "15s").await;
+    let commit = tenant(&t, "blue").await;
+    applied(&t, &commit).await;
+    assert_eq!(lease_holder(&t).await.as_deref(), Some("replica-a"));
+
+    eventually("/readyz once the caches synced", || async {
+        get(replica.probes, "/readyz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    let ready = format!(
+        r#"ferry_resource_ready{{kind="Environment",namespace="{}",name="app",reason="Succeeded"}}"#,
+        t.namespace
+    );
+    eventually("the Environment's readiness is exported", || async {
+        metric(replica.metrics, &ready).await.filter(|v| *v == 1.0)
+    })
+    .await;
+    assert_eq!(metric(replica.metrics, "ferry_leader").await, Some(1.0));
+    let reconciles = r#"ferry_reconcile_total{kind="Environment",result="success"}"#;
+    let before = metric(replica.metrics, reconciles).await.unwrap_or(0.0);
+    assert!(before >= 1.0, "reconciles are counted");
+    let created = metric(replica.metrics, r#"ferry_objects_total{action="created"}"#).await;
+    assert_eq!(created, Some(1.0), "the ConfigMap's creation is counted");
+
+    // A change moves the counters on.
+    t.repo.write("apps/app.yaml", &config_map("green"));
+    let second = t.repo.commit_and_push("green");
+    applied(&t, &second).await;
+    let configured = metric(replica.metrics, r#"ferry_objects_total{action="configured"}"#).await;
+    assert_eq!(configured, Some(1.0));
+    assert!(metric(replica.metrics, reconciles).await.unwrap_or(0.0) > before);
+    assert!(
+        metric(replica.metrics, "ferry_git_fetch_duration_seconds_count")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_one_leader_takeover_on_kill_and_handover_on_stop() {
+    let t = TestEnv::without_controller("replicas").await;
+    let kubeconfig = t.installed_kubeconfig().await;
+    let a = start(&t, &kubeconfig, "replica-a", "4s").await;
+    let b = start(&t, &kubeconfig, "replica-b", "4s").await;
+    let leader_name = eventually("one replica leads", || lease_holder(&t)).await;
+    let (mut leader, standby) = if leader_name == a.identity { (a, b) } else { (b, a) };
+
+    let first = tenant(&t, "blue").await;
+    applied(&t, &first).await;
+    // Exactly one applies: every ConfigMap write came from the leader.
+    let writers = config_map_writers(&t);
+    assert!(!writers.is_empty());
+    assert!(
+        writers.iter().all(|w| w.contains(&leader.identity)),
+        "only {} writes: {writers:?}",
+        leader.identity
+    );
+    // The standby serves (ready: its webhook receiver works) but does not lead.
+    assert_eq!(get(standby.probes, "/readyz").await.map(|r| r.0), Some(200));
+    assert_eq!(metric(standby.metrics, "ferry_leader").await, Some(0.0));
+    assert_eq!(metric(leader.metrics, "ferry_leader").await, Some(1.0));
+
+    // SIGKILL the leader right after a push: the standby takes over once the lease ran out, and finishes.
+    t.repo.write("apps/app.yaml", &config_map("green"));
+    let second = t.repo.commit_and_push("green");
+    leader.child.kill().expect("SIGKILL");
+    let _ = leader.child.wait();
+    let writes_before = config_map_writers(&t).len();
+    eventually("the standby takes the lease", || async {
+        (lease_holder(&t).await.as_deref() == Some(standby.identity.as_str())).then_some(())
+    })
+    .await;
+    applied(&t, &second).await;
+    let cm = t.api::<ConfigMap>().get("app").await.expect("ConfigMap");
+    assert_eq!(
+        cm.data.unwrap_or_default().get("color").map(String::as_str),
+        Some("green")
+    );
+    let after: Vec<String> = config_map_writers(&t).into_iter().skip(writes_before).collect();
+    assert!(
+        after.iter().all(|w| w.contains(&standby.identity)),
+        "after the kill only {} writes: {after:?}",
+        standby.identity
+    );
+    assert_eq!(metric(standby.metrics, "ferry_leader").await, Some(1.0));
+
+    // SIGTERM hands the lease over at once: the holder is cleared, not left to expire.
+    let pid = i32::try_from(standby.child.id()).expect("pid");
+    // SAFETY: signalling a child process this test started and still owns.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    eventually("the stopped leader releases the lease", || async {
+        let leases: Api<Lease> = Api::namespaced(t.client.clone(), &t.namespace);
+        let lease = leases.get("ferry-leader").await.ok()?;
+        let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+        holder.is_empty().then_some(())
+    })
+    .await;
+}
