@@ -22,6 +22,7 @@ struct Replica {
     child: Child,
     metrics: u16,
     probes: u16,
+    hooks: u16,
 }
 
 impl Drop for Replica {
@@ -86,6 +87,7 @@ async fn start(t: &TestEnv, kubeconfig: &std::path::Path, identity: &str, lease_
         child,
         metrics,
         probes,
+        hooks,
     };
     eventually("the replica answers /livez", || async {
         get(replica.probes, "/livez")
@@ -133,7 +135,7 @@ async fn lease_holder(t: &TestEnv) -> Option<String> {
 
 /// A ServiceAccount `deployer` allowed to manage ConfigMaps in the test namespace, a GitRepository and an
 /// Environment applying `apps/` as that account.
-async fn tenant(t: &TestEnv, color: &str) -> String {
+async fn tenant(t: &TestEnv, color: &str, repo_interval: &str) -> String {
     let ns = &t.namespace;
     for o in [
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": ns}}),
@@ -162,9 +164,11 @@ async fn tenant(t: &TestEnv, color: &str) -> String {
     }
     t.repo.write("apps/app.yaml", &config_map(color));
     let commit = t.repo.commit_and_push("first");
+    t.create_secret("hook", &[("token", "hook-secret")]).await;
     t.create_gitrepo(
         "config",
-        json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": "1s"}),
+        json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": repo_interval,
+               "webhookSecretRef": {"name": "hook"}}),
     )
     .await;
     t.create_env(
@@ -205,7 +209,7 @@ async fn ferry_run_as_installed_applies_and_reports_metrics_and_probes() {
     let t = TestEnv::without_controller("installed").await;
     let kubeconfig = t.installed_kubeconfig().await;
     let replica = start(&t, &kubeconfig, "replica-a", "15s").await;
-    let commit = tenant(&t, "blue").await;
+    let commit = tenant(&t, "blue", "1s").await;
     applied(&t, &commit).await;
     assert_eq!(lease_holder(&t).await.as_deref(), Some("replica-a"));
 
@@ -252,7 +256,8 @@ async fn two_replicas_one_leader_takeover_on_kill_and_handover_on_stop() {
     let leader_name = eventually("one replica leads", || lease_holder(&t)).await;
     let (mut leader, standby) = if leader_name == a.identity { (a, b) } else { (b, a) };
 
-    let first = tenant(&t, "blue").await;
+    // An hour-long interval: a new commit arrives only through the webhook (or a new leader's first fetch).
+    let first = tenant(&t, "blue", "1h").await;
     applied(&t, &first).await;
     // Exactly one applies: every ConfigMap write came from the leader.
     let writers = config_map_writers(&t);
@@ -266,6 +271,18 @@ async fn two_replicas_one_leader_takeover_on_kill_and_handover_on_stop() {
     assert_eq!(get(standby.probes, "/readyz").await.map(|r| r.0), Some(200));
     assert_eq!(metric(standby.metrics, "ferry_leader").await, Some(0.0));
     assert_eq!(metric(leader.metrics, "ferry_leader").await, Some(1.0));
+
+    // The standby's webhook receiver works: a push sent to it reaches the leader, which applies it.
+    t.repo.write("apps/app.yaml", &config_map("red"));
+    let pushed = t.repo.commit_and_push("red");
+    let (status, _) = http_post(
+        &format!("http://127.0.0.1:{}/hooks/{}/config", standby.hooks, t.namespace),
+        &[("Authorization", "Bearer hook-secret")],
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 202, "the standby accepts the push");
+    applied(&t, &pushed).await;
 
     // SIGKILL the leader right after a push: the standby takes over once the lease ran out, and finishes.
     t.repo.write("apps/app.yaml", &config_map("green"));
