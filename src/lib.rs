@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod endpoints;
 pub mod health;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod promotion;
 pub mod receiver;

@@ -232,12 +232,7 @@ async fn run() -> anyhow::Result<()> {
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
         // One JSON object per line; the reconcile span's fields (kind, namespace, name, revision) come along.
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Json => ferry::logging::init_json(filter),
     }
     match cli.command {
         Command::Run(args) => run_operator(*args).await,

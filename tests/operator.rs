@@ -53,6 +53,17 @@ fn deployment_args() -> Vec<String> {
 use serde::Deserialize as _;
 
 async fn start(t: &TestEnv, kubeconfig: &std::path::Path, identity: &str, lease_duration: &str) -> Replica {
+    start_with(t, kubeconfig, identity, lease_duration, None).await
+}
+
+/// A replica; with `json_log`, it logs at info level as JSON into that file.
+async fn start_with(
+    t: &TestEnv,
+    kubeconfig: &std::path::Path,
+    identity: &str,
+    lease_duration: &str,
+    json_log: Option<&std::path::Path>,
+) -> Replica {
     let (metrics, probes, hooks) = (
         free_port().expect("port"),
         free_port().expect("port"),
@@ -77,8 +88,11 @@ async fn start(t: &TestEnv, kubeconfig: &std::path::Path, identity: &str, lease_
             "RUST_LOG",
             std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         );
-    // Its logs show with FERRY_TEST_LOG (and --nocapture).
-    if std::env::var("FERRY_TEST_LOG").is_err() {
+    if let Some(path) = json_log {
+        let file = std::fs::File::create(path).expect("log file");
+        cmd.args(["--log-format", "json"]).env("RUST_LOG", "info").stdout(file);
+    } else if std::env::var("FERRY_TEST_LOG").is_err() {
+        // Its logs show with FERRY_TEST_LOG (and --nocapture).
         cmd.stdout(std::process::Stdio::null());
     }
     let child = spawn_guarded(cmd).expect("starting ferry run");
@@ -208,9 +222,24 @@ fn config_map_writers(t: &TestEnv) -> Vec<String> {
 async fn ferry_run_as_installed_applies_and_reports_metrics_and_probes() {
     let t = TestEnv::without_controller("installed").await;
     let kubeconfig = t.installed_kubeconfig().await;
-    let replica = start(&t, &kubeconfig, "replica-a", "15s").await;
+    let log = kubeconfig.with_file_name("ferry.json.log");
+    let replica = start_with(&t, &kubeconfig, "replica-a", "15s", Some(&log)).await;
     let commit = tenant(&t, "blue", "1s").await;
     applied(&t, &commit).await;
+    // --log-format json: every line an object; reconcile lines carry the span's namespace, name and revision.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let revision = format!("main@sha1:{commit}");
+    assert!(
+        lines.iter().any(|l| l["namespace"] == t.namespace.as_str()
+            && l["kind"] == "GitRepository"
+            && l["name"] == "config"
+            && l["revision"] == revision.as_str()),
+        "a reconcile line with namespace, name and revision: {text}"
+    );
     assert_eq!(lease_holder(&t).await.as_deref(), Some("replica-a"));
 
     eventually("/readyz once the caches synced", || async {
