@@ -19,7 +19,8 @@ use super::history;
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
 use crate::api::{
-    ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration, set_condition_status,
+    ConditionSet, Environment, EnvironmentStatus, GitRepository, RECONCILE_REQUESTED_AT, Reason, parse_duration,
+    set_condition_status,
 };
 use crate::cluster::{ClusterError, Target};
 use std::collections::BTreeSet;
@@ -162,6 +163,11 @@ impl Reconcile {
         if self.env.spec.suspend {
             info!("suspended; not applying");
             return Ok(Action::await_change());
+        }
+        // A "reconcile now" request (`ferry reconcile`): the annotation change woke this reconcile, which is
+        // the answer; every status write from here on says it was handled.
+        if let Some(requested) = self.env.annotations().get(RECONCILE_REQUESTED_AT) {
+            status.last_handled_reconcile_at = Some(requested.clone());
         }
         let desired = match self.desired(&mut status).await? {
             Ok(desired) => desired,
