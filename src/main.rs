@@ -570,7 +570,10 @@ async fn run() -> anyhow::Result<()> {
         Command::Events { name, ns } => {
             let (client, namespace) = ns.connect().await?;
             let rows = ferry::cli::events(&client, &namespace, name.as_deref()).await?;
-            print!("{}", ferry::cli::format_events(&rows, k8s_openapi::jiff::Timestamp::now()));
+            print!(
+                "{}",
+                ferry::cli::format_events(&rows, k8s_openapi::jiff::Timestamp::now())
+            );
             Ok(())
         }
         Command::Tree {
@@ -591,8 +594,7 @@ async fn run() -> anyhow::Result<()> {
             // The client's version is worth printing even without a cluster.
             let controller = match kube::Client::try_default().await {
                 Ok(client) => {
-                    match ferry::cli::controller_version(&client, &controller_namespace, &controller_deployment).await
-                    {
+                    match ferry::cli::controller_version(&client, &controller_namespace, &controller_deployment).await {
                         Ok(Some(version)) => format!("{version} (Deployment {shown})"),
                         Ok(None) => format!("unknown (no readable Deployment {shown})"),
                         Err(e) => format!("unknown ({e})"),
@@ -646,7 +648,8 @@ async fn resume<K: ferry::cli::Reconcilable>(
     let object = format!("{} {namespace}/{name}", K::KIND);
     let revision = match (token, wait.deadline()) {
         (Some(token), Some(timeout)) => {
-            let reconciled = ferry::cli::wait_reconciled::<K>(client, namespace, name, &token, timeout, progress).await?;
+            let reconciled =
+                ferry::cli::wait_reconciled::<K>(client, namespace, name, &token, timeout, progress).await?;
             Some(reconciled.revision().unwrap_or("-").to_string())
         }
         _ => None,

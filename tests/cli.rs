@@ -163,7 +163,17 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
     let second = t.repo.commit_and_push("two");
     let (code, stdout, stderr) = ferry_async(
         &t,
-        &["reconcile", "environment", "env", "--with-source", "--wait", "--timeout", "60s", "-n", &t.namespace],
+        &[
+            "reconcile",
+            "environment",
+            "env",
+            "--with-source",
+            "--wait",
+            "--timeout",
+            "60s",
+            "-n",
+            &t.namespace,
+        ],
     )
     .await;
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -177,7 +187,10 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
     );
     assert_eq!(stderr, "", "no progress output when stderr is not a terminal");
     // When `--wait` returned, the new commit was already in the cluster.
-    assert_eq!(configmap_value(&t.client, &t.namespace, "app").await.as_deref(), Some("two"));
+    assert_eq!(
+        configmap_value(&t.client, &t.namespace, "app").await.as_deref(),
+        Some("two")
+    );
     let env = t.api::<Environment>().get("env").await.unwrap();
     let requested = env.metadata.annotations.unwrap_or_default()["ferry.dev/reconcile-requested-at"].clone();
     assert_eq!(
@@ -188,7 +201,14 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
 
     // Without --wait: requested, and handled soon after.
     let (code, stdout, stderr) = ferry_async(&t, &["reconcile", "gitrepo", "config", "-n", &t.namespace]).await;
-    assert_eq!((code, stdout.as_str()), (0, format!("► GitRepository {}/config reconcile requested\n", t.namespace).as_str()), "{stderr}");
+    assert_eq!(
+        (code, stdout.as_str()),
+        (
+            0,
+            format!("► GitRepository {}/config reconcile requested\n", t.namespace).as_str()
+        ),
+        "{stderr}"
+    );
     let repo = t.api::<GitRepository>().get("config").await.unwrap();
     let token = repo.metadata.annotations.unwrap_or_default()["ferry.dev/reconcile-requested-at"].clone();
     wait_for(&t.api::<GitRepository>(), "config", |r: &GitRepository| {
@@ -240,7 +260,10 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
     let done = ferry::cli::reconcile_gitrepository(&t.client, &t.namespace, "config", WAIT, &mut Progress::quiet())
         .await
         .unwrap();
-    assert_eq!(done[0].revision.as_deref(), Some(format!("main@sha1:{second}").as_str()));
+    assert_eq!(
+        done[0].revision.as_deref(),
+        Some(format!("main@sha1:{second}").as_str())
+    );
     wait_applied(&t, "follower", &second).await;
     let held = t.api::<Environment>().get("held").await.unwrap();
     assert_eq!(
@@ -248,21 +271,45 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
         Some(format!("main@sha1:{first}")),
         "suspended: still at the first commit"
     );
-    assert_eq!(configmap_value(&t.client, &t.namespace, "held").await.as_deref(), Some("one"));
+    assert_eq!(
+        configmap_value(&t.client, &t.namespace, "held").await.as_deref(),
+        Some("one")
+    );
 
-    let (code, stdout, stderr) =
-        ferry_async(&t, &["resume", "environment", "held", "--wait", "--timeout", "60s", "-n", &t.namespace]).await;
+    let (code, stdout, stderr) = ferry_async(
+        &t,
+        &[
+            "resume",
+            "environment",
+            "held",
+            "--wait",
+            "--timeout",
+            "60s",
+            "-n",
+            &t.namespace,
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         stdout,
-        format!("✔ Environment {}/held resumed and reconciled: main@sha1:{second}\n", t.namespace)
+        format!(
+            "✔ Environment {}/held resumed and reconciled: main@sha1:{second}\n",
+            t.namespace
+        )
     );
     assert!(!t.api::<Environment>().get("held").await.unwrap().spec.suspend);
-    assert_eq!(configmap_value(&t.client, &t.namespace, "held").await.as_deref(), Some("two"));
+    assert_eq!(
+        configmap_value(&t.client, &t.namespace, "held").await.as_deref(),
+        Some("two")
+    );
 
     // GitRepositories suspend too.
     let (code, stdout, _) = ferry_async(&t, &["suspend", "gitrepository", "config", "-n", &t.namespace]).await;
-    assert_eq!((code, stdout), (0, format!("► GitRepository {}/config suspended\n", t.namespace)));
+    assert_eq!(
+        (code, stdout),
+        (0, format!("► GitRepository {}/config suspended\n", t.namespace))
+    );
     assert!(t.api::<GitRepository>().get("config").await.unwrap().spec.suspend);
 }
 
@@ -311,8 +358,14 @@ async fn events_lists_what_the_controller_emitted_about_ferry_objects_oldest_fir
     let (code, stdout, stderr) = ferry_async(&t, &["events", "env", "-n", &t.namespace]).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with("LAST SEEN"), "{stdout}");
-    assert!(stdout.contains("Applied") && stdout.contains("Environment/env"), "{stdout}");
-    assert!(!stdout.contains("GitRepository/config"), "only the named object: {stdout}");
+    assert!(
+        stdout.contains("Applied") && stdout.contains("Environment/env"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("GitRepository/config"),
+        "only the named object: {stdout}"
+    );
 }
 
 #[tokio::test]
@@ -387,7 +440,9 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
     };
     let production = wait_for(&t.api::<Environment>(), "production", waiting(first.clone())).await;
     let promotion = production.status.and_then(|s| s.promotion).unwrap().name;
-    ferry::cli::approve(&t.client, &t.namespace, &promotion, None).await.unwrap();
+    ferry::cli::approve(&t.client, &t.namespace, &promotion, None)
+        .await
+        .unwrap();
     wait_applied(&t, "production", &first).await;
 
     // Staging moves on; production's promotion of the new commit waits for an approval nobody gives.
@@ -398,14 +453,23 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
         .await
         .unwrap();
     wait_for(&t.api::<Environment>(), "production", waiting(second.clone())).await;
-    let _: Promotion = t.api::<Promotion>().get(&format!("production-{}", &second[..12])).await.unwrap();
+    let _: Promotion = t
+        .api::<Promotion>()
+        .get(&format!("production-{}", &second[..12]))
+        .await
+        .unwrap();
 
     let config = t_config(&t).await;
     let settings = render_settings(&t);
-    let (revision, diffs) = ferry::cli::diff_environment(t.client.clone(), &config, &t.namespace, "production", &settings)
-        .await
-        .unwrap();
-    assert_eq!(revision, format!("main@sha1:{first}"), "what the controller keeps applying");
+    let (revision, diffs) =
+        ferry::cli::diff_environment(t.client.clone(), &config, &t.namespace, "production", &settings)
+            .await
+            .unwrap();
+    assert_eq!(
+        revision,
+        format!("main@sha1:{first}"),
+        "what the controller keeps applying"
+    );
     assert!(diffs.is_empty(), "production runs what it would apply: {diffs:?}");
     let (revision, diffs) = ferry::cli::diff_environment(t.client.clone(), &config, &t.namespace, "staging", &settings)
         .await
@@ -429,8 +493,11 @@ async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
     let url = server.base_url.replacen("https://", "https://alice:s3cret-pw@", 1);
     let url = format!("{url}/{}", t.repo.name);
     t.create_secret("git", &[("ca.crt", &ca)]).await;
-    t.create_gitrepo("config", json!({"url": url, "interval": "1h", "secretRef": {"name": "git"}}))
-        .await;
+    t.create_gitrepo(
+        "config",
+        json!({"url": url, "interval": "1h", "secretRef": {"name": "git"}}),
+    )
+    .await;
     t.create_env(
         "env",
         json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
@@ -441,7 +508,11 @@ async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
     assert!(!repo.status.unwrap().artifact.unwrap().url.contains("s3cret"));
 
     t.api::<ConfigMap>()
-        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"data": {"value": "hacked"}})))
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"value": "hacked"}})),
+        )
         .await
         .unwrap();
     let (revision, diffs) = ferry::cli::diff_environment(
@@ -456,7 +527,10 @@ async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
     assert_eq!(revision, format!("main@sha1:{first}"));
     assert_eq!(diffs.len(), 1, "{diffs:?}");
     let text = ferry::cli::unified(&diffs[0], false);
-    assert!(text.contains("-  value: hacked") && text.contains("+  value: one"), "{text}");
+    assert!(
+        text.contains("-  value: hacked") && text.contains("+  value: one"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -482,7 +556,11 @@ async fn diff_looks_at_the_environment_s_target_cluster() {
     )
     .await;
     wait_applied(&t, "env", &first).await;
-    assert_eq!(configmap_value(&t.client, &t.namespace, "app").await, None, "not in this cluster");
+    assert_eq!(
+        configmap_value(&t.client, &t.namespace, "app").await,
+        None,
+        "not in this cluster"
+    );
 
     let config = t_config(&t).await;
     let settings = render_settings(&t);
@@ -491,7 +569,11 @@ async fn diff_looks_at_the_environment_s_target_cluster() {
         .unwrap();
     assert!(diffs.is_empty(), "in sync in the target cluster: {diffs:?}");
     Api::<ConfigMap>::namespaced(remote_client, &t.namespace)
-        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"data": {"value": "hacked"}})))
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"value": "hacked"}})),
+        )
         .await
         .unwrap();
     let (_, diffs) = ferry::cli::diff_environment(t.client.clone(), &config, &t.namespace, "env", &settings)
@@ -504,7 +586,12 @@ async fn diff_looks_at_the_environment_s_target_cluster() {
 #[tokio::test]
 async fn version_reads_the_controller_s_image_tag() {
     let t = TestEnv::new("cli-version").await;
-    assert_eq!(ferry::cli::controller_version(&t.client, &t.namespace, "ferry").await.unwrap(), None);
+    assert_eq!(
+        ferry::cli::controller_version(&t.client, &t.namespace, "ferry")
+            .await
+            .unwrap(),
+        None
+    );
     let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
         "metadata": {"name": "ferry"},
         "spec": {"selector": {"matchLabels": {"app": "ferry"}},
@@ -532,7 +619,11 @@ async fn version_reads_the_controller_s_image_tag() {
 
 #[test]
 fn completion_scripts_know_the_subcommands() {
-    for (shell, marker) in [("bash", "_ferry()"), ("zsh", "#compdef ferry"), ("fish", "complete -c ferry")] {
+    for (shell, marker) in [
+        ("bash", "_ferry()"),
+        ("zsh", "#compdef ferry"),
+        ("fish", "complete -c ferry"),
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["completion", shell])
             .output()

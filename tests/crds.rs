@@ -37,7 +37,13 @@ fn undescribed(schema: &Value, path: &str, missing: &mut Vec<String>) {
         undescribed(values, &format!("{path}{{}}"), missing);
     }
     for combinator in ["oneOf", "anyOf", "allOf"] {
-        for (i, branch) in schema.get(combinator).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, branch) in schema
+            .get(combinator)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             undescribed(branch, &format!("{path}<{combinator}{i}>"), missing);
         }
     }
@@ -55,7 +61,7 @@ fn every_field_of_every_crd_has_a_description() {
         let kind = crd.spec.names.kind.clone();
         for version in &crd.spec.versions {
             let schema = serde_json::to_value(
-                &version
+                version
                     .schema
                     .as_ref()
                     .and_then(|s| s.open_api_v3_schema.as_ref())

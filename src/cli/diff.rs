@@ -55,13 +55,19 @@ pub async fn diff_local(
         default_namespace: namespace.to_string(),
         force: false,
     };
-    Ok(crate::apply::Applier::new(client).diff(&rendered.objects, &opts).await?)
+    Ok(crate::apply::Applier::new(client)
+        .diff(&rendered.objects, &opts)
+        .await?)
 }
 
 /// The revision the controller would apply to `env` now, as it decides it: for a promoted Environment the
 /// active Promotion's revision, else the one it applied last (it never follows the repository's head); for
 /// any other the GitRepository's revision.
-pub async fn environment_revision(client: &Client, env: &Environment, repo: &GitRepository) -> Result<String, DiffError> {
+pub async fn environment_revision(
+    client: &Client,
+    env: &Environment,
+    repo: &GitRepository,
+) -> Result<String, DiffError> {
     let namespace = env.namespace().unwrap_or_default();
     let name = env.name_any();
     if env.spec.promotion.is_some() {
@@ -102,7 +108,12 @@ pub async fn diff_environment(
         name,
     )
     .await?;
-    let source_ns = env.spec.source_ref.namespace.clone().unwrap_or_else(|| namespace.to_string());
+    let source_ns = env
+        .spec
+        .source_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace.to_string());
     let repo = get(
         &Api::<GitRepository>::namespaced(client.clone(), &source_ns),
         "GitRepository",

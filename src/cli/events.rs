@@ -107,9 +107,23 @@ mod tests {
     #[test]
     fn only_ferry_kinds_oldest_first_and_by_name() {
         let list = vec![
-            event("b", "ferry.dev/v1alpha1", "Environment", "staging", "2026-01-01T00:00:09.000000Z", "Applied"),
+            event(
+                "b",
+                "ferry.dev/v1alpha1",
+                "Environment",
+                "staging",
+                "2026-01-01T00:00:09.000000Z",
+                "Applied",
+            ),
             event("p", "v1", "Pod", "staging", "2026-01-01T00:00:01.000000Z", "Pulled"),
-            event("a", "ferry.dev/v1alpha1", "GitRepository", "config", "2026-01-01T00:00:03.000000Z", "NewRevision"),
+            event(
+                "a",
+                "ferry.dev/v1alpha1",
+                "GitRepository",
+                "config",
+                "2026-01-01T00:00:03.000000Z",
+                "NewRevision",
+            ),
         ];
         let rows = ferry_events(list.clone(), None);
         let shown: Vec<&str> = rows.iter().map(|r| r.object.as_str()).collect();
@@ -119,8 +133,17 @@ mod tests {
         let now = Timestamp::from_second(1767225612).expect("time"); // 2026-01-01T00:00:12Z
         let text = format_events(&rows, now);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("LAST SEEN") && lines[0].contains("MESSAGE"), "{text}");
-        assert!(lines[1].starts_with("9s ") && lines[1].contains("NewRevision note"), "{text}");
-        assert!(lines[2].starts_with("3s ") && lines[2].contains("Environment/staging"), "{text}");
+        assert!(
+            lines[0].starts_with("LAST SEEN") && lines[0].contains("MESSAGE"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("9s ") && lines[1].contains("NewRevision note"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("3s ") && lines[2].contains("Environment/staging"),
+            "{text}"
+        );
     }
 }

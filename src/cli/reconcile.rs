@@ -42,7 +42,10 @@ impl Reconcilable for GitRepository {
         self.status.as_ref()?.last_handled_reconcile_at.as_deref()
     }
     fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default()
     }
     fn revision(&self) -> Option<&str> {
         Some(self.status.as_ref()?.artifact.as_ref()?.revision.as_str())
@@ -58,7 +61,10 @@ impl Reconcilable for Environment {
         self.status.as_ref()?.last_handled_reconcile_at.as_deref()
     }
     fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default()
     }
     fn revision(&self) -> Option<&str> {
         self.status.as_ref()?.last_applied_revision.as_deref()
@@ -106,7 +112,11 @@ fn new_token() -> String {
 
 /// Sets the reconcile-request annotation on `name` and returns its value. A suspended object is refused: its
 /// controller would ignore the request.
-pub async fn request_reconcile<K: Reconcilable>(client: &Client, namespace: &str, name: &str) -> Result<String, CliError> {
+pub async fn request_reconcile<K: Reconcilable>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<String, CliError> {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let object = get(&api, K::KIND, namespace, name).await?;
     if object.suspended() {
@@ -289,7 +299,10 @@ mod tests {
     fn a_request_is_done_only_once_handled_and_no_longer_reconciling() {
         let ready = condition("Ready", "True", "stored revision b", 1);
         let old = repo(1, json!({"lastHandledReconcileAt": "t1", "conditions": [ready]}));
-        assert!(matches!(verdict(&old, "t2"), Verdict::Waiting(_)), "another request's answer");
+        assert!(
+            matches!(verdict(&old, "t2"), Verdict::Waiting(_)),
+            "another request's answer"
+        );
         let busy = repo(
             1,
             json!({"lastHandledReconcileAt": "t2",

@@ -55,9 +55,12 @@ pub fn show_health(health: &Health) -> String {
     }
 }
 
+/// Kind → (name, health) of the objects of one namespace.
+type Kinds = BTreeMap<String, Vec<(String, String)>>;
+
 /// `title`, then the objects as a tree: namespace (cluster-scoped last), kind, `name  health`.
 pub fn format_tree(title: &str, objects: &[(InventoryEntry, String)]) -> String {
-    let mut groups: BTreeMap<(bool, String), BTreeMap<String, Vec<(String, String)>>> = BTreeMap::new();
+    let mut groups: BTreeMap<(bool, String), Kinds> = BTreeMap::new();
     for (entry, health) in objects {
         let group = match &entry.namespace {
             Some(ns) => (false, ns.clone()),
@@ -121,8 +124,14 @@ mod tests {
     fn grouped_by_namespace_then_kind_with_cluster_scoped_last() {
         let objects = vec![
             (entry("v1", "Namespace", None, "demo"), "Current".to_string()),
-            (entry("apps/v1", "Deployment", Some("demo"), "web"), "InProgress: 0/1 ready".to_string()),
-            (entry("v1", "ConfigMap", Some("demo"), "app-config"), "Current".to_string()),
+            (
+                entry("apps/v1", "Deployment", Some("demo"), "web"),
+                "InProgress: 0/1 ready".to_string(),
+            ),
+            (
+                entry("v1", "ConfigMap", Some("demo"), "app-config"),
+                "Current".to_string(),
+            ),
             (entry("v1", "ConfigMap", Some("demo"), "a"), "NotFound".to_string()),
         ];
         let text = format_tree("Environment/demo/staging  main@sha1:0123456789ab  Ready=True", &objects);
