@@ -78,7 +78,9 @@ enum Command {
     /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
     /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
     Diff {
-        /// An Environment, `namespace/name`: diffs its source's current revision.
+        /// An Environment, `namespace/name`: diffs the revision the controller would apply (a promoted
+        /// Environment's active Promotion, else its last applied one; otherwise the GitRepository's) in its
+        /// target cluster (`spec.kubeConfig`).
         #[arg(long, conflicts_with = "dir")]
         environment: Option<String>,
         /// A local checkout (repository root).
