@@ -381,13 +381,21 @@ async fn tree_shows_the_inventory_grouped_with_each_object_s_health() {
     let first = t.repo.commit_and_push("one");
     t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
         .await;
+    // Nothing runs the Deployment here, so verification (which polls health, and so would notice the deletion
+    // below) gives up quickly; after that only the hour-long interval would put `gone` back.
     t.create_env(
         "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
+        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h",
+               "verification": {"timeout": "1s"}}),
     )
     .await;
     wait_applied(&t, "env", &first).await;
-    // Deleted by hand (the hour-long interval leaves it deleted for this test).
+    wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
+        e.status
+            .as_ref()
+            .is_some_and(|s| ferry::api::condition_status(&s.conditions, "Verified") == Some("False"))
+    })
+    .await;
     t.api::<ConfigMap>().delete("gone", &Default::default()).await.unwrap();
 
     let config = t_config(&t).await;
