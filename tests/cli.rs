@@ -44,7 +44,7 @@ async fn render_prints_exactly_what_kustomize_build_prints() {
 
 #[tokio::test]
 async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
-    let t = TestEnv::new("cli-diff").await;
+    let mut t = TestEnv::new("cli-diff").await;
     t.repo.write(
         "apps/cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata:\n  color: blue\n  size: large\n",
@@ -70,7 +70,9 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
         "in sync: no output, exit 0 ({stderr})"
     );
 
-    // A hand edit (the Environment's hour-long interval leaves it in place for this test).
+    // A hand edit, with no controller left to revert it (a verification poll or the sync after the verdict
+    // would, well before the hour-long interval).
+    t.stop_controller();
     t.api::<ConfigMap>()
         .patch(
             "app",
@@ -370,7 +372,7 @@ async fn events_lists_what_the_controller_emitted_about_ferry_objects_oldest_fir
 
 #[tokio::test]
 async fn tree_shows_the_inventory_grouped_with_each_object_s_health() {
-    let t = TestEnv::new("cli-tree").await;
+    let mut t = TestEnv::new("cli-tree").await;
     t.repo.write("apps/cm.yaml", &configmap("app", "one"));
     t.repo.write("apps/gone.yaml", &configmap("gone", "one"));
     t.repo.write(
@@ -381,21 +383,14 @@ async fn tree_shows_the_inventory_grouped_with_each_object_s_health() {
     let first = t.repo.commit_and_push("one");
     t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
         .await;
-    // Nothing runs the Deployment here, so verification (which polls health, and so would notice the deletion
-    // below) gives up quickly; after that only the hour-long interval would put `gone` back.
     t.create_env(
         "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h",
-               "verification": {"timeout": "1s"}}),
+        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
     )
     .await;
     wait_applied(&t, "env", &first).await;
-    wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
-        e.status
-            .as_ref()
-            .is_some_and(|s| ferry::api::condition_status(&s.conditions, "Verified") == Some("False"))
-    })
-    .await;
+    // Deleted by hand, with no controller to put it back (its verification polls would).
+    t.stop_controller();
     t.api::<ConfigMap>().delete("gone", &Default::default()).await.unwrap();
 
     let config = t_config(&t).await;
@@ -487,7 +482,7 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
 
 #[tokio::test]
 async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
-    let t = TestEnv::new("cli-diff-auth").await;
+    let mut t = TestEnv::new("cli-diff-auth").await;
     t.repo.write("apps/cm.yaml", &configmap("app", "one"));
     let first = t.repo.commit_and_push("one");
     let server = GitHttpServer::start(
@@ -515,6 +510,8 @@ async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
     let repo = t.api::<GitRepository>().get("config").await.unwrap();
     assert!(!repo.status.unwrap().artifact.unwrap().url.contains("s3cret"));
 
+    // A hand edit, with no controller left to revert it before the diff looks.
+    t.stop_controller();
     t.api::<ConfigMap>()
         .patch(
             "app",
@@ -543,7 +540,7 @@ async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
 
 #[tokio::test]
 async fn diff_looks_at_the_environment_s_target_cluster() {
-    let t = TestEnv::new("cli-diff-remote").await;
+    let mut t = TestEnv::new("cli-diff-remote").await;
     let remote = second_cluster().await;
     let remote_client = remote.client().await.unwrap();
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).unwrap();
@@ -576,6 +573,8 @@ async fn diff_looks_at_the_environment_s_target_cluster() {
         .await
         .unwrap();
     assert!(diffs.is_empty(), "in sync in the target cluster: {diffs:?}");
+    // A hand edit there, with no controller left to revert it before the diff looks.
+    t.stop_controller();
     Api::<ConfigMap>::namespaced(remote_client, &t.namespace)
         .patch(
             "app",
