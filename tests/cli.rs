@@ -224,6 +224,36 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
 }
 
 #[tokio::test]
+async fn a_reconcile_that_fails_is_reported_not_waited_out() {
+    let t = TestEnv::new("cli-reconcile-fail").await;
+    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.commit_and_push("one");
+    t.create_gitrepo(
+        "config",
+        json!({"url": t.repo.url, "interval": "1h", "secretRef": {"name": "missing"}}),
+    )
+    .await;
+    wait_for(&t.api::<GitRepository>(), "config", |r: &GitRepository| {
+        repo_ready(r).is_some_and(|(status, _, _)| status == "False")
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let result = ferry::cli::reconcile_gitrepository(
+        &t.client,
+        &t.namespace,
+        "config",
+        Some(Duration::from_secs(30)),
+        &mut Progress::quiet(),
+    )
+    .await;
+    assert!(
+        matches!(&result, Err(CliError::Failed(m)) if m.contains("Secret") && m.contains("not found")),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "answered, not timed out");
+}
+
+#[tokio::test]
 async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
     let t = TestEnv::new("cli-suspend").await;
     t.repo.write("held/cm.yaml", &configmap("held", "one"));

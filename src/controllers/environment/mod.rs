@@ -148,6 +148,14 @@ impl Reconcile {
         let old = self.env.status.as_ref();
         let mut status = old.cloned().unwrap_or_default();
         status.observed_generation = self.env.metadata.generation;
+        // A "reconcile now" request (`ferry reconcile`): the annotation change woke this reconcile, which is
+        // the answer whatever its outcome; every status write from here on says it was handled. A suspended
+        // Environment handles nothing.
+        if !self.env.spec.suspend
+            && let Some(requested) = self.env.annotations().get(RECONCILE_REQUESTED_AT)
+        {
+            status.last_handled_reconcile_at = Some(requested.clone());
+        }
         let interval = match parse_duration(&self.env.spec.interval) {
             Ok(i) => i.max(Duration::from_secs(1)),
             Err(e) => {
@@ -163,11 +171,6 @@ impl Reconcile {
         if self.env.spec.suspend {
             info!("suspended; not applying");
             return Ok(Action::await_change());
-        }
-        // A "reconcile now" request (`ferry reconcile`): the annotation change woke this reconcile, which is
-        // the answer; every status write from here on says it was handled.
-        if let Some(requested) = self.env.annotations().get(RECONCILE_REQUESTED_AT) {
-            status.last_handled_reconcile_at = Some(requested.clone());
         }
         let desired = match self.desired(&mut status).await? {
             Ok(desired) => desired,
