@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use ferry::cli::CliError;
+use ferry::api::{Environment, GitRepository};
+use ferry::cli::{CliError, Progress};
 use ferry::controllers::{self, Context, Scope, Settings};
 use ferry::testenv;
 use kube::ResourceExt;
@@ -44,7 +45,9 @@ enum Command {
     /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
     /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
     Diff {
-        /// An Environment, `namespace/name`: diffs its source's current revision.
+        /// An Environment, `namespace/name`: diffs the revision the controller would apply (a promoted
+        /// Environment's active Promotion, else its last applied one; otherwise the GitRepository's) in its
+        /// target cluster (`spec.kubeConfig`).
         #[arg(long, conflicts_with = "dir")]
         environment: Option<String>,
         /// A local checkout (repository root).
@@ -56,7 +59,7 @@ enum Command {
         namespace: String,
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
-        /// Never color the output (default: color when stdout is a terminal).
+        /// Never color the output (default: color when stdout is a terminal and NO_COLOR is not set).
         #[arg(long)]
         no_color: bool,
     },
@@ -114,6 +117,135 @@ enum Command {
         #[command(subcommand)]
         command: DevCommand,
     },
+    /// Ask the controller to reconcile an object now, without waiting for its interval.
+    Reconcile {
+        #[command(subcommand)]
+        target: ReconcileTarget,
+    },
+    /// Stop reconciling an object (`spec.suspend: true`): the cluster keeps what was applied last.
+    Suspend {
+        #[command(subcommand)]
+        target: SuspendTarget,
+    },
+    /// Reconcile a suspended object again (`spec.suspend: false`), at once.
+    Resume {
+        #[command(subcommand)]
+        target: ResumeTarget,
+    },
+    /// Show the Events of Ferry's objects in a namespace, oldest first (all of them, or those of NAME).
+    Events {
+        /// Only Events about objects of this name.
+        name: Option<String>,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Show what an object manages as a tree, with each object's health.
+    Tree {
+        #[command(subcommand)]
+        target: TreeTarget,
+    },
+    /// Print the version of this binary and of the controller running in the cluster.
+    Version {
+        /// Namespace of the controller's Deployment.
+        #[arg(long, default_value = "ferry-system")]
+        controller_namespace: String,
+        /// Name of the controller's Deployment.
+        #[arg(long, default_value = "ferry")]
+        controller_deployment: String,
+    },
+    /// Print a shell completion script: `source <(ferry completion bash)`.
+    Completion {
+        /// bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReconcileTarget {
+    /// Fetch the repository now (bypassing the interval and the shared-fetch window).
+    #[command(visible_alias = "gitrepo")]
+    Gitrepository {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Sync the Environment now.
+    #[command(visible_alias = "env")]
+    Environment {
+        name: String,
+        /// Reconcile its GitRepository first, and wait for it, so the newest commit is applied.
+        #[arg(long)]
+        with_source: bool,
+        #[command(flatten)]
+        wait: Wait,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+}
+
+#[derive(Subcommand)]
+enum SuspendTarget {
+    #[command(visible_alias = "gitrepo")]
+    Gitrepository {
+        name: String,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    #[command(visible_alias = "env")]
+    Environment {
+        name: String,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResumeTarget {
+    #[command(visible_alias = "gitrepo")]
+    Gitrepository {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    #[command(visible_alias = "env")]
+    Environment {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+}
+
+#[derive(Subcommand)]
+enum TreeTarget {
+    /// The Environment's inventory, grouped by namespace and kind, with each object's health.
+    #[command(visible_alias = "env")]
+    Environment {
+        name: String,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+}
+
+#[derive(Args)]
+struct Wait {
+    /// Wait until the controller handled the request and the object is Ready (exit 2 if it fails).
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait (and --with-source) may wait, e.g. 30s, 5m.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    timeout: std::time::Duration,
+}
+
+impl Wait {
+    fn deadline(&self) -> Option<std::time::Duration> {
+        self.wait.then_some(self.timeout)
+    }
 }
 
 #[derive(Args)]
@@ -219,7 +351,7 @@ async fn main() {
     if let Err(e) = run().await {
         // A refusal is an answer, not a failure of ferry: print it as it is.
         match e.downcast_ref::<CliError>() {
-            Some(CliError::Refused(message)) => eprintln!("{message}"),
+            Some(CliError::Refused(message) | CliError::Failed(message)) => eprintln!("{message}"),
             _ => eprintln!("error: {e:#}"),
         }
         std::process::exit(2);
@@ -258,13 +390,14 @@ async fn run() -> anyhow::Result<()> {
                 kustomize,
                 ..Default::default()
             };
-            let client = kube::Client::try_default().await.context("connecting to the cluster")?;
+            let config = kube::Config::infer().await.context("loading the kubeconfig")?;
+            let client = kube::Client::try_from(config.clone()).context("connecting to the cluster")?;
             let diffs = match (environment, dir) {
                 (Some(env), _) => {
                     let (ns, name) = env
                         .split_once('/')
                         .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
-                    let (revision, diffs) = ferry::cli::diff_environment(client, ns, name, &settings).await?;
+                    let (revision, diffs) = ferry::cli::diff_environment(client, &config, ns, name, &settings).await?;
                     eprintln!(
                         "Environment {ns}/{name} at {revision}: {} object(s) differ",
                         diffs.len()
@@ -274,7 +407,7 @@ async fn run() -> anyhow::Result<()> {
                 (None, Some(dir)) => ferry::cli::diff_local(client, &dir, &path, &namespace, &settings).await?,
                 (None, None) => anyhow::bail!("give --environment ns/name or a checkout directory"),
             };
-            let color = !no_color && std::io::stdout().is_terminal();
+            let color = ferry::cli::color_enabled(no_color, std::io::stdout().is_terminal());
             for d in &diffs {
                 print!("{}", ferry::cli::unified(d, color));
             }
@@ -352,6 +485,128 @@ async fn run() -> anyhow::Result<()> {
             shutdown_signal().await;
             cp.stop();
             Ok(())
+        }
+        Command::Reconcile { target } => {
+            let mut progress = Progress::stderr();
+            let done = match target {
+                ReconcileTarget::Gitrepository { name, wait, ns } => {
+                    let (client, namespace) = ns.connect().await?;
+                    ferry::cli::reconcile_gitrepository(&client, &namespace, &name, wait.deadline(), &mut progress)
+                        .await?
+                }
+                ReconcileTarget::Environment {
+                    name,
+                    with_source,
+                    wait,
+                    ns,
+                } => {
+                    let (client, namespace) = ns.connect().await?;
+                    let (deadline, timeout) = (wait.deadline(), wait.timeout);
+                    ferry::cli::reconcile_environment(
+                        &client,
+                        &namespace,
+                        &name,
+                        with_source,
+                        deadline,
+                        timeout,
+                        &mut progress,
+                    )
+                    .await?
+                }
+            };
+            print_reconciled(&done);
+            Ok(())
+        }
+        Command::Suspend { target } => {
+            let (kind, name, namespace) = match target {
+                SuspendTarget::Gitrepository { name, ns } => {
+                    let (client, namespace) = ns.connect().await?;
+                    ferry::cli::set_suspended::<GitRepository>(&client, &namespace, &name, true).await?;
+                    ("GitRepository", name, namespace)
+                }
+                SuspendTarget::Environment { name, ns } => {
+                    let (client, namespace) = ns.connect().await?;
+                    ferry::cli::set_suspended::<Environment>(&client, &namespace, &name, true).await?;
+                    ("Environment", name, namespace)
+                }
+            };
+            println!("► {kind} {namespace}/{name} suspended");
+            Ok(())
+        }
+        Command::Resume { target } => {
+            let mut progress = Progress::stderr();
+            let (object, revision) = match target {
+                ResumeTarget::Gitrepository { name, wait, ns } => {
+                    let (client, namespace) = ns.connect().await?;
+                    resume::<GitRepository>(&client, &namespace, &name, &wait, &mut progress).await?
+                }
+                ResumeTarget::Environment { name, wait, ns } => {
+                    let (client, namespace) = ns.connect().await?;
+                    resume::<Environment>(&client, &namespace, &name, &wait, &mut progress).await?
+                }
+            };
+            match revision {
+                Some(revision) => println!("✔ {object} resumed and reconciled: {revision}"),
+                None => println!("► {object} resumed"),
+            }
+            Ok(())
+        }
+        Command::Events { name, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            let rows = ferry::cli::events(&client, &namespace, name.as_deref()).await?;
+            print!(
+                "{}",
+                ferry::cli::format_events(&rows, k8s_openapi::jiff::Timestamp::now())
+            );
+            Ok(())
+        }
+        Command::Tree {
+            target: TreeTarget::Environment { name, ns },
+        } => {
+            let config = kube::Config::infer().await.context("loading the kubeconfig")?;
+            let client = kube::Client::try_from(config.clone()).context("connecting to the cluster")?;
+            let namespace = ns.namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            print!("{}", ferry::cli::tree(&client, &config, &namespace, &name).await?);
+            Ok(())
+        }
+        Command::Version {
+            controller_namespace,
+            controller_deployment,
+        } => {
+            println!("client: {}", env!("CARGO_PKG_VERSION"));
+            let shown = format!("{controller_namespace}/{controller_deployment}");
+            // The client's version is worth printing even without a cluster.
+            let controller = match kube::Client::try_default().await {
+                Ok(client) => {
+                    match ferry::cli::controller_version(&client, &controller_namespace, &controller_deployment).await {
+                        Ok(Some(version)) => format!("{version} (Deployment {shown})"),
+                        Ok(None) => format!("unknown (no readable Deployment {shown})"),
+                        Err(e) => format!("unknown ({e})"),
+                    }
+                }
+                Err(e) => format!("unknown (no cluster: {e})"),
+            };
+            println!("controller: {controller}");
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    ferry::api::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `ferry reconcile`'s and `ferry resume`'s report: what was asked, and where it stands when waited for.
+fn print_reconciled(done: &[ferry::cli::Reconciled]) {
+    for step in done {
+        match &step.revision {
+            Some(revision) => println!("✔ {} reconciled: {revision}", step.object),
+            None => println!("► {} reconcile requested", step.object),
         }
     }
 }
@@ -485,6 +740,27 @@ fn service_account_name(name: &str) -> Result<String, String> {
     } else {
         Err("not a ServiceAccount name (lowercase letters, digits, '-' and '.')".into())
     }
+}
+
+/// `ferry resume KIND NAME [--wait]`: the object shown, and its revision when waited for.
+async fn resume<K: ferry::cli::Reconcilable>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    wait: &Wait,
+    progress: &mut Progress,
+) -> anyhow::Result<(String, Option<String>)> {
+    let token = ferry::cli::set_suspended::<K>(client, namespace, name, false).await?;
+    let object = format!("{} {namespace}/{name}", K::KIND);
+    let revision = match (token, wait.deadline()) {
+        (Some(token), Some(timeout)) => {
+            let reconciled =
+                ferry::cli::wait_reconciled::<K>(client, namespace, name, &token, timeout, progress).await?;
+            Some(reconciled.revision().unwrap_or("-").to_string())
+        }
+        _ => None,
+    };
+    Ok((object, revision))
 }
 
 fn print_decision(p: &ferry::api::Promotion, verb: &str) {

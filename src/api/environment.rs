@@ -5,8 +5,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// What an Environment asks for: which path of which repository to apply where, and how carefully.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
+    doc = "A path of a GitRepository rendered (kustomize or plain YAML) and applied to a namespace of this or \
+           another cluster with server-side apply, kept in sync (drift reverted, removed objects pruned), \
+           verified, and optionally promoted from another Environment. Status says what runs and why.",
     group = "ferry.dev",
     version = "v1alpha1",
     kind = "Environment",
@@ -25,43 +29,50 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
-    /// The GitRepository whose revision this Environment applies.
+    /// The GitRepository whose revision this Environment applies (its head, or promoted revisions of it).
     pub source_ref: SourceReference,
-    /// Directory inside the repository holding the manifests, e.g. `apps/staging`.
+    /// Directory inside the repository holding the manifests, e.g. `apps/staging`. Default `.` (the root).
+    /// Kustomize if it holds a kustomization, else every `*.yaml`, `*.yml` and `*.json` below it.
     #[serde(default = "default_path")]
     pub path: String,
-    /// Namespace for every namespaced object; defaults to the Environment's own namespace.
+    /// Namespace for every namespaced object, overriding the manifests'. Default: an object's own namespace,
+    /// else the Environment's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_namespace: Option<String>,
-    /// How often to re-apply (and so revert drift), e.g. `5m`.
+    /// How often to re-apply (and so revert drift) without a new revision, as a Go duration. Default `1m`.
     #[serde(default = "super::gitrepository::default_interval")]
     #[schemars(regex(pattern = super::duration::DURATION_PATTERN))]
     pub interval: String,
-    /// Delete objects that were applied before and are no longer in Git.
+    /// Delete objects that were applied before and are no longer in Git (only objects labelled as this
+    /// Environment's). Default true.
     #[serde(default = "default_true")]
     pub prune: bool,
     /// Hold Ready at Unknown (Progressing) until every applied object is healthy; fail after `healthTimeout`.
+    /// Default false.
     #[serde(default)]
     pub wait: bool,
-    /// How long `wait` waits for health after applying a revision, e.g. `5m`.
+    /// How long `wait` waits for health after applying a revision, as a Go duration. Default `5m`.
     #[serde(default = "default_health_timeout")]
     #[schemars(regex(pattern = super::duration::DURATION_PATTERN))]
     pub health_timeout: String,
-    /// Refuse to prune more than this share (percent) of the applied objects in one go.
+    /// Refuse to prune more than this share (percent, 0-100) of the applied objects in one go
+    /// (`PruneBlocked`). Default 50.
     #[serde(default = "default_max_prune_percent")]
     #[schemars(range(min = 0, max = 100), extend("format" = "int32"))]
     pub max_prune_percent: u8,
     /// Allow a render with no objects to prune everything (otherwise that stops with `PruneBlocked`).
+    /// Default false.
     #[serde(default)]
     pub allow_empty: bool,
     /// Take ownership of fields that another declarative applier (another server-side-apply manager) owns.
-    /// Fields changed by hand (`kubectl edit`) are drift and are reverted regardless.
+    /// Fields changed by hand (`kubectl edit`) are drift and are reverted regardless. Default false.
     #[serde(default)]
     pub force: bool,
-    /// What happens to applied objects when the Environment is deleted.
+    /// What happens to applied objects when the Environment is deleted: `Delete` (default) or `Orphan`.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Stop applying; the cluster keeps what was applied last.
+    /// Stop applying (`ferry suspend environment`); the cluster keeps what was applied last, drift is not
+    /// reverted. Default false.
     #[serde(default)]
     pub suspend: bool,
     /// Take revisions from another Environment once it verified them, instead of following the GitRepository.
@@ -141,9 +152,12 @@ impl Default for PromotionPolicy {
     }
 }
 
+/// Gates that apply to rollbacks.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackPolicy {
+    /// A rollback waits in `WaitingApproval` until approved, like a promotion. Default false: rollbacks run
+    /// at once.
     #[serde(default)]
     pub require_approval: bool,
     /// Hold rollbacks to `windows` and `freezes` too (by default a rollback may run any time).
@@ -158,9 +172,11 @@ pub struct PromotionWindow {
     /// `Mon` … `Sun`; empty means every day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub days: Vec<String>,
+    /// Inclusive start, `HH:MM` in UTC.
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
-    /// Exclusive; `24:00` is the end of the day. An end before the start wraps past midnight.
+    /// Exclusive end, `HH:MM` in UTC; `24:00` is the end of the day. An end before the start wraps past
+    /// midnight.
     #[schemars(regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"))]
     pub end: String,
 }
@@ -169,8 +185,11 @@ pub struct PromotionWindow {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Freeze {
+    /// Start of the freeze (inclusive), RFC 3339, e.g. `2026-12-23T00:00:00Z`.
     pub from: String,
+    /// End of the freeze (exclusive), RFC 3339.
     pub to: String,
+    /// Why, shown in the message of a Promotion held by the freeze.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -185,11 +204,11 @@ pub struct Verification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
     pub job_template: Option<serde_json::Value>,
-    /// How long health plus the Job may take, per attempt, e.g. `10m`.
+    /// How long health plus the Job may take, per attempt, as a Go duration. Default `10m`.
     #[serde(default = "default_verification_timeout")]
     #[schemars(regex(pattern = super::duration::DURATION_PATTERN))]
     pub timeout: String,
-    /// Further Jobs to run after a failed one before the revision counts as failed.
+    /// Further Jobs to run after a failed one before the revision counts as failed (0-100). Default 0.
     #[serde(default)]
     #[schemars(range(max = 100), extend("format" = "int32"))]
     pub retries: u32,
@@ -206,17 +225,22 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// Another cluster, reached with a kubeconfig stored in a Secret.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeConfigReference {
+    /// The Secret (same namespace) holding a self-contained kubeconfig (no `exec`, `auth-provider` or file
+    /// paths; `kubectl config view --raw --minify --flatten` makes one). Its identity applies.
     pub secret_ref: KubeConfigSecretRef,
 }
 
+/// A key of a Secret in the Environment's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeConfigSecretRef {
+    /// The Secret's name.
     pub name: String,
-    /// The data key holding the kubeconfig.
+    /// The data key holding the kubeconfig. Default `value`.
     #[serde(default = "default_kubeconfig_key")]
     pub key: String,
 }
@@ -233,6 +257,7 @@ fn default_max_prune_percent() -> u8 {
     50
 }
 
+/// What deleting an Environment does to the objects it applied.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// Delete every object Ferry applied (except those annotated `ferry.dev/prune: disabled`).
@@ -253,11 +278,13 @@ fn default_true() -> bool {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceReference {
-    /// Only `GitRepository` for now.
+    /// The source's kind: only `GitRepository` (the default) for now.
     #[serde(default = "default_source_kind")]
     pub kind: String,
+    /// The GitRepository's name.
     pub name: String,
-    /// Defaults to the Environment's namespace.
+    /// The GitRepository's namespace. Default: the Environment's. Refused (`CrossNamespaceRef`) when Ferry
+    /// runs with `--no-cross-namespace-refs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -266,11 +293,16 @@ fn default_source_kind() -> String {
     "GitRepository".to_string()
 }
 
+/// What the Environment runs and how it went.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentStatus {
+    /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready` (the revision is applied, and healthy with `wait`; else why not), `Reconciling` (a new
+    /// revision or spec is being applied), `Stalled` (only a change can fix it) and `Verified` (the newest
+    /// revision's verification: True, False, or Unknown while it runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The revision whose objects are in the cluster now.
@@ -288,19 +320,27 @@ pub struct EnvironmentStatus {
     /// The Promotion this Environment is applying, or the one waiting to be (promoted Environments only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<PromotionSummary>,
-    /// Revisions applied here, newest first (at most [`HISTORY_LIMIT`]), with what verification found.
+    /// Revisions applied here, newest first (at most 10), with what verification found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RevisionRecord>,
+    /// The value of the `ferry.dev/reconcile-requested-at` annotation last acted on: equal to the annotation
+    /// once a `ferry reconcile` request was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// How many revisions `status.history` keeps.
 pub const HISTORY_LIMIT: usize = 10;
 
+/// The Promotion in flight for an Environment.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionSummary {
+    /// The Promotion's name (same namespace).
     pub name: String,
+    /// The revision it brings, e.g. `main@sha1:…`.
     pub revision: String,
+    /// Its phase: Pending, WaitingApproval, Applying, Verifying (the final ones are not shown here).
     pub phase: super::PromotionPhase,
 }
 
@@ -308,7 +348,9 @@ pub struct PromotionSummary {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionRecord {
+    /// The revision, e.g. `main@sha1:…`.
     pub revision: String,
+    /// Applying, Verifying, Verified, Failed or Superseded.
     pub phase: RevisionPhase,
     /// The Promotion that brought the revision here (promoted Environments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -316,6 +358,7 @@ pub struct RevisionRecord {
     /// Its uid: a Promotion deleted and created again under the same name is another attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion_uid: Option<String>,
+    /// When every object of the revision was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Time>,
     /// When verification ended, either way.
@@ -325,8 +368,10 @@ pub struct RevisionRecord {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(extend("format" = "int32"))]
     pub attempts: u32,
+    /// The verification Job of the latest attempt (in the target cluster and namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// What verification found, or why the revision failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -335,6 +380,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Where a revision is in its life in one Environment.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum RevisionPhase {
     /// Being rendered and applied.
@@ -355,10 +401,13 @@ impl RevisionPhase {
     }
 }
 
+/// Objects put back because they had drifted from Git.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftCorrection {
+    /// The revision the objects were put back to.
     pub revision: String,
+    /// The objects re-created or re-applied, as `apiVersion/Kind namespace/name`.
     pub objects: Vec<String>,
 }
 
@@ -366,10 +415,14 @@ pub struct DriftCorrection {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryEntry {
+    /// The object's apiVersion, e.g. `apps/v1`.
     pub api_version: String,
+    /// The object's kind, e.g. `Deployment`.
     pub kind: String,
+    /// The object's namespace; absent for cluster-scoped objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The object's name.
     pub name: String,
 }
 

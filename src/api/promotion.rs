@@ -6,8 +6,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Which revision moves into which promoted Environment, and the decision on it.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
+    doc = "One revision moving into one promoted Environment (spec.promotion.from): gated by soak time, \
+           windows, freezes and approval, then applied and verified there. Created by Ferry when the upstream \
+           verifies a revision, or by `ferry promote` / `ferry rollback`; status.transitions records each phase.",
     group = "ferry.dev",
     version = "v1alpha1",
     kind = "Promotion",
@@ -43,25 +47,32 @@ pub struct PromotionSpec {
     pub approval: Option<Approval>,
 }
 
+/// A person's decision on a Promotion; final once written.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
+    /// `Approved` lets a WaitingApproval promotion apply; `Rejected` aborts a promotion that has not finished.
     pub decision: Decision,
     /// Who decided, as the API server identified them (`ferry` asks with a SelfSubjectReview).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// When the decision was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Time>,
+    /// Why, in the decider's words (`ferry approve -m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
+/// An approval decision.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Decision {
     Approved,
     Rejected,
 }
 
+/// Where a Promotion is: Pending (gated), WaitingApproval, Applying, Verifying, then Succeeded, Failed,
+/// Superseded or Aborted.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum PromotionPhase {
     Pending,
@@ -108,13 +119,18 @@ impl std::fmt::Display for PromotionPhase {
     }
 }
 
+/// Where the Promotion is and how it got there.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionStatus {
+    /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The current phase (absent until first reconciled: Pending).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PromotionPhase>,
+    /// `Ready`: True once Succeeded, False once Failed, Superseded or Aborted, Unknown in between; its reason
+    /// and message say what the promotion waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Every phase change, oldest first.
@@ -129,12 +145,17 @@ pub struct PromotionStatus {
     pub rollback_promotion: Option<String>,
 }
 
+/// One phase change of a Promotion.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseTransition {
+    /// The phase entered.
     pub phase: PromotionPhase,
+    /// Why, machine-readable (e.g. `Soaking`, `Approved`, `VerificationFailed`).
     pub reason: String,
+    /// Why, for people.
     pub message: String,
+    /// When the phase was entered.
     pub time: Time,
 }
 

@@ -29,6 +29,19 @@ pub enum CliError {
     /// Someone else changed the object between our read and our write.
     #[error("{0} changed while this command ran; look at it again and retry")]
     Conflict(String),
+    /// `--wait` ran out of time; the message says what was still awaited.
+    #[error("timed out after {after:?} waiting for {what}: {last}")]
+    Timeout {
+        what: String,
+        after: std::time::Duration,
+        last: String,
+    },
+    /// The controller handled the request and the object is not Ready: its own message says why.
+    #[error("{0}")]
+    Failed(String),
+    /// Reaching the Environment's target cluster (its kubeConfig Secret) failed.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -219,7 +232,7 @@ pub async fn history(client: &Client, namespace: &str, environment: &str) -> Res
     Ok(format_history(&env, &promotions, Timestamp::now()))
 }
 
-async fn get<K>(api: &Api<K>, kind: &'static str, namespace: &str, name: &str) -> Result<K, CliError>
+pub(crate) async fn get<K>(api: &Api<K>, kind: &'static str, namespace: &str, name: &str) -> Result<K, CliError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -442,7 +455,7 @@ fn time(t: &Time) -> String {
 }
 
 /// Like kubectl's AGE column, coarsened to one unit.
-fn age(now: Timestamp, then: Timestamp) -> String {
+pub(crate) fn age(now: Timestamp, then: Timestamp) -> String {
     let secs = now.duration_since(then).as_secs().max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -453,7 +466,7 @@ fn age(now: Timestamp, then: Timestamp) -> String {
 }
 
 /// Columns padded to their widest cell, three spaces apart, empty cells as `-`, like `kubectl get`.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows
         .into_iter()
         .map(|r| {

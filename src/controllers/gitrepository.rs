@@ -86,6 +86,11 @@ async fn reconcile_inner(
     }
     let requeue = Action::requeue(interval.max(Duration::from_secs(1)));
 
+    // A "reconcile now" request (by hand or from a webhook) forces a network fetch. It is handled by this
+    // reconcile whatever its outcome, so even a failure below answers it (`ferry reconcile --wait` reports it).
+    let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
+    let forced = requested.is_some() && requested != status.last_handled_reconcile_at;
+    status.last_handled_reconcile_at = requested.or(status.last_handled_reconcile_at);
     let creds = match load_credentials(&ctx.client, &repo).await? {
         Ok(c) => c,
         Err(failure) => {
@@ -93,9 +98,6 @@ async fn reconcile_inner(
             return Ok(requeue);
         }
     };
-    // A "reconcile now" request (by hand or from a webhook) forces a network fetch.
-    let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
-    let forced = requested.is_some() && requested != status.last_handled_reconcile_at;
     let opts = FetchOptions {
         timeout,
         max_age: if forced {
@@ -106,7 +108,6 @@ async fn reconcile_inner(
         max_bytes: ctx.settings.max_repo_bytes,
         allow_file: ctx.settings.allow_file_urls,
     };
-    status.last_handled_reconcile_at = requested.or(status.last_handled_reconcile_at);
 
     // Say so before the first fetch for a new spec; a steady state (failing or not) writes nothing here.
     let mut written = old.cloned();

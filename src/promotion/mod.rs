@@ -52,6 +52,13 @@ pub async fn promotions_of(
     Ok(list)
 }
 
+/// The Promotion the Environment is applying or verifying now, if any: its revision is what a promoted
+/// Environment applies (between promotions it keeps its last applied revision). Shared by the Environment
+/// controller and `ferry diff`, so the diff shows what the controller would apply.
+pub fn active(promotions: &[Promotion]) -> Option<&Promotion> {
+    promotions.iter().find(|p| p.phase().is_active())
+}
+
 /// A new Promotion of `revision` into `environment`, labelled so Environments find it by label. The caller
 /// names it (`metadata.name` for one per revision, `generateName` for one per request).
 pub fn new_promotion(namespace: &str, environment: &str, revision: &str, rollback: bool) -> Promotion {

@@ -220,6 +220,11 @@ impl TestEnv {
         self.controller = spawn_controller(&client, &self.config, &self.namespace, &self.settings);
     }
 
+    /// Stops the controller (as a crash would), for tests that look at a hand-made change Ferry would revert.
+    pub fn stop_controller(&mut self) {
+        self.controller.abort();
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,

@@ -19,7 +19,8 @@ use super::history;
 use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
 use crate::api::{
-    ConditionSet, Environment, EnvironmentStatus, GitRepository, Reason, parse_duration, set_condition_status,
+    ConditionSet, Environment, EnvironmentStatus, GitRepository, RECONCILE_REQUESTED_AT, Reason, parse_duration,
+    set_condition_status,
 };
 use crate::cluster::{ClusterError, Target};
 use std::collections::BTreeSet;
@@ -147,6 +148,14 @@ impl Reconcile {
         let old = self.env.status.as_ref();
         let mut status = old.cloned().unwrap_or_default();
         status.observed_generation = self.env.metadata.generation;
+        // A "reconcile now" request (`ferry reconcile`): the annotation change woke this reconcile, which is
+        // the answer whatever its outcome; every status write from here on says it was handled. A suspended
+        // Environment handles nothing.
+        if !self.env.spec.suspend
+            && let Some(requested) = self.env.annotations().get(RECONCILE_REQUESTED_AT)
+        {
+            status.last_handled_reconcile_at = Some(requested.clone());
+        }
         let interval = match parse_duration(&self.env.spec.interval) {
             Ok(i) => i.max(Duration::from_secs(1)),
             Err(e) => {

@@ -52,7 +52,7 @@ impl Reconcile {
         if let Some(upstream) = &upstream {
             self.expire(policy, upstream, &promotions).await;
         }
-        let active = promotions.iter().find(|p| p.phase().is_active());
+        let active = crate::promotion::active(&promotions);
         let shown = active.or_else(|| promotions.iter().rev().find(|p| !p.phase().is_final()));
         status.promotion = shown.map(|p| PromotionSummary {
             name: p.name_any(),

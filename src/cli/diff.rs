@@ -1,0 +1,268 @@
+//! `ferry render` and `ferry diff`: what the controller would render, and what applying it would change, as a
+//! unified diff per object. `--environment` diffs exactly what the controller would apply: the revision it
+//! would choose (a promoted Environment's active Promotion, else its last applied revision; the
+//! GitRepository's head otherwise), fetched from the real URL with the GitRepository's credentials, into the
+//! Environment's target cluster.
+
+use std::path::Path;
+
+use kube::{Api, Client, ResourceExt};
+use similar::TextDiff;
+
+use super::pipeline::{CliError, get};
+use super::target::environment_target;
+use crate::api::{Environment, GitRepository};
+use crate::apply::{ApplyError, ApplyOptions, ObjectDiff, Owner};
+use crate::render::{RenderError, RenderSettings, Rendered, render_path};
+use crate::source::{FetchOptions, MirrorStore, Revision, SourceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error(transparent)]
+    Cli(#[from] CliError),
+    /// The Environment has nothing to diff yet; the message says why.
+    #[error("{0}")]
+    NoRevision(String),
+    #[error("fetching the revision: {0}")]
+    Source(#[from] SourceError),
+    #[error("rendering: {0}")]
+    Render(#[from] RenderError),
+    #[error("dry run: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Renders `path` of a local checkout as the controller would.
+pub async fn render_local(dir: &Path, path: &str, settings: &RenderSettings) -> Result<Rendered, DiffError> {
+    Ok(render_path(dir, path, settings).await?)
+}
+
+/// What applying a local checkout's `path` into `namespace` would change.
+pub async fn diff_local(
+    client: Client,
+    dir: &Path,
+    path: &str,
+    namespace: &str,
+    settings: &RenderSettings,
+) -> Result<Vec<ObjectDiff>, DiffError> {
+    let rendered = render_path(dir, path, settings).await?;
+    let opts = ApplyOptions {
+        owner: None,
+        target_namespace: None,
+        default_namespace: namespace.to_string(),
+        force: false,
+    };
+    Ok(crate::apply::Applier::new(client)
+        .diff(&rendered.objects, &opts)
+        .await?)
+}
+
+/// The revision the controller would apply to `env` now, as it decides it: for a promoted Environment the
+/// active Promotion's revision, else the one it applied last (it never follows the repository's head); for
+/// any other the GitRepository's revision.
+pub async fn environment_revision(
+    client: &Client,
+    env: &Environment,
+    repo: &GitRepository,
+) -> Result<String, DiffError> {
+    let namespace = env.namespace().unwrap_or_default();
+    let name = env.name_any();
+    if env.spec.promotion.is_some() {
+        let promotions = crate::promotion::promotions_of(client, &namespace, &name).await?;
+        if let Some(active) = crate::promotion::active(&promotions) {
+            return Ok(active.spec.revision.clone());
+        }
+        return env
+            .status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.clone())
+            .ok_or_else(|| {
+                DiffError::NoRevision(format!(
+                    "Environment {namespace}/{name} is promoted and has applied nothing yet: it waits for a Promotion"
+                ))
+            });
+    }
+    repo.status
+        .as_ref()
+        .and_then(|s| s.artifact.as_ref())
+        .map(|a| a.revision.clone())
+        .ok_or_else(|| DiffError::NoRevision(format!("GitRepository {} has no revision yet", repo.name_any())))
+}
+
+/// What the Environment would change if it synced now. Returns the revision diffed. `config` is what
+/// `client` was built from (for Environments that apply to another cluster).
+pub async fn diff_environment(
+    client: Client,
+    config: &kube::Config,
+    namespace: &str,
+    name: &str,
+    settings: &RenderSettings,
+) -> Result<(String, Vec<ObjectDiff>), DiffError> {
+    let env = get(
+        &Api::<Environment>::namespaced(client.clone(), namespace),
+        "Environment",
+        namespace,
+        name,
+    )
+    .await?;
+    let source_ns = env
+        .spec
+        .source_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace.to_string());
+    let repo = get(
+        &Api::<GitRepository>::namespaced(client.clone(), &source_ns),
+        "GitRepository",
+        &source_ns,
+        &env.spec.source_ref.name,
+    )
+    .await?;
+    let full_revision = environment_revision(&client, &env, &repo).await?;
+    let revision = Revision::parse(&full_revision)
+        .ok_or_else(|| DiffError::NoRevision(format!("revision {full_revision:?} is not understood")))?;
+    let creds = crate::controllers::gitrepository::load_credentials(&client, &repo)
+        .await
+        .map_err(|e| DiffError::Internal(e.to_string()))?
+        .map_err(|(_, message, _)| DiffError::Source(SourceError::Auth(message)))?;
+    let storage = tempfile::tempdir().map_err(|e| DiffError::Internal(format!("a temporary directory: {e}")))?;
+    let mirrors = MirrorStore::new(storage.path());
+    // The URL as written in the spec: status only holds it redacted, without the user info some URLs carry.
+    let (url, reference, identity, commit) = (
+        repo.spec.url.clone(),
+        repo.spec.effective_ref(),
+        creds.identity.clone(),
+        revision.commit.clone(),
+    );
+    let tree = tokio::task::spawn_blocking(move || {
+        // The user's own machine: local URLs are theirs to read.
+        let opts = FetchOptions {
+            allow_file: true,
+            ..FetchOptions::default()
+        };
+        // A fetch brings every branch and tag, so an older promoted commit is there too.
+        mirrors.fetch(&url, &reference, &creds, &opts)?;
+        mirrors.export(&url, &identity, &commit)
+    })
+    .await
+    .map_err(|e| DiffError::Internal(e.to_string()))??;
+    let rendered = render_path(&tree, &env.spec.path, settings).await?;
+    let opts = ApplyOptions {
+        owner: Some(Owner {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        }),
+        target_namespace: env.spec.target_namespace.clone(),
+        default_namespace: namespace.to_string(),
+        force: env.spec.force,
+    };
+    let target = environment_target(&client, config, &env).await?;
+    let diffs = target.applier.diff(&rendered.objects, &opts).await?;
+    Ok((full_revision, diffs))
+}
+
+/// A Secret's values replaced by a short digest: a diff shows *that* a value changed, never the value.
+pub fn mask_secret(object: &serde_json::Value) -> serde_json::Value {
+    use sha2::Digest;
+    let mut out = object.clone();
+    if object["kind"] == "Secret" {
+        for field in ["data", "stringData"] {
+            if let Some(map) = out.get_mut(field).and_then(|d| d.as_object_mut()) {
+                for value in map.values_mut() {
+                    let digest = sha2::Sha256::digest(value.to_string().as_bytes());
+                    *value = format!("<secret sha256:{}>", &hex::encode(digest)[..12]).into();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A unified diff of one object, live → desired, as YAML. `color` adds ANSI colors for terminals.
+pub fn unified(diff: &ObjectDiff, color: bool) -> String {
+    let live = diff
+        .live
+        .as_ref()
+        .map(|l| serde_yaml_ng::to_string(&mask_secret(l)).unwrap_or_default())
+        .unwrap_or_default();
+    let desired = serde_yaml_ng::to_string(&mask_secret(&diff.desired)).unwrap_or_default();
+    let text = TextDiff::from_lines(&live, &desired)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("live/{}", diff.object), &format!("desired/{}", diff.object))
+        .to_string();
+    if !color {
+        return text;
+    }
+    text.lines()
+        .map(|line| {
+            let code = if line.starts_with("+++") || line.starts_with("---") {
+                "1"
+            } else if line.starts_with('+') {
+                "32"
+            } else if line.starts_with('-') {
+                "31"
+            } else if line.starts_with("@@") {
+                "36"
+            } else {
+                return format!("{line}\n");
+            };
+            format!("\x1b[{code}m{line}\x1b[0m\n")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unified_diff_shows_changed_fields() {
+        let d = ObjectDiff {
+            object: "v1/ConfigMap ns/a".into(),
+            live: Some(json!({"data": {"color": "red", "size": "1"}})),
+            desired: json!({"data": {"color": "blue", "size": "1"}}),
+        };
+        let text = unified(&d, false);
+        assert!(text.contains("--- live/v1/ConfigMap ns/a"), "{text}");
+        assert!(
+            text.contains("-  color: red") && text.contains("+  color: blue"),
+            "{text}"
+        );
+        assert!(!text.contains("-  size"), "{text}");
+        let colored = unified(&d, true);
+        assert!(colored.contains("\x1b[31m-  color: red\x1b[0m"), "{colored}");
+    }
+
+    #[test]
+    fn secret_values_never_reach_the_diff() {
+        let d = ObjectDiff {
+            object: "v1/Secret ns/s".into(),
+            live: Some(json!({"kind": "Secret", "data": {"password": "aHVudGVyMg=="}})),
+            desired: json!({"kind": "Secret", "data": {"password": "c3dvcmRmaXNo"}}),
+        };
+        let text = unified(&d, false);
+        assert!(
+            !text.contains("aHVudGVyMg==") && !text.contains("c3dvcmRmaXNo"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-  password: <secret sha256:") && text.contains("+  password: <secret sha256:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_new_object_is_all_additions() {
+        let d = ObjectDiff {
+            object: "v1/ConfigMap ns/new".into(),
+            live: None,
+            desired: json!({"kind": "ConfigMap"}),
+        };
+        assert!(unified(&d, false).contains("+kind: ConfigMap"));
+    }
+}
