@@ -597,10 +597,6 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
-fn duration(text: &str) -> Result<std::time::Duration, String> {
-    ferry::api::parse_duration(text).map_err(|e| e.to_string())
-}
-
 /// `ferry reconcile`'s and `ferry resume`'s report: what was asked, and where it stands when waited for.
 fn print_reconciled(done: &[ferry::cli::Reconciled]) {
     for step in done {
