@@ -16,5 +16,6 @@ pub mod promotion;
 pub mod receiver;
 pub mod render;
 pub mod source;
+pub mod sync;
 pub mod testenv;
 pub mod verify;

@@ -94,6 +94,8 @@ pub struct ApplyReport {
     pub created: Vec<String>,
     pub configured: Vec<String>,
     pub unchanged: usize,
+    /// Each applied object's resourceVersion after the apply (what a later sync compares with).
+    pub versions: std::collections::BTreeMap<InventoryEntry, String>,
 }
 
 impl ApplyReport {
@@ -192,6 +194,15 @@ impl Applier {
             client,
             resources: self.resources.clone(),
         }
+    }
+
+    /// The API resource of a kind this applier has already discovered (no request).
+    pub fn discovered(&self, api_version: &str, kind: &str) -> Option<ApiResource> {
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&gvk_of(api_version, kind))
+            .map(|(ar, _)| ar.clone())
     }
 
     /// Maps a kind to its API resource. Only hits are cached, so a CRD installed later is found next time.
@@ -480,7 +491,13 @@ impl Applier {
             if needs_write {
                 let mut params = PatchParams::apply(FIELD_MANAGER);
                 params.force = plan.force;
-                if let Err(e) = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await {
+                let written = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await;
+                if let Ok(written) = &written
+                    && let Some(version) = &written.metadata.resource_version
+                {
+                    report.versions.insert(p.entry.clone(), version.clone());
+                }
+                if let Err(e) = written {
                     return Err(match (client_error(&e), forbidden(&e)) {
                         (Some(status), _) => ApplyError::Rejected {
                             object: p.label,
@@ -500,6 +517,9 @@ impl Applier {
                 }
             } else {
                 report.unchanged += 1;
+                if let Some(version) = plan.live.as_ref().and_then(|l| l.metadata.resource_version.clone()) {
+                    report.versions.insert(p.entry.clone(), version);
+                }
             }
             report.inventory.push(p.entry);
         }
