@@ -48,6 +48,15 @@ enum Command {
         /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).
         #[arg(long, env = "FERRY_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
         webhook_addr: std::net::SocketAddr,
+        /// Most objects one render may produce; over it the sync stops with RenderLimitExceeded.
+        #[arg(long, env = "FERRY_MAX_RENDER_OBJECTS", default_value_t = 5000)]
+        max_render_objects: usize,
+        /// Most bytes of manifests one render may read, and of YAML it may produce (kustomize output included).
+        #[arg(long, env = "FERRY_MAX_RENDER_BYTES", default_value_t = 64 << 20)]
+        max_render_bytes: u64,
+        /// Bytes of renders kept in memory, shared by Environments on the same commit and path.
+        #[arg(long, env = "FERRY_RENDER_CACHE_BYTES", default_value_t = 128 << 20)]
+        render_cache_bytes: u64,
     },
     /// Print what would be applied for a path of a local checkout (kustomize output unchanged).
     Render {
@@ -193,6 +202,9 @@ async fn run() -> anyhow::Result<()> {
             concurrency,
             kube_api_qps,
             webhook_addr,
+            max_render_objects,
+            max_render_bytes,
+            render_cache_bytes,
         } => {
             // libgit2's transfer timeout only runs while data flows; these bound a server that accepts a
             // connection and then says nothing. Set once, before any fetch.
@@ -207,6 +219,9 @@ async fn run() -> anyhow::Result<()> {
                 ..Settings::new(storage_dir)
             };
             settings.render.kustomize = kustomize;
+            settings.render.max_objects = max_render_objects;
+            settings.render.max_bytes = max_render_bytes;
+            settings.render.cache_bytes = render_cache_bytes;
             settings.concurrency = concurrency.max(1);
             settings.allow_file_urls = allow_file_urls;
             let ctx = Arc::new(Context::new(client, settings));
