@@ -42,7 +42,7 @@ pub enum RenderError {
     Kustomize(String),
     #[error("rendering took longer than {0}s")]
     Timeout(u64),
-    #[error("{what} is over the limit of {limit} bytes (ferry run --max-render-bytes)")]
+    #[error("{what}: over the limit of {limit} bytes (ferry run --max-render-bytes)")]
     TooManyBytes { what: String, limit: u64 },
     #[error("the render has {count} objects, over the limit of {limit} (ferry run --max-render-objects)")]
     TooManyObjects { count: usize, limit: usize },
