@@ -28,7 +28,10 @@ async fn failure(t: &TestEnv, env: &str) -> (String, String) {
     .await;
     let (_, reason, message) = env_ready(&e).unwrap();
     assert!(
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()).is_none(),
+        e.status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.as_deref())
+            .is_none(),
         "{env}: nothing applied"
     );
     (reason, message)
@@ -62,17 +65,26 @@ async fn symlink_chains_and_cycles_never_reach_outside_the_repository() {
     t.repo.write("deep/cm.yaml", CM);
     symlink(
         &t,
-        &format!("../{}/up/{}/{outside_rel}", deep.join("/"), vec![".."; depth - 1].join("/")),
+        &format!(
+            "../{}/up/{}/{outside_rel}",
+            deep.join("/"),
+            vec![".."; depth - 1].join("/")
+        ),
         "deep/stolen.yaml",
     );
     // A kustomization whose base holds that link.
     symlink(
         &t,
-        &format!("../{}/up/{}/{outside_rel}", deep.join("/"), vec![".."; depth - 1].join("/")),
+        &format!(
+            "../{}/up/{}/{outside_rel}",
+            deep.join("/"),
+            vec![".."; depth - 1].join("/")
+        ),
         "kbase/stolen.yaml",
     );
     t.repo.write("kbase/kustomization.yaml", "resources:\n- stolen.yaml\n");
-    t.repo.write("koverlay/kustomization.yaml", "resources:\n- ../kbase\n- cm.yaml\n");
+    t.repo
+        .write("koverlay/kustomization.yaml", "resources:\n- ../kbase\n- cm.yaml\n");
     t.repo.write("koverlay/cm.yaml", CM);
     // Cycles: between files, and of a file with itself.
     t.repo.write("cycle/cm.yaml", CM);
@@ -103,7 +115,10 @@ async fn symlink_chains_and_cycles_never_reach_outside_the_repository() {
         let (reason, message) = failure(&t, env).await;
         assert_eq!(reason, "RenderFailed", "{env}: {message}");
         assert!(message.contains(needle), "{env}: {message}");
-        assert!(!message.contains(&marker), "{env}: the outside file's content is never shown");
+        assert!(
+            !message.contains(&marker),
+            "{env}: the outside file's content is never shown"
+        );
     }
     wait_for(&t.api::<Environment>(), "dirloop", |e: &Environment| {
         env_ready(e).is_some_and(|(s, _, _)| s == "True")
@@ -235,9 +250,17 @@ async fn remote_patches_generators_and_transformers_are_refused_before_kustomize
         let (reason, message) = failure(&t, dir).await;
         assert_eq!(reason, "RenderFailed", "{dir}: {message}");
         assert!(message.contains(needle), "{dir}: {message}");
-        assert!(!message.contains(&base), "{dir}: the reference itself is not quoted: {message}");
+        assert!(
+            !message.contains(&base),
+            "{dir}: the reference itself is not quoted: {message}"
+        );
     }
-    assert!(config_maps(&t).await.iter().all(|c| c.metadata.name.as_deref() != Some("inside")));
+    assert!(
+        config_maps(&t)
+            .await
+            .iter()
+            .all(|c| c.metadata.name.as_deref() != Some("inside"))
+    );
     assert_eq!(server.requests().await, 0, "nothing was fetched");
 }
 
@@ -259,7 +282,10 @@ async fn kustomize_has_no_way_out_even_for_a_reference_the_check_missed() {
     .unwrap();
     std::fs::write(
         git.join("kustomization.yaml"),
-        format!("resources:\n- http://{host}:{}/org/repo.git//base?ref=main\n", server.port),
+        format!(
+            "resources:\n- http://{host}:{}/org/repo.git//base?ref=main\n",
+            server.port
+        ),
     )
     .unwrap();
 
@@ -290,7 +316,11 @@ async fn kustomize_has_no_way_out_even_for_a_reference_the_check_missed() {
             .expect_err("no way out");
         assert!(matches!(err, ferry::render::RenderError::Kustomize(_)), "{err}");
     }
-    assert_eq!(server.requests().await, reached, "the sandboxed kustomize made no request");
+    assert_eq!(
+        server.requests().await,
+        reached,
+        "the sandboxed kustomize made no request"
+    );
 }
 
 #[tokio::test]
@@ -326,7 +356,10 @@ async fn renders_over_the_object_and_byte_limits_are_refused() {
     }
     for (env, needle) in [
         ("objects", "the render has 4 objects, over the limit of 3"),
-        ("bytes", "the manifests read up to bytes/big.yaml: over the limit of 4096 bytes"),
+        (
+            "bytes",
+            "the manifests read up to bytes/big.yaml: over the limit of 4096 bytes",
+        ),
         ("kbytes", "the kustomize output: over the limit of 4096 bytes"),
     ] {
         let (reason, message) = failure(&t, env).await;

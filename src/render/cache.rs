@@ -144,7 +144,10 @@ mod tests {
         assert!(cache.get("c1", "a").is_some(), "c1 is now the most recently used");
         // One render of twice the size pushes out the two least recently used: c2, then c3.
         cache.insert("big", "a", render(2000 + rendered_bytes(&render(0)) as usize));
-        assert_eq!(rendered_bytes(&render(2000 + rendered_bytes(&render(0)) as usize)), 2 * size);
+        assert_eq!(
+            rendered_bytes(&render(2000 + rendered_bytes(&render(0)) as usize)),
+            2 * size
+        );
         assert!(cache.bytes() <= 3 * size, "{} > {}", cache.bytes(), 3 * size);
         assert!(cache.get("c2", "a").is_none() && cache.get("c3", "a").is_none());
         assert!(cache.get("c1", "a").is_some() && cache.get("big", "a").is_some());

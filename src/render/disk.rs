@@ -278,7 +278,9 @@ mod tests {
         .unwrap();
         std::os::unix::fs::symlink("../../..", root.join("a/b/c/up")).unwrap();
         std::os::unix::fs::symlink("../a/b/c/up/../..", root.join("apps/x")).unwrap();
-        let err = render_path(&root, "apps", &RenderSettings::default()).await.unwrap_err();
+        let err = render_path(&root, "apps", &RenderSettings::default())
+            .await
+            .unwrap_err();
         assert_eq!(err, RenderError::SymlinkEscapes("apps/x".to_string()));
         assert!(matches!(
             render_path(&root, "apps/x", &RenderSettings::default()).await,
@@ -287,8 +289,13 @@ mod tests {
         std::fs::remove_file(root.join("apps/x")).unwrap();
         std::os::unix::fs::symlink("one.yaml", root.join("apps/two.yaml")).unwrap();
         std::os::unix::fs::symlink("two.yaml", root.join("apps/one.yaml")).unwrap();
-        let err = render_path(&root, "apps", &RenderSettings::default()).await.unwrap_err();
-        assert!(matches!(err, RenderError::SymlinkLoop(ref l) if l.starts_with("apps/")), "{err}");
+        let err = render_path(&root, "apps", &RenderSettings::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RenderError::SymlinkLoop(ref l) if l.starts_with("apps/")),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -304,7 +311,9 @@ mod tests {
         std::os::unix::fs::symlink("..", dir.path().join("apps/sub/l1")).unwrap();
         std::os::unix::fs::symlink("../..", dir.path().join("apps/sub/l2")).unwrap();
         std::os::unix::fs::symlink(".", dir.path().join("apps/here")).unwrap();
-        let r = render_path(dir.path(), "apps", &RenderSettings::default()).await.unwrap();
+        let r = render_path(dir.path(), "apps", &RenderSettings::default())
+            .await
+            .unwrap();
         let names: Vec<_> = r.objects.iter().map(|o| o.name()).collect();
         assert_eq!(names, ["one"]);
     }
@@ -332,7 +341,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut many = String::new();
         for i in 0..11 {
-            many.push_str(&format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\n"));
+            many.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\n"
+            ));
         }
         write(dir.path(), "apps/many.yaml", many.as_bytes());
         let limited = |max_objects, max_bytes| RenderSettings {
@@ -340,7 +351,9 @@ mod tests {
             max_bytes,
             ..RenderSettings::default()
         };
-        let err = render_path(dir.path(), "apps", &limited(10, 1 << 20)).await.unwrap_err();
+        let err = render_path(dir.path(), "apps", &limited(10, 1 << 20))
+            .await
+            .unwrap_err();
         assert_eq!(err, RenderError::TooManyObjects { count: 11, limit: 10 });
         assert_eq!(err.reason(), crate::api::Reason::RenderLimitExceeded);
         assert!(render_path(dir.path(), "apps", &limited(11, 1 << 20)).await.is_ok());

@@ -106,7 +106,11 @@ pub fn looks_like_host_path(entry: &str) -> bool {
         return false;
     }
     let host = first.split_once(':').map_or(first, |(h, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) { h } else { "" }
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            ""
+        }
     });
     let labels: Vec<&str> = host.split('.').collect();
     labels.len() >= 2
@@ -295,7 +299,14 @@ pub async fn run(root: &Path, dir: &Path, settings: &RenderSettings) -> Result<S
         // loopback addresses; nothing of Ferry's own listens there for kustomize to read.
         .env("NO_PROXY", "")
         .env("no_proxy", "");
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"] {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
         cmd.env(var, CLOSED_PROXY);
     }
     cmd.stdin(std::process::Stdio::null())
@@ -331,7 +342,10 @@ pub async fn run(root: &Path, dir: &Path, settings: &RenderSettings) -> Result<S
         .map_err(|_| RenderError::Timeout(settings.timeout.as_secs()))??;
     if !status.success() {
         let root_prefix = format!("{}/", root.display());
-        let stderr = String::from_utf8_lossy(&err).replace(&root_prefix, "").trim().to_string();
+        let stderr = String::from_utf8_lossy(&err)
+            .replace(&root_prefix, "")
+            .trim()
+            .to_string();
         return Err(RenderError::Kustomize(stderr));
     }
     String::from_utf8(out).map_err(|_| RenderError::Kustomize("output is not UTF-8".to_string()))
@@ -370,7 +384,13 @@ mod tests {
         ] {
             assert!(is_remote(remote), "{remote}");
         }
-        for local in ["../base", "deployment.yaml", "./overlays/prod", "components/x", "a:b.yaml"] {
+        for local in [
+            "../base",
+            "deployment.yaml",
+            "./overlays/prod",
+            "components/x",
+            "a:b.yaml",
+        ] {
             assert!(!is_remote(local), "{local}");
         }
         for host in ["example.org/team/repo", "git.corp.io:8443/r/base"] {
@@ -422,16 +442,28 @@ mod tests {
         let (_t, root) = repo();
         for (kustomization, field) in [
             ("patches:\n- path: https://example.com/p.yaml\n", "patches[0].path"),
-            ("patchesStrategicMerge:\n- https://example.com/p.yaml\n", "patchesStrategicMerge[0]"),
-            ("patchesJson6902:\n- target: {kind: X, name: y}\n  path: git::https://e.com/r//p.yaml\n", "patchesJson6902[0].path"),
+            (
+                "patchesStrategicMerge:\n- https://example.com/p.yaml\n",
+                "patchesStrategicMerge[0]",
+            ),
+            (
+                "patchesJson6902:\n- target: {kind: X, name: y}\n  path: git::https://e.com/r//p.yaml\n",
+                "patchesJson6902[0].path",
+            ),
             ("generators:\n- https://example.com/gen.yaml\n", "generators[0]"),
             ("transformers:\n- github.com/org/repo/t?ref=v1\n", "transformers[0]"),
             ("validators:\n- git@github.com:org/v.git\n", "validators[0]"),
             ("openapi:\n  path: https://example.com/schema.json\n", "openapi.path"),
             ("crds:\n- https://example.com/crd.yaml\n", "crds[0]"),
             ("configurations:\n- https://example.com/c.yaml\n", "configurations[0]"),
-            ("replacements:\n- path: https://example.com/r.yaml\n", "replacements[0].path"),
-            ("configMapGenerator:\n- name: c\n  files:\n  - https://example.com/f\n", "configMapGenerator[0].files[0]"),
+            (
+                "replacements:\n- path: https://example.com/r.yaml\n",
+                "replacements[0].path",
+            ),
+            (
+                "configMapGenerator:\n- name: c\n  files:\n  - https://example.com/f\n",
+                "configMapGenerator[0].files[0]",
+            ),
             ("resources:\n- example.org/team/repo//base\n", "resources[0]"),
             ("someFutureField:\n  nested: [ssh://h/r]\n", "someFutureField.nested[0]"),
         ] {

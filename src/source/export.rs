@@ -207,7 +207,10 @@ mod export_tests {
         let repo = git2::Repository::init_bare(git.path()).unwrap();
         let id = commit(
             &repo,
-            &[("a/b/c/cm.yaml", "kind: ConfigMap\n"), ("d/keep.yaml", "kind: ConfigMap\n")],
+            &[
+                ("a/b/c/cm.yaml", "kind: ConfigMap\n"),
+                ("d/keep.yaml", "kind: ConfigMap\n"),
+            ],
             &[
                 ("a/b/c/up", "../../.."),
                 ("d/x", "../a/b/c/up/../.."),
@@ -230,10 +233,16 @@ mod export_tests {
             ]
         );
         for (rel, _) in &removed {
-            assert!(std::fs::symlink_metadata(dest.join(rel)).is_err(), "{rel} was not created");
+            assert!(
+                std::fs::symlink_metadata(dest.join(rel)).is_err(),
+                "{rel} was not created"
+            );
         }
         assert!(dest.join("a/b/c/up").is_dir(), "a link to the root itself stays inside");
-        assert_eq!(std::fs::read_to_string(dest.join("d/ok.yaml")).unwrap(), "kind: ConfigMap\n");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("d/ok.yaml")).unwrap(),
+            "kind: ConfigMap\n"
+        );
     }
 
     #[test]

@@ -150,9 +150,18 @@ mod tests {
         let (_outer, root) = tree();
         symlink("../file.yaml", root.join("a/b/f.yaml")).unwrap();
         symlink("../a", root.join("d/a")).unwrap();
-        assert_eq!(resolve_beneath(&root, Path::new("a/b/f.yaml")).unwrap(), Path::new("a/file.yaml"));
-        assert_eq!(resolve_beneath(&root, Path::new("d/a/b/c")).unwrap(), Path::new("a/b/c"));
-        assert_eq!(resolve_beneath(&root, Path::new("a/missing")).unwrap(), Path::new("a/missing"));
+        assert_eq!(
+            resolve_beneath(&root, Path::new("a/b/f.yaml")).unwrap(),
+            Path::new("a/file.yaml")
+        );
+        assert_eq!(
+            resolve_beneath(&root, Path::new("d/a/b/c")).unwrap(),
+            Path::new("a/b/c")
+        );
+        assert_eq!(
+            resolve_beneath(&root, Path::new("a/missing")).unwrap(),
+            Path::new("a/missing")
+        );
         assert!(real_path_beneath(&root, Path::new("a/b/f.yaml")).is_ok());
     }
 
@@ -178,7 +187,10 @@ mod tests {
         symlink("../secret.yaml", root.join("up.yaml")).unwrap();
         assert_eq!(resolve_beneath(&root, Path::new("abs.yaml")), Err(LinkProblem::Escapes));
         assert_eq!(resolve_beneath(&root, Path::new("up.yaml")), Err(LinkProblem::Escapes));
-        assert_eq!(resolve_beneath(&root, Path::new("../repo/a")), Err(LinkProblem::Escapes));
+        assert_eq!(
+            resolve_beneath(&root, Path::new("../repo/a")),
+            Err(LinkProblem::Escapes)
+        );
     }
 
     #[test]
@@ -192,7 +204,10 @@ mod tests {
         assert_eq!(resolve_beneath(&root, Path::new("a.yaml")), Err(LinkProblem::Loops));
         assert_eq!(resolve_beneath(&root, Path::new("self")), Err(LinkProblem::Loops));
         assert_eq!(real_path_beneath(&root, Path::new("a.yaml")), Err(LinkProblem::Loops));
-        assert_eq!(resolve_beneath(&root, Path::new("a/here/here/here")).unwrap(), Path::new("a"));
+        assert_eq!(
+            resolve_beneath(&root, Path::new("a/here/here/here")).unwrap(),
+            Path::new("a")
+        );
     }
 
     #[test]
