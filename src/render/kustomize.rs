@@ -133,10 +133,13 @@ pub fn check_local_only(
 ) -> Result<Vec<PathBuf>, RenderError> {
     let mut queue = vec![dir.to_path_buf()];
     let mut seen = BTreeSet::new();
+    let mut scanned = BTreeSet::new();
     while let Some(d) = queue.pop() {
         if !seen.insert(d.clone()) {
             continue;
         }
+        // The links first, so not even the kustomization file is read through one that leaves.
+        check_links(root, &d, removed, &mut scanned)?;
         let Some(file) = KUSTOMIZATION_FILES.iter().map(|f| d.join(f)).find(|p| p.is_file()) else {
             continue;
         };
@@ -160,10 +163,9 @@ pub fn check_local_only(
             return Err(RenderError::RemoteBase { file: rel, field });
         }
         for (field, entry) in local_paths(&k) {
-            queue.extend(check_path(root, &d, &rel, &field, entry)?);
+            queue.extend(check_path(root, &d, &rel, &field, entry, removed)?);
         }
     }
-    check_links(root, &seen, removed)?;
     Ok(seen.into_iter().collect())
 }
 
@@ -216,7 +218,14 @@ fn local_paths(k: &Value) -> Vec<(String, &str)> {
 
 /// Checks one local path entry of the kustomization in `dir`; returns the directory to check next when the
 /// entry is a kustomization kustomize will build.
-fn check_path(root: &Path, dir: &Path, file: &str, field: &str, entry: &str) -> Result<Option<PathBuf>, RenderError> {
+fn check_path(
+    root: &Path,
+    dir: &Path,
+    file: &str,
+    field: &str,
+    entry: &str,
+    removed: &[(String, LinkProblem)],
+) -> Result<Option<PathBuf>, RenderError> {
     let rel_dir = dir.strip_prefix(root).unwrap_or(dir);
     let target = match real_path_beneath(root, &rel_dir.join(entry)) {
         Ok(target) => target,
@@ -227,6 +236,18 @@ fn check_path(root: &Path, dir: &Path, file: &str, field: &str, entry: &str) -> 
         }
         Err(LinkProblem::Loops) => return Err(RenderError::SymlinkLoop(format!("{file}: {field}"))),
     };
+    // A link the export removed: named, rather than left for kustomize to call a missing file.
+    let rel_target = target
+        .strip_prefix(root)
+        .unwrap_or(&target)
+        .to_string_lossy()
+        .into_owned();
+    if let Some((link, problem)) = removed
+        .iter()
+        .find(|(l, _)| rel_target == *l || rel_target.starts_with(&format!("{l}/")))
+    {
+        return Err(link_error(link, *problem));
+    }
     if !target.exists() && looks_like_host_path(entry) {
         return Err(RenderError::RemoteBase {
             file: file.to_string(),
@@ -237,11 +258,16 @@ fn check_path(root: &Path, dir: &Path, file: &str, field: &str, entry: &str) -> 
     Ok((target.is_dir() && KUSTOMIZATION_LISTS.contains(&list)).then_some(target))
 }
 
-/// Every symlink below the directories the build reads must resolve inside the repository, and none of them
-/// may hold a link the export removed. Links to directories elsewhere in the repository are followed once.
-fn check_links(root: &Path, dirs: &BTreeSet<PathBuf>, removed: &[(String, LinkProblem)]) -> Result<(), RenderError> {
-    let mut queue: Vec<PathBuf> = dirs.iter().cloned().collect();
-    let mut scanned = BTreeSet::new();
+/// Every symlink below a directory the build reads must resolve inside the repository, and none of them may
+/// be a link the export removed. Links to directories elsewhere in the repository are followed; `scanned`
+/// (shared by the calls of one check) keeps each directory to one scan.
+fn check_links(
+    root: &Path,
+    dir: &Path,
+    removed: &[(String, LinkProblem)],
+    scanned: &mut BTreeSet<PathBuf>,
+) -> Result<(), RenderError> {
+    let mut queue = vec![dir.to_path_buf()];
     while let Some(dir) = queue.pop() {
         if !scanned.insert(dir.clone()) {
             continue;
@@ -520,6 +546,23 @@ mod tests {
             check_local_only(&root, &root.join("app"), &removed),
             Err(RenderError::SymlinkEscapes(l)) if l == "base/gone.yaml"
         ));
+        let removed = [("other/stolen.yaml".to_string(), LinkProblem::Escapes)];
+        std::fs::write(
+            root.join("app/kustomization.yaml"),
+            "resources:\n- ../other/stolen.yaml\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            check_local_only(&root, &root.join("app"), &removed),
+            Err(RenderError::SymlinkEscapes(l)) if l == "other/stolen.yaml"
+        ));
+        std::os::unix::fs::symlink("../../../etc/hostname", root.join("app/kustomization.yml")).unwrap();
+        std::fs::remove_file(root.join("app/kustomization.yaml")).unwrap();
+        assert!(matches!(
+            check_local_only(&root, &root.join("app"), &[]),
+            Err(RenderError::SymlinkEscapes(l)) if l == "app/kustomization.yml"
+        ));
+        std::fs::remove_file(root.join("app/kustomization.yml")).unwrap();
         assert!(matches!(
             refused(&root, "resources:\n- ../../outside\n"),
             RenderError::InvalidPath(_)

@@ -123,9 +123,14 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
     }
     // Every link is judged on the complete tree (a link may go through links written after it), all before
     // any is removed.
+    let canonical_root = root.canonicalize().map_err(|e| storage(&e))?;
     let bad: Vec<(String, LinkProblem)> = links
         .iter()
-        .filter_map(|rel| real_path_beneath(&root, Path::new(rel)).err().map(|p| (rel.clone(), p)))
+        .filter_map(|rel| {
+            real_path_beneath(&canonical_root, Path::new(rel))
+                .err()
+                .map(|p| (rel.clone(), p))
+        })
         .collect();
     for (rel, _) in &bad {
         std::fs::remove_file(root.join(rel)).map_err(|e| storage(&format!("{rel}: {e}")))?;

@@ -44,6 +44,11 @@ impl LinkProblem {
 /// refuses it when any step leaves `root` or the links loop. Components that do not exist are kept as they
 /// are (the caller's open then fails normally). Returns the path relative to `root`.
 pub fn resolve_beneath(root: &Path, rel: &Path) -> Result<PathBuf, LinkProblem> {
+    resolve_counting_hops(root, rel).map(|(path, _)| path)
+}
+
+/// [`resolve_beneath`], and how many links it followed.
+fn resolve_counting_hops(root: &Path, rel: &Path) -> Result<(PathBuf, usize), LinkProblem> {
     let mut resolved: Vec<OsString> = Vec::new();
     let mut pending: VecDeque<OsString> = VecDeque::new();
     push_front(&mut pending, rel)?;
@@ -70,7 +75,7 @@ pub fn resolve_beneath(root: &Path, rel: &Path) -> Result<PathBuf, LinkProblem> 
             _ => resolved.push(part),
         }
     }
-    Ok(resolved.iter().collect())
+    Ok((resolved.iter().collect(), hops))
 }
 
 /// Puts `path`'s components in front of what is left to resolve. Absolute paths leave the root.
@@ -90,15 +95,21 @@ fn push_front(pending: &mut VecDeque<OsString>, path: &Path) -> Result<(), LinkP
     Ok(())
 }
 
-/// [`resolve_beneath`], then the kernel's own answer as a second opinion: the canonical path of what exists
-/// must start with the canonical root. Returns the absolute real path.
+/// [`resolve_beneath`], then, when a link was followed, the kernel's own answer as a second opinion: the
+/// canonical path of what exists must start with `root`. `root` must be canonical (callers canonicalize it
+/// once per tree, not once per file). Returns the absolute real path.
 pub fn real_path_beneath(root: &Path, rel: &Path) -> Result<PathBuf, LinkProblem> {
-    let inside = root.join(resolve_beneath(root, rel)?);
-    match (root.canonicalize(), inside.canonicalize()) {
-        (Ok(croot), Ok(real)) if real.starts_with(&croot) => Ok(real),
-        (Ok(_), Ok(_)) => Err(LinkProblem::Escapes),
+    let (resolved, hops) = resolve_counting_hops(root, rel)?;
+    let inside = root.join(resolved);
+    if hops == 0 {
+        // Every component was looked at with lstat and none is a link: this is the real path already.
+        return Ok(inside);
+    }
+    match inside.canonicalize() {
+        Ok(real) if real.starts_with(root) => Ok(real),
+        Ok(_) => Err(LinkProblem::Escapes),
         // ELOOP from the kernel even though the walk above found none: be conservative.
-        (_, Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => Err(LinkProblem::Loops),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(LinkProblem::Loops),
         // Missing: nothing to read, nothing escapes.
         _ => Ok(inside),
     }
@@ -137,7 +148,7 @@ mod tests {
 
     fn tree() -> (tempfile::TempDir, PathBuf) {
         let outer = tempfile::tempdir().unwrap();
-        let root = outer.path().join("repo");
+        let root = outer.path().canonicalize().unwrap().join("repo");
         std::fs::create_dir_all(root.join("a/b/c")).unwrap();
         std::fs::create_dir_all(root.join("d")).unwrap();
         std::fs::write(outer.path().join("secret.yaml"), "outside").unwrap();
