@@ -51,6 +51,19 @@ pub fn resolve_link(link_dir: &str, target: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Whether a tree entry's name is one file name: git never writes `..`, `.`, empty names or names with a
+/// slash, but a crafted tree object can hold them, and `..` would make the export write outside its directory.
+/// Names that are not UTF-8 are refused too (a manifest path must be shown in messages).
+fn valid_entry_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&b'\\')
+        && !name.contains(&0)
+        && std::str::from_utf8(name).is_ok()
+}
+
 /// Exports `commit` into `dest` unless a complete export is already there. Returns `dest`.
 pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result<PathBuf, SourceError> {
     if dest.join(COMPLETE).is_file() {
@@ -81,6 +94,14 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
     let mut failure = None;
     let mut total = 0usize;
     tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if !valid_entry_name(entry.name_bytes()) {
+            // Named by its directory only: the name itself is what is hostile.
+            let shown = if dir.is_empty() { "the repository root" } else { dir };
+            failure = Some(storage(&format!(
+                "an entry of {shown} has an invalid name (a crafted tree: `..`, `.`, a slash or not UTF-8)"
+            )));
+            return git2::TreeWalkResult::Abort;
+        }
         let name = entry.name().unwrap_or_default();
         let rel = format!("{dir}{name}");
         let path = root.join(&rel);
@@ -248,6 +269,60 @@ mod export_tests {
             std::fs::read_to_string(dest.join("d/ok.yaml")).unwrap(),
             "kind: ConfigMap\n"
         );
+    }
+
+    /// A tree object written byte by byte, as a hostile server could serve it: git's own tools refuse to make
+    /// one with such names, nothing stops a crafted push.
+    fn raw_tree(repo: &git2::Repository, entries: &[(&str, &[u8], git2::Oid)]) -> git2::Oid {
+        let mut raw = Vec::new();
+        for (mode, name, id) in entries {
+            raw.extend_from_slice(mode.as_bytes());
+            raw.push(b' ');
+            raw.extend_from_slice(name);
+            raw.push(0);
+            raw.extend_from_slice(id.as_bytes());
+        }
+        repo.odb().unwrap().write(git2::ObjectType::Tree, &raw).unwrap()
+    }
+
+    #[test]
+    fn crafted_entry_names_never_write_outside_the_export() {
+        let git = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(git.path()).unwrap();
+        let blob = repo.blob(b"kind: ConfigMap\n").unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        for name in [&b".."[..], b".", b"a/../../x", b"", b"\xff"] {
+            let inner = raw_tree(&repo, &[("100644", b"escaped.yaml", blob)]);
+            let top = raw_tree(&repo, &[("40000", name, inner), ("100644", b"ok.yaml", blob)]);
+            let Ok(tree) = repo.find_tree(top) else {
+                continue; // libgit2 refused to parse it: fine too
+            };
+            let id = repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap().to_string();
+            let out = tempfile::tempdir().unwrap();
+            let result = export_tree(&repo, &id, &out.path().join("trees/tree"));
+            let escaped: Vec<_> = walk(out.path())
+                .into_iter()
+                .filter(|p| p.ends_with("escaped.yaml") && !p.starts_with(out.path().join("trees/tree")))
+                .collect();
+            assert!(
+                escaped.is_empty(),
+                "{:?}: wrote {escaped:?}",
+                String::from_utf8_lossy(name)
+            );
+            assert!(result.is_err(), "{:?} is refused", String::from_utf8_lossy(name));
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+        out
     }
 
     #[test]
