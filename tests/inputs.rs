@@ -378,3 +378,50 @@ async fn renders_over_the_object_and_byte_limits_are_refused() {
         .collect();
     assert_eq!(names, ["fits"], "nothing over the limits was applied");
 }
+
+/// A tree object written byte by byte: git's own tools never make entries named `..`, but nothing stops a
+/// crafted push (neither `git push` nor a default `receive-pack` checks).
+fn raw_tree(repo: &git2::Repository, entries: &[(&str, &str, git2::Oid)]) -> git2::Oid {
+    let mut raw = Vec::new();
+    for (mode, name, id) in entries {
+        raw.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+        raw.extend_from_slice(id.as_bytes());
+    }
+    repo.odb().unwrap().write(git2::ObjectType::Tree, &raw).unwrap()
+}
+
+#[tokio::test]
+async fn a_crafted_tree_with_a_dot_dot_entry_is_refused_before_anything_is_written_or_applied() {
+    let t = TestEnv::new("crafted-tree").await;
+    let work = git2::Repository::open(t.repo.work.path()).unwrap();
+    let cm = work.blob(CM.as_bytes()).unwrap();
+    let escaping = raw_tree(&work, &[("100644", "escaped.yaml", cm)]);
+    let app = raw_tree(&work, &[("100644", "cm.yaml", cm)]);
+    let top = raw_tree(&work, &[("40000", "..", escaping), ("40000", "app", app)]);
+    let sig = git2::Signature::now("t", "t@example.com").unwrap();
+    let tree = work.find_tree(top).unwrap();
+    work.commit(Some("refs/heads/main"), &sig, &sig, "crafted", &tree, &[])
+        .unwrap();
+    let push = std::process::Command::new("git")
+        .current_dir(t.repo.work.path())
+        .args(["push", "-q", "origin", "main"])
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
+        .await;
+    t.create_env("app", json!({"sourceRef": {"name": "config"}, "path": "app"}))
+        .await;
+    let (reason, message) = failure(&t, "app").await;
+    assert_eq!(reason, "ArtifactFailed", "{message}");
+    assert!(
+        message.contains("an entry of the repository root has an invalid name"),
+        "{message}"
+    );
+    assert!(
+        config_maps(&t)
+            .await
+            .iter()
+            .all(|c| c.metadata.name.as_deref() != Some("inside"))
+    );
+}
