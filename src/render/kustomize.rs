@@ -169,10 +169,11 @@ pub fn check_local_only(
     Ok(seen.into_iter().collect())
 }
 
-/// The first string field (as `a.b[2].c`) holding a remote reference, outside [`DATA_FIELDS`].
+/// The first string field (as `a.b[2].c`) holding a remote reference, outside [`DATA_FIELDS`]. Multi-line
+/// strings are inline documents (patches, generator and transformer configs), never a reference.
 fn find_remote(v: &Value, at: &str) -> Option<String> {
     match v {
-        Value::String(s) => is_remote(s).then(|| at.to_string()),
+        Value::String(s) => (!s.trim().contains('\n') && is_remote(s)).then(|| at.to_string()),
         Value::Array(items) => items
             .iter()
             .enumerate()
@@ -504,7 +505,7 @@ mod tests {
         // Data is not a reference.
         std::fs::write(
             root.join("app/kustomization.yaml"),
-            "configMapGenerator:\n- name: c\n  literals: [URL=https://api.example.com]\ncommonAnnotations:\n  docs: https://example.com\nimages:\n- name: docker.io/library/nginx\n  newName: ghcr.io/org/nginx\npatches:\n- patch: |\n    - op: add\n      path: /metadata/annotations/x\n      value: https://example.com\n  target: {kind: Deployment}\n",
+            "configMapGenerator:\n- name: c\n  literals: [URL=https://api.example.com]\ncommonAnnotations:\n  docs: https://example.com\nimages:\n- name: docker.io/library/nginx\n  newName: ghcr.io/org/nginx\npatches:\n- patch: |\n    - op: add\n      path: /metadata/annotations/x\n      value: https://example.com\n  target: {kind: Deployment}\npatchesStrategicMerge:\n- |\n  apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: x, annotations: {docs: \"https://example.com\"}}\n",
         )
         .unwrap();
         check_local_only(&root, &root.join("app"), &[]).unwrap();
