@@ -291,6 +291,15 @@ struct RunArgs {
     /// default: either hands the connection and its credentials to whoever sits in between).
     #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
     allow_insecure_kubeconfig: bool,
+    /// Most objects one render may produce; over it the sync stops with RenderLimitExceeded.
+    #[arg(long, env = "FERRY_MAX_RENDER_OBJECTS", default_value_t = 5000)]
+    max_render_objects: usize,
+    /// Most bytes of manifests one render may read, and of YAML it may produce (kustomize output included).
+    #[arg(long, env = "FERRY_MAX_RENDER_BYTES", default_value_t = 64 << 20)]
+    max_render_bytes: u64,
+    /// Bytes of renders kept in memory, shared by Environments on the same commit and path.
+    #[arg(long, env = "FERRY_RENDER_CACHE_BYTES", default_value_t = 128 << 20)]
+    render_cache_bytes: u64,
     /// Elect one leader among replicas with a Lease; only the leader runs the controllers (every replica
     /// serves webhooks). `--leader-elect=false` for a single local process.
     #[arg(long, env = "FERRY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -632,6 +641,9 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::new(&args.storage_dir)
     };
     settings.render.kustomize = args.kustomize.clone();
+    settings.render.max_objects = args.max_render_objects;
+    settings.render.max_bytes = args.max_render_bytes;
+    settings.render.cache_bytes = args.render_cache_bytes;
     settings.concurrency = args.concurrency.max(1);
     settings.allow_file_urls = args.allow_file_urls;
     settings.default_service_account = args.default_service_account.clone();

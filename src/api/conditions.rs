@@ -19,6 +19,8 @@ pub enum Reason {
     ArtifactFailed,
     PathNotFound,
     RenderFailed,
+    /// A render went over `--max-render-objects` or `--max-render-bytes`.
+    RenderLimitExceeded,
     ApplyFailed,
     PruneFailed,
     AuthFailed,
@@ -72,6 +74,7 @@ impl Reason {
             Reason::ArtifactFailed => "ArtifactFailed",
             Reason::PathNotFound => "PathNotFound",
             Reason::RenderFailed => "RenderFailed",
+            Reason::RenderLimitExceeded => "RenderLimitExceeded",
             Reason::ApplyFailed => "ApplyFailed",
             Reason::PruneFailed => "PruneFailed",
             Reason::AuthFailed => "AuthFailed",

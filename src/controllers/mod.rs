@@ -42,7 +42,7 @@ pub struct Settings {
     pub max_repo_bytes: u64,
     /// Mirrors nobody fetched for this long are deleted.
     pub mirror_ttl: Duration,
-    /// The kustomize binary and the render timeout.
+    /// The kustomize binary, the render timeout, and the render limits.
     pub render: crate::render::RenderSettings,
     /// Accept `file://` GitRepository URLs (local development only: they can read the controller's disk).
     pub allow_file_urls: bool,
@@ -105,7 +105,7 @@ impl Context {
             events: events::EventPublisher::new(client.clone()),
             local: Target::new(client.clone()),
             clusters: Clusters::new(config, settings.allow_insecure_kubeconfig),
-            renders: Default::default(),
+            renders: crate::render::RenderCache::new(settings.render.cache_bytes),
             mirrors: MirrorStore::new(&settings.storage_dir),
             settings,
             client,

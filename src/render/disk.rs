@@ -1,18 +1,30 @@
 //! Rendering a path of an exported tree: kustomize when the path holds a kustomization, plain YAML otherwise.
 //! This is the one entry point the controllers and the CLI use.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::kustomize::{self, KUSTOMIZATION_FILES};
 use super::{RenderError, RenderedObject, render_plain};
-use crate::source::{ESCAPING_SYMLINKS, MAX_FILE_BYTES, MAX_TOTAL_BYTES, ManifestFile, normalize_path};
+use crate::source::{
+    ESCAPING_SYMLINKS, LinkProblem, MAX_FILE_BYTES, ManifestFile, normalize_path, real_path_beneath, removed_links,
+};
 
 #[derive(Debug, Clone)]
 pub struct RenderSettings {
     /// The kustomize binary (pinned upstream build; see `hack/controlplane-build.sh`).
     pub kustomize: PathBuf,
+    /// Upper bound on one render, plain YAML or kustomize: a hostile tree must not hold a reconcile forever.
     pub timeout: Duration,
+    /// Objects one render may produce (`--max-render-objects`): each is dry-run and applied, and kept in the
+    /// inventory, so a render of millions would take the controller and the API server down with it.
+    pub max_objects: usize,
+    /// Bytes of manifests one plain render may read, and of YAML any render may produce
+    /// (`--max-render-bytes`): kustomize can turn a small tree into a huge output.
+    pub max_bytes: u64,
+    /// Bytes of renders the render cache keeps (`--render-cache-bytes`).
+    pub cache_bytes: u64,
 }
 
 impl Default for RenderSettings {
@@ -20,6 +32,9 @@ impl Default for RenderSettings {
         RenderSettings {
             kustomize: PathBuf::from("kustomize"),
             timeout: Duration::from_secs(60),
+            max_objects: 5000,
+            max_bytes: 64 << 20,
+            cache_bytes: 128 << 20,
         }
     }
 }
@@ -32,46 +47,96 @@ pub struct Rendered {
     pub kustomize: bool,
 }
 
-/// Renders `path` inside the exported repository at `root`.
+/// Renders `path` inside the exported repository (or checkout) at `root`, within `settings.timeout`.
 pub async fn render_path(root: &Path, path: &str, settings: &RenderSettings) -> Result<Rendered, RenderError> {
+    tokio::time::timeout(settings.timeout, render_within(root, path, settings))
+        .await
+        .map_err(|_| RenderError::Timeout(settings.timeout.as_secs()))?
+}
+
+async fn render_within(root: &Path, path: &str, settings: &RenderSettings) -> Result<Rendered, RenderError> {
     let parts = normalize_path(path).map_err(|_| RenderError::InvalidPath(path.to_string()))?;
     let rel = parts.join("/");
-    let dir = root.join(&rel);
-    let escaping = std::fs::read_to_string(root.join(ESCAPING_SYMLINKS)).unwrap_or_default();
-    if let Some(link) = escaping
-        .lines()
-        .find(|l| rel.is_empty() || l.starts_with(&format!("{rel}/")))
+    let canonical_root = root
+        .canonicalize()
+        .map_err(|_| RenderError::PathNotFound(path.to_string()))?;
+    // Links the export removed (escaping or looping) under this path: named rather than silently missing.
+    let removed = removed_links(&std::fs::read_to_string(root.join(ESCAPING_SYMLINKS)).unwrap_or_default());
+    if let Some(err) = removed
+        .iter()
+        .find(|(l, _)| rel.is_empty() || l.starts_with(&format!("{rel}/")))
+        .map(|(l, p)| link_error(l, *p))
     {
-        return Err(RenderError::SymlinkEscapes(link.to_string()));
+        return Err(err);
     }
-    let (Ok(canonical_root), Ok(canonical_dir)) = (root.canonicalize(), dir.canonicalize()) else {
-        return Err(RenderError::PathNotFound(path.to_string()));
+    let canonical_dir = match real_path_beneath(&canonical_root, Path::new(&rel)) {
+        Ok(dir) => dir,
+        Err(LinkProblem::Escapes) => return Err(RenderError::InvalidPath(path.to_string())),
+        Err(LinkProblem::Loops) => return Err(RenderError::SymlinkLoop(rel)),
     };
-    if !canonical_dir.starts_with(&canonical_root) {
-        return Err(RenderError::InvalidPath(path.to_string()));
-    }
     if !canonical_dir.is_dir() {
         return Err(RenderError::PathNotFound(path.to_string()));
     }
     if KUSTOMIZATION_FILES.iter().any(|f| canonical_dir.join(f).is_file()) {
-        let yaml = kustomize::build(&canonical_root, &canonical_dir, settings).await?;
+        let yaml = kustomize::build(&canonical_root, &canonical_dir, settings, &removed).await?;
         let source = format!("kustomize build {}", if rel.is_empty() { "." } else { &rel });
         let objects = render_plain(&[ManifestFile {
             path: source,
             content: yaml.clone().into_bytes(),
         }])?;
+        check_object_count(objects.len(), settings)?;
         return Ok(Rendered {
             yaml,
             objects,
             kustomize: true,
         });
     }
-    let files = read_dir(&canonical_root, &canonical_dir)?;
+    // Plain YAML reads and parses on a blocking thread; the walk stops at the deadline even after the
+    // timeout above has given up on it.
+    let deadline = Instant::now() + settings.timeout;
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || render_plain_dir(&canonical_root, &canonical_dir, &settings, deadline))
+        .await
+        .map_err(|e| RenderError::Io(e.to_string()))?
+}
+
+pub(super) fn link_error(rel: &str, problem: LinkProblem) -> RenderError {
+    match problem {
+        LinkProblem::Escapes => RenderError::SymlinkEscapes(rel.to_string()),
+        LinkProblem::Loops => RenderError::SymlinkLoop(rel.to_string()),
+    }
+}
+
+fn check_object_count(count: usize, settings: &RenderSettings) -> Result<(), RenderError> {
+    if count > settings.max_objects {
+        return Err(RenderError::TooManyObjects {
+            count,
+            limit: settings.max_objects,
+        });
+    }
+    Ok(())
+}
+
+fn render_plain_dir(
+    root: &Path,
+    dir: &Path,
+    settings: &RenderSettings,
+    deadline: Instant,
+) -> Result<Rendered, RenderError> {
+    let files = read_dir(root, dir, settings, deadline)?;
     let objects = render_plain(&files)?;
+    check_object_count(objects.len(), settings)?;
     let mut yaml = String::new();
     for o in &objects {
         yaml.push_str("---\n");
         yaml.push_str(&serde_yaml_ng::to_string(&o.object).unwrap_or_default());
+        if yaml.len() as u64 > settings.max_bytes {
+            // YAML anchors can make the objects far bigger than the files.
+            return Err(RenderError::TooManyBytes {
+                what: "the rendered YAML".to_string(),
+                limit: settings.max_bytes,
+            });
+        }
     }
     Ok(Rendered {
         yaml,
@@ -80,36 +145,61 @@ pub async fn render_path(root: &Path, path: &str, settings: &RenderSettings) -> 
     })
 }
 
-/// Every `*.yaml|*.yml|*.json` below `dir`, recursively, in path order, within the size limits.
-fn read_dir(root: &Path, dir: &Path) -> Result<Vec<ManifestFile>, RenderError> {
+/// Every `*.yaml|*.yml|*.json` below `dir`, recursively, in path order, within the size limits. Every entry is
+/// resolved against the real filesystem (an escaping or looping link is an error naming it), and each real
+/// directory is read once, so directory links back up the tree cannot make the walk endless.
+fn read_dir(
+    root: &Path,
+    dir: &Path,
+    settings: &RenderSettings,
+    deadline: Instant,
+) -> Result<Vec<ManifestFile>, RenderError> {
+    let io = |e: std::io::Error| RenderError::Io(e.to_string());
     let mut files = Vec::new();
     let mut total = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| RenderError::Io(e.to_string()))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
+    let mut visited = BTreeSet::from([dir.to_path_buf()]);
+    // (the path as the repository shows it, relative to root; its real directory)
+    let logical = dir.strip_prefix(root).unwrap_or(dir).to_path_buf();
+    let mut stack = vec![(logical, dir.to_path_buf())];
+    while let Some((shown, real_dir)) = stack.pop() {
+        for entry in std::fs::read_dir(&real_dir).map_err(io)?.flatten() {
+            if Instant::now() > deadline {
+                return Err(RenderError::Timeout(settings.timeout.as_secs()));
+            }
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(".ferry-") {
                 continue;
             }
-            let meta = std::fs::metadata(&path).map_err(|e| RenderError::Io(e.to_string()))?;
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let shown_path = shown.join(&name);
+            let rel = shown_path.to_string_lossy().into_owned();
+            let real_rel = real_dir.strip_prefix(root).unwrap_or(&real_dir).join(&name);
+            let real = real_path_beneath(root, &real_rel).map_err(|p| link_error(&rel, p))?;
+            let Ok(meta) = std::fs::metadata(&real) else {
+                continue; // a dangling link: nothing to read
+            };
             if meta.is_dir() {
-                stack.push(path);
+                if visited.insert(real.clone()) {
+                    stack.push((shown_path, real));
+                }
                 continue;
             }
             if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
                 continue;
             }
-            total += meta.len();
-            if meta.len() > MAX_FILE_BYTES || total > MAX_TOTAL_BYTES {
+            if meta.len() > MAX_FILE_BYTES {
                 return Err(RenderError::TooLarge {
                     file: rel,
                     bytes: meta.len(),
                 });
             }
-            let content = std::fs::read(&path).map_err(|e| RenderError::Io(e.to_string()))?;
+            total += meta.len();
+            if total > settings.max_bytes {
+                return Err(RenderError::TooManyBytes {
+                    what: format!("the manifests read up to {rel}"),
+                    limit: settings.max_bytes,
+                });
+            }
+            let content = std::fs::read(&real).map_err(io)?;
             files.push(ManifestFile { path: rel, content });
         }
     }
@@ -173,6 +263,116 @@ mod tests {
             render_path(dir.path(), "apps", &settings).await,
             Err(RenderError::SymlinkEscapes(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_link_chain_that_looks_local_is_refused_naming_the_link() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("repo");
+        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(root.join("apps")).unwrap();
+        std::fs::write(
+            outer.path().join("secret.yaml"),
+            b"apiVersion: v1\nkind: Secret\nmetadata: {name: outside}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("a/b/c/up")).unwrap();
+        std::os::unix::fs::symlink("../a/b/c/up/../..", root.join("apps/x")).unwrap();
+        let err = render_path(&root, "apps", &RenderSettings::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err, RenderError::SymlinkEscapes("apps/x".to_string()));
+        assert!(matches!(
+            render_path(&root, "apps/x", &RenderSettings::default()).await,
+            Err(RenderError::InvalidPath(_))
+        ));
+        std::fs::remove_file(root.join("apps/x")).unwrap();
+        std::os::unix::fs::symlink("one.yaml", root.join("apps/two.yaml")).unwrap();
+        std::os::unix::fs::symlink("two.yaml", root.join("apps/one.yaml")).unwrap();
+        let err = render_path(&root, "apps", &RenderSettings::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RenderError::SymlinkLoop(ref l) if l.starts_with("apps/")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn directory_links_back_up_the_tree_are_read_once_not_forever() {
+        // Two links to the parent make a naive walk visit 2^40 paths before the kernel's ELOOP stops it.
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "apps/cm.yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n",
+        );
+        std::fs::create_dir_all(dir.path().join("apps/sub")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("apps/sub/l1")).unwrap();
+        std::os::unix::fs::symlink("../..", dir.path().join("apps/sub/l2")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("apps/here")).unwrap();
+        let r = render_path(dir.path(), "apps", &RenderSettings::default())
+            .await
+            .unwrap();
+        let names: Vec<_> = r.objects.iter().map(|o| o.name()).collect();
+        assert_eq!(names, ["one"]);
+    }
+
+    #[tokio::test]
+    async fn plain_yaml_renders_have_a_timeout_too() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "apps/cm.yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n",
+        );
+        let settings = RenderSettings {
+            timeout: Duration::ZERO,
+            ..RenderSettings::default()
+        };
+        assert_eq!(
+            render_path(dir.path(), "apps", &settings).await,
+            Err(RenderError::Timeout(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn renders_over_the_object_or_byte_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut many = String::new();
+        for i in 0..11 {
+            many.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\n"
+            ));
+        }
+        write(dir.path(), "apps/many.yaml", many.as_bytes());
+        let limited = |max_objects, max_bytes| RenderSettings {
+            max_objects,
+            max_bytes,
+            ..RenderSettings::default()
+        };
+        let err = render_path(dir.path(), "apps", &limited(10, 1 << 20))
+            .await
+            .unwrap_err();
+        assert_eq!(err, RenderError::TooManyObjects { count: 11, limit: 10 });
+        assert_eq!(err.reason(), crate::api::Reason::RenderLimitExceeded);
+        assert!(render_path(dir.path(), "apps", &limited(11, 1 << 20)).await.is_ok());
+        let err = render_path(dir.path(), "apps", &limited(100, 100)).await.unwrap_err();
+        assert!(matches!(err, RenderError::TooManyBytes { limit: 100, .. }), "{err}");
+        // Anchors make the output much bigger than the input: the produced YAML is bounded too.
+        write(
+            dir.path(),
+            "anchors/a.yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n  a: &a xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n  b: *a\n  c: *a\n  d: *a\n  e: *a\n  f: *a\n",
+        );
+        let input = std::fs::metadata(dir.path().join("anchors/a.yaml")).unwrap().len();
+        let err = render_path(dir.path(), "anchors", &limited(100, input + 10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RenderError::TooManyBytes { ref what, .. } if what == "the rendered YAML"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod kustomize;
 
 pub use cache::RenderCache;
 pub use disk::{RenderSettings, Rendered, render_path};
-pub use kustomize::{KUSTOMIZATION_FILES, is_remote};
+pub use kustomize::{CLOSED_PROXY, KUSTOMIZATION_FILES, is_remote, run as run_kustomize_unchecked};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,18 +30,42 @@ pub enum RenderError {
     InvalidPath(String),
     #[error("symlink {0} points outside the repository")]
     SymlinkEscapes(String),
+    #[error("symlink {0} is part of a cycle (or a chain of more than 40 links)")]
+    SymlinkLoop(String),
     #[error("{file} is {bytes} bytes, over the size limit")]
     TooLarge { file: String, bytes: u64 },
-    #[error("{file}: remote resource {entry:?} is not allowed; vendor it into the repository")]
-    RemoteBase { file: String, entry: String },
+    #[error("{file}: {field} is a remote resource, which is not allowed; vendor it into the repository")]
+    RemoteBase { file: String, field: String },
     #[error("{file}: {what} are not supported")]
     Unsupported { file: String, what: String },
     #[error("kustomize build failed: {0}")]
     Kustomize(String),
     #[error("rendering took longer than {0}s")]
     Timeout(u64),
+    #[error("{what}: over the limit of {limit} bytes (ferry run --max-render-bytes)")]
+    TooManyBytes { what: String, limit: u64 },
+    #[error("the render has {count} objects, over the limit of {limit} (ferry run --max-render-objects)")]
+    TooManyObjects { count: usize, limit: usize },
     #[error("reading the repository: {0}")]
     Io(String),
+}
+
+impl RenderError {
+    /// The condition reason a failed render is reported with.
+    pub fn reason(&self) -> crate::api::Reason {
+        use crate::api::Reason;
+        match self {
+            RenderError::PathNotFound(_) | RenderError::InvalidPath(_) => Reason::PathNotFound,
+            RenderError::TooManyBytes { .. } | RenderError::TooManyObjects { .. } => Reason::RenderLimitExceeded,
+            _ => Reason::RenderFailed,
+        }
+    }
+
+    /// Whether retrying the same revision may succeed (a slow disk, a busy machine); everything else waits for
+    /// a new revision or new settings.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RenderError::Timeout(_) | RenderError::Io(_))
+    }
 }
 
 /// One rendered object and where it came from, for error messages that point at a file.

@@ -6,15 +6,17 @@
 
 mod auth;
 mod export;
+mod links;
 mod mirror;
 mod revision;
 mod tree;
 
 pub use auth::Credentials;
-pub use export::{ESCAPING_SYMLINKS, export_tree};
+pub use export::{ESCAPING_SYMLINKS, export_tree, removed_links};
+pub use links::{LinkProblem, real_path_beneath, resolve_beneath, symlinks_below};
 pub use mirror::{FetchOptions, Fetched, MirrorStore};
 pub use revision::{RefSpec, Revision, resolve_ref_spec};
-pub use tree::{MAX_FILE_BYTES, MAX_TOTAL_BYTES, ManifestFile, normalize_path};
+pub use tree::{MAX_FILE_BYTES, ManifestFile, normalize_path};
 
 use crate::api::Reason;
 

@@ -6,8 +6,6 @@ use super::SourceError;
 
 /// Largest single manifest file accepted; bigger files are almost always a mistake (a binary, a dump).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
-/// Largest total size of manifests read for one path.
-pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestFile {

@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
 use crate::apply::{ApplyError, ApplyOptions, ApplyReport, Owner, PruneBlocked, plan_prune};
 use crate::health::{Health, assess};
-use crate::render::{RenderError, Rendered, render_path};
+use crate::render::{Rendered, render_path};
 use crate::source::{FetchOptions, Revision, SourceError};
 
 /// Removes applied objects (per `deletionPolicy`) before an Environment is deleted.
@@ -793,17 +793,11 @@ impl Reconcile {
         };
         match render_path(&tree, &path, &self.ctx.settings.render).await {
             Ok(rendered) => Ok(Ok(self.ctx.renders.insert(commit, &path, rendered))),
-            Err(e) => {
-                let reason = match e {
-                    RenderError::PathNotFound(_) | RenderError::InvalidPath(_) => Reason::PathNotFound,
-                    _ => Reason::RenderFailed,
-                };
-                Ok(Err(Failure {
-                    reason,
-                    message: format!("rendering {path:?} at {commit} failed: {e}"),
-                    stalled: !matches!(e, RenderError::Timeout(_) | RenderError::Io(_)),
-                }))
-            }
+            Err(e) => Ok(Err(Failure {
+                reason: e.reason(),
+                message: format!("rendering {path:?} at {commit} failed: {e}"),
+                stalled: !e.is_transient(),
+            })),
         }
     }
 }
