@@ -552,7 +552,8 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
         (n > start).then_some(n)
     })
     .await;
-    let poke = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "poke"}}});
+    // A label, not a reconcile request: a request is acknowledged in status (lastHandledReconcileAt).
+    let poke = json!({"metadata": {"labels": {"poke": "1"}}});
     t.api::<Environment>()
         .patch("production", &PatchParams::default(), &Patch::Merge(&poke))
         .await
