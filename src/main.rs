@@ -300,6 +300,10 @@ struct RunArgs {
     /// Bytes of renders kept in memory, shared by Environments on the same commit and path.
     #[arg(long, env = "FERRY_RENDER_CACHE_BYTES", default_value_t = 128 << 20)]
     render_cache_bytes: u64,
+    /// How often an Environment nobody touched still goes through the full dry-run path, e.g. `1h` (in between,
+    /// watches on the applied objects tell whether anything changed, and an unchanged sync asks nothing).
+    #[arg(long, env = "FERRY_FULL_SYNC_INTERVAL", default_value = "1h", value_parser = duration)]
+    full_sync_interval: std::time::Duration,
     /// Elect one leader among replicas with a Lease; only the leader runs the controllers (every replica
     /// serves webhooks). `--leader-elect=false` for a single local process.
     #[arg(long, env = "FERRY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -641,6 +645,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::new(&args.storage_dir)
     };
     settings.render.kustomize = args.kustomize.clone();
+    settings.full_sync_interval = args.full_sync_interval;
     settings.render.max_objects = args.max_render_objects;
     settings.render.max_bytes = args.max_render_bytes;
     settings.render.cache_bytes = args.render_cache_bytes;

@@ -55,6 +55,9 @@ pub struct Settings {
     pub no_cross_namespace_refs: bool,
     /// Accept kubeconfig Secrets that turn TLS verification off or name a proxy.
     pub allow_insecure_kubeconfig: bool,
+    /// How often an Environment whose objects nobody touched still goes through the dry-run path (admission
+    /// webhooks and server defaults can change what applying means without any object changing).
+    pub full_sync_interval: Duration,
 }
 
 impl Settings {
@@ -69,6 +72,7 @@ impl Settings {
             default_service_account: None,
             no_cross_namespace_refs: false,
             allow_insecure_kubeconfig: false,
+            full_sync_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -88,6 +92,10 @@ pub struct Context {
     caches: OnceLock<Caches>,
     /// Every cache has listed its kind once (`/readyz`).
     synced: AtomicBool,
+    /// What each Environment last applied, and the resourceVersions it left.
+    pub records: Arc<crate::sync::AppliedRecords>,
+    /// Watches on the applied objects (the local cluster), once the controllers run.
+    watches: OnceLock<crate::sync::OwnedObjectWatches>,
 }
 
 /// The controllers' views of Ferry's kinds.
@@ -111,7 +119,14 @@ impl Context {
             client,
             caches: OnceLock::new(),
             synced: AtomicBool::new(false),
+            records: Arc::default(),
+            watches: OnceLock::new(),
         }
+    }
+
+    /// The watches on applied objects, when the controllers run.
+    pub fn watches(&self) -> Option<&crate::sync::OwnedObjectWatches> {
+        self.watches.get()
     }
 
     /// The controllers run and their caches have listed everything once.
@@ -272,7 +287,17 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         )
         .for_each(|_| async {});
 
-    let envs = Controller::new(scope.api::<Environment>(&client), watcher::Config::default());
+    let _ = ctx.watches.set(crate::sync::OwnedObjectWatches::new(
+        client.clone(),
+        scope.namespace.clone(),
+        ctx.records.clone(),
+    ));
+    let changed_objects = ctx.watches().and_then(|w| w.take_triggers());
+    let mut envs = Controller::new(scope.api::<Environment>(&client), watcher::Config::default());
+    if let Some(changed) = changed_objects {
+        // A hand edit or deletion of an applied object wakes its Environment at once.
+        envs = envs.reconcile_on(changed);
+    }
     let (sources, downstream, env_cache) = (envs.store(), envs.store(), envs.store());
     let envs = envs
         .watches(

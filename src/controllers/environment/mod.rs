@@ -1,14 +1,14 @@
 //! Environment reconcile: revision → manifests → rendered objects → server-side apply → prune → status.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 mod promoted;
 mod verification;
@@ -506,6 +506,24 @@ impl Reconcile {
                 stalled: true,
             }));
         }
+        // The steady state: the same revision and spec, and every object as this process left it. Nothing to
+        // ask the API server.
+        let key = (self.namespace.clone(), self.name.clone());
+        let fingerprint = crate::sync::fingerprint(artifact_revision, self.env.metadata.generation);
+        let watches = self.ctx.watches().filter(|_| spec.kube_config.is_none());
+        if let Some(watches) = watches
+            && let Some(record) = self.ctx.records.get(&key)
+            && status.last_applied_revision.as_ref() == Some(artifact_revision)
+            && record.versions.keys().eq(status.inventory.iter())
+        {
+            let live = |e: &InventoryEntry| watches.live_version(e);
+            let interval = self.ctx.settings.full_sync_interval;
+            match crate::sync::must_sync(Some(&record), &fingerprint, live, Instant::now(), interval) {
+                None => return Ok(Ok(Outcome::Ready(record.message))),
+                Some(why) => debug!(?why, "full sync"),
+            }
+        }
+        self.ctx.records.forget(&key);
         let opts = ApplyOptions {
             owner: Some(owner.clone()),
             target_namespace: spec.target_namespace.clone(),
@@ -601,10 +619,28 @@ impl Reconcile {
             self.ctx.event(self.env.as_ref(), false, "Applied", note).await;
         }
         let applied = format!("applied revision {} ({count} objects)", artifact_revision);
-        if !spec.wait {
-            return Ok(Ok(Outcome::Ready(applied)));
+        let outcome = if spec.wait {
+            self.check_health(target, status, artifact_revision, applied).await?
+        } else {
+            Ok(Outcome::Ready(applied))
+        };
+        if let Ok(Outcome::Ready(message)) = &outcome
+            && report.versions.len() == report.inventory.len()
+        {
+            self.ctx.records.set(
+                key,
+                crate::sync::AppliedRecord {
+                    fingerprint,
+                    versions: report.versions,
+                    message: message.clone(),
+                    full_sync_at: Instant::now(),
+                },
+            );
+            if let Some(watches) = watches {
+                watches.ensure(&report.inventory, |v, k| target.applier.discovered(v, k));
+            }
         }
-        self.check_health(target, status, artifact_revision, applied).await
+        Ok(outcome)
     }
 
     /// With `wait`, the verdict on the applied objects: all healthy, some still converging (until the health
@@ -723,6 +759,7 @@ impl Reconcile {
                 }
             }
         }
+        self.ctx.records.forget(&(self.namespace.clone(), self.name.clone()));
         finalizers.retain(|f| f != FINALIZER);
         let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
         self.api
