@@ -52,19 +52,6 @@ async fn synced(t: &TestEnv, extra_spec: serde_json::Value) -> String {
     commit
 }
 
-/// Asks for a reconcile and waits until the Environment says it handled it: proof a reconcile ran.
-async fn reconciled(t: &TestEnv, env: &str, token: &str) {
-    let request = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": token}}});
-    t.api::<Environment>()
-        .patch(env, &PatchParams::default(), &Patch::Merge(&request))
-        .await
-        .expect("reconcile request");
-    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some(token)
-    })
-    .await;
-}
-
 fn config_map_requests(t: &TestEnv) -> Vec<(String, String, bool)> {
     audited_writes(&t.audit_log, &t.namespace)
         .into_iter()
@@ -79,10 +66,10 @@ async fn a_reconcile_where_nothing_changed_makes_no_request_for_the_objects() {
     let t = TestEnv::new("noop").await;
     synced(&t, json!({})).await;
     // One reconcile to settle (the watches list the objects; the first sync records what it applied).
-    reconciled(&t, "env", "settle").await;
+    t.reconciled("env", "settle").await;
     let before = config_map_requests(&t).len();
     for token in ["one", "two", "three"] {
-        reconciled(&t, "env", token).await;
+        t.reconciled("env", token).await;
     }
     let window: Vec<_> = config_map_requests(&t).into_iter().skip(before).collect();
     assert!(
@@ -100,7 +87,7 @@ async fn the_periodic_full_check_dry_runs_again_and_writes_nothing() {
     })
     .await;
     synced(&t, json!({})).await;
-    reconciled(&t, "env", "settle").await;
+    t.reconciled("env", "settle").await;
     let before = config_map_requests(&t).len();
     eventually("a full check dry-runs the three objects again", || async {
         let window: Vec<_> = config_map_requests(&t).into_iter().skip(before).collect();
@@ -121,7 +108,7 @@ async fn the_periodic_full_check_dry_runs_again_and_writes_nothing() {
 async fn drift_is_reverted_at_once_not_at_the_next_interval() {
     let t = TestEnv::new("drift-watch").await;
     synced(&t, json!({"interval": "1h"})).await;
-    reconciled(&t, "env", "settle").await;
+    t.reconciled("env", "settle").await;
     let cms = t.api::<ConfigMap>();
     cms.patch(
         "a",

@@ -55,7 +55,7 @@ async fn examples_are_valid_on_a_real_apiserver() {
 #[tokio::test]
 async fn install_manifests_are_valid_on_a_real_apiserver() {
     let t = TestEnv::new("install").await;
-    let objects = read_objects(&["manifests", "manifests/single-tenant"]);
+    let objects = read_objects(&["manifests", "manifests/single-tenant", "manifests/optional"]);
     let kinds: Vec<_> = objects.iter().map(|o| o.kind()).collect();
     for want in [
         "Namespace",

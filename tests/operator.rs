@@ -206,6 +206,14 @@ async fn applied(t: &TestEnv, commit: &str) {
     .await;
 }
 
+/// Every audited request (dry runs included) on ConfigMaps in the test namespace.
+fn config_map_requests(t: &TestEnv) -> usize {
+    audited_writes(&t.audit_log, &t.namespace)
+        .into_iter()
+        .filter(|(_, uri, _)| uri.contains("configmaps"))
+        .count()
+}
+
 /// User agents of the non-dry-run writes to ConfigMaps in the test namespace (each replica names itself).
 fn config_map_writers(t: &TestEnv) -> Vec<String> {
     let text = std::fs::read_to_string(&t.audit_log).unwrap_or_default();
@@ -222,6 +230,8 @@ fn config_map_writers(t: &TestEnv) -> Vec<String> {
 async fn ferry_run_as_installed_applies_and_reports_metrics_and_probes() {
     let t = TestEnv::without_controller("installed").await;
     let kubeconfig = t.installed_kubeconfig().await;
+    // The opt-in role that lets Ferry watch what it applied (cluster-wide, so for this binary's other test too).
+    apply_files(&t.client, &["manifests/optional/watch-applied-objects.yaml"]).await;
     let log = kubeconfig.with_file_name("ferry.json.log");
     let replica = start_with(&t, &kubeconfig, "replica-a", "15s", Some(&log)).await;
     let commit = tenant(&t, "blue", "1s").await;
@@ -241,6 +251,17 @@ async fn ferry_run_as_installed_applies_and_reports_metrics_and_probes() {
         "a reconcile line with namespace, name and revision: {text}"
     );
     assert_eq!(lease_holder(&t).await.as_deref(), Some("replica-a"));
+    // With the opt-in role the installed identity watches the ConfigMap: unchanged reconciles ask nothing of it.
+    t.reconciled("app", "settle").await;
+    let before = config_map_requests(&t);
+    for token in ["one", "two"] {
+        t.reconciled("app", token).await;
+    }
+    assert_eq!(
+        config_map_requests(&t),
+        before,
+        "no request about the ConfigMap in the steady state"
+    );
 
     eventually("/readyz once the caches synced", || async {
         get(replica.probes, "/readyz").await.filter(|(code, _)| *code == 200)

@@ -225,6 +225,19 @@ impl TestEnv {
         self.controller.abort();
     }
 
+    /// Asks for a reconcile of Environment `env` and waits until it says it handled it: proof a reconcile ran.
+    pub async fn reconciled(&self, env: &str, token: &str) {
+        let request = serde_json::json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": token}}});
+        self.api::<Environment>()
+            .patch(env, &PatchParams::default(), &Patch::Merge(&request))
+            .await
+            .expect("reconcile request");
+        wait_for(&self.api::<Environment>(), env, |e: &Environment| {
+            e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some(token)
+        })
+        .await;
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
