@@ -79,6 +79,31 @@ pub fn bin_dir_from_env_or_build(repo_root: &Path) -> Result<PathBuf, TestEnvErr
     Ok(PathBuf::from(line))
 }
 
+const TEMP_PREFIX: &str = "ferry-controlplane-";
+
+/// Deletes temporary control-plane directories whose owning process has exited (etcd data, logs, certificates:
+/// ~120 MB each, left behind by every test binary otherwise).
+fn remove_abandoned_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(path.join("owner.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 impl ControlPlane {
     pub async fn start(opts: Options) -> Result<ControlPlane, TestEnvError> {
         let (dir, tmp) = match &opts.dir {
@@ -87,9 +112,14 @@ impl ControlPlane {
                 (d.clone(), None)
             }
             None => {
+                remove_abandoned_dirs();
                 let t = tempfile::Builder::new()
-                    .prefix("ferry-controlplane-")
+                    .prefix(TEMP_PREFIX)
                     .tempdir()
+                    .map_err(|e| TestEnvError::Setup(e.to_string()))?;
+                // Whose it is: a control plane kept in a static (one per test binary) is never dropped, so the
+                // next start removes the directories of processes that are gone.
+                std::fs::write(t.path().join("owner.pid"), std::process::id().to_string())
                     .map_err(|e| TestEnvError::Setup(e.to_string()))?;
                 (t.path().to_path_buf(), Some(t))
             }
