@@ -92,6 +92,8 @@ pub struct Context {
     caches: OnceLock<Caches>,
     /// Every cache has listed its kind once (`/readyz`).
     synced: AtomicBool,
+    /// Consecutive failed reconciles per object: how long the next retry waits.
+    failures: Failures,
     /// What each Environment last applied, and the resourceVersions it left.
     pub records: Arc<crate::sync::AppliedRecords>,
     /// Watches on the applied objects (the local cluster), once the controllers run.
@@ -120,6 +122,7 @@ impl Context {
             caches: OnceLock::new(),
             synced: AtomicBool::new(false),
             records: Arc::default(),
+            failures: Failures::default(),
             watches: OnceLock::new(),
         }
     }
@@ -220,22 +223,72 @@ impl Scope {
     }
 }
 
-const RETRY_AFTER_API_ERROR: Duration = Duration::from_secs(5);
+/// The first retry after an API error; each further consecutive failure of the same object doubles it.
+const RETRY_AFTER_API_ERROR: Duration = Duration::from_secs(2);
+/// The longest wait between retries of a failing object.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// How long to wait after the `failures`-th consecutive failure (1-based): exponential from
+/// [`RETRY_AFTER_API_ERROR`], capped at [`MAX_RETRY_DELAY`], so an API server in trouble is not hammered by every
+/// object every few seconds, and a passing fault still heals quickly.
+pub fn retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_AFTER_API_ERROR
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_RETRY_DELAY)
+}
+
+/// Consecutive failed reconciles per object, for [`retry_delay`].
+#[derive(Default)]
+pub struct Failures(std::sync::Mutex<std::collections::HashMap<(&'static str, String, String), u32>>);
+
+impl Failures {
+    fn key<K: Resource>(kind: &'static str, obj: &K) -> (&'static str, String, String) {
+        let meta = obj.meta();
+        (
+            kind,
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+
+    fn failed<K: Resource>(&self, kind: &'static str, obj: &K) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(Self::key(kind, obj)).or_default();
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn succeeded<K: Resource>(&self, kind: &'static str, obj: &K) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(kind, obj));
+    }
+}
 
 /// Counts and times each reconcile of `kind` for the metrics.
-async fn measured(
+/// Counts and times each reconcile of `kind` for the metrics, and forgets an object's failures once it succeeds.
+async fn measured<K: Resource>(
     kind: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
     reconcile: impl std::future::Future<Output = Result<Action, ReconcileError>>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let result = reconcile.await;
     crate::metrics::metrics().reconciled(kind, result.is_ok(), started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.succeeded(kind, obj.as_ref());
+    }
     result
 }
 
-fn error_policy<K>(_obj: Arc<K>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, "reconcile failed; retrying");
-    Action::requeue(RETRY_AFTER_API_ERROR)
+fn error_policy<K: Resource>(kind: &'static str, obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let failures = ctx.failures.failed(kind, obj.as_ref());
+    let delay = retry_delay(failures);
+    tracing::warn!(error = %err, failures, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 /// Keeps the mirror cache bounded: mirrors unused for `mirror_ttl` are deleted.
@@ -281,8 +334,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
-            |o, c| measured("GitRepository", gitrepository::reconcile(o, c)),
-            error_policy,
+            |o, c| measured("GitRepository", o.clone(), c.clone(), gitrepository::reconcile(o, c)),
+            |o, e, c| error_policy("GitRepository", o, e, c),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -318,8 +371,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
-            |o, c| measured("Environment", environment::reconcile(o, c)),
-            error_policy,
+            |o, c| measured("Environment", o.clone(), c.clone(), environment::reconcile(o, c)),
+            |o, e, c| error_policy("Environment", o, e, c),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -335,8 +388,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .with_config(config)
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
-            |o, c| measured("Promotion", promotion::reconcile(o, c)),
-            error_policy,
+            |o, c| measured("Promotion", o.clone(), c.clone(), promotion::reconcile(o, c)),
+            |o, e, c| error_policy("Promotion", o, e, c),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -368,4 +421,34 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
     gc.abort();
     synced.abort();
     ctx.synced.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        let delays: Vec<u64> = (1..=10).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry_delay(0), RETRY_AFTER_API_ERROR);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn failures_count_per_object_and_reset_on_success() {
+        let object = |name: &str| {
+            let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+            cm.metadata.name = Some(name.into());
+            cm.metadata.namespace = Some("ns".into());
+            cm
+        };
+        let failures = Failures::default();
+        assert_eq!(failures.failed("Environment", &object("a")), 1);
+        assert_eq!(failures.failed("Environment", &object("a")), 2);
+        assert_eq!(failures.failed("Environment", &object("b")), 1);
+        assert_eq!(failures.failed("GitRepository", &object("a")), 1, "kinds are apart");
+        failures.succeeded("Environment", &object("a"));
+        assert_eq!(failures.failed("Environment", &object("a")), 1);
+    }
 }
