@@ -13,7 +13,6 @@ use ferry::testenv::{free_port, spawn_guarded};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 /// One `ferry run` process and where to reach it.
@@ -161,20 +160,7 @@ async fn tenant(t: &TestEnv, color: &str, repo_interval: &str) -> String {
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
                "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]}),
     ] {
-        let (group, version) = o["apiVersion"]
-            .as_str()
-            .and_then(|v| v.rsplit_once('/'))
-            .unwrap_or(("", "v1"));
-        let gvk = kube::core::GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap_or_default());
-        let (ar, _) = kube::discovery::pinned_kind(&t.client, &gvk).await.expect("kind");
-        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(t.client.clone(), ns, &ar);
-        api.patch(
-            o["metadata"]["name"].as_str().unwrap_or_default(),
-            &PatchParams::apply("operator-test").force(),
-            &Patch::Apply(&o),
-        )
-        .await
-        .expect("fixture");
+        t.apply_json(&o).await;
     }
     t.repo.write("apps/app.yaml", &config_map(color));
     let commit = t.repo.commit_and_push("first");

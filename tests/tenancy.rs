@@ -10,7 +10,7 @@ use ferry::api::Environment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 
 const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  color: blue\n";
@@ -29,25 +29,8 @@ async fn account_with_role(t: &TestEnv, name: &str, resources: &[&str]) {
                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
     ];
     for o in objects {
-        apply_json(t, &o).await;
+        t.apply_json(&o).await;
     }
-}
-
-async fn apply_json(t: &TestEnv, o: &serde_json::Value) {
-    let (group, version) = o["apiVersion"]
-        .as_str()
-        .and_then(|v| v.rsplit_once('/'))
-        .unwrap_or(("", "v1"));
-    let gvk = kube::core::GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap_or_default());
-    let (ar, _) = kube::discovery::pinned_kind(&t.client, &gvk).await.expect("kind");
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(t.client.clone(), &t.namespace, &ar);
-    api.patch(
-        o["metadata"]["name"].as_str().unwrap_or_default(),
-        &PatchParams::apply("tenancy-test").force(),
-        &Patch::Apply(o),
-    )
-    .await
-    .expect("applying test fixture");
 }
 
 async fn setup(t: &TestEnv, env_spec: serde_json::Value) -> String {
@@ -223,13 +206,10 @@ async fn prune_never_deletes_what_the_account_cannot() {
     ready_with(&t, "True", "Succeeded").await;
 
     // The team loses the right to Secrets, then removes the Secret and a ConfigMap from Git.
-    apply_json(
-        &t,
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    t.apply_json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": "deployer", "namespace": t.namespace},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}),
-    )
-    .await;
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}))
+        .await;
     let _ = t.api::<Role>().get("deployer").await.expect("role");
     t.repo.remove("apps/secret.yaml");
     t.repo.remove("apps/old.yaml");
@@ -267,15 +247,11 @@ async fn an_environment_naming_no_account_applies_as_the_default_one() {
     assert!(t.api::<ConfigMap>().get_opt("app").await.expect("get").is_none());
 
     // Granting the default account the right is all it takes; the Environment retries by itself.
-    apply_json(
-        &t,
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    t.apply_json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": "apply", "namespace": t.namespace},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}),
-    )
-    .await;
-    apply_json(
-        &t,
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}))
+        .await;
+    t.apply_json(
         &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                 "metadata": {"name": "apply", "namespace": t.namespace},
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apply"},

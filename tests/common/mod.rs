@@ -238,6 +238,30 @@ impl TestEnv {
         .await;
     }
 
+    /// Server-side applies one object (JSON, as a manifest) as the admin, in this test's namespace when it is
+    /// namespaced: fixtures such as ServiceAccounts, Roles and bindings.
+    pub async fn apply_json(&self, o: &serde_json::Value) {
+        let (group, version) = o["apiVersion"]
+            .as_str()
+            .and_then(|v| v.rsplit_once('/'))
+            .unwrap_or(("", "v1"));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap_or_default());
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .expect("kind served");
+        let api: Api<kube::api::DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(self.client.clone(), &self.namespace, &ar),
+            kube::discovery::Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+        };
+        api.patch(
+            o["metadata"]["name"].as_str().unwrap_or_default(),
+            &PatchParams::apply("ferry-tests").force(),
+            &Patch::Apply(o),
+        )
+        .await
+        .expect("applying a test fixture");
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
