@@ -111,6 +111,29 @@ fn admin_writes(audit_log: &Path) -> usize {
         .count()
 }
 
+/// The same writes as `admin_writes`, the `from`th to the `to`th, by verb and resource.
+fn admin_writes_by_resource(audit_log: &Path, from: usize, to: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
+    for e in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["user"]["username"] == "admin")
+        .filter(|e| !e["requestURI"].as_str().unwrap_or_default().contains("dryRun=All"))
+        .skip(from)
+        .take(to.saturating_sub(from))
+    {
+        let r = &e["objectRef"];
+        let mut resource = r["resource"].as_str().unwrap_or("?").to_string();
+        if let Some(sub) = r["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        *out.entry(format!("{} {resource}", e["verb"].as_str().unwrap_or("?")))
+            .or_default() += 1;
+    }
+    out
+}
+
 fn configmaps(round: u32) -> String {
     (0..10)
         .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\ndata: {{round: \"{round}\", i: \"{i}\"}}\n"))
@@ -320,6 +343,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let writes = (audit_after - audit_before) as f64 / cycles;
+    let writes_by = admin_writes_by_resource(&cp.audit_log(), audit_before, audit_after)
+        .iter()
+        .map(|(what, count)| format!("{what} {:.0}", *count as f64 / cycles))
+        .collect::<Vec<_>>()
+        .join(", ");
     let reconciled = (reconciles_after - reconciles_before) / cycles;
     let (sc_rss, sc_hwm) = rss_kib(sc_pid);
     let (kc_rss, kc_hwm) = rss_kib(kc_pid);
@@ -352,7 +380,7 @@ async fn main() -> anyhow::Result<()> {
         "| API requests per 60 s no-op interval (all Kustomizations are due once; a few are the apiserver's own), by verb | {} |",
         per_cycle.join(", ")
     );
-    println!("| writes by Flux per 60 s no-op interval (audit log, dry runs excluded) | {writes:.0} |");
+    println!("| writes by Flux per 60 s no-op interval (audit log, dry runs excluded) | {writes:.0} ({writes_by}) |");
     println!("| Kustomization reconciles per 60 s no-op interval (kustomize-controller's metrics) | {reconciled:.0} |");
     for child in [&mut kc, &mut sc] {
         let _ = child.kill();
