@@ -22,13 +22,15 @@ command -v go >/dev/null || { echo "go is required to build Flux" >&2; exit 1; }
 mkdir -p "$OUT/bin" "$OUT/crds"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-# The scratch modules are not in the checksum database's view of the world (the replaced go-digest pseudo-version
-# is what upstream pins too), so no sumdb; go.sum is still written and checked within the build.
+# No checksum database (GOSUMDB=off, as in the recipe that works here); go.sum is still written and verified within
+# the build.
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOSUMDB=off
 log() { echo "bench-flux: $*" >&2; }
 
 # build <controller> <version>: a scratch module that requires the controller as a tool, with the replaces the
-# controller's own go.mod makes (replaces in a dependency's go.mod are ignored, so they are repeated here).
+# controller's own go.mod makes that matter (replaces in a dependency's go.mod are ignored, so they are repeated
+# here): its api module at the same version, and the go-digest fork. kustomize-controller's pin of kustomize's
+# api/kyaml (v0.21.1) is what its requires select anyway (check with `go version -m`).
 build() {
   local name=$1 version=$2 mod="github.com/fluxcd/$1"
   if [ ! -x "$OUT/bin/$name" ]; then
