@@ -4,3 +4,8 @@ K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-v5.7.1}
+# Flux, only for the side-by-side benchmark (hack/bench-flux.sh, `cargo bench --bench flux`). source-controller
+# 1.9.x needs a module the Go proxy refuses (reported, not re-checked here), so it stays at 1.7.x; kustomize-controller
+# 1.9.x works with it.
+FLUX_SOURCE_CONTROLLER_VERSION=${FLUX_SOURCE_CONTROLLER_VERSION:-v1.7.3}
+FLUX_KUSTOMIZE_CONTROLLER_VERSION=${FLUX_KUSTOMIZE_CONTROLLER_VERSION:-v1.9.6}
