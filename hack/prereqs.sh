@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks, and on Debian/Ubuntu installs, what Ferry's demo and tests need on a fresh machine: git, a C toolchain
-# and OpenSSL headers (git2), Go (builds the control plane), OpenSSH's sshd (SSH git tests), curl, python3.
+# and OpenSSL headers (git2), Go (builds the control plane), OpenSSH's sshd (SSH git tests), curl, openssl,
+# python3.
 # Says what it does; installs nothing that is already there. Sourced or run by hack/demo.sh, hack/test.sh and
 # .ci/run, so none of them relies on another having run first.
 set -euo pipefail
@@ -13,6 +14,8 @@ have git || need_apt+=(git)
 have cc || need_apt+=(gcc)
 have pkg-config || need_apt+=(pkg-config)
 have curl || need_apt+=(curl)
+# The demo signs its webhook with the openssl command (libssl-dev brings only the library).
+have openssl || need_apt+=(openssl)
 have python3 || need_apt+=(python3)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 # The source tests run a real OpenSSH server.
