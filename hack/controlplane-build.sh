@@ -14,17 +14,28 @@ KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_kustomize-${KU
 OUT="$CACHE/$KEY"
 BIN="$OUT/bin"
 
-if [ -f "$OUT/.complete" ]; then
-  echo "$BIN"
-  exit 0
-fi
+log() { echo "controlplane-build: $*" >&2; }
+need_go() { command -v go >/dev/null || { echo "go is required to build the control plane" >&2; exit 1; }; }
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
-command -v go >/dev/null || { echo "go is required to build the control plane" >&2; exit 1; }
+# go_tool NAME VERSION PACKAGE: a tool beside the control plane (registries, helm, sops, ...). Each has its own
+# cache directory keyed by its version, linked into $BIN, so pinning a new tool or bumping one rebuilds only it.
+go_tool() {
+  local name=$1 version=$2 pkg=$3 dir="$CACHE/tools/$1-$2"
+  if [ ! -x "$dir/$name" ]; then
+    need_go
+    log "building $name $version ($pkg)"
+    GOBIN="$dir" go install -trimpath -ldflags "-s -w" "$pkg@$version" >&2
+    [ -x "$dir/$name" ] || { log "$pkg@$version did not produce $name"; exit 1; }
+  fi
+  ln -sfn "$dir/$name" "$BIN/$name"
+}
+
+if [ ! -f "$OUT/.complete" ]; then
+need_go
 mkdir -p "$BIN"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
-log() { echo "controlplane-build: $*" >&2; }
 
 # --- Kubernetes: apiserver, controller-manager, scheduler, kubectl --------------------------------------------
 if [ ! -x "$BIN/kube-apiserver" ] || [ ! -x "$BIN/kube-controller-manager" ] || [ ! -x "$BIN/kube-scheduler" ] || [ ! -x "$BIN/kubectl" ]; then
@@ -106,4 +117,8 @@ fi
 
 touch "$OUT/.complete"
 log "done: $BIN"
+fi
+
+# --- tools beside the control plane (one line each; see go_tool) ------------------------------------------------
+
 echo "$BIN"
