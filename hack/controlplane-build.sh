@@ -120,5 +120,8 @@ log "done: $BIN"
 fi
 
 # --- tools beside the control plane (one line each; see go_tool) ------------------------------------------------
+go_tool sops "$SOPS_VERSION" github.com/getsops/sops/v3/cmd/sops
+go_tool age "$AGE_VERSION" filippo.io/age/cmd/age
+go_tool age-keygen "$AGE_VERSION" filippo.io/age/cmd/age-keygen
 
 echo "$BIN"

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cli;
 pub mod cluster;
 pub mod controllers;
+pub mod decrypt;
 pub mod endpoints;
 pub mod health;
 pub mod leader;

@@ -41,6 +41,10 @@ enum Command {
         path: String,
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
+        /// Decrypt SOPS-encrypted documents and secretGenerator files with the age identities in this file
+        /// (as `age-keygen` writes it), in memory. Without it, documents are printed as stored (encrypted).
+        #[arg(long, value_name = "KEYFILE")]
+        decrypt_with: Option<PathBuf>,
     },
     /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
     /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
@@ -381,12 +385,20 @@ async fn run() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Run(args) => run_operator(*args).await,
-        Command::Render { dir, path, kustomize } => {
+        Command::Render {
+            dir,
+            path,
+            kustomize,
+            decrypt_with,
+        } => {
             let settings = ferry::render::RenderSettings {
                 kustomize,
                 ..Default::default()
             };
-            let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
+            let rendered = match decrypt_with {
+                Some(keyfile) => ferry::cli::render_local_decrypted(&dir, &path, &settings, &keyfile).await?,
+                None => ferry::cli::render_local(&dir, &path, &settings).await?,
+            };
             print!("{}", rendered.yaml);
             Ok(())
         }

@@ -57,6 +57,8 @@ pub enum Reason {
     RolledBack,
     Forbidden,
     CrossNamespaceRef,
+    /// A SOPS-encrypted file could not be decrypted (or the Environment has no `spec.decryption`).
+    DecryptionFailed,
 }
 
 impl Reason {
@@ -111,6 +113,7 @@ impl Reason {
             Reason::RolledBack => "RolledBack",
             Reason::Forbidden => "Forbidden",
             Reason::CrossNamespaceRef => "CrossNamespaceRef",
+            Reason::DecryptionFailed => "DecryptionFailed",
         }
     }
 }

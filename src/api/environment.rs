@@ -84,6 +84,10 @@ pub struct EnvironmentSpec {
     /// Apply to another cluster, reached with the kubeconfig in this Secret (same namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config: Option<KubeConfigReference>,
+    /// Decrypt SOPS-encrypted files of the repository with age identities before applying (Flux's field and
+    /// layout). Without it, a render holding an encrypted document is refused (`DecryptionFailed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
     /// The ServiceAccount (in this namespace) whose rights every request for this Environment is made with:
     /// Ferry impersonates it for the dry run, apply, prune, health reads and the verification Job, so an
     /// Environment can only do what this account may. Defaults to `ferry run --default-service-account`;
@@ -232,6 +236,19 @@ pub struct KubeConfigReference {
     /// The Secret (same namespace) holding a self-contained kubeconfig (no `exec`, `auth-provider` or file
     /// paths; `kubectl config view --raw --minify --flatten` makes one). Its identity applies.
     pub secret_ref: KubeConfigSecretRef,
+}
+
+/// How encrypted files of the repository are decrypted.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decryption {
+    /// The decryption provider: only `sops`.
+    pub provider: String,
+    /// The Secret (same namespace) whose keys ending in `.agekey` each hold one or more age identities
+    /// (`AGE-SECRET-KEY-1…` lines, as `age-keygen` writes them). Read with Ferry's own identity, only in the
+    /// Environment's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<super::gitrepository::SecretReference>,
 }
 
 /// A key of a Secret in the Environment's namespace.

@@ -12,7 +12,7 @@ mod promotion;
 pub use conditions::{ConditionSet, Reason, condition_status, set_condition, set_condition_status};
 pub use duration::{DurationError, parse_duration};
 pub use environment::{
-    DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze, HISTORY_LIMIT,
+    Decryption, DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze, HISTORY_LIMIT,
     InventoryEntry, KubeConfigReference, KubeConfigSecretRef, PromotionPolicy, PromotionSummary, PromotionWindow,
     RevisionPhase, RevisionRecord, RollbackPolicy, SourceReference, Verification,
 };

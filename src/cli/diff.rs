@@ -27,6 +27,8 @@ pub enum DiffError {
     Source(#[from] SourceError),
     #[error("rendering: {0}")]
     Render(#[from] RenderError),
+    #[error("{0}")]
+    Decrypt(#[from] crate::decrypt::DecryptError),
     #[error("dry run: {0}")]
     Apply(#[from] ApplyError),
     #[error("kubernetes API: {0}")]
@@ -38,6 +40,23 @@ pub enum DiffError {
 /// Renders `path` of a local checkout as the controller would.
 pub async fn render_local(dir: &Path, path: &str, settings: &RenderSettings) -> Result<Rendered, DiffError> {
     Ok(render_path(dir, path, settings).await?)
+}
+
+/// Renders `path` of a local checkout and decrypts its SOPS-encrypted documents (and secretGenerator files)
+/// with the age identities in `keyfile`, in memory: `ferry render --decrypt-with`, for debugging.
+pub async fn render_local_decrypted(
+    dir: &Path,
+    path: &str,
+    settings: &RenderSettings,
+    keyfile: &Path,
+) -> Result<Rendered, DiffError> {
+    let rendered = render_path(dir, path, settings).await?;
+    let shown = keyfile.display().to_string();
+    let text = std::fs::read(keyfile).map_err(|e| DiffError::Internal(format!("reading {shown}: {e}")))?;
+    let keys = crate::decrypt::Keyring::parse(&text, &shown)?;
+    Ok(crate::decrypt::decrypt_render(dir, path, &rendered, &keys, settings)
+        .await?
+        .unwrap_or(rendered))
 }
 
 /// What applying a local checkout's `path` into `namespace` would change.

@@ -483,6 +483,7 @@ mod tests {
                 promotion: policy,
                 verification: None,
                 kube_config: None,
+                decryption: None,
                 service_account_name: None,
             },
         );

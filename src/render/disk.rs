@@ -100,6 +100,88 @@ async fn render_within(root: &Path, path: &str, settings: &RenderSettings) -> Re
         .map_err(|e| RenderError::Io(e.to_string()))?
 }
 
+/// The kustomization directories a build of `path` reads (checked as a render checks them), with the canonical
+/// root they are below: where decryption looks for `secretGenerator` sources.
+pub fn kustomization_dirs(root: &Path, path: &str) -> Result<(PathBuf, Vec<PathBuf>), RenderError> {
+    let parts = normalize_path(path).map_err(|_| RenderError::InvalidPath(path.to_string()))?;
+    let rel = parts.join("/");
+    let canonical_root = root
+        .canonicalize()
+        .map_err(|_| RenderError::PathNotFound(path.to_string()))?;
+    let removed = removed_links(&std::fs::read_to_string(root.join(ESCAPING_SYMLINKS)).unwrap_or_default());
+    let dir = match real_path_beneath(&canonical_root, Path::new(&rel)) {
+        Ok(dir) => dir,
+        Err(LinkProblem::Escapes) => return Err(RenderError::InvalidPath(path.to_string())),
+        Err(LinkProblem::Loops) => return Err(RenderError::SymlinkLoop(rel)),
+    };
+    let dirs = kustomize::check_local_only(&canonical_root, &dir, &removed)?;
+    Ok((canonical_root, dirs))
+}
+
+/// Where plaintext that kustomize must read from files is put: memory-backed storage (`/dev/shm`, a tmpfs on
+/// Linux and in every Kubernetes Pod), else the system's temporary directory.
+fn memory_backed_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Renders `path` from a copy of the tree at `root` in memory-backed storage, with the files in `replaced`
+/// (relative to `root`) holding the given contents: decrypted `secretGenerator` sources, which kustomize can
+/// only read from files. The copy (files 0600 in a 0700 directory) is deleted before this returns; the render
+/// is the caller's, never cached.
+pub async fn render_path_replacing(
+    root: &Path,
+    path: &str,
+    settings: &RenderSettings,
+    replaced: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<Rendered, RenderError> {
+    let io = |e: std::io::Error| RenderError::Io(e.to_string());
+    let scratch = tempfile::Builder::new()
+        .prefix("ferry-decrypt-")
+        .tempdir_in(memory_backed_dir())
+        .map_err(io)?;
+    let copy = scratch.path().join("tree");
+    copy_tree(root, &copy).map_err(io)?;
+    for (rel, content) in replaced {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let target = copy.join(rel);
+        let _ = std::fs::remove_file(&target);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+            .map_err(io)?;
+        file.write_all(content).map_err(io)?;
+    }
+    let rendered = render_path(&copy, path, settings).await;
+    drop(scratch);
+    rendered
+}
+
+/// Copies a tree: directories and files, symlinks as symlinks (the export already removed those that leave).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn link_error(rel: &str, problem: LinkProblem) -> RenderError {
     match problem {
         LinkProblem::Escapes => RenderError::SymlinkEscapes(rel.to_string()),

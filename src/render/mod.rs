@@ -8,7 +8,7 @@ mod disk;
 mod kustomize;
 
 pub use cache::RenderCache;
-pub use disk::{RenderSettings, Rendered, render_path};
+pub use disk::{RenderSettings, Rendered, kustomization_dirs, render_path, render_path_replacing};
 pub use kustomize::{CLOSED_PROXY, KUSTOMIZATION_FILES, is_remote, run as run_kustomize_unchecked};
 
 use serde::Deserialize;

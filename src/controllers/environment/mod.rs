@@ -524,6 +524,12 @@ impl Reconcile {
             }
         }
         self.ctx.records.forget(&key);
+        // Decrypted only now, past the steady state (which needs no objects), and only in memory.
+        let decrypted = match self.decrypted(repo, &revision.commit, &rendered).await? {
+            Ok(decrypted) => decrypted,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let objects = decrypted.as_ref().map_or(objects, |d| &d.objects);
         let opts = ApplyOptions {
             owner: Some(owner.clone()),
             target_namespace: spec.target_namespace.clone(),
@@ -787,6 +793,28 @@ impl Reconcile {
         if let Some(hit) = self.ctx.renders.get(commit, &path) {
             return Ok(Ok(hit));
         }
+        let tree = match self.export(repo, url, commit).await? {
+            Ok(tree) => tree,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        match render_path(&tree, &path, &self.ctx.settings.render).await {
+            Ok(rendered) => Ok(Ok(self.ctx.renders.insert(commit, &path, rendered))),
+            Err(e) => Ok(Err(Failure {
+                reason: e.reason(),
+                message: format!("rendering {path:?} at {commit} failed: {e}"),
+                stalled: !e.is_transient(),
+            })),
+        }
+    }
+
+    /// The commit's tree exported to disk (shared by every Environment on it), fetching first if the mirror
+    /// does not have the commit (yet, or any more).
+    async fn export(
+        &self,
+        repo: &GitRepository,
+        url: &str,
+        commit: &str,
+    ) -> Result<Result<std::path::PathBuf, Failure>, ReconcileError> {
         let identity = repo.credentials_identity();
         let mirrors = self.ctx.mirrors.clone();
         let (url, commit_owned) = (url.to_string(), commit.to_string());
@@ -824,18 +852,71 @@ impl Reconcile {
             }
             other => other,
         };
-        let tree = match tree {
-            Ok(tree) => tree,
-            Err(e) => return Ok(Err(e.into())),
-        };
-        match render_path(&tree, &path, &self.ctx.settings.render).await {
-            Ok(rendered) => Ok(Ok(self.ctx.renders.insert(commit, &path, rendered))),
-            Err(e) => Ok(Err(Failure {
-                reason: e.reason(),
-                message: format!("rendering {path:?} at {commit} failed: {e}"),
-                stalled: !e.is_transient(),
-            })),
+        Ok(tree.map_err(Failure::from))
+    }
+
+    /// The objects to apply: the render's, with every SOPS-encrypted document decrypted in memory with the
+    /// identities of `spec.decryption.secretRef` (see [`crate::decrypt`]). A render without encrypted
+    /// documents is used as it is; one with them is refused without `spec.decryption`.
+    async fn decrypted(
+        &self,
+        repo: &GitRepository,
+        commit: &str,
+        rendered: &Arc<Rendered>,
+    ) -> Result<Result<Option<Rendered>, Failure>, ReconcileError> {
+        if crate::decrypt::find_encrypted(rendered).is_none() {
+            return Ok(Ok(None));
         }
+        let path = &self.env.spec.path;
+        let failed = |e: crate::decrypt::DecryptError| Failure {
+            reason: e.reason(),
+            message: format!("decrypting {path:?} at {commit} failed: {e}"),
+            stalled: !e.is_transient(),
+        };
+        let Some(decryption) = &self.env.spec.decryption else {
+            return Ok(crate::decrypt::refuse_encrypted(rendered).map(|()| None).map_err(failed));
+        };
+        let keys = match self.keyring(decryption).await? {
+            Ok(keys) => keys,
+            Err(e) => return Ok(Err(failed(e))),
+        };
+        let tree = match self.export(repo, &repo.spec.url, commit).await? {
+            Ok(tree) => tree,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let settings = &self.ctx.settings.render;
+        match crate::decrypt::decrypt_render(&tree, path, rendered, &keys, settings).await {
+            Ok(decrypted) => Ok(Ok(decrypted)),
+            Err(e) => Ok(Err(failed(e))),
+        }
+    }
+
+    /// The age identities of `spec.decryption.secretRef`, read with Ferry's own client in the Environment's
+    /// namespace only (as kubeconfig Secrets are).
+    async fn keyring(
+        &self,
+        decryption: &crate::api::Decryption,
+    ) -> Result<Result<crate::decrypt::Keyring, crate::decrypt::DecryptError>, ReconcileError> {
+        use crate::decrypt::DecryptError;
+        if decryption.provider != "sops" {
+            return Ok(Err(DecryptError::Provider(decryption.provider.clone())));
+        }
+        let Some(secret_ref) = &decryption.secret_ref else {
+            return Ok(Err(DecryptError::NoIdentities("(none: spec.decryption.secretRef is not set)".into())));
+        };
+        let shown = format!("{}/{}", self.namespace, secret_ref.name);
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
+            return Ok(Err(DecryptError::SecretNotFound(shown)));
+        };
+        let data: std::collections::BTreeMap<String, Vec<u8>> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        Ok(crate::decrypt::keyring_from_secret(&shown, &data))
     }
 }
 
