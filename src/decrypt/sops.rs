@@ -304,7 +304,11 @@ fn typed(plain: Vec<u8>, kind: &str) -> Result<Yaml, ()> {
     Ok(match kind {
         "str" | "bytes" => Yaml::String(text),
         "int" => Yaml::Number(text.parse::<i64>().map_err(|_| ())?.into()),
-        "float" => Yaml::Number(text.parse::<f64>().map_err(|_| ())?.into()),
+        // Go writes whole floats without a fraction (`3`), and sops' stores read them back as integers.
+        "float" => match text.parse::<i64>() {
+            Ok(i) => Yaml::Number(i.into()),
+            Err(_) => Yaml::Number(text.parse::<f64>().map_err(|_| ())?.into()),
+        },
         "bool" => Yaml::Bool(match text.as_str() {
             "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
             "0" | "f" | "F" | "false" | "FALSE" | "False" => false,

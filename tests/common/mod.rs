@@ -202,6 +202,11 @@ impl TestEnv {
         }
     }
 
+    /// The controller's storage directory (mirrors, exported trees).
+    pub fn storage_dir(&self) -> &std::path::Path {
+        self._storage.path()
+    }
+
     /// A kubeconfig for this control plane that works from a Secret (an Environment's `kubeConfig`).
     pub fn kubeconfig_self_contained(&self) -> String {
         self.control_plane.kubeconfig_self_contained().expect("kubeconfig")

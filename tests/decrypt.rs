@@ -1,0 +1,538 @@
+//! SOPS decryption (Environment `spec.decryption`): files written by the real `sops` with keys from the real
+//! `age-keygen` (both built by hack/controlplane-build.sh), decrypted by Ferry's own code, then applied on the
+//! real control plane.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use ferry::api::Environment;
+use ferry::decrypt::{Format, Keyring, SopsError, decrypt_file};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
+use serde_yaml_ng::Value as Yaml;
+
+/// The real tools and one age key pair.
+struct Sops {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    key_file: PathBuf,
+    recipient: String,
+}
+
+impl Sops {
+    fn new() -> Sops {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let bin = ferry::testenv::bin_dir_from_env_or_build(&root).expect("tools");
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key.agekey");
+        let out = Command::new(bin.join("age-keygen"))
+            .arg("-o")
+            .arg(&key_file)
+            .output()
+            .expect("age-keygen");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(&key_file).unwrap();
+        let recipient = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: "))
+            .expect("public key line")
+            .to_string();
+        Sops {
+            bin,
+            dir,
+            key_file,
+            recipient,
+        }
+    }
+
+    fn identity(&self) -> String {
+        std::fs::read_to_string(&self.key_file).unwrap()
+    }
+
+    fn keyring(&self) -> Keyring {
+        Keyring::parse(self.identity().as_bytes(), "key.agekey").unwrap()
+    }
+
+    /// `sops encrypt --age <recipient> <args> <name>` of `plain`; the name's extension picks the format.
+    fn encrypt(&self, name: &str, plain: &[u8], args: &[&str]) -> Vec<u8> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, plain).unwrap();
+        let mut cmd = Command::new(self.bin.join("sops"));
+        if let Some(rule) = args.first().and_then(|a| a.strip_prefix("rule:")) {
+            // Settings sops takes only from a creation rule (mac_only_encrypted).
+            let config = self.dir.path().join("sops-config.yaml");
+            let text = format!("creation_rules:\n  - age: {}\n    {}\n", self.recipient, rule.replace(',', "\n    "));
+            std::fs::write(&config, text).unwrap();
+            cmd.arg("--config").arg(&config).arg("encrypt");
+        } else {
+            cmd.args(["encrypt", "--age", &self.recipient]).args(args);
+        }
+        let out = cmd
+            .arg(&path)
+            .output()
+            .expect("sops");
+        assert!(out.status.success(), "sops encrypt: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    /// `sops decrypt` of an encrypted file named `name`: what the real tool makes of it.
+    fn decrypt(&self, name: &str, encrypted: &[u8]) -> Result<Vec<u8>, String> {
+        let path = self.dir.path().join(format!("dec-{name}"));
+        std::fs::write(&path, encrypted).unwrap();
+        let format = match Format::for_path(name) {
+            Format::Yaml => "yaml",
+            Format::Json => "json",
+            Format::Dotenv => "dotenv",
+            Format::Binary => "binary",
+        };
+        let out = Command::new(self.bin.join("sops"))
+            .env("SOPS_AGE_KEY_FILE", &self.key_file)
+            .args(["decrypt", "--input-type", format, "--output-type", format])
+            .arg(&path)
+            .output()
+            .expect("sops");
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+fn docs(bytes: &[u8]) -> Vec<Yaml> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_slice(bytes)
+        .map(|d| Yaml::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+const MIXED: &str = "apiVersion: v1
+kind: Secret
+metadata:
+  name: mixed
+  labels: {tier: db}
+type: Opaque
+stringData:
+  password: s3cr3t-value
+  token_plain: visible
+  port: 5432
+  ratio: 0.25
+  whole: 3.0
+  enabled: true
+  nothing: null
+  empty: ''
+  multi: |
+    line one
+    line two
+  list:
+  - a
+  - 2
+  - false
+  nested:
+    deeper: {x: y, n: -7}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: second}
+data: {k: v}
+";
+
+#[test]
+fn yaml_and_json_written_by_sops_decrypt_as_sops_decrypts_them_with_every_selector() {
+    let s = Sops::new();
+    let keys = s.keyring();
+    for args in [
+        vec![],
+        vec!["--encrypted-regex", "^(data|stringData)$"],
+        vec!["--unencrypted-regex", "^(apiVersion|kind|metadata|type)$"],
+        vec!["--encrypted-suffix", "word"],
+        vec!["--unencrypted-suffix", "_plain"],
+        vec!["rule:mac_only_encrypted: true,encrypted_regex: ^stringData$"],
+        vec!["rule:mac_only_encrypted: true"],
+    ] {
+        let encrypted = s.encrypt("mixed.yaml", MIXED.as_bytes(), &args);
+        if args.iter().any(|a| a.contains("mac_only")) {
+            assert!(String::from_utf8_lossy(&encrypted).contains("mac_only_encrypted: true"));
+        }
+        let ours = decrypt_file(&encrypted, Format::Yaml, &keys).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let theirs = s.decrypt("mixed.yaml", &encrypted).unwrap();
+        assert_eq!(docs(&ours), docs(&theirs), "{args:?}");
+        assert_eq!(docs(&ours)[0]["stringData"]["password"], Yaml::String("s3cr3t-value".into()));
+    }
+    let json_plain = br#"{"a": 1, "b": {"c": "d", "e": [true, 1.5, "x"]}, "f_plain": "g"}"#;
+    for args in [vec![], vec!["--unencrypted-suffix", "_plain"]] {
+        let encrypted = s.encrypt("doc.json", json_plain, &args);
+        let ours = decrypt_file(&encrypted, Format::Json, &keys).unwrap();
+        let theirs = s.decrypt("doc.json", &encrypted).unwrap();
+        let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        assert_eq!(parse(&ours), parse(&theirs), "{args:?}");
+        assert_eq!(parse(&ours), parse(json_plain));
+    }
+}
+
+#[test]
+fn dotenv_and_binary_files_decrypt_byte_for_byte_as_sops_does() {
+    let s = Sops::new();
+    let keys = s.keyring();
+    let env = b"DB_PASSWORD=hunter2\n# a comment\nEMPTY=\nSPACES=two words = three\nESCAPED=a\\nb\n";
+    let encrypted = s.encrypt("app.env", env, &[]);
+    let ours = decrypt_file(&encrypted, Format::Dotenv, &keys).unwrap();
+    let theirs = s.decrypt("app.env", &encrypted).unwrap();
+    let without_comments: Vec<&[u8]> = theirs.split(|b| *b == b'\n').filter(|l| !l.starts_with(b"#")).collect();
+    assert_eq!(ours, without_comments.join(&b'\n'));
+
+    let binary = b"\x00\x01binary\xff\xfe\nwith lines\n".to_vec();
+    let encrypted = s.encrypt("blob.bin", &binary, &[]);
+    assert_eq!(decrypt_file(&encrypted, Format::Binary, &keys).unwrap(), binary);
+    assert_eq!(s.decrypt("blob.bin", &encrypted).unwrap(), binary);
+}
+
+/// Each change sops' MAC or its per-value authentication catches: Ferry refuses what the real sops refuses.
+#[test]
+fn tampered_files_are_refused_as_sops_refuses_them_and_errors_never_quote_values() {
+    let s = Sops::new();
+    let keys = s.keyring();
+    let encrypted = String::from_utf8(s.encrypt("t.yaml", MIXED.as_bytes(), &["--encrypted-regex", "^stringData$"]))
+        .unwrap();
+    let flip_value = {
+        // One byte of the password's ciphertext.
+        let at = encrypted.find("password: ENC[AES256_GCM,data:").unwrap() + "password: ENC[AES256_GCM,data:".len();
+        let mut b = encrypted.clone().into_bytes();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    let cases = [
+        ("an encrypted value changed", flip_value),
+        ("an unencrypted value changed", encrypted.replacen("name: mixed", "name: other", 1)),
+        ("a value removed", {
+            let line = encrypted.lines().find(|l| l.trim_start().starts_with("port:")).unwrap();
+            encrypted.replacen(&format!("{line}\n"), "", 1)
+        }),
+        ("documents reordered", {
+            let (first, second) = encrypted.split_once("\n---\napiVersion").unwrap();
+            format!("apiVersion{second}---\n{first}\n")
+        }),
+        ("a value moved to another key", {
+            let pw = encrypted.lines().find(|l| l.contains("password: ENC")).unwrap();
+            let tok = encrypted.lines().find(|l| l.contains("token_plain: ENC")).unwrap();
+            let (pw_value, tok_value) = (pw.split_once(": ").unwrap().1, tok.split_once(": ").unwrap().1);
+            encrypted
+                .replacen(pw, &pw.replace(pw_value, tok_value), 1)
+                .replacen(tok, &tok.replace(tok_value, pw_value), 1)
+        }),
+    ];
+    for (what, tampered) in cases {
+        let err = decrypt_file(tampered.as_bytes(), Format::Yaml, &keys).expect_err(what);
+        assert!(matches!(err, SopsError::MacMismatch | SopsError::Value(_)), "{what}: {err}");
+        assert!(s.decrypt("t.yaml", tampered.as_bytes()).is_err(), "{what}: sops accepts it");
+        for plain in ["s3cr3t-value", "visible", "line one"] {
+            assert!(!err.to_string().contains(plain), "{what}: {err}");
+        }
+    }
+    // The untouched file decrypts: the cases above fail for their change alone.
+    assert!(decrypt_file(encrypted.as_bytes(), Format::Yaml, &keys).is_ok());
+
+    // Another key: named by its recipients, never the identity.
+    let other = Sops::new();
+    let err = decrypt_file(encrypted.as_bytes(), Format::Yaml, &other.keyring()).unwrap_err();
+    assert!(matches!(err, SopsError::WrongKey { .. }), "{err}");
+    assert!(err.to_string().contains(&s.recipient), "{err}");
+    // Only a KMS key (the age entry replaced): unsupported, by name.
+    let start = encrypted.find("    age:").unwrap();
+    let end = encrypted[start..].find("    encrypted_regex").unwrap() + start;
+    let kms_only = format!(
+        "{}    kms:\n        - arn: arn:aws:kms:eu-west-1:1:key/x\n          enc: AQID\n{}",
+        &encrypted[..start],
+        &encrypted[end..]
+    );
+    let err = decrypt_file(kms_only.as_bytes(), Format::Yaml, &keys).unwrap_err();
+    assert_eq!(err, SopsError::UnsupportedKeys("AWS KMS".to_string()));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// On the control plane.
+
+/// Every line the controllers log (all targets, debug), for the test that looks for plaintext in them.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(move || LogWriter(sink.clone()))
+            .try_init();
+        buffer
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn secret_yaml(name: &str, password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  password: {password}\n  user: admin\n"
+    )
+}
+
+fn write_bytes(t: &TestEnv, rel: &str, content: &[u8]) {
+    let path = t.repo.work.path().join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+async fn key_secret(t: &TestEnv, s: &Sops) {
+    t.create_secret("sops-age", &[("identity.agekey", &s.identity()), ("notes", "not a key")])
+        .await;
+}
+
+async fn applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
+    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.as_deref())
+            .is_some_and(|r| r.ends_with(commit))
+            && env_ready(e).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await
+}
+
+async fn refused(t: &TestEnv, env: &str, commit: &str) -> (String, String) {
+    let e = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.last_attempted_revision.as_deref())
+            .is_some_and(|r| r.ends_with(commit))
+            && env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "DecryptionFailed")
+    })
+    .await;
+    let (_, reason, message) = env_ready(&e).unwrap();
+    (reason, message)
+}
+
+fn secret_value(s: &Secret, key: &str) -> String {
+    String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn encrypted_secrets_plain_and_through_kustomize_with_generated_ones_are_applied_decrypted() {
+    let s = Sops::new();
+    let t = TestEnv::new("sops-apply").await;
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    // Plain YAML: an encrypted Secret beside a plain ConfigMap.
+    write_bytes(&t, "plain/secret.enc.yaml", &s.encrypt("p.yaml", secret_yaml("db", "plain-pw-1").as_bytes(), &regex));
+    t.repo.write("plain/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {a: b}\n");
+    // kustomize: a namePrefix and labels change the encrypted Secret (its MAC is checked on the file), and a
+    // secretGenerator reads an encrypted env file and an encrypted binary file.
+    write_bytes(&t, "kz/secret.enc.yaml", &s.encrypt("k.yaml", secret_yaml("api", "kz-pw-2").as_bytes(), &regex));
+    write_bytes(&t, "kz/app.enc.env", &s.encrypt("app.env", b"API_KEY=env-key-3\nMODE=fast\n", &[]));
+    write_bytes(&t, "kz/token.bin", &s.encrypt("token.bin", b"binary-token-4\x00\xff", &[]));
+    t.repo.write(
+        "kz/kustomization.yaml",
+        "namePrefix: team-\nlabels:\n- pairs: {team: a}\nresources: [secret.enc.yaml]\nsecretGenerator:\n- name: app-env\n  envs: [app.enc.env]\n- name: app-token\n  files: [token=token.bin]\n",
+    );
+    let commit = t.repo.commit_and_push("encrypted");
+    key_secret(&t, &s).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    let decryption = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
+    for (env, path) in [("plain", "plain"), ("kz", "kz")] {
+        t.create_env(
+            env,
+            json!({"sourceRef": {"name": "config"}, "path": path, "interval": "1h", "decryption": decryption}),
+        )
+        .await;
+    }
+    applied(&t, "plain", &commit).await;
+    applied(&t, "kz", &commit).await;
+
+    let secrets = t.api::<Secret>();
+    let db = secrets.get("db").await.unwrap();
+    assert_eq!(secret_value(&db, "password"), "plain-pw-1");
+    assert_eq!(secret_value(&db, "user"), "admin");
+    let api = secrets.get("team-api").await.unwrap();
+    assert_eq!(secret_value(&api, "password"), "kz-pw-2");
+    assert_eq!(api.metadata.labels.unwrap()["team"], "a");
+    let all = secrets.list(&ListParams::default()).await.unwrap().items;
+    let named = |prefix: &str| {
+        all.iter()
+            .find(|s| s.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no Secret {prefix}*"))
+            .clone()
+    };
+    let env = named("team-app-env-");
+    assert_eq!(secret_value(&env, "API_KEY"), "env-key-3");
+    assert_eq!(secret_value(&env, "MODE"), "fast");
+    assert!(!env.data.as_ref().unwrap().contains_key("sops_mac"));
+    let token = named("team-app-token-");
+    assert_eq!(token.data.as_ref().unwrap()["token"].0, b"binary-token-4\x00\xff");
+    // No field of sops metadata reached the cluster.
+    assert!(serde_json::to_string(&db).unwrap().find("\"sops\"").is_none());
+}
+
+#[tokio::test]
+async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothing_applied() {
+    let s = Sops::new();
+    let t = TestEnv::new("sops-refuse").await;
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    write_bytes(&t, "app/secret.enc.yaml", &s.encrypt("a.yaml", secret_yaml("db", "good-pw-1").as_bytes(), &regex));
+    let first = t.repo.commit_and_push("good");
+    key_secret(&t, &s).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_env(
+        "app",
+        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "1h",
+               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
+    )
+    .await;
+    applied(&t, "app", &first).await;
+    let still_first = || async {
+        let db = t.api::<Secret>().get("db").await.unwrap();
+        assert_eq!(secret_value(&db, "password"), "good-pw-1");
+        let env = t.api::<Environment>().get("app").await.unwrap();
+        assert!(env.status.unwrap().last_applied_revision.unwrap().ends_with(&first));
+    };
+
+    // 1. A tampered value (one byte of its ciphertext), and a new ConfigMap that must not be applied either.
+    let encrypted = String::from_utf8(s.encrypt("b.yaml", secret_yaml("db", "new-pw-2").as_bytes(), &regex)).unwrap();
+    let at = encrypted.find("password: ENC[AES256_GCM,data:").unwrap() + 31;
+    let mut tampered = encrypted.into_bytes();
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    write_bytes(&t, "app/secret.enc.yaml", &tampered);
+    t.repo.write("app/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: new}\ndata: {a: b}\n");
+    let second = t.repo.commit_and_push("tampered");
+    let annotate = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "t1"}}});
+    t.api::<ferry::api::GitRepository>()
+        .patch("config", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
+    let (_, message) = refused(&t, "app", &second).await;
+    assert!(message.contains("app/secret.enc.yaml") && message.contains("stringData.password"), "{message}");
+    assert!(!message.contains("new-pw-2") && !message.contains("good-pw-1"), "{message}");
+    still_first().await;
+    assert!(t.api::<k8s_openapi::api::core::v1::ConfigMap>().get_opt("new").await.unwrap().is_none());
+    t.wait_event("app", "Warning", "DecryptionFailed").await;
+
+    // 2. A valid file, but the Secret holds another identity.
+    write_bytes(&t, "app/secret.enc.yaml", &s.encrypt("c.yaml", secret_yaml("db", "new-pw-3").as_bytes(), &regex));
+    let third = t.repo.commit_and_push("valid again");
+    let other = Sops::new();
+    let patch = json!({"stringData": {"identity.agekey": other.identity()}});
+    t.api::<Secret>()
+        .patch("sops-age", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let annotate = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "t2"}}});
+    t.api::<ferry::api::GitRepository>()
+        .patch("config", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
+    let (_, message) = refused(&t, "app", &third).await;
+    assert!(message.contains("none of the 1 age identities") && message.contains(&s.recipient), "{message}");
+    assert!(!message.contains("AGE-SECRET-KEY"), "{message}");
+    still_first().await;
+
+    // 3. No spec.decryption at all: refused rather than applied encrypted.
+    let patch = json!({"spec": {"decryption": null}});
+    t.api::<Environment>()
+        .patch("app", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let e = wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
+        env_ready(e).is_some_and(|(_, r, m)| r == "DecryptionFailed" && m.contains("no spec.decryption"))
+    })
+    .await;
+    let (_, _, message) = env_ready(&e).unwrap();
+    assert!(message.contains("Secret db (from app/secret.enc.yaml)"), "{message}");
+    still_first().await;
+}
+
+#[tokio::test]
+async fn plaintext_is_in_no_log_status_event_or_file_of_the_controller() {
+    let logs = captured_logs();
+    let s = Sops::new();
+    let t = TestEnv::new("sops-leak").await;
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    let (pw, env_value) = ("leak-check-pw-7f3a9", "leak-check-env-c41d2");
+    write_bytes(&t, "kz/secret.enc.yaml", &s.encrypt("l.yaml", secret_yaml("db", pw).as_bytes(), &regex));
+    write_bytes(&t, "kz/app.enc.env", &s.encrypt("l.env", format!("KEY={env_value}\n").as_bytes(), &[]));
+    t.repo.write(
+        "kz/kustomization.yaml",
+        "resources: [secret.enc.yaml]\nsecretGenerator:\n- name: app-env\n  envs: [app.enc.env]\n",
+    );
+    let commit = t.repo.commit_and_push("encrypted");
+    key_secret(&t, &s).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_env(
+        "app",
+        json!({"sourceRef": {"name": "config"}, "path": "kz", "interval": "1h",
+               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
+    )
+    .await;
+    applied(&t, "app", &commit).await;
+    assert_eq!(secret_value(&t.api::<Secret>().get("db").await.unwrap(), "password"), pw);
+    // One more full sync of the same revision.
+    t.reconciled("app", "again").await;
+
+    let needles = [pw, env_value];
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(logged.contains("sops-leak"), "the capture sees the controller's logs");
+    let env = t.api::<Environment>().get("app").await.unwrap();
+    let status = serde_json::to_string(&env.status).unwrap();
+    let events = format!("{:?}", t.events("app").await);
+    for needle in needles {
+        assert!(!logged.contains(needle), "a log line holds {needle}");
+        assert!(!status.contains(needle), "status holds {needle}");
+        assert!(!events.contains(needle), "an Event holds {needle}");
+        for dir in [t.storage_dir(), Path::new("/dev/shm")] {
+            if let Some(file) = file_containing(dir, needle.as_bytes()) {
+                panic!("{} holds {needle}", file.display());
+            }
+        }
+    }
+    // `ferry diff` shows Secret values masked.
+    let live = serde_json::to_value(t.api::<Secret>().get("db").await.unwrap()).unwrap();
+    let masked = serde_json::to_string(&ferry::cli::mask_secret(&live)).unwrap();
+    let encoded = base64_of(pw);
+    assert!(!masked.contains(pw) && !masked.contains(&encoded), "{masked}");
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The first file below `dir` (links not followed) whose bytes contain `needle`.
+fn file_containing(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file()
+                && let Ok(bytes) = std::fs::read(entry.path())
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                return Some(entry.path());
+            }
+        }
+    }
+    None
+}
