@@ -67,17 +67,22 @@ impl Sops {
         if let Some(rule) = args.first().and_then(|a| a.strip_prefix("rule:")) {
             // Settings sops takes only from a creation rule (mac_only_encrypted).
             let config = self.dir.path().join("sops-config.yaml");
-            let text = format!("creation_rules:\n  - age: {}\n    {}\n", self.recipient, rule.replace(',', "\n    "));
+            let text = format!(
+                "creation_rules:\n  - age: {}\n    {}\n",
+                self.recipient,
+                rule.replace(',', "\n    ")
+            );
             std::fs::write(&config, text).unwrap();
             cmd.arg("--config").arg(&config).arg("encrypt");
         } else {
             cmd.args(["encrypt", "--age", &self.recipient]).args(args);
         }
-        let out = cmd
-            .arg(&path)
-            .output()
-            .expect("sops");
-        assert!(out.status.success(), "sops encrypt: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cmd.arg(&path).output().expect("sops");
+        assert!(
+            out.status.success(),
+            "sops encrypt: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -164,7 +169,10 @@ fn yaml_and_json_written_by_sops_decrypt_as_sops_decrypts_them_with_every_select
         let ours = decrypt_file(&encrypted, Format::Yaml, &keys).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         let theirs = s.decrypt("mixed.yaml", &encrypted).unwrap();
         assert_eq!(docs(&ours), docs(&theirs), "{args:?}");
-        assert_eq!(docs(&ours)[0]["stringData"]["password"], Yaml::String("s3cr3t-value".into()));
+        assert_eq!(
+            docs(&ours)[0]["stringData"]["password"],
+            Yaml::String("s3cr3t-value".into())
+        );
     }
     let json_plain = br#"{"a": 1, "b": {"c": "d", "e": [true, 1.5, "x"]}, "f_plain": "g"}"#;
     for args in [vec![], vec!["--unencrypted-suffix", "_plain"]] {
@@ -199,8 +207,8 @@ fn dotenv_and_binary_files_decrypt_byte_for_byte_as_sops_does() {
 fn tampered_files_are_refused_as_sops_refuses_them_and_errors_never_quote_values() {
     let s = Sops::new();
     let keys = s.keyring();
-    let encrypted = String::from_utf8(s.encrypt("t.yaml", MIXED.as_bytes(), &["--encrypted-regex", "^stringData$"]))
-        .unwrap();
+    let encrypted =
+        String::from_utf8(s.encrypt("t.yaml", MIXED.as_bytes(), &["--encrypted-regex", "^stringData$"])).unwrap();
     let flip_value = {
         // One byte of the password's ciphertext.
         let at = encrypted.find("password: ENC[AES256_GCM,data:").unwrap() + "password: ENC[AES256_GCM,data:".len();
@@ -210,7 +218,10 @@ fn tampered_files_are_refused_as_sops_refuses_them_and_errors_never_quote_values
     };
     let cases = [
         ("an encrypted value changed", flip_value),
-        ("an unencrypted value changed", encrypted.replacen("name: mixed", "name: other", 1)),
+        (
+            "an unencrypted value changed",
+            encrypted.replacen("name: mixed", "name: other", 1),
+        ),
         ("a value removed", {
             let line = encrypted.lines().find(|l| l.trim_start().starts_with("port:")).unwrap();
             encrypted.replacen(&format!("{line}\n"), "", 1)
@@ -223,15 +234,23 @@ fn tampered_files_are_refused_as_sops_refuses_them_and_errors_never_quote_values
             let pw = encrypted.lines().find(|l| l.contains("password: ENC")).unwrap();
             let tok = encrypted.lines().find(|l| l.contains("token_plain: ENC")).unwrap();
             let (pw_value, tok_value) = (pw.split_once(": ").unwrap().1, tok.split_once(": ").unwrap().1);
-            encrypted
-                .replacen(pw, &pw.replace(pw_value, tok_value), 1)
-                .replacen(tok, &tok.replace(tok_value, pw_value), 1)
+            encrypted.replacen(pw, &pw.replace(pw_value, tok_value), 1).replacen(
+                tok,
+                &tok.replace(tok_value, pw_value),
+                1,
+            )
         }),
     ];
     for (what, tampered) in cases {
         let err = decrypt_file(tampered.as_bytes(), Format::Yaml, &keys).expect_err(what);
-        assert!(matches!(err, SopsError::MacMismatch | SopsError::Value(_)), "{what}: {err}");
-        assert!(s.decrypt("t.yaml", tampered.as_bytes()).is_err(), "{what}: sops accepts it");
+        assert!(
+            matches!(err, SopsError::MacMismatch | SopsError::Value(_)),
+            "{what}: {err}"
+        );
+        assert!(
+            s.decrypt("t.yaml", tampered.as_bytes()).is_err(),
+            "{what}: sops accepts it"
+        );
         for plain in ["s3cr3t-value", "visible", "line one"] {
             assert!(!err.to_string().contains(plain), "{what}: {err}");
         }
@@ -299,8 +318,11 @@ fn write_bytes(t: &TestEnv, rel: &str, content: &[u8]) {
 }
 
 async fn key_secret(t: &TestEnv, s: &Sops) {
-    t.create_secret("sops-age", &[("identity.agekey", &s.identity()), ("notes", "not a key")])
-        .await;
+    t.create_secret(
+        "sops-age",
+        &[("identity.agekey", &s.identity()), ("notes", "not a key")],
+    )
+    .await;
 }
 
 async fn applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
@@ -337,20 +359,40 @@ async fn encrypted_secrets_plain_and_through_kustomize_with_generated_ones_are_a
     let t = TestEnv::new("sops-apply").await;
     let regex = ["--encrypted-regex", "^(data|stringData)$"];
     // Plain YAML: an encrypted Secret beside a plain ConfigMap.
-    write_bytes(&t, "plain/secret.enc.yaml", &s.encrypt("p.yaml", secret_yaml("db", "plain-pw-1").as_bytes(), &regex));
-    t.repo.write("plain/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {a: b}\n");
+    write_bytes(
+        &t,
+        "plain/secret.enc.yaml",
+        &s.encrypt("p.yaml", secret_yaml("db", "plain-pw-1").as_bytes(), &regex),
+    );
+    t.repo.write(
+        "plain/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {a: b}\n",
+    );
     // kustomize: a namePrefix and labels change the encrypted Secret (its MAC is checked on the file), and a
     // secretGenerator reads an encrypted env file and an encrypted binary file.
-    write_bytes(&t, "kz/secret.enc.yaml", &s.encrypt("k.yaml", secret_yaml("api", "kz-pw-2").as_bytes(), &regex));
-    write_bytes(&t, "kz/app.enc.env", &s.encrypt("app.env", b"API_KEY=env-key-3\nMODE=fast\n", &[]));
-    write_bytes(&t, "kz/token.bin", &s.encrypt("token.bin", b"binary-token-4\x00\xff", &[]));
+    write_bytes(
+        &t,
+        "kz/secret.enc.yaml",
+        &s.encrypt("k.yaml", secret_yaml("api", "kz-pw-2").as_bytes(), &regex),
+    );
+    write_bytes(
+        &t,
+        "kz/app.enc.env",
+        &s.encrypt("app.env", b"API_KEY=env-key-3\nMODE=fast\n", &[]),
+    );
+    write_bytes(
+        &t,
+        "kz/token.bin",
+        &s.encrypt("token.bin", b"binary-token-4\x00\xff", &[]),
+    );
     t.repo.write(
         "kz/kustomization.yaml",
         "namePrefix: team-\nlabels:\n- pairs: {team: a}\nresources: [secret.enc.yaml]\nsecretGenerator:\n- name: app-env\n  envs: [app.enc.env]\n- name: app-token\n  files: [token=token.bin]\n",
     );
     let commit = t.repo.commit_and_push("encrypted");
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
     let decryption = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
     for (env, path) in [("plain", "plain"), ("kz", "kz")] {
         t.create_env(
@@ -391,10 +433,15 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
     let s = Sops::new();
     let t = TestEnv::new("sops-refuse").await;
     let regex = ["--encrypted-regex", "^(data|stringData)$"];
-    write_bytes(&t, "app/secret.enc.yaml", &s.encrypt("a.yaml", secret_yaml("db", "good-pw-1").as_bytes(), &regex));
+    write_bytes(
+        &t,
+        "app/secret.enc.yaml",
+        &s.encrypt("a.yaml", secret_yaml("db", "good-pw-1").as_bytes(), &regex),
+    );
     let first = t.repo.commit_and_push("good");
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
     t.create_env(
         "app",
         json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "1h",
@@ -415,7 +462,10 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
     let mut tampered = encrypted.into_bytes();
     tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
     write_bytes(&t, "app/secret.enc.yaml", &tampered);
-    t.repo.write("app/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: new}\ndata: {a: b}\n");
+    t.repo.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: new}\ndata: {a: b}\n",
+    );
     let second = t.repo.commit_and_push("tampered");
     let annotate = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "t1"}}});
     t.api::<ferry::api::GitRepository>()
@@ -423,14 +473,30 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
         .await
         .unwrap();
     let (_, message) = refused(&t, "app", &second).await;
-    assert!(message.contains("app/secret.enc.yaml") && message.contains("stringData.password"), "{message}");
-    assert!(!message.contains("new-pw-2") && !message.contains("good-pw-1"), "{message}");
+    assert!(
+        message.contains("app/secret.enc.yaml") && message.contains("stringData.password"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("new-pw-2") && !message.contains("good-pw-1"),
+        "{message}"
+    );
     still_first().await;
-    assert!(t.api::<k8s_openapi::api::core::v1::ConfigMap>().get_opt("new").await.unwrap().is_none());
+    assert!(
+        t.api::<k8s_openapi::api::core::v1::ConfigMap>()
+            .get_opt("new")
+            .await
+            .unwrap()
+            .is_none()
+    );
     t.wait_event("app", "Warning", "DecryptionFailed").await;
 
     // 2. A valid file, but the Secret holds another identity.
-    write_bytes(&t, "app/secret.enc.yaml", &s.encrypt("c.yaml", secret_yaml("db", "new-pw-3").as_bytes(), &regex));
+    write_bytes(
+        &t,
+        "app/secret.enc.yaml",
+        &s.encrypt("c.yaml", secret_yaml("db", "new-pw-3").as_bytes(), &regex),
+    );
     let third = t.repo.commit_and_push("valid again");
     let other = Sops::new();
     let patch = json!({"stringData": {"identity.agekey": other.identity()}});
@@ -444,7 +510,10 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
         .await
         .unwrap();
     let (_, message) = refused(&t, "app", &third).await;
-    assert!(message.contains("none of the 1 age identities") && message.contains(&s.recipient), "{message}");
+    assert!(
+        message.contains("none of the 1 age identities") && message.contains(&s.recipient),
+        "{message}"
+    );
     assert!(!message.contains("AGE-SECRET-KEY"), "{message}");
     still_first().await;
 
@@ -470,15 +539,24 @@ async fn plaintext_is_in_no_log_status_event_or_file_of_the_controller() {
     let t = TestEnv::new("sops-leak").await;
     let regex = ["--encrypted-regex", "^(data|stringData)$"];
     let (pw, env_value) = ("leak-check-pw-7f3a9", "leak-check-env-c41d2");
-    write_bytes(&t, "kz/secret.enc.yaml", &s.encrypt("l.yaml", secret_yaml("db", pw).as_bytes(), &regex));
-    write_bytes(&t, "kz/app.enc.env", &s.encrypt("l.env", format!("KEY={env_value}\n").as_bytes(), &[]));
+    write_bytes(
+        &t,
+        "kz/secret.enc.yaml",
+        &s.encrypt("l.yaml", secret_yaml("db", pw).as_bytes(), &regex),
+    );
+    write_bytes(
+        &t,
+        "kz/app.enc.env",
+        &s.encrypt("l.env", format!("KEY={env_value}\n").as_bytes(), &[]),
+    );
     t.repo.write(
         "kz/kustomization.yaml",
         "resources: [secret.enc.yaml]\nsecretGenerator:\n- name: app-env\n  envs: [app.enc.env]\n",
     );
     let commit = t.repo.commit_and_push("encrypted");
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
     t.create_env(
         "app",
         json!({"sourceRef": {"name": "config"}, "path": "kz", "interval": "1h",
@@ -486,7 +564,10 @@ async fn plaintext_is_in_no_log_status_event_or_file_of_the_controller() {
     )
     .await;
     applied(&t, "app", &commit).await;
-    assert_eq!(secret_value(&t.api::<Secret>().get("db").await.unwrap(), "password"), pw);
+    assert_eq!(
+        secret_value(&t.api::<Secret>().get("db").await.unwrap(), "password"),
+        pw
+    );
     // One more full sync of the same revision.
     t.reconciled("app", "again").await;
 
@@ -523,7 +604,9 @@ fn file_containing(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else { continue };
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
             if meta.is_dir() {
                 stack.push(entry.path());
             } else if meta.is_file()
@@ -535,4 +618,61 @@ fn file_containing(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// kustomize output: decrypted by the file it came from (MAC checked there, so a namePrefix does not break it),
+/// and a patch cannot swap in ciphertext from another document of that file (same data key, same path: AES-GCM
+/// alone would accept it). `ferry render` prints documents as stored unless `--decrypt-with` is given.
+#[tokio::test]
+async fn kustomize_output_decrypts_by_its_source_file_and_cannot_take_ciphertext_from_elsewhere() {
+    let s = Sops::new();
+    let dir = tempfile::tempdir().unwrap();
+    let two = format!("{}---\n{}", secret_yaml("a", "pw-of-a"), secret_yaml("b", "pw-of-b"));
+    let encrypted =
+        String::from_utf8(s.encrypt("two.yaml", two.as_bytes(), &["--encrypted-regex", "^stringData$"])).unwrap();
+    std::fs::create_dir_all(dir.path().join("kz")).unwrap();
+    std::fs::write(dir.path().join("kz/secrets.enc.yaml"), &encrypted).unwrap();
+    let kustomization = "namePrefix: p-\nresources: [secrets.enc.yaml]\n";
+    std::fs::write(dir.path().join("kz/kustomization.yaml"), kustomization).unwrap();
+    let settings = ferry::render::RenderSettings {
+        kustomize: Sops::new().bin.join("kustomize"),
+        ..Default::default()
+    };
+    let key_file = s.key_file.clone();
+
+    let stored = ferry::cli::render_local(dir.path(), "kz", &settings).await.unwrap();
+    assert!(stored.yaml.contains("ENC[AES256_GCM") && !stored.yaml.contains("pw-of-a"));
+    let decrypted = ferry::cli::render_local_decrypted(dir.path(), "kz", &settings, &key_file)
+        .await
+        .unwrap();
+    let password = |name: &str| {
+        decrypted
+            .objects
+            .iter()
+            .find(|o| o.name() == name)
+            .map(|o| o.object["stringData"]["password"].clone())
+    };
+    assert_eq!(password("p-a"), Some(json!("pw-of-a")));
+    assert_eq!(password("p-b"), Some(json!("pw-of-b")));
+    assert!(!decrypted.yaml.contains("sops:") && decrypted.yaml.contains("pw-of-a"));
+
+    // b's ciphertext patched into a.
+    let b_doc = encrypted.split("\n---\n").nth(1).unwrap();
+    let b_password = b_doc.lines().find_map(|l| l.trim().strip_prefix("password: ")).unwrap();
+    std::fs::write(
+        dir.path().join("kz/kustomization.yaml"),
+        format!(
+            "{kustomization}patches:\n- patch: |\n    apiVersion: v1\n    kind: Secret\n    metadata: {{name: a}}\n    stringData: {{password: \"{b_password}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let err = ferry::cli::render_local_decrypted(dir.path(), "kz", &settings, &key_file)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Secret p-a") && err.contains("stringData.password"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-of"), "{err}");
 }

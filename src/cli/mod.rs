@@ -11,7 +11,10 @@ mod target;
 mod tree;
 mod version;
 
-pub use diff::{DiffError, diff_environment, diff_local, environment_revision, mask_secret, render_local, render_local_decrypted, unified};
+pub use diff::{
+    DiffError, diff_environment, diff_local, environment_revision, mask_secret, render_local, render_local_decrypted,
+    unified,
+};
 pub use events::{EventRow, events, ferry_events, format_events};
 pub use pipeline::{
     CliError, approve, format_history, format_pipeline, history, pipeline, promote, reject, resolve_verified, rollback,

@@ -107,10 +107,14 @@ mod tests {
 
         // A damaged key: the error names the line, never the key.
         let broken = format!("{}x\n", &secret[..secret.len() - 1]);
-        let err = Keyring::parse(broken.as_bytes(), "keys.agekey").unwrap_err().to_string();
+        let err = Keyring::parse(broken.as_bytes(), "keys.agekey")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("keys.agekey") && err.contains("line 1"), "{err}");
         assert!(!err.contains(&secret[20..40]), "{err}");
-        let err = Keyring::parse(b"AGE-PLUGIN-YUBIKEY-1QQQ\n", "k").unwrap_err().to_string();
+        let err = Keyring::parse(b"AGE-PLUGIN-YUBIKEY-1QQQ\n", "k")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not supported") && !err.contains("YUBIKEY"), "{err}");
     }
 

@@ -15,12 +15,21 @@ use crate::source::real_path_beneath;
 fn sources(kustomization: &Value) -> Vec<(String, Format)> {
     let mut out = Vec::new();
     for generator in kustomization["secretGenerator"].as_array().into_iter().flatten() {
-        for entry in generator["files"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        for entry in generator["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             // `key=path` or `path`; the key's extension picks the format (Flux's rule).
             let (key, path) = entry.split_once('=').unwrap_or((entry, entry));
             out.push((path.to_string(), Format::for_path(key)));
         }
-        let envs = generator["envs"].as_array().into_iter().flatten().chain(generator.get("env"));
+        let envs = generator["envs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(generator.get("env"));
         for path in envs.filter_map(Value::as_str) {
             let format = match Format::for_path(path) {
                 Format::Binary => Format::Dotenv,
@@ -45,8 +54,12 @@ pub fn decrypt_sources(
             continue;
         };
         // The static check already parsed it; a file it cannot read again is kustomize's to report.
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
-        let Ok(kustomization) = serde_yaml_ng::from_str::<Value>(&text) else { continue };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(kustomization) = serde_yaml_ng::from_str::<Value>(&text) else {
+            continue;
+        };
         let rel_dir = dir.strip_prefix(root).unwrap_or(dir);
         for (path, format) in sources(&kustomization) {
             let Ok(real) = real_path_beneath(root, &rel_dir.join(&path)) else {

@@ -40,9 +40,7 @@ const MAX_SCAN_BYTES: u64 = 256 << 20;
 pub enum DecryptError {
     #[error("decrypting {file}: {reason}")]
     Failed { file: String, reason: SopsError },
-    #[error(
-        "{what} is SOPS-encrypted, but the Environment has no spec.decryption: refusing to apply it encrypted"
-    )]
+    #[error("{what} is SOPS-encrypted, but the Environment has no spec.decryption: refusing to apply it encrypted")]
     NotConfigured { what: String },
     #[error("{what} is SOPS-encrypted, but no file of the repository holds it as sops wrote it")]
     NoSource { what: String },
@@ -96,7 +94,10 @@ pub fn keyring_from_secret(shown: &str, data: &BTreeMap<String, Vec<u8>>) -> Res
 
 /// Whether an object carries sops metadata (a `sops` mapping with a `mac`).
 pub fn is_encrypted(object: &Value) -> bool {
-    object.get("sops").and_then(|s| s.get("mac")).is_some_and(Value::is_string)
+    object
+        .get("sops")
+        .and_then(|s| s.get("mac"))
+        .is_some_and(Value::is_string)
 }
 
 /// Whether a Secret's data looks like kustomize generated it from a SOPS-encrypted file: a `sops_mac` key (an
@@ -121,8 +122,14 @@ fn holds_encrypted_data(object: &Value) -> bool {
 }
 
 fn describe(o: &RenderedObject) -> String {
-    format!("{} {}/{} (from {})", o.kind(), o.namespace().unwrap_or(""), o.name(), o.source)
-        .replace(" /", " ")
+    format!(
+        "{} {}/{} (from {})",
+        o.kind(),
+        o.namespace().unwrap_or(""),
+        o.name(),
+        o.source
+    )
+    .replace(" /", " ")
 }
 
 /// The first thing in a render that is SOPS-encrypted, described for a message; `None` when there is none.
@@ -186,10 +193,11 @@ pub async fn decrypt_render(
     }))
 }
 
-/// One MAC-checked source: its data key and every encrypted value it holds, as (path, `ENC[…]`).
+/// One MAC-checked source: its data key and, per document, every encrypted value it holds as
+/// (path, `ENC[…]`).
 struct Verified {
     key: sops::DataKey,
-    values: HashSet<(String, String)>,
+    documents: Vec<HashSet<(String, String)>>,
 }
 
 /// Decrypts every object with sops metadata. Plain renders name each object's file; for kustomize output the
@@ -222,7 +230,7 @@ fn decrypt_objects(
                 return Err(DecryptError::NoSource { what: describe(o) });
             }
             let mut key = None;
-            let mut values = HashSet::new();
+            let mut documents = Vec::new();
             for file in &files {
                 let failed = |reason| DecryptError::Failed {
                     file: file.clone(),
@@ -236,7 +244,7 @@ fn decrypt_objects(
                 }
                 for doc in sops::parse_documents(&content).map_err(failed)? {
                     if doc.get("sops").is_some() {
-                        values.extend(sops::encrypted_values(&doc).map_err(failed)?);
+                        documents.push(sops::encrypted_values(&doc).map_err(failed)?.into_iter().collect());
                     }
                 }
                 key = Some(opened.key);
@@ -244,7 +252,7 @@ fn decrypt_objects(
             let Some(key) = key else {
                 return Err(DecryptError::NoSource { what: describe(o) });
             };
-            verified.insert(mac.clone(), Verified { key, values });
+            verified.insert(mac.clone(), Verified { key, documents });
         }
         let Some(source) = verified.get(&mac) else {
             return Err(DecryptError::NoSource { what: describe(o) });
@@ -254,10 +262,17 @@ fn decrypt_objects(
             reason,
         };
         let doc: Yaml = serde_yaml_ng::to_value(&o.object).map_err(|_| failed(SopsError::Parse("object".into())))?;
-        for (path, value) in sops::encrypted_values(&doc).map_err(failed)? {
-            if !source.values.contains(&(path.clone(), value)) {
-                return Err(failed(SopsError::Value(path.replace(':', "."))));
-            }
+        // Every encrypted value must be one a single document of the checked file holds at that path: kustomize
+        // may patch clear fields, but cannot swap in ciphertext from elsewhere (another document, an old file).
+        let values: Vec<(String, String)> = sops::encrypted_values(&doc).map_err(failed)?;
+        if !source.documents.iter().any(|d| values.iter().all(|v| d.contains(v))) {
+            let path = values
+                .iter()
+                .find(|v| !source.documents.iter().any(|d| d.contains(*v)))
+                .or(values.first())
+                .map(|(p, _)| p.replace(':', "."))
+                .unwrap_or_default();
+            return Err(failed(SopsError::Value(path)));
         }
         let plain = sops::decrypt_document(&doc, &source.key).map_err(failed)?;
         let object = serde_json::to_value(&plain).map_err(|_| failed(SopsError::Parse("object".into())))?;
@@ -289,13 +304,17 @@ fn scan_sources(root: &Path) -> Result<HashMap<String, Vec<String>>, DecryptErro
                 continue;
             }
             let rel = rel_dir.join(&name);
-            let Ok(meta) = entry.path().symlink_metadata() else { continue };
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
             if meta.is_dir() {
                 stack.push(rel);
                 continue;
             }
             let format = Format::for_path(&name);
-            if !meta.is_file() || !matches!(format, Format::Yaml | Format::Json) || meta.len() > crate::source::MAX_FILE_BYTES
+            if !meta.is_file()
+                || !matches!(format, Format::Yaml | Format::Json)
+                || meta.len() > crate::source::MAX_FILE_BYTES
             {
                 continue;
             }
@@ -305,11 +324,15 @@ fn scan_sources(root: &Path) -> Result<HashMap<String, Vec<String>>, DecryptErro
                     "the repository has over {MAX_SCAN_BYTES} bytes of manifests to search for encrypted sources"
                 )));
             }
-            let Ok(content) = std::fs::read(entry.path()) else { continue };
+            let Ok(content) = std::fs::read(entry.path()) else {
+                continue;
+            };
             if !format.looks_encrypted(&content) {
                 continue;
             }
-            let Ok(docs) = sops::parse_documents(&content) else { continue };
+            let Ok(docs) = sops::parse_documents(&content) else {
+                continue;
+            };
             let shown = rel.to_string_lossy().into_owned();
             for mac in docs.iter().filter_map(|d| d.get("sops")?.get("mac")?.as_str()) {
                 let files = index.entry(mac.to_string()).or_default();

@@ -137,7 +137,11 @@ impl Metadata {
                 "comment-based selectors (encrypted_comment_regex, unencrypted_comment_regex)".to_string(),
             ));
         }
-        if sops.get("key_groups").and_then(Yaml::as_sequence).is_some_and(|g| !g.is_empty()) {
+        if sops
+            .get("key_groups")
+            .and_then(Yaml::as_sequence)
+            .is_some_and(|g| !g.is_empty())
+        {
             return Err(SopsError::Unsupported("key groups (Shamir secret sharing)".to_string()));
         }
         let mut age = Vec::new();
@@ -147,7 +151,11 @@ impl Metadata {
         }
         let other_keys = OTHER_KEY_TYPES
             .iter()
-            .filter(|(key, _)| sops.get(*key).and_then(Yaml::as_sequence).is_some_and(|s| !s.is_empty()))
+            .filter(|(key, _)| {
+                sops.get(*key)
+                    .and_then(Yaml::as_sequence)
+                    .is_some_and(|s| !s.is_empty())
+            })
             .map(|(_, name)| *name)
             .collect();
         let mac_only_encrypted = match sops.get("mac_only_encrypted") {
@@ -276,7 +284,10 @@ fn open(value: &str, key: &DataKey, additional_data: &str) -> Result<(Vec<u8>, S
         // sops leaves empty values as they are.
         return Ok((Vec::new(), "str".to_string()));
     }
-    let inner = value.strip_prefix("ENC[AES256_GCM,").and_then(|v| v.strip_suffix(']')).ok_or(())?;
+    let inner = value
+        .strip_prefix("ENC[AES256_GCM,")
+        .and_then(|v| v.strip_suffix(']'))
+        .ok_or(())?;
     let mut fields = std::collections::HashMap::new();
     for part in inner.split(',') {
         let (k, v) = part.split_once(':').ok_or(())?;
@@ -319,7 +330,11 @@ fn typed(plain: Vec<u8>, kind: &str) -> Result<Yaml, ()> {
 }
 
 fn shown(path: &[String]) -> String {
-    if path.is_empty() { ".".to_string() } else { path.join(".") }
+    if path.is_empty() {
+        ".".to_string()
+    } else {
+        path.join(".")
+    }
 }
 
 /// Walks a tree as sops does (mappings in order, sequence items under their parent's path, nulls skipped),
@@ -333,7 +348,10 @@ fn walk(
         Yaml::Mapping(map) => {
             for (k, child) in map.iter_mut() {
                 let Some(k) = k.as_str() else {
-                    return Err(SopsError::Unsupported(format!("non-string keys (under {})", shown(path))));
+                    return Err(SopsError::Unsupported(format!(
+                        "non-string keys (under {})",
+                        shown(path)
+                    )));
                 };
                 path.push(k.to_string());
                 walk(child, path, leaf)?;
@@ -501,9 +519,16 @@ pub fn decrypt_dotenv(content: &[u8], keys: &Keyring) -> Result<Vec<u8>, SopsErr
         for (k, v) in map {
             let value = match v {
                 Yaml::String(s) => s.clone(),
-                other => serde_yaml_ng::to_string(other).unwrap_or_default().trim_end().to_string(),
+                other => serde_yaml_ng::to_string(other)
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_string(),
             };
-            out.push_str(&format!("{}={}\n", k.as_str().unwrap_or_default(), value.replace('\n', "\\n")));
+            out.push_str(&format!(
+                "{}={}\n",
+                k.as_str().unwrap_or_default(),
+                value.replace('\n', "\\n")
+            ));
         }
     }
     Ok(out.into_bytes())
@@ -556,7 +581,9 @@ pub fn decrypt_binary(content: &[u8], keys: &Keyring) -> Result<Vec<u8>, SopsErr
     let path = ["data".to_string()];
     let mut mac = Mac::new(&meta);
     let plain = if meta.encrypts(&path) {
-        open(value, &key, "data:").map_err(|_| SopsError::Value("data".to_string()))?.0
+        open(value, &key, "data:")
+            .map_err(|_| SopsError::Value("data".to_string()))?
+            .0
     } else {
         value.as_bytes().to_vec()
     };
@@ -596,7 +623,8 @@ mod tests {
     use super::*;
 
     fn meta(extra: &str) -> Metadata {
-        let v: Yaml = serde_yaml_ng::from_str(&format!("lastmodified: '2026-01-01T00:00:00Z'\nmac: x\n{extra}")).unwrap();
+        let v: Yaml =
+            serde_yaml_ng::from_str(&format!("lastmodified: '2026-01-01T00:00:00Z'\nmac: x\n{extra}")).unwrap();
         Metadata::parse(&v).unwrap()
     }
 
@@ -635,7 +663,10 @@ mod tests {
     fn lastmodified_is_reformatted_as_go_does() {
         assert_eq!(meta("").mac_additional_data(), "2026-01-01T00:00:00Z");
         let v: Yaml = serde_yaml_ng::from_str("lastmodified: '2026-01-01T00:00:00.123+02:00'\nmac: x\n").unwrap();
-        assert_eq!(Metadata::parse(&v).unwrap().mac_additional_data(), "2026-01-01T00:00:00+02:00");
+        assert_eq!(
+            Metadata::parse(&v).unwrap().mac_additional_data(),
+            "2026-01-01T00:00:00+02:00"
+        );
     }
 
     #[test]

@@ -874,7 +874,9 @@ impl Reconcile {
             stalled: !e.is_transient(),
         };
         let Some(decryption) = &self.env.spec.decryption else {
-            return Ok(crate::decrypt::refuse_encrypted(rendered).map(|()| None).map_err(failed));
+            return Ok(crate::decrypt::refuse_encrypted(rendered)
+                .map(|()| None)
+                .map_err(failed));
         };
         let keys = match self.keyring(decryption).await? {
             Ok(keys) => keys,
@@ -902,7 +904,9 @@ impl Reconcile {
             return Ok(Err(DecryptError::Provider(decryption.provider.clone())));
         }
         let Some(secret_ref) = &decryption.secret_ref else {
-            return Ok(Err(DecryptError::NoIdentities("(none: spec.decryption.secretRef is not set)".into())));
+            return Ok(Err(DecryptError::NoIdentities(
+                "(none: spec.decryption.secretRef is not set)".into(),
+            )));
         };
         let shown = format!("{}/{}", self.namespace, secret_ref.name);
         let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
