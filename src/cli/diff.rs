@@ -169,6 +169,20 @@ pub async fn diff_environment(
     .await
     .map_err(|e| DiffError::Internal(e.to_string()))??;
     let rendered = render_path(&tree, &env.spec.path, settings).await?;
+    // Encrypted documents are decrypted as the controller would, with the identities read as the CLI's user
+    // (who must be allowed to read that Secret); the diff masks Secret values.
+    let decrypted = match (crate::decrypt::find_encrypted(&rendered), &env.spec.decryption) {
+        (None, _) => None,
+        (Some(_), None) => {
+            crate::decrypt::refuse_encrypted(&rendered)?;
+            None
+        }
+        (Some(_), Some(decryption)) => {
+            let keys = crate::decrypt::keyring_for(&client, namespace, decryption).await??;
+            crate::decrypt::decrypt_render(&tree, &env.spec.path, &rendered, &keys, settings).await?
+        }
+    };
+    let objects = decrypted.as_ref().map_or(&rendered.objects, |d| &d.objects);
     let opts = ApplyOptions {
         owner: Some(Owner {
             name: name.to_string(),
@@ -179,7 +193,7 @@ pub async fn diff_environment(
         force: env.spec.force,
     };
     let target = environment_target(&client, config, &env).await?;
-    let diffs = target.applier.diff(&rendered.objects, &opts).await?;
+    let diffs = target.applier.diff(objects, &opts).await?;
     Ok((full_revision, diffs))
 }
 

@@ -70,11 +70,18 @@ impl DecryptError {
         }
     }
 
-    /// Whether retrying the same revision may succeed without any change.
+    /// Whether retrying may succeed without a change to the spec or the repository: a busy disk, or the key
+    /// Secret (created, or given the right identity, later). Everything else is Stalled.
     pub fn is_transient(&self) -> bool {
         match self {
             DecryptError::Render(e) => e.is_transient(),
-            DecryptError::Io(_) => true,
+            DecryptError::Io(_)
+            | DecryptError::SecretNotFound(_)
+            | DecryptError::NoIdentities(_)
+            | DecryptError::InvalidKey { .. } => true,
+            DecryptError::Failed { reason, .. } => {
+                matches!(reason, SopsError::WrongKey { .. } | SopsError::NoIdentities)
+            }
             _ => false,
         }
     }
@@ -90,6 +97,35 @@ pub fn keyring_from_secret(shown: &str, data: &BTreeMap<String, Vec<u8>>) -> Res
         return Err(DecryptError::NoIdentities(shown.to_string()));
     }
     Ok(keyring)
+}
+
+/// The identities an Environment's `spec.decryption` names: the Secret `secretRef.name` in `namespace` (the
+/// Environment's; never another), read with `client`. The outer error is the API server's (retried).
+pub async fn keyring_for(
+    client: &kube::Client,
+    namespace: &str,
+    decryption: &crate::api::Decryption,
+) -> Result<Result<Keyring, DecryptError>, kube::Error> {
+    if decryption.provider != "sops" {
+        return Ok(Err(DecryptError::Provider(decryption.provider.clone())));
+    }
+    let Some(secret_ref) = &decryption.secret_ref else {
+        return Ok(Err(DecryptError::NoIdentities(
+            "(none: spec.decryption.secretRef is not set)".into(),
+        )));
+    };
+    let shown = format!("{namespace}/{}", secret_ref.name);
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
+        return Ok(Err(DecryptError::SecretNotFound(shown)));
+    };
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Ok(keyring_from_secret(&shown, &data))
 }
 
 /// Whether an object carries sops metadata (a `sops` mapping with a `mac`).

@@ -337,12 +337,15 @@ fn shown(path: &[String]) -> String {
     }
 }
 
+/// What [`walk`] calls on every scalar, with its path.
+type Leaf<'a> = dyn FnMut(&mut Yaml, &[String]) -> Result<(), SopsError> + 'a;
+
 /// Walks a tree as sops does (mappings in order, sequence items under their parent's path, nulls skipped),
 /// calling `leaf` on every scalar.
 fn walk(
     v: &mut Yaml,
     path: &mut Vec<String>,
-    leaf: &mut dyn FnMut(&mut Yaml, &[String]) -> Result<(), SopsError>,
+    leaf: &mut Leaf,
 ) -> Result<(), SopsError> {
     match v {
         Yaml::Mapping(map) => {

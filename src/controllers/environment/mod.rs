@@ -878,7 +878,8 @@ impl Reconcile {
                 .map(|()| None)
                 .map_err(failed));
         };
-        let keys = match self.keyring(decryption).await? {
+        // Read with Ferry's own client, in the Environment's namespace only (as kubeconfig Secrets are).
+        let keys = match crate::decrypt::keyring_for(&self.ctx.client, &self.namespace, decryption).await? {
             Ok(keys) => keys,
             Err(e) => return Ok(Err(failed(e))),
         };
@@ -891,36 +892,6 @@ impl Reconcile {
             Ok(decrypted) => Ok(Ok(decrypted)),
             Err(e) => Ok(Err(failed(e))),
         }
-    }
-
-    /// The age identities of `spec.decryption.secretRef`, read with Ferry's own client in the Environment's
-    /// namespace only (as kubeconfig Secrets are).
-    async fn keyring(
-        &self,
-        decryption: &crate::api::Decryption,
-    ) -> Result<Result<crate::decrypt::Keyring, crate::decrypt::DecryptError>, ReconcileError> {
-        use crate::decrypt::DecryptError;
-        if decryption.provider != "sops" {
-            return Ok(Err(DecryptError::Provider(decryption.provider.clone())));
-        }
-        let Some(secret_ref) = &decryption.secret_ref else {
-            return Ok(Err(DecryptError::NoIdentities(
-                "(none: spec.decryption.secretRef is not set)".into(),
-            )));
-        };
-        let shown = format!("{}/{}", self.namespace, secret_ref.name);
-        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-            kube::Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
-            return Ok(Err(DecryptError::SecretNotFound(shown)));
-        };
-        let data: std::collections::BTreeMap<String, Vec<u8>> = secret
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
-        Ok(crate::decrypt::keyring_from_secret(&shown, &data))
     }
 }
 
