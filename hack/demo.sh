@@ -89,6 +89,11 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 pids+=($!)
 REPO_URL=git://127.0.0.1:$PORT/config.git
 wait_until 10 "git daemon" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null
+# A Secret for staging, encrypted as a team would commit it: an age key from age-keygen, the real sops.
+age-keygen -o "$DIR/sops-age.agekey" 2>/dev/null
+AGE_RECIPIENT=$(sed -n 's/^# public key: //p' "$DIR/sops-age.agekey")
+sops encrypt --age "$AGE_RECIPIENT" --encrypted-regex '^(data|stringData)$' \
+  examples/demo/secrets/podinfo-credentials.yaml > "$DIR/work/apps/staging/podinfo-credentials.enc.yaml"
 git_ -C "$DIR/work" add -A
 git_ -C "$DIR/work" commit -q -m "podinfo for staging and production"
 git_ -C "$DIR/work" push -q "$REPO_URL" HEAD:main
@@ -112,9 +117,15 @@ echo "ferry is the leader: $(kubectl -n ferry-system get lease ferry-leader -o j
 say "Creating a GitRepository and Environment staging (with an acceptance-test Job)"
 kubectl create namespace demo >/dev/null
 kubectl -n demo create secret generic webhook-token --from-literal=token=demo-hook-secret >/dev/null
+# The age identity staging decrypts with (spec.decryption.secretRef; Flux's layout: keys ending in .agekey).
+kubectl -n demo create secret generic sops-age --from-file=demo.agekey="$DIR/sops-age.agekey" >/dev/null
 sed "s|\${REPO_URL}|$REPO_URL|" examples/demo/cluster/gitrepository.yaml | kubectl apply -f -
 kubectl apply -f examples/demo/cluster/environment.yaml
 kubectl -n demo wait --for=condition=Ready environment/staging --timeout=120s >/dev/null
+stored=$(git -C "$DIR/work" show HEAD:apps/staging/podinfo-credentials.enc.yaml | grep -c 'ENC\[AES256_GCM' || true)
+applied=$(kubectl -n demo get secret podinfo-credentials -o jsonpath='{.data.password}' | base64 -d)
+[ "$applied" = "demo-only-not-a-real-password" ] || fail "the encrypted Secret was not applied decrypted"
+echo "Secret podinfo-credentials: $stored values encrypted in Git, applied decrypted (compared, not printed)"
 
 say "Merging a change to the config repo (staging replicas 2 → 3) and sending the push webhook, as GitHub would"
 sed -i 's/replicas: 2/replicas: 3/' "$DIR/work/apps/staging/deployment.yaml"
