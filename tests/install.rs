@@ -35,7 +35,12 @@ fn read_objects(dirs: &[&str]) -> Vec<ferry::render::RenderedObject> {
 #[tokio::test]
 async fn examples_are_valid_on_a_real_apiserver() {
     let t = TestEnv::new("examples").await;
-    let objects = read_objects(&["examples/auth", "examples/demo/cluster", "examples/pipeline"]);
+    let objects = read_objects(&[
+        "examples/auth",
+        "examples/demo/cluster",
+        "examples/pipeline",
+        "examples/decryption",
+    ]);
     assert!(objects.iter().filter(|o| o.kind() == "GitRepository").count() >= 5);
     for o in &objects {
         let (group, version) = o.api_version().rsplit_once('/').unwrap_or(("", o.api_version()));

@@ -342,11 +342,7 @@ type Leaf<'a> = dyn FnMut(&mut Yaml, &[String]) -> Result<(), SopsError> + 'a;
 
 /// Walks a tree as sops does (mappings in order, sequence items under their parent's path, nulls skipped),
 /// calling `leaf` on every scalar.
-fn walk(
-    v: &mut Yaml,
-    path: &mut Vec<String>,
-    leaf: &mut Leaf,
-) -> Result<(), SopsError> {
+fn walk(v: &mut Yaml, path: &mut Vec<String>, leaf: &mut Leaf) -> Result<(), SopsError> {
     match v {
         Yaml::Mapping(map) => {
             for (k, child) in map.iter_mut() {
