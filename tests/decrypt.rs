@@ -426,6 +426,27 @@ async fn encrypted_secrets_plain_and_through_kustomize_with_generated_ones_are_a
     assert_eq!(token.data.as_ref().unwrap()["token"].0, b"binary-token-4\x00\xff");
     // No field of sops metadata reached the cluster.
     assert!(serde_json::to_string(&db).unwrap().find("\"sops\"").is_none());
+
+    // `ferry diff --environment` decrypts as the controller does (the key Secret read as the CLI's user): what
+    // runs is what it would apply, so no differences (encrypted, the dry run would differ or fail).
+    let kubeconfig = kube::config::Kubeconfig::read_from(&t.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let settings = ferry::render::RenderSettings {
+        kustomize: t.bin_dir.join("kustomize"),
+        ..Default::default()
+    };
+    for env in ["plain", "kz"] {
+        let (_, diffs) = ferry::cli::diff_environment(t.client.clone(), &config, &t.namespace, env, &settings)
+            .await
+            .unwrap();
+        assert!(
+            diffs.is_empty(),
+            "{env}: {:?}",
+            diffs.iter().map(|d| &d.object).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[tokio::test]
