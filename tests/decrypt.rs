@@ -697,3 +697,67 @@ async fn kustomize_output_decrypts_by_its_source_file_and_cannot_take_ciphertext
     );
     assert!(!err.contains("pw-of"), "{err}");
 }
+
+/// The render every Environment shares (and `ferry render` without keys) never reads an encrypted generator
+/// file as data: kustomize gets stand-ins of the same shape, so one generator can read several encrypted env
+/// files (each would add sops' own `sops_mac` key otherwise, which kustomize refuses as a duplicate).
+#[tokio::test]
+async fn generators_reading_several_encrypted_files_render_stand_ins_without_keys_and_plaintext_with() {
+    let s = Sops::new();
+    let dir = tempfile::tempdir().unwrap();
+    let kz = dir.path().join("kz");
+    std::fs::create_dir_all(&kz).unwrap();
+    std::fs::write(kz.join("a.enc.env"), s.encrypt("a.env", b"A_KEY=alpha-secret\n", &[])).unwrap();
+    std::fs::write(kz.join("b.enc.env"), s.encrypt("b.env", b"B_KEY=beta-secret\n", &[])).unwrap();
+    std::fs::write(
+        kz.join("cfg.enc.yaml"),
+        s.encrypt("cfg.yaml", b"db: {password: gamma-secret}\n", &[]),
+    )
+    .unwrap();
+    std::fs::write(
+        kz.join("kustomization.yaml"),
+        "secretGenerator:\n- name: app\n  envs: [a.enc.env, b.enc.env]\n  files: [cfg.yaml=cfg.enc.yaml]\n",
+    )
+    .unwrap();
+    let settings = ferry::render::RenderSettings {
+        kustomize: s.bin.join("kustomize"),
+        ..Default::default()
+    };
+    let data = |r: &ferry::render::Rendered| {
+        let o = r.objects.iter().find(|o| o.kind() == "Secret").unwrap();
+        let map = o.object["data"].as_object().unwrap().clone();
+        map.into_iter()
+            .map(|(k, v)| (k, String::from_utf8(base64_decode(v.as_str().unwrap())).unwrap()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+
+    let stored = ferry::cli::render_local(dir.path(), "kz", &settings).await.unwrap();
+    let stand_in = ferry::decrypt::STAND_IN.to_string();
+    let want: std::collections::BTreeMap<String, String> =
+        [("A_KEY", &stand_in), ("B_KEY", &stand_in), ("cfg.yaml", &stand_in)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+    assert_eq!(data(&stored), want);
+    assert_eq!(
+        ferry::decrypt::find_encrypted(&stored).map(|w| w.starts_with("Secret app-")),
+        Some(true)
+    );
+
+    let decrypted = ferry::cli::render_local_decrypted(dir.path(), "kz", &settings, &s.key_file)
+        .await
+        .unwrap();
+    let got = data(&decrypted);
+    assert_eq!(
+        (got["A_KEY"].as_str(), got["B_KEY"].as_str()),
+        ("alpha-secret", "beta-secret")
+    );
+    let cfg: Yaml = serde_yaml_ng::from_str(&got["cfg.yaml"]).unwrap();
+    assert_eq!(cfg["db"]["password"], Yaml::String("gamma-secret".into()));
+    assert!(ferry::decrypt::find_encrypted(&decrypted).is_none());
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}

@@ -41,14 +41,16 @@ fn sources(kustomization: &Value) -> Vec<(String, Format)> {
     out
 }
 
-/// Every generator source of the kustomizations in `dirs` (absolute, below `root`) that sops encrypted, as
-/// (path relative to `root` → plaintext). Sources that are not encrypted are left to kustomize.
-pub fn decrypt_sources(
-    root: &Path,
-    dirs: &[PathBuf],
-    keys: &Keyring,
-) -> Result<BTreeMap<PathBuf, Vec<u8>>, DecryptError> {
-    let mut out = BTreeMap::new();
+/// What kustomize reads instead of an encrypted generator source in a render without keys: for an env file
+/// its keys (sops' own `sops_*` entries left out) with this value, for any other file this text. So the
+/// shared render has the shape of the decrypted one, and two encrypted env files of one generator do not both
+/// add `sops_mac`.
+pub const STAND_IN: &str = "ferry:sops-encrypted";
+
+/// Every generator source of the kustomizations in `dirs` (absolute, below `root`) that sops encrypted:
+/// (path relative to `root`, format, content). Sources that are not encrypted are left to kustomize.
+fn encrypted_sources(root: &Path, dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Format, Vec<u8>)>, DecryptError> {
+    let mut out: Vec<(PathBuf, Format, Vec<u8>)> = Vec::new();
     for dir in dirs {
         let Some(file) = KUSTOMIZATION_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file()) else {
             continue;
@@ -66,7 +68,7 @@ pub fn decrypt_sources(
                 continue; // kustomize refuses it with its own message
             };
             let rel = real.strip_prefix(root).unwrap_or(&real).to_path_buf();
-            if out.contains_key(&rel) {
+            if out.iter().any(|(r, _, _)| *r == rel) {
                 continue;
             }
             let Ok(meta) = std::fs::metadata(&real) else { continue };
@@ -74,15 +76,46 @@ pub fn decrypt_sources(
                 continue;
             }
             let content = std::fs::read(&real).map_err(|e| DecryptError::Io(e.to_string()))?;
-            if !format.looks_encrypted(&content) {
-                continue;
+            if format.looks_encrypted(&content) {
+                out.push((rel, format, content));
             }
-            let plain = decrypt_file(&content, format, keys).map_err(|reason| DecryptError::Failed {
-                file: rel.to_string_lossy().into_owned(),
-                reason,
-            })?;
-            out.insert(rel, plain);
         }
+    }
+    Ok(out)
+}
+
+/// The encrypted generator sources of the kustomizations in `dirs`, decrypted: (path relative to `root` →
+/// plaintext), for kustomize to read from a memory-backed copy.
+pub fn decrypt_sources(
+    root: &Path,
+    dirs: &[PathBuf],
+    keys: &Keyring,
+) -> Result<BTreeMap<PathBuf, Vec<u8>>, DecryptError> {
+    let mut out = BTreeMap::new();
+    for (rel, format, content) in encrypted_sources(root, dirs)? {
+        let plain = decrypt_file(&content, format, keys).map_err(|reason| DecryptError::Failed {
+            file: rel.to_string_lossy().into_owned(),
+            reason,
+        })?;
+        out.insert(rel, plain);
+    }
+    Ok(out)
+}
+
+/// [`STAND_IN`]s for the encrypted generator sources of the kustomizations in `dirs` (empty when there are
+/// none: the usual case, where kustomize reads the tree as it is).
+pub fn stand_ins(root: &Path, dirs: &[PathBuf]) -> Result<BTreeMap<PathBuf, Vec<u8>>, DecryptError> {
+    let mut out = BTreeMap::new();
+    for (rel, format, content) in encrypted_sources(root, dirs)? {
+        let stand_in = match format {
+            Format::Dotenv => String::from_utf8_lossy(&content)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("sops_"))
+                .filter_map(|l| l.split_once('=').map(|(k, _)| format!("{k}={STAND_IN}\n")))
+                .collect::<String>(),
+            _ => STAND_IN.to_string(),
+        };
+        out.insert(rel, stand_in.into_bytes());
     }
     Ok(out)
 }

@@ -26,6 +26,7 @@ use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 
 pub use age::Keyring;
+pub use generators::{STAND_IN, stand_ins};
 pub use sops::{Format, SopsError, decrypt_file};
 
 use crate::render::{RenderError, RenderSettings, Rendered, RenderedObject};
@@ -150,9 +151,10 @@ fn holds_encrypted_data(object: &Value) -> bool {
             || v.as_str()
                 .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
                 .is_some_and(|bytes| {
-                    [Format::Yaml, Format::Json, Format::Dotenv]
-                        .iter()
-                        .any(|f| f.looks_encrypted(&bytes))
+                    bytes == STAND_IN.as_bytes()
+                        || [Format::Yaml, Format::Json, Format::Dotenv]
+                            .iter()
+                            .any(|f| f.looks_encrypted(&bytes))
                 })
     })
 }
@@ -203,7 +205,19 @@ pub async fn decrypt_render(
         let (canonical_root, dirs) = crate::render::kustomization_dirs(root, path)?;
         let replaced = generators::decrypt_sources(&canonical_root, &dirs, keys)?;
         if !replaced.is_empty() {
-            rerendered = Some(crate::render::render_path_replacing(&canonical_root, path, settings, &replaced).await?);
+            let rendered = crate::render::render_path_replacing(&canonical_root, path, settings, &replaced)
+                .await
+                .map_err(|e| match e {
+                    // The same tree rendered without them: kustomize fails on the decrypted files, and its
+                    // message could quote them.
+                    RenderError::Kustomize(_) => RenderError::Kustomize(
+                        "kustomize failed on the decrypted secretGenerator files (its message is withheld: it \
+                         could quote them)"
+                            .to_string(),
+                    ),
+                    other => other,
+                })?;
+            rerendered = Some(rendered);
         }
     }
     let current = rerendered.as_ref().unwrap_or(rendered);
