@@ -47,6 +47,11 @@ pub enum DecryptError {
     NoSource { what: String },
     #[error("{what} holds SOPS-encrypted data that is not from a secretGenerator file Ferry decrypts")]
     Leftover { what: String },
+    #[error(
+        "{what} holds a SOPS-encrypted value but no sops metadata (an encrypted kind: List, or a value copied from \
+         another file): refusing to apply ciphertext"
+    )]
+    Stray { what: String },
     #[error("age identities in {origin}: {message}")]
     InvalidKey { origin: String, message: String },
     #[error("Secret {0} has no key ending in .agekey")]
@@ -159,6 +164,18 @@ fn holds_encrypted_data(object: &Value) -> bool {
     })
 }
 
+/// Whether an object without sops metadata still holds a value sops encrypted (the items of an encrypted
+/// `kind: List`, which the render flattens away from their `sops` section; a value pasted from another file):
+/// never applied as it is.
+fn holds_stray_ciphertext(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.starts_with("ENC[AES256_GCM,data:") && s.ends_with(']'),
+        Value::Array(items) => items.iter().any(holds_stray_ciphertext),
+        Value::Object(map) => map.values().any(holds_stray_ciphertext),
+        _ => false,
+    }
+}
+
 fn describe(o: &RenderedObject) -> String {
     format!(
         "{} {}/{} (from {})",
@@ -175,7 +192,7 @@ pub fn find_encrypted(rendered: &Rendered) -> Option<String> {
     rendered
         .objects
         .iter()
-        .find(|o| is_encrypted(&o.object) || holds_encrypted_data(&o.object))
+        .find(|o| is_encrypted(&o.object) || holds_encrypted_data(&o.object) || holds_stray_ciphertext(&o.object))
         .map(describe)
 }
 
@@ -223,6 +240,13 @@ pub async fn decrypt_render(
     let current = rerendered.as_ref().unwrap_or(rendered);
     if let Some(left) = current.objects.iter().find(|o| holds_encrypted_data(&o.object)) {
         return Err(DecryptError::Leftover { what: describe(left) });
+    }
+    if let Some(stray) = current
+        .objects
+        .iter()
+        .find(|o| !is_encrypted(&o.object) && holds_stray_ciphertext(&o.object))
+    {
+        return Err(DecryptError::Stray { what: describe(stray) });
     }
     let root = root.to_path_buf();
     let objects = current.objects.clone();
@@ -393,4 +417,48 @@ fn scan_sources(root: &Path) -> Result<HashMap<String, Vec<String>>, DecryptErro
         }
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(objects: Vec<Value>) -> Rendered {
+        Rendered {
+            yaml: String::new(),
+            objects: objects
+                .into_iter()
+                .map(|object| RenderedObject {
+                    source: "apps/list.yaml".to_string(),
+                    object,
+                })
+                .collect(),
+            kustomize: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn ciphertext_without_sops_metadata_is_never_applied() {
+        // An item of an encrypted `kind: List`: flattened by the render, away from the List's `sops` section.
+        let item = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "stringData": {"password": "ENC[AES256_GCM,data:AAAA,iv:BBBB,tag:CCCC,type:str]"}});
+        let rendered = render(vec![item]);
+        let err = refuse_encrypted(&rendered).unwrap_err();
+        assert!(err.to_string().contains("Secret db (from apps/list.yaml)"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = decrypt_render(
+            dir.path(),
+            ".",
+            &rendered,
+            &Keyring::default(),
+            &RenderSettings::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, DecryptError::Stray { .. }), "{err}");
+        // Text that only mentions the format is not ciphertext.
+        let note = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "doc"},
+            "data": {"howto": "values look like ENC[AES256_GCM,data:...] in Git"}});
+        assert!(find_encrypted(&render(vec![note])).is_none());
+    }
 }
