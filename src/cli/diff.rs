@@ -27,7 +27,7 @@ pub enum DiffError {
     Source(#[from] SourceError),
     #[error("rendering: {0}")]
     Render(#[from] RenderError),
-    #[error("{0}")]
+    #[error("decrypting: {0}")]
     Decrypt(#[from] crate::decrypt::DecryptError),
     #[error("dry run: {0}")]
     Apply(#[from] ApplyError),

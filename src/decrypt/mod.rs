@@ -39,7 +39,7 @@ const MAX_SCAN_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecryptError {
-    #[error("decrypting {file}: {reason}")]
+    #[error("{file}: {reason}")]
     Failed { file: String, reason: SopsError },
     #[error("{what} is SOPS-encrypted, but the Environment has no spec.decryption: refusing to apply it encrypted")]
     NotConfigured { what: String },
