@@ -761,3 +761,64 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// As installed (Ferry's ServiceAccount with the install's RBAC, Environments applying as the namespace's
+/// `default` account): the key Secret is read with Ferry's own rights and only in the Environment's namespace
+/// (one of the same name elsewhere is not found), and the decrypted Secret is applied as the tenant.
+#[tokio::test]
+async fn as_installed_the_key_is_read_only_in_the_environments_namespace_and_applied_as_the_tenant() {
+    let s = Sops::new();
+    let t = TestEnv::installed("sops-installed", |_| {}).await;
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    write_bytes(
+        &t,
+        "app/secret.enc.yaml",
+        &s.encrypt("i.yaml", secret_yaml("db", "tenant-pw-9").as_bytes(), &regex),
+    );
+    let commit = t.repo.commit_and_push("encrypted");
+    // The right key, under the referenced name, but in another namespace.
+    let other = format!("{}-other", t.namespace);
+    t.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}))
+        .await;
+    let elsewhere = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sops-age", "namespace": other},
+                           "stringData": {"identity.agekey": s.identity()}});
+    kube::Api::<Secret>::namespaced(t.client.clone(), &other)
+        .create(&Default::default(), &serde_json::from_value(elsewhere).unwrap())
+        .await
+        .unwrap();
+    t.apply_json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "apply", "namespace": t.namespace},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]}))
+        .await;
+    t.apply_json(
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "apply", "namespace": t.namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apply"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": t.namespace}]}),
+    )
+    .await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "2s"}))
+        .await;
+    t.create_env(
+        "app",
+        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "2s",
+               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
+    )
+    .await;
+    let e = wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
+        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "SecretNotFound")
+    })
+    .await;
+    let (_, _, message) = env_ready(&e).unwrap();
+    assert!(
+        message.contains(&format!("Secret {}/sops-age", t.namespace)),
+        "{message}"
+    );
+    assert!(t.api::<Secret>().get_opt("db").await.unwrap().is_none());
+
+    // The key in the Environment's own namespace: applied, as the tenant's account.
+    key_secret(&t, &s).await;
+    applied(&t, "app", &commit).await;
+    let db = t.api::<Secret>().get("db").await.unwrap();
+    assert_eq!(secret_value(&db, "password"), "tenant-pw-9");
+}
