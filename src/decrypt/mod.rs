@@ -54,6 +54,11 @@ pub enum DecryptError {
     Stray { what: String },
     #[error("age identities in {origin}: {message}")]
     InvalidKey { origin: String, message: String },
+    #[error(
+        "spec.decryption has no secretRef: Ferry decrypts only with age identities from a Secret (no controller-wide \
+         or cloud KMS keys)"
+    )]
+    NoSecretRef,
     #[error("Secret {0} has no key ending in .agekey")]
     NoIdentities(String),
     #[error("Secret {0} (spec.decryption.secretRef) not found")]
@@ -116,9 +121,7 @@ pub async fn keyring_for(
         return Ok(Err(DecryptError::Provider(decryption.provider.clone())));
     }
     let Some(secret_ref) = &decryption.secret_ref else {
-        return Ok(Err(DecryptError::NoIdentities(
-            "(none: spec.decryption.secretRef is not set)".into(),
-        )));
+        return Ok(Err(DecryptError::NoSecretRef));
     };
     let shown = format!("{namespace}/{}", secret_ref.name);
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), namespace);
