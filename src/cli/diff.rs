@@ -27,7 +27,7 @@ pub enum DiffError {
     Source(#[from] SourceError),
     #[error("rendering: {0}")]
     Render(#[from] RenderError),
-    #[error("decrypting: {0}")]
+    #[error(transparent)]
     Decrypt(#[from] crate::decrypt::DecryptError),
     #[error("dry run: {0}")]
     Apply(#[from] ApplyError),
@@ -54,6 +54,11 @@ pub async fn render_local_decrypted(
     let shown = keyfile.display().to_string();
     let text = std::fs::read(keyfile).map_err(|e| DiffError::Internal(format!("reading {shown}: {e}")))?;
     let keys = crate::decrypt::Keyring::parse(&text, &shown)?;
+    if keys.is_empty() {
+        return Err(DiffError::Internal(format!(
+            "{shown} holds no age identity (AGE-SECRET-KEY-1…)"
+        )));
+    }
     Ok(crate::decrypt::decrypt_render(dir, path, &rendered, &keys, settings)
         .await?
         .unwrap_or(rendered))
