@@ -120,5 +120,7 @@ log "done: $BIN"
 fi
 
 # --- tools beside the control plane (one line each; see go_tool) ------------------------------------------------
+go_tool registry "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
+go_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane
 
 echo "$BIN"
