@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod promotion;
 pub mod receiver;
+pub mod registry;
 pub mod render;
 pub mod source;
 pub mod sync;

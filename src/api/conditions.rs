@@ -57,6 +57,14 @@ pub enum Reason {
     RolledBack,
     Forbidden,
     CrossNamespaceRef,
+    /// An image in the render is not a valid reference.
+    InvalidImageReference,
+    /// An image could not be resolved to a digest (registry down, 401, 404, 5xx, bad pull secret).
+    ImageResolutionFailed,
+    /// A promoted revision names an image whose digest the upstream did not record.
+    ImageNotVerified,
+    /// `promotion.copyImages` could not copy an image to the target registry.
+    ImageCopyFailed,
 }
 
 impl Reason {
@@ -111,6 +119,10 @@ impl Reason {
             Reason::RolledBack => "RolledBack",
             Reason::Forbidden => "Forbidden",
             Reason::CrossNamespaceRef => "CrossNamespaceRef",
+            Reason::InvalidImageReference => "InvalidImageReference",
+            Reason::ImageResolutionFailed => "ImageResolutionFailed",
+            Reason::ImageNotVerified => "ImageNotVerified",
+            Reason::ImageCopyFailed => "ImageCopyFailed",
         }
     }
 }

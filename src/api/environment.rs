@@ -94,6 +94,50 @@ pub struct EnvironmentSpec {
         length(max = 253)
     )]
     pub service_account_name: Option<String>,
+    /// Image digests: every image of a revision is resolved to its digest in its registry when the revision is
+    /// applied, and recorded in `status.history`; a promoted Environment takes the digests its upstream
+    /// recorded instead of looking tags up again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImagePolicy>,
+}
+
+/// How images are resolved and pinned.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicy {
+    /// Apply `repo:tag@sha256:…` instead of `repo:tag`, so the cluster runs exactly the resolved (or, when
+    /// promoted, the upstream-verified) digest. Promoted Environments whose upstream recorded digests pin
+    /// them regardless. Default false: digests are only recorded.
+    #[serde(default)]
+    pub pin_digests: bool,
+    /// A `kubernetes.io/dockerconfigjson` Secret (same namespace) with credentials for the registries.
+    /// Without it registries are asked anonymously (and answer bearer-token challenges anonymously).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret_ref: Option<LocalSecretReference>,
+}
+
+/// A Secret in the Environment's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSecretReference {
+    /// The Secret's name.
+    pub name: String,
+}
+
+/// Images under `from` are copied, by digest, to the same path under `to` before a promotion applies, and
+/// the render is rewritten to `to/…@sha256:…`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyImages {
+    /// Registry and path prefix of the images to copy, e.g. `nonprod.example.io/team` (matched at a path
+    /// boundary: `nonprod.example.io/teamx` is not under it).
+    pub from: String,
+    /// Where they go, e.g. `prod.example.io/team`: `from/app:1.2` becomes `to/app:1.2@sha256:…`.
+    pub to: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret (same namespace) with credentials for both registries
+    /// (pull from `from`, push to `to`). Default: `images.pullSecretRef`, else anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalSecretReference>,
 }
 
 /// Where a promoted Environment takes its revisions from, and the gates before one is applied.
@@ -130,6 +174,10 @@ pub struct PromotionPolicy {
     #[serde(default = "default_promotion_history_limit")]
     #[schemars(range(min = 1), extend("format" = "int32"))]
     pub history_limit: u32,
+    /// Copy the verified images from a non-production registry to a production one before applying, and
+    /// apply the copies by digest. A copy that fails fails the Promotion; nothing is applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_images: Vec<CopyImages>,
 }
 
 fn default_promotion_history_limit() -> u32 {
@@ -148,6 +196,7 @@ impl Default for PromotionPolicy {
             rollback_on_failure: false,
             rollback: RollbackPolicy::default(),
             history_limit: default_promotion_history_limit(),
+            copy_images: Vec::new(),
         }
     }
 }
@@ -374,6 +423,23 @@ pub struct RevisionRecord {
     /// What verification found, or why the revision failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The images of the revision as applied here, each with the digest it was pinned to (with
+    /// `spec.images`, or when promoted from an Environment that recorded digests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRecord>,
+}
+
+/// One image of a revision and the digest that stands for it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    /// The image as the manifests name it, e.g. `nonprod.example.io/team/web:1.4`.
+    pub image: String,
+    /// The manifest or multi-arch index digest, `sha256:…`.
+    pub digest: String,
+    /// Where it was copied to by `promotion.copyImages` and applied from, e.g. `prod.example.io/team/web`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_to: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -12,8 +12,8 @@ mod promotion;
 pub use conditions::{ConditionSet, Reason, condition_status, set_condition, set_condition_status};
 pub use duration::{DurationError, parse_duration};
 pub use environment::{
-    DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze, HISTORY_LIMIT,
-    InventoryEntry, KubeConfigReference, KubeConfigSecretRef, PromotionPolicy, PromotionSummary, PromotionWindow,
+    CopyImages, DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze, HISTORY_LIMIT,
+    ImagePolicy, ImageRecord, InventoryEntry, KubeConfigReference, KubeConfigSecretRef, LocalSecretReference, PromotionPolicy, PromotionSummary, PromotionWindow,
     RevisionPhase, RevisionRecord, RollbackPolicy, SourceReference, Verification,
 };
 pub use gitrepository::{

@@ -522,6 +522,7 @@ mod tests {
             attempts: 0,
             job: None,
             message: None,
+            images: Vec::new(),
         }
     }
 

@@ -458,6 +458,7 @@ mod tests {
             attempts: 0,
             job: None,
             message: Some("why".into()),
+            images: Vec::new(),
         }
     }
 
@@ -484,6 +485,7 @@ mod tests {
                 verification: None,
                 kube_config: None,
                 service_account_name: None,
+                images: None,
             },
         );
         e.status = Some(EnvironmentStatus {

@@ -5,6 +5,7 @@
 pub mod git;
 pub mod git_http;
 pub mod http;
+pub mod registry;
 pub mod sshd;
 
 use std::fmt::Debug;
