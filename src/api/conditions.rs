@@ -57,6 +57,8 @@ pub enum Reason {
     RolledBack,
     Forbidden,
     CrossNamespaceRef,
+    /// An image breaks a RegistryPolicy in Deny mode: nothing of the revision is applied.
+    PolicyViolation,
 }
 
 impl Reason {
@@ -111,6 +113,7 @@ impl Reason {
             Reason::RolledBack => "RolledBack",
             Reason::Forbidden => "Forbidden",
             Reason::CrossNamespaceRef => "CrossNamespaceRef",
+            Reason::PolicyViolation => "PolicyViolation",
         }
     }
 }
