@@ -65,6 +65,8 @@ pub enum Reason {
     ImageNotVerified,
     /// `promotion.copyImages` could not copy an image to the target registry.
     ImageCopyFailed,
+    /// An image breaks a RegistryPolicy in Deny mode: nothing of the revision is applied.
+    PolicyViolation,
 }
 
 impl Reason {
@@ -123,6 +125,7 @@ impl Reason {
             Reason::ImageResolutionFailed => "ImageResolutionFailed",
             Reason::ImageNotVerified => "ImageNotVerified",
             Reason::ImageCopyFailed => "ImageCopyFailed",
+            Reason::PolicyViolation => "PolicyViolation",
         }
     }
 }

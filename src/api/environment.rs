@@ -376,6 +376,9 @@ pub struct EnvironmentStatus {
     /// once a `ferry reconcile` request was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// What RegistryPolicies found in the revision last evaluated (Deny and Audit); absent when nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_violations: Option<super::PolicyViolations>,
 }
 
 /// How many revisions `status.history` keeps.

@@ -6,6 +6,7 @@ mod events;
 pub mod gitrepository;
 mod history;
 mod promotion;
+mod registrypolicy;
 mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
-use crate::api::{Environment, GitRepository, Promotion};
+use crate::api::{Environment, GitRepository, Promotion, RegistryPolicy};
 use crate::cluster::{Clusters, Target};
 use crate::source::MirrorStore;
 
@@ -98,6 +99,10 @@ pub struct Context {
     pub records: Arc<crate::sync::AppliedRecords>,
     /// Watches on the applied objects (the local cluster), once the controllers run.
     watches: OnceLock<crate::sync::OwnedObjectWatches>,
+    /// The RegistryPolicies, and the Environments, as the running controllers see them (replaced when the
+    /// controllers restart).
+    policies: std::sync::RwLock<Option<Store<RegistryPolicy>>>,
+    environments: std::sync::RwLock<Option<Store<Environment>>>,
 }
 
 /// The controllers' views of Ferry's kinds.
@@ -124,7 +129,28 @@ impl Context {
             records: Arc::default(),
             failures: Failures::default(),
             watches: OnceLock::new(),
+            policies: Default::default(),
+            environments: Default::default(),
         }
+    }
+
+    /// Every RegistryPolicy: from the controllers' cache once it has listed them (never a partial view at
+    /// startup, which would let images through), else straight from the API server.
+    pub async fn registry_policies(&self) -> Result<Vec<RegistryPolicy>, ReconcileError> {
+        let store = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(store) = store
+            && until_ready(&store).await.is_ok()
+        {
+            return Ok(store.state().iter().map(|p| p.as_ref().clone()).collect());
+        }
+        let api: Api<RegistryPolicy> = Api::all(self.client.clone());
+        Ok(api.list(&Default::default()).await?.items)
+    }
+
+    /// The Environments in the controllers' cache (empty before they run).
+    pub fn environments(&self) -> Vec<Arc<Environment>> {
+        let store = self.environments.read().unwrap_or_else(|e| e.into_inner()).clone();
+        store.map(|s| s.state()).unwrap_or_default()
     }
 
     /// The watches on applied objects, when the controllers run.
@@ -352,7 +378,23 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         envs = envs.reconcile_on(changed);
     }
     let (sources, downstream, env_cache) = (envs.store(), envs.store(), envs.store());
+    *ctx.environments.write().unwrap_or_else(|e| e.into_inner()) = Some(envs.store());
+    let policy_controller = Controller::new(Api::<RegistryPolicy>::all(client.clone()), watcher::Config::default());
+    *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Some(policy_controller.store());
+    let every_env = envs.store();
     let envs = envs
+        .watches(
+            Api::<RegistryPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            // A policy created, changed or deleted may change what any Environment may apply.
+            move |_| {
+                every_env
+                    .state()
+                    .iter()
+                    .map(|e| kube::runtime::reflector::ObjectRef::from_obj(e.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .watches(
             scope.api::<GitRepository>(&client),
             watcher::Config::default(),
@@ -373,6 +415,22 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .run(
             |o, c| measured("Environment", o.clone(), c.clone(), environment::reconcile(o, c)),
             |o, e, c| error_policy("Environment", o, e, c),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
+    let every_policy = policy_controller.store();
+    let policies = policy_controller
+        .watches(
+            scope.api::<Environment>(&client),
+            watcher::Config::default(),
+            move |_| registrypolicy::all(&every_policy),
+        )
+        .with_config(config.clone())
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(
+            |o, c| measured("RegistryPolicy", o.clone(), c.clone(), registrypolicy::reconcile(o, c)),
+            |o, e, c| error_policy("RegistryPolicy", o, e, c),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -417,7 +475,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         let _ = stop_tx.send(true);
     });
     let gc = tokio::spawn(collect_mirror_garbage(ctx.clone()));
-    tokio::join!(repos, envs, promotions);
+    tokio::join!(repos, envs, promotions, policies);
     gc.abort();
     synced.abort();
     ctx.synced.store(false, Ordering::Relaxed);

@@ -10,6 +10,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+mod policy;
 mod promoted;
 mod verification;
 
@@ -505,6 +506,10 @@ impl Reconcile {
                 message: format!("{}: {blocked}", artifact_revision),
                 stalled: true,
             }));
+        }
+        // Before the dry run and the steady-state shortcut: a policy created or tightened since applies now.
+        if let Err(failure) = self.enforce_registry_policy(objects, status, artifact_revision).await? {
+            return Ok(Err(failure));
         }
         // The steady state: the same revision and spec, and every object as this process left it. Nothing to
         // ask the API server.
