@@ -291,6 +291,10 @@ struct RunArgs {
     /// default: either hands the connection and its credentials to whoever sits in between).
     #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
     allow_insecure_kubeconfig: bool,
+    /// A registry host (`host[:port]`) reached over plain HTTP when resolving and copying images (repeat for
+    /// several; default none: every registry over HTTPS). For local registries only.
+    #[arg(long = "insecure-registry", env = "FERRY_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
     /// Most objects one render may produce; over it the sync stops with RenderLimitExceeded.
     #[arg(long, env = "FERRY_MAX_RENDER_OBJECTS", default_value_t = 5000)]
     max_render_objects: usize,
@@ -654,6 +658,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     settings.default_service_account = args.default_service_account.clone();
     settings.no_cross_namespace_refs = args.no_cross_namespace_refs;
     settings.allow_insecure_kubeconfig = args.allow_insecure_kubeconfig;
+    settings.registry.insecure = args.insecure_registries.clone();
     let ctx = Arc::new(Context::new(client, config, settings));
     let process = ferry::endpoints::Process::new(ctx.clone());
 

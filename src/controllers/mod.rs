@@ -59,6 +59,8 @@ pub struct Settings {
     /// How often an Environment whose objects nobody touched still goes through the dry-run path (admission
     /// webhooks and server defaults can change what applying means without any object changing).
     pub full_sync_interval: Duration,
+    /// How image registries are reached (which hosts in plain HTTP).
+    pub registry: crate::registry::RegistrySettings,
 }
 
 impl Settings {
@@ -74,6 +76,7 @@ impl Settings {
             no_cross_namespace_refs: false,
             allow_insecure_kubeconfig: false,
             full_sync_interval: Duration::from_secs(3600),
+            registry: crate::registry::RegistrySettings::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! registry prefixes matched at path boundaries ([`prefix`]), and every image field of every pod template
 //! ([`pod_specs`]). Shared by the registry policy and by digest resolution.
 
+pub mod pinning;
 pub mod pod_specs;
 pub mod prefix;
 pub mod reference;

@@ -10,6 +10,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+mod images;
 mod policy;
 mod promoted;
 mod verification;
@@ -507,6 +508,12 @@ impl Reconcile {
                 stalled: true,
             }));
         }
+        // Digests: resolved, or taken from the upstream (and copied), then pinned; before the policy looks.
+        let pinned = match self.images(status, desired, objects).await? {
+            Ok(pinned) => pinned,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let objects: &[crate::render::RenderedObject] = pinned.as_deref().unwrap_or(objects);
         // Before the dry run and the steady-state shortcut: a policy created or tightened since applies now.
         if let Err(failure) = self.enforce_registry_policy(objects, status, artifact_revision).await? {
             return Ok(Err(failure));
