@@ -97,6 +97,11 @@ impl TestEnv {
         Self::build(name, true, |_| {}).await
     }
 
+    /// A TestEnv that runs workloads, with adjusted operator settings.
+    pub async fn with_workloads_and_settings(name: &str, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
+        Self::build(name, true, adjust).await
+    }
+
     /// A TestEnv whose controller runs with adjusted operator settings.
     pub async fn with_settings(name: &str, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
         Self::build(name, false, adjust).await

@@ -57,7 +57,7 @@ impl Reconcile {
             None => {
                 let computed = match promoted {
                     true => self.from_upstream(desired, &images).await?,
-                    false => self.resolve(&images).await?,
+                    false => self.resolve(desired, &images).await?,
                 };
                 match computed {
                     Ok(records) => records,
@@ -79,7 +79,11 @@ impl Reconcile {
     }
 
     /// Every image resolved to the digest its tag points at now.
-    async fn resolve(&self, images: &Images) -> Result<Result<Vec<ImageRecord>, Failure>, ReconcileError> {
+    async fn resolve(
+        &self,
+        desired: &Desired,
+        images: &Images,
+    ) -> Result<Result<Vec<ImageRecord>, Failure>, ReconcileError> {
         let secret = self.env.spec.images.as_ref().and_then(|i| i.pull_secret_ref.as_ref());
         let credentials = match self.credentials(secret).await? {
             Ok(c) => c,
@@ -94,7 +98,13 @@ impl Reconcile {
                     digest,
                     copied_to: None,
                 }),
-                Err(e) => return Ok(Err(registry_failure(Reason::ImageResolutionFailed, "resolving", &e))),
+                Err(e) => {
+                    let failure = registry_failure(Reason::ImageResolutionFailed, "resolving", &e);
+                    return Ok(Err(Failure {
+                        message: format!("{}: {}", desired.revision, failure.message),
+                        ..failure
+                    }));
+                }
             }
         }
         let shown: Vec<String> = records.iter().map(|r| format!("{}@{}", r.image, short(&r.digest))).collect();
@@ -168,14 +178,18 @@ impl Reconcile {
         if policy.copy_images.is_empty() {
             return Ok(Ok(records));
         }
-        match self.copy(&mut records).await? {
+        match self.copy(desired, &mut records).await? {
             Ok(()) => Ok(Ok(records)),
             Err(failure) => Ok(Err(failure)),
         }
     }
 
     /// Copies each record under a `copyImages.from` to its `to`, by digest, and notes where it went.
-    async fn copy(&self, records: &mut [ImageRecord]) -> Result<Result<(), Failure>, ReconcileError> {
+    async fn copy(
+        &self,
+        desired: &Desired,
+        records: &mut [ImageRecord],
+    ) -> Result<Result<(), Failure>, ReconcileError> {
         let Some(policy) = self.env.spec.promotion.as_ref() else {
             return Ok(Ok(()));
         };
@@ -220,7 +234,7 @@ impl Reconcile {
                         let mut failure = registry_failure(Reason::ImageCopyFailed, "copying", &e);
                         // A promotion must not half-happen: a failed copy ends this attempt.
                         failure.stalled = true;
-                        failure.message = format!("{}; nothing was applied", failure.message);
+                        failure.message = format!("{}: {}; nothing was applied", desired.revision, failure.message);
                         return Ok(Err(failure));
                     }
                 }
