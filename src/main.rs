@@ -104,6 +104,12 @@ enum Command {
         #[command(flatten)]
         ns: Namespace,
     },
+    /// Show the images of the revision an Environment runs: tag, digest, source registry, where copied.
+    Images {
+        environment: String,
+        #[command(flatten)]
+        ns: Namespace,
+    },
     /// Show the revisions an Environment applied and the promotions into it.
     History {
         environment: String,
@@ -469,6 +475,11 @@ async fn run() -> anyhow::Result<()> {
                 p.name_any(),
                 p.spec.revision
             );
+            Ok(())
+        }
+        Command::Images { environment, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            print!("{}", ferry::cli::images(&client, &namespace, &environment).await?);
             Ok(())
         }
         Command::History { environment, ns } => {

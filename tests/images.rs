@@ -131,6 +131,13 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
     assert_eq!(record.images[0].digest, verified);
     // Staging keeps its recorded digest too (the same revision asks no registry again).
     assert_eq!(images_of(&t, "web-staging").await, [format!("{image}@{verified}")]);
+    // What a person sees: `ferry images` and `ferry history`.
+    let listed = ferry::cli::images(&t.client, &t.namespace, "production").await.expect("ferry images");
+    let line = listed.lines().find(|l| l.contains("team/web")).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains(&verified) && line.contains(" v1 ") && line.contains(&reg.host), "{listed}");
+    assert!(!listed.contains(&moved), "{listed}");
+    let history = ferry::cli::history(&t.client, &t.namespace, "production").await.expect("ferry history");
+    assert!(history.contains(&verified) && !history.contains(&moved), "{history}");
 }
 
 #[tokio::test]

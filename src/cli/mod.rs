@@ -4,6 +4,7 @@
 
 mod diff;
 mod events;
+mod images;
 mod pipeline;
 mod progress;
 mod reconcile;
@@ -13,6 +14,7 @@ mod version;
 
 pub use diff::{DiffError, diff_environment, diff_local, environment_revision, mask_secret, render_local, unified};
 pub use events::{EventRow, events, ferry_events, format_events};
+pub use images::{format_images, images};
 pub use pipeline::{
     CliError, approve, format_history, format_pipeline, history, pipeline, promote, reject, resolve_verified, rollback,
     short_revision,

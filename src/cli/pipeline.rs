@@ -404,6 +404,19 @@ pub fn format_history(env: &Environment, promotions: &[Promotion], now: Timestam
             rows,
         )
     };
+    let image_rows: Vec<Vec<String>> = history
+        .iter()
+        .flat_map(|r| {
+            r.images.iter().map(|i| {
+                let applied = i.copied_to.as_deref().map(|to| format!(" (as {to})")).unwrap_or_default();
+                vec![short_revision(&r.revision), format!("{}{applied}", i.image), i.digest.clone()]
+            })
+        })
+        .collect();
+    if !image_rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["REVISION", "IMAGE", "DIGEST"], image_rows));
+    }
     out.push('\n');
     if promotions.is_empty() {
         out.push_str("no promotions\n");
