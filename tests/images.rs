@@ -36,7 +36,11 @@ async fn push_and_fetch(t: &TestEnv, version: &str, images: &[&str]) -> String {
     let revision = push(t, version, images);
     let patch = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": version}}});
     t.api::<ferry::api::GitRepository>()
-        .patch("config", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .patch(
+            "config",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
         .await
         .expect("annotating the GitRepository");
     revision
@@ -45,7 +49,10 @@ async fn push_and_fetch(t: &TestEnv, version: &str, images: &[&str]) -> String {
 /// Both overlays name `images`; `version` changes a ConfigMap so each push is a new revision.
 fn push(t: &TestEnv, version: &str, images: &[&str]) -> String {
     for env in ["staging", "production"] {
-        t.repo.write(&format!("apps/{env}/web.yaml"), &deployment(&format!("web-{env}"), images));
+        t.repo.write(
+            &format!("apps/{env}/web.yaml"),
+            &deployment(&format!("web-{env}"), images),
+        );
         t.repo.write(&format!("apps/{env}/app.yaml"), &config_map(env, version));
     }
     format!("main@sha1:{}", t.repo.commit_and_push(version))
@@ -95,7 +102,8 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
     let image = reg.image("team/web:v1");
     create_docker_secret(&t, "pull", &reg.docker_config_json(REGISTRY_USER, REGISTRY_PASSWORD)).await;
     let c1 = push(&t, "v1", &[&image]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
     t.create_env(
         "staging",
         json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
@@ -113,16 +121,24 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
     let staging = wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
     let record = record_of(&staging, &c1).expect("record");
     assert_eq!(record.images.len(), 1);
-    assert_eq!((record.images[0].image.as_str(), record.images[0].digest.as_str()), (image.as_str(), verified.as_str()));
+    assert_eq!(
+        (record.images[0].image.as_str(), record.images[0].digest.as_str()),
+        (image.as_str(), verified.as_str())
+    );
     assert_eq!(images_of(&t, "web-staging").await, [format!("{image}@{verified}")]);
 
     // Someone moves the tag while production waits for approval.
     let promotion = promotion_of(&t, &c1).await;
     let name = promotion.metadata.name.clone().expect("name");
-    wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| p.phase() == PromotionPhase::WaitingApproval).await;
+    wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| {
+        p.phase() == PromotionPhase::WaitingApproval
+    })
+    .await;
     let moved = reg.push_image("team/web:v1", &[("app", b"NOT what staging verified")]);
     assert_ne!(moved, verified);
-    ferry::cli::approve(&t.client, &t.namespace, &name, None).await.expect("approve");
+    ferry::cli::approve(&t.client, &t.namespace, &name, None)
+        .await
+        .expect("approve");
 
     // Production runs the verified digest, not what the tag names now, and records it.
     let production = wait_record(&t, "production", &c1, RevisionPhase::Verified).await;
@@ -132,11 +148,21 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
     // Staging keeps its recorded digest too (the same revision asks no registry again).
     assert_eq!(images_of(&t, "web-staging").await, [format!("{image}@{verified}")]);
     // What a person sees: `ferry images` and `ferry history`.
-    let listed = ferry::cli::images(&t.client, &t.namespace, "production").await.expect("ferry images");
-    let line = listed.lines().find(|l| l.contains("team/web")).unwrap_or_else(|| panic!("{listed}"));
-    assert!(line.contains(&verified) && line.contains(" v1 ") && line.contains(&reg.host), "{listed}");
+    let listed = ferry::cli::images(&t.client, &t.namespace, "production")
+        .await
+        .expect("ferry images");
+    let line = listed
+        .lines()
+        .find(|l| l.contains("team/web"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        line.contains(&verified) && line.contains(" v1 ") && line.contains(&reg.host),
+        "{listed}"
+    );
     assert!(!listed.contains(&moved), "{listed}");
-    let history = ferry::cli::history(&t.client, &t.namespace, "production").await.expect("ferry history");
+    let history = ferry::cli::history(&t.client, &t.namespace, "production")
+        .await
+        .expect("ferry history");
     assert!(history.contains(&verified) && !history.contains(&moved), "{history}");
 }
 
@@ -151,9 +177,15 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
     let multi = nonprod.push_index("team/multi:v1", "multi-arch");
     let images = [nonprod.image("team/web:v1"), nonprod.image("team/multi:v1")];
     let image_refs: Vec<&str> = images.iter().map(String::as_str).collect();
-    create_docker_secret(&t, "prod-push", &prod.docker_config_json(REGISTRY_USER, REGISTRY_PASSWORD)).await;
+    create_docker_secret(
+        &t,
+        "prod-push",
+        &prod.docker_config_json(REGISTRY_USER, REGISTRY_PASSWORD),
+    )
+    .await;
     let c1 = push(&t, "v1", &image_refs);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
     t.create_env(
         "staging",
         json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h", "images": {}}),
@@ -186,18 +218,37 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
     assert_eq!(prod.digest("prod/team/multi:v1"), multi, "the multi-arch index too");
     let record = record_of(&production, &c1).expect("record");
     let copied: Vec<Option<&str>> = record.images.iter().map(|i| i.copied_to.as_deref()).collect();
-    assert_eq!(copied, [Some(format!("{}/prod/team/web", prod.host).as_str()), Some(format!("{}/prod/team/multi", prod.host).as_str())]);
+    assert_eq!(
+        copied,
+        [
+            Some(format!("{}/prod/team/web", prod.host).as_str()),
+            Some(format!("{}/prod/team/multi", prod.host).as_str())
+        ]
+    );
     let events = t.wait_event("production", "Normal", "ImagesCopied").await;
-    assert!(events.iter().any(|(_, r, note)| r == "ImagesCopied" && note.contains("copied 2 image(s)")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, r, note)| r == "ImagesCopied" && note.contains("copied 2 image(s)")),
+        "{events:?}"
+    );
     let uploads = prod.uploads();
     let manifests = prod.manifest_puts();
-    assert!(uploads >= 9, "3 layers + config, and per platform 2 layers + config: {uploads}");
+    assert!(
+        uploads >= 9,
+        "3 layers + config, and per platform 2 layers + config: {uploads}"
+    );
 
     // The next revision names the same images: the copy finds everything in place and uploads nothing.
     let c2 = push_and_fetch(&t, "v2", &image_refs).await;
     wait_record(&t, "staging", &c2, RevisionPhase::Verified).await;
     wait_record(&t, "production", &c2, RevisionPhase::Verified).await;
-    assert_eq!((prod.uploads(), prod.manifest_puts()), (uploads, manifests), "{}", prod.log());
+    assert_eq!(
+        (prod.uploads(), prod.manifest_puts()),
+        (uploads, manifests),
+        "{}",
+        prod.log()
+    );
     assert_eq!(images_of(&t, "web-production").await, expected.to_vec());
 }
 
@@ -213,9 +264,13 @@ async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
     let wrong = "wrong-password-1234";
     create_docker_secret(&t, "prod-push", &prod.docker_config_json(REGISTRY_USER, wrong)).await;
     let c1 = push(&t, "v1", &[&image]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
-    t.create_env("staging", json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h", "images": {}}))
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
         .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h", "images": {}}),
+    )
+    .await;
     let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/team", prod.host),
                        "secretRef": {"name": "prod-push"}}]);
     t.create_env(
@@ -228,18 +283,45 @@ async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
 
     let promotion = promotion_of(&t, &c1).await;
     let name = promotion.metadata.name.clone().expect("name");
-    let failed = wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| p.phase() == PromotionPhase::Failed).await;
+    let failed = wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| {
+        p.phase() == PromotionPhase::Failed
+    })
+    .await;
     let (_, _, message) = ready_of(&failed.status.expect("status").conditions).expect("Ready");
-    assert!(message.contains("copying images failed") && message.contains("refused access"), "{message}");
+    assert!(
+        message.contains("copying images failed") && message.contains("refused access"),
+        "{message}"
+    );
     let production = t.api::<Environment>().get("production").await.expect("production");
     let (status, reason, env_message) = env_ready(&production).expect("Ready");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ImageCopyFailed"), "{env_message}");
-    assert!(production.status.as_ref().and_then(|s| s.last_applied_revision.clone()).is_none(), "nothing applied");
-    assert!(t.api::<Deployment>().get_opt("web-production").await.expect("get").is_none(), "nothing applied");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ImageCopyFailed"),
+        "{env_message}"
+    );
+    assert!(
+        production
+            .status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.clone())
+            .is_none(),
+        "nothing applied"
+    );
+    assert!(
+        t.api::<Deployment>()
+            .get_opt("web-production")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing applied"
+    );
     assert_eq!(prod.manifest_puts(), 0, "no manifest reached the prod registry");
     let events = t.wait_event("production", "Warning", "ImageCopyFailed").await;
     for text in events.iter().map(|(_, _, n)| n).chain([&message, &env_message]) {
-        assert!(!text.contains(wrong) && !text.contains(REGISTRY_PASSWORD), "a credential leaked: {text}");
+        assert!(
+            !text.contains(wrong) && !text.contains(REGISTRY_PASSWORD),
+            "a credential leaked: {text}"
+        );
     }
 }
 
@@ -250,7 +332,8 @@ async fn unresolvable_images_stop_staging_before_anything_is_applied() {
     let host = reg.host.clone();
     let t = TestEnv::with_settings("unresolvable", |s| s.registry.insecure = vec![host]).await;
     let c1 = push(&t, "v1", &[&reg.image("team/web:missing")]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"})).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
     t.create_env(
         "staging",
         json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "2s", "images": {"pinDigests": true}}),
@@ -262,7 +345,13 @@ async fn unresolvable_images_stop_staging_before_anything_is_applied() {
     .await;
     let (_, _, message) = env_ready(&not_found).expect("Ready");
     assert!(message.contains("not found") && message.contains(&c1), "{message}");
-    assert!(t.api::<Deployment>().get_opt("web-staging").await.expect("get").is_none());
+    assert!(
+        t.api::<Deployment>()
+            .get_opt("web-staging")
+            .await
+            .expect("get")
+            .is_none()
+    );
     t.wait_event("staging", "Warning", "ImageResolutionFailed").await;
 
     // An image that is not a reference at all.
@@ -282,5 +371,11 @@ async fn unresolvable_images_stop_staging_before_anything_is_applied() {
     .await;
     let (_, _, message) = env_ready(&down).expect("Ready");
     assert!(message.contains("could not be reached"), "{message}");
-    assert!(t.api::<Deployment>().get_opt("web-staging").await.expect("get").is_none());
+    assert!(
+        t.api::<Deployment>()
+            .get_opt("web-staging")
+            .await
+            .expect("get")
+            .is_none()
+    );
 }

@@ -28,18 +28,33 @@ fn creds(registry: &TestRegistry, user: &str, password: &str) -> Credentials {
 async fn resolves_tags_to_manifest_and_index_digests() {
     let bin = bin_dir();
     let reg = TestRegistry::start(&bin, false);
-    let single = reg.push_image("team/web:v1", &[("a.txt", b"one"), ("b.txt", b"two"), ("c.txt", b"three")]);
+    let single = reg.push_image(
+        "team/web:v1",
+        &[("a.txt", b"one"), ("b.txt", b"two"), ("c.txt", b"three")],
+    );
     let index = reg.push_index("team/multi:v1", "multi");
     let registry = client(&[&reg], Credentials::default());
-    assert_eq!(registry.resolve(&reg.image("team/web:v1")).await.expect("resolve"), single);
-    let resolved = registry.resolve(&reg.image("team/multi:v1")).await.expect("resolve index");
-    assert_eq!(resolved, index, "a multi-arch tag resolves to its index, not one platform");
+    assert_eq!(
+        registry.resolve(&reg.image("team/web:v1")).await.expect("resolve"),
+        single
+    );
+    let resolved = registry
+        .resolve(&reg.image("team/multi:v1"))
+        .await
+        .expect("resolve index");
+    assert_eq!(
+        resolved, index,
+        "a multi-arch tag resolves to its index, not one platform"
+    );
     assert!(reg.manifest("team/multi:v1").contains("manifests"));
     // A digest reference is its own answer: no lookup, so a moved tag cannot change it.
     let pinned = format!("{}@{single}", reg.image("team/web:v1"));
     reg.push_image("team/web:v1", &[("a.txt", b"moved")]);
     assert_eq!(registry.resolve(&pinned).await.expect("pinned"), single);
-    assert_ne!(registry.resolve(&reg.image("team/web:v1")).await.expect("moved"), single);
+    assert_ne!(
+        registry.resolve(&reg.image("team/web:v1")).await.expect("moved"),
+        single
+    );
 }
 
 #[tokio::test]
@@ -60,7 +75,10 @@ async fn basic_auth_from_a_docker_config_and_errors_without_the_password() {
     let e = wrong.resolve(&image).await.expect_err("a wrong password is refused");
     assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e:?}");
     let text = format!("{e} {e:?}");
-    assert!(!text.contains(wrong_password) && !text.contains(REGISTRY_PASSWORD), "{text}");
+    assert!(
+        !text.contains(wrong_password) && !text.contains(REGISTRY_PASSWORD),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -81,17 +99,27 @@ async fn copies_a_multi_arch_index_and_a_repeated_copy_uploads_nothing() {
     assert_eq!(prod.uploads(), first.blobs_uploaded, "the target's log agrees");
     assert_eq!(prod.digest("team/multi:v1"), index, "same index digest in the target");
     let arm = nonprod.digest("team/multi:arm64-v1");
-    assert!(prod.manifest(&format!("team/multi@{arm}")).contains("layers"), "each platform is there");
+    assert!(
+        prod.manifest(&format!("team/multi@{arm}")).contains("layers"),
+        "each platform is there"
+    );
 
     let uploads = prod.uploads();
     let manifests = prod.manifest_puts();
     let again = registry.copy(&source, &target).await.expect("copy again");
     assert!(!again.transferred(), "{again:?}");
-    assert_eq!((prod.uploads(), prod.manifest_puts()), (uploads, manifests), "nothing reached the target");
+    assert_eq!(
+        (prod.uploads(), prod.manifest_puts()),
+        (uploads, manifests),
+        "nothing reached the target"
+    );
 
     // Another image sharing nothing uploads its own blobs only; with the same registry blobs are mounted.
     let source = parse(&format!("{}@{single}", nonprod.image("team/web"))).expect("source");
-    let copied = registry.copy(&source, &parse(&prod.image("team/web:v1")).expect("t")).await.expect("copy");
+    let copied = registry
+        .copy(&source, &parse(&prod.image("team/web:v1")).expect("t"))
+        .await
+        .expect("copy");
     assert_eq!((copied.manifests_pushed, copied.blobs_uploaded), (1, 4), "{copied:?}");
     let mounted = registry
         .copy(&source, &parse(&nonprod.image("other/web:v1")).expect("t"))
@@ -121,7 +149,11 @@ async fn a_corrupted_blob_is_a_digest_mismatch_and_nothing_is_tagged() {
         .await
         .expect_err("corrupted content is refused");
     assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e:?}");
-    assert_eq!(prod.manifest_puts(), 0, "no manifest points at content that was not verified");
+    assert_eq!(
+        prod.manifest_puts(),
+        0,
+        "no manifest points at content that was not verified"
+    );
 }
 
 #[tokio::test]
@@ -130,8 +162,14 @@ async fn missing_down_and_failing_registries_are_told_apart() {
     let mut reg = TestRegistry::start(&bin, false);
     reg.push_image("team/web:v1", &[("a.txt", b"x")]);
     let registry = client(&[&reg], Credentials::default());
-    let e = registry.resolve(&reg.image("team/web:v404")).await.expect_err("missing tag");
-    assert!(matches!(e, RegistryError::NotFound { .. }) && !e.is_transient(), "{e:?}");
+    let e = registry
+        .resolve(&reg.image("team/web:v404"))
+        .await
+        .expect_err("missing tag");
+    assert!(
+        matches!(e, RegistryError::NotFound { .. }) && !e.is_transient(),
+        "{e:?}"
+    );
     let e = registry.resolve("Not A/Reference::").await.expect_err("unparsable");
     assert!(matches!(e, RegistryError::InvalidReference { .. }), "{e:?}");
 
@@ -155,12 +193,18 @@ async fn missing_down_and_failing_registries_are_told_apart() {
         .resolve(&format!("{failing}/team/web:v1"))
         .await
         .expect_err("500");
-    assert!(matches!(e, RegistryError::Status { status: 500, .. }) && e.is_transient(), "{e:?}");
+    assert!(
+        matches!(e, RegistryError::Status { status: 500, .. }) && e.is_transient(),
+        "{e:?}"
+    );
 
     let image = reg.image("team/web:v1");
     reg.stop();
     let e = registry.resolve(&image).await.expect_err("down");
-    assert!(matches!(e, RegistryError::Unreachable { .. }) && e.is_transient(), "{e:?}");
+    assert!(
+        matches!(e, RegistryError::Unreachable { .. }) && e.is_transient(),
+        "{e:?}"
+    );
 
     // HTTPS unless the operator said otherwise: the same host without the opt-in is not asked in plain HTTP.
     let e = Registry::new(&RegistrySettings::default(), Credentials::default())

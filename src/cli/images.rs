@@ -26,7 +26,11 @@ pub fn format_images(env: &Environment) -> String {
         return format!("{} has applied no revision yet\n", env.name_any());
     };
     let records = status
-        .and_then(|s| s.history.iter().find(|r| r.revision == revision && !r.images.is_empty()))
+        .and_then(|s| {
+            s.history
+                .iter()
+                .find(|r| r.revision == revision && !r.images.is_empty())
+        })
         .map(|r| r.images.as_slice())
         .unwrap_or_default();
     if records.is_empty() {
@@ -45,7 +49,10 @@ pub fn format_images(env: &Environment) -> String {
 fn row(record: &ImageRecord) -> Vec<String> {
     let parsed = ImageReference::parse(&record.image).ok();
     vec![
-        parsed.as_ref().map(|p| p.repository()).unwrap_or_else(|| record.image.clone()),
+        parsed
+            .as_ref()
+            .map(|p| p.repository())
+            .unwrap_or_else(|| record.image.clone()),
         parsed
             .as_ref()
             .and_then(|p| p.effective_tag().map(str::to_string))
@@ -63,7 +70,8 @@ mod tests {
 
     #[test]
     fn lists_the_applied_revisions_images() {
-        let spec: EnvironmentSpec = serde_json::from_value(serde_json::json!({"sourceRef": {"name": "config"}})).unwrap();
+        let spec: EnvironmentSpec =
+            serde_json::from_value(serde_json::json!({"sourceRef": {"name": "config"}})).unwrap();
         let mut env = Environment::new("production", spec);
         assert!(format_images(&env).contains("no revision yet"));
         let revision = format!("main@sha1:{}", "a".repeat(40));
@@ -90,7 +98,13 @@ mod tests {
         });
         let out = format_images(&env);
         let line = out.lines().find(|l| l.contains("web")).unwrap();
-        for column in ["nonprod.io/team/web", "1.4", digest.as_str(), "nonprod.io", "prod.io/team/web"] {
+        for column in [
+            "nonprod.io/team/web",
+            "1.4",
+            digest.as_str(),
+            "nonprod.io",
+            "prod.io/team/web",
+        ] {
             assert!(line.contains(column), "{column} in {out}");
         }
     }

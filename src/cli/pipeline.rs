@@ -408,8 +408,16 @@ pub fn format_history(env: &Environment, promotions: &[Promotion], now: Timestam
         .iter()
         .flat_map(|r| {
             r.images.iter().map(|i| {
-                let applied = i.copied_to.as_deref().map(|to| format!(" (as {to})")).unwrap_or_default();
-                vec![short_revision(&r.revision), format!("{}{applied}", i.image), i.digest.clone()]
+                let applied = i
+                    .copied_to
+                    .as_deref()
+                    .map(|to| format!(" (as {to})"))
+                    .unwrap_or_default();
+                vec![
+                    short_revision(&r.revision),
+                    format!("{}{applied}", i.image),
+                    i.digest.clone(),
+                ]
             })
         })
         .collect();

@@ -173,7 +173,10 @@ mod tests {
         let written: Vec<&str> = images.iter().map(|(w, _)| w.as_str()).collect();
         assert_eq!(written, ["nonprod.io/team/web:1", "nginx:1.27"]);
         let records = [record("docker.io/library/nginx:1.27", None)];
-        assert!(recorded(&records, &images[1].1).is_some(), "the same image written another way");
+        assert!(
+            recorded(&records, &images[1].1).is_some(),
+            "the same image written another way"
+        );
         assert!(recorded(&records, &images[0].1).is_none());
         assert!(!covers(&records, &images));
         let bad = vec![deployment(&["Not A Reference"])];
@@ -187,9 +190,15 @@ mod tests {
         let out = rewrite(&objects, &records);
         let spec = &out[0].object["spec"]["template"]["spec"];
         assert_eq!(spec["containers"][0]["image"], format!("nonprod.io/team/web:1@{D}"));
-        assert_eq!(spec["initContainers"][0]["image"], format!("docker.io/library/nginx:1.27@{D}"));
+        assert_eq!(
+            spec["initContainers"][0]["image"],
+            format!("docker.io/library/nginx:1.27@{D}")
+        );
         // A digest already written is replaced by the recorded one: what was verified is what runs.
-        let written = vec![deployment(&[&format!("nonprod.io/team/web:1@sha256:{}", "f".repeat(64))])];
+        let written = vec![deployment(&[&format!(
+            "nonprod.io/team/web:1@sha256:{}",
+            "f".repeat(64)
+        )])];
         let out = rewrite(&written, &records);
         assert_eq!(
             out[0].object["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -206,13 +215,26 @@ mod tests {
         })
         .unwrap();
         let target = |s: &str| rule.target(&ImageReference::parse(s).unwrap()).map(|r| r.to_string());
-        assert_eq!(target("nonprod.io/team/web:1").as_deref(), Some("prod.io:5000/apps/team/web:1"));
-        assert_eq!(target("nonprod.io/team/sub/web").as_deref(), Some("prod.io:5000/apps/team/sub/web:latest"));
+        assert_eq!(
+            target("nonprod.io/team/web:1").as_deref(),
+            Some("prod.io:5000/apps/team/web:1")
+        );
+        assert_eq!(
+            target("nonprod.io/team/sub/web").as_deref(),
+            Some("prod.io:5000/apps/team/sub/web:latest")
+        );
         assert_eq!(target("nonprod.io/teamx/web:1"), None, "not at a path boundary");
         assert_eq!(target("nonprod.io.evil.com/team/web:1"), None, "another host");
-        assert_eq!(target("nonprod.io/team"), None, "the prefix itself is no image under it");
+        assert_eq!(
+            target("nonprod.io/team"),
+            None,
+            "the prefix itself is no image under it"
+        );
         let copied = record("nonprod.io/team/web:1", Some("prod.io:5000/apps/team/web"));
-        assert_eq!(applied_image(&copied).unwrap(), format!("prod.io:5000/apps/team/web:1@{D}"));
+        assert_eq!(
+            applied_image(&copied).unwrap(),
+            format!("prod.io:5000/apps/team/web:1@{D}")
+        );
         assert!(
             CopyRule::parse(&CopyImages {
                 from: "team".into(),

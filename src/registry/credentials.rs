@@ -68,8 +68,9 @@ impl Credentials {
                         .ok()
                         .and_then(|d| String::from_utf8(d).ok())
                         .ok_or_else(|| CredentialsError::BadAuth(key.clone()))?;
-                    let (username, password) =
-                        decoded.split_once(':').ok_or_else(|| CredentialsError::BadAuth(key.clone()))?;
+                    let (username, password) = decoded
+                        .split_once(':')
+                        .ok_or_else(|| CredentialsError::BadAuth(key.clone()))?;
                     Basic {
                         username: username.to_string(),
                         password: password.to_string(),

@@ -336,7 +336,11 @@ impl Registry {
 
     /// Whether the registry has the manifest `reference` (by digest).
     async fn exists(&self, reference: &Reference) -> Result<bool, RegistryError> {
-        match self.client.fetch_manifest_digest(reference, &self.auth(reference)).await {
+        match self
+            .client
+            .fetch_manifest_digest(reference, &self.auth(reference))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) => match RegistryError::from_oci(&reference.whole(), e) {
                 RegistryError::NotFound { .. } => Ok(false),

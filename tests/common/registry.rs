@@ -65,7 +65,15 @@ impl TestRegistry {
         };
         registry.wait_listening();
         if basic_auth {
-            registry.crane(&["auth", "login", &registry.host, "-u", REGISTRY_USER, "-p", REGISTRY_PASSWORD]);
+            registry.crane(&[
+                "auth",
+                "login",
+                &registry.host,
+                "-u",
+                REGISTRY_USER,
+                "-p",
+                REGISTRY_PASSWORD,
+            ]);
         }
         registry
     }
@@ -142,7 +150,10 @@ impl TestRegistry {
         for arch in ["amd64", "arm64"] {
             let base = format!("{repo}:base-{arch}-{tag}");
             let content = format!("{seed} {arch}");
-            self.push_image(&base, &[("arch.txt", content.as_bytes()), ("seed.txt", seed.as_bytes())]);
+            self.push_image(
+                &base,
+                &[("arch.txt", content.as_bytes()), ("seed.txt", seed.as_bytes())],
+            );
             let platform = format!("{repo}:{arch}-{tag}");
             self.crane(&[
                 "mutate",

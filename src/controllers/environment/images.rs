@@ -107,7 +107,10 @@ impl Reconcile {
                 }
             }
         }
-        let shown: Vec<String> = records.iter().map(|r| format!("{}@{}", r.image, short(&r.digest))).collect();
+        let shown: Vec<String> = records
+            .iter()
+            .map(|r| format!("{}@{}", r.image, short(&r.digest)))
+            .collect();
         info!(images = %shown.join(", "), "resolved image digests");
         Ok(Ok(records))
     }
@@ -220,7 +223,10 @@ impl Reconcile {
                     continue;
                 };
                 let source = format!("{}@{}", parsed.repository(), record.digest);
-                let result = match (crate::registry::parse(&source), crate::registry::parse(&target.to_string())) {
+                let result = match (
+                    crate::registry::parse(&source),
+                    crate::registry::parse(&target.to_string()),
+                ) {
                     (Ok(source), Ok(target)) => registry.copy(&source, &target).await,
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 };
