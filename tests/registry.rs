@@ -213,3 +213,103 @@ async fn missing_down_and_failing_registries_are_told_apart() {
         .expect_err("TLS to a plain-HTTP server");
     assert!(matches!(e, RegistryError::Unreachable { .. }), "{e:?}");
 }
+
+/// A registry front that answers only bearer tokens, issued by its own token endpoint for basic credentials:
+/// the challenge flow of Docker Hub, GHCR and distribution's token auth, small enough to read.
+async fn bearer_registry(digest: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    let token_requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = token_requests.clone();
+    let realm = format!("http://{host}/token");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).to_string();
+            let target = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let auth = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("authorization: ")
+                        .or_else(|| l.strip_prefix("Authorization: "))
+                })
+                .unwrap_or_default()
+                .to_string();
+            let good_basic = format!(
+                "Basic {}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}")
+                )
+            );
+            let response = if target.starts_with("/token") {
+                seen.lock().expect("lock").push(target.clone());
+                if auth == good_basic {
+                    let body = r#"{"token": "tok-ferry-test", "expires_in": 300}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                }
+            } else if auth == "Bearer tok-ferry-test" && target.contains("/manifests/") {
+                format!(
+                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"ferry-test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            };
+            let _ = s.write_all(response.as_bytes()).await;
+        }
+    });
+    (host, token_requests)
+}
+
+#[tokio::test]
+async fn bearer_token_challenges_are_answered_with_the_secrets_credentials() {
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let (host, token_requests) = bearer_registry(DIGEST).await;
+    let settings = RegistrySettings {
+        insecure: vec![host.clone()],
+    };
+    let json = serde_json::json!({"auths": {host.clone(): {"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}}});
+    let credentials = Credentials::parse(json.to_string().as_bytes()).expect("credentials");
+    let image = format!("{host}/team/web:v1");
+    let digest = Registry::new(&settings, credentials)
+        .resolve(&image)
+        .await
+        .expect("resolve through a token");
+    assert_eq!(digest, DIGEST);
+    let asked = token_requests.lock().expect("lock").clone();
+    assert!(
+        asked
+            .iter()
+            .any(|t| t.contains("scope=repository%3Ateam%2Fweb%3Apull") && t.contains("service=ferry-test")),
+        "the token was asked for this repository's pull scope: {asked:?}"
+    );
+
+    let e = Registry::new(&settings, Credentials::default())
+        .resolve(&image)
+        .await
+        .expect_err("anonymous gets no token");
+    assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e:?}");
+    let wrong = "wrong-token-pw-99";
+    let json = serde_json::json!({"auths": {host.clone(): {"username": REGISTRY_USER, "password": wrong}}});
+    let e = Registry::new(&settings, Credentials::parse(json.to_string().as_bytes()).expect("c"))
+        .resolve(&image)
+        .await
+        .expect_err("wrong password gets no token");
+    assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains(wrong));
+}
