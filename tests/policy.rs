@@ -408,3 +408,78 @@ async fn a_malformed_policy_is_reported_and_fails_closed() {
     wait_ready_reason(&t, "app", "True", "Succeeded").await;
     assert_eq!(configmap_version(&t, &t.namespace).await.as_deref(), Some("v1"));
 }
+
+fn ferry(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("KUBECONFIG", &t.kubeconfig)
+        .env("FERRY_KUSTOMIZE", t.bin_dir.join("kustomize"))
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("running ferry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn render_and_diff_report_violations_before_a_merge() {
+    let t = TestEnv::with_workloads("policy-cli").await;
+    create_policy(&t, "deny", json!({"allowedRegistries": ["prod.example.io/"]})).await;
+    let good = "prod.example.io/app:1";
+    push(&t, "app", "v1", &deployment("evil.io/app:1", good, good));
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "app",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/app", "interval": "1h"}),
+    )
+    .await;
+    wait_ready_reason(&t, "app", "False", "PolicyViolation").await;
+    let line = "deny: Deployment web, container app: image \"evil.io/app:1\" is not from an allowed registry";
+
+    // The Environment as the controller sees it: policies from the cluster, selected by its namespace.
+    let (code, _, stderr) = ferry(&t, &["diff", "--environment", &format!("{}/app", t.namespace)]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains(line), "{stderr}");
+
+    // A local checkout against the cluster.
+    let work = t.repo.work.path().to_str().expect("path").to_string();
+    let (code, _, stderr) = ferry(&t, &["diff", &work, "--path", "apps/app", "--namespace", &t.namespace]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains(line), "{stderr}");
+
+    // Offline: policies from a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("policy.yaml");
+    let write = |registries: &str| {
+        std::fs::write(
+            &file,
+            format!("apiVersion: ferry.dev/v1alpha1\nkind: RegistryPolicy\nmetadata: {{name: prod}}\nspec:\n  allowedRegistries: [{registries}]\n"),
+        )
+        .expect("policy file");
+    };
+    write("prod.example.io/");
+    let policy_file = file.to_str().expect("path");
+    let (code, stdout, stderr) = ferry(
+        &t,
+        &["render", &work, "--path", "apps/app", "--registry-policy", policy_file],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stdout.contains("kind: Deployment"),
+        "the render is still printed: {stdout}"
+    );
+    assert!(
+        stderr.contains("deny: Deployment web, container app: image \"evil.io/app:1\""),
+        "{stderr}"
+    );
+    write("prod.example.io/, evil.io/");
+    let (code, _, stderr) = ferry(
+        &t,
+        &["render", &work, "--path", "apps/app", "--registry-policy", policy_file],
+    );
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
