@@ -145,6 +145,20 @@ async fn deny_applies_nothing_of_the_revision_and_names_every_violation() {
         ("app", 3)
     );
     let rv = p.metadata.resource_version.clone();
+    let out = std::process::Command::new(t.bin_dir.join("kubectl"))
+        .args(["get", "registrypolicies", &policy])
+        .env("KUBECONFIG", &t.kubeconfig)
+        .output()
+        .expect("kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "ENFORCEMENT", "VIOLATIONS", "ENVIRONMENTS", "READY", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row[..5], [policy.as_str(), "Deny", "3", "1", "True"], "{table}");
 
     // Fixed in Git: applied, and the counts go back to zero.
     t.repo.remove("apps/app/worker.yaml");
