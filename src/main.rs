@@ -41,6 +41,10 @@ enum Command {
         path: String,
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
+        /// A file of RegistryPolicies to check the render against (repeatable; offline, their selectors are
+        /// ignored). Violations go to stderr; exit code 3 when a Deny policy is violated.
+        #[arg(long = "registry-policy", value_name = "FILE")]
+        registry_policies: Vec<PathBuf>,
     },
     /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
     /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
@@ -391,13 +395,26 @@ async fn run() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Run(args) => run_operator(*args).await,
-        Command::Render { dir, path, kustomize } => {
+        Command::Render {
+            dir,
+            path,
+            kustomize,
+            registry_policies,
+        } => {
             let settings = ferry::render::RenderSettings {
                 kustomize,
                 ..Default::default()
             };
             let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
             print!("{}", rendered.yaml);
+            if !registry_policies.is_empty() {
+                let policies = ferry::cli::policies_from_files(&registry_policies)?;
+                let found = ferry::cli::check_registry_policy(&policies, None, "", &rendered.objects);
+                eprint!("{}", ferry::cli::format_violations(&found));
+                if found.denied() {
+                    std::process::exit(3);
+                }
+            }
             Ok(())
         }
         Command::Diff {
@@ -415,26 +432,49 @@ async fn run() -> anyhow::Result<()> {
             };
             let config = kube::Config::infer().await.context("loading the kubeconfig")?;
             let client = kube::Client::try_from(config.clone()).context("connecting to the cluster")?;
+            let policy;
             let diffs = match (environment, dir) {
                 (Some(env), _) => {
                     let (ns, name) = env
                         .split_once('/')
                         .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
-                    let (revision, diffs) = ferry::cli::diff_environment(client, &config, ns, name, &settings).await?;
+                    let d = ferry::cli::diff_environment_checked(client, &config, ns, name, &settings).await?;
                     eprintln!(
-                        "Environment {ns}/{name} at {revision}: {} object(s) differ",
-                        diffs.len()
+                        "Environment {ns}/{name} at {}: {} object(s) differ",
+                        d.revision,
+                        d.diffs.len()
                     );
-                    diffs
+                    policy = d.policy;
+                    d.diffs
                 }
-                (None, Some(dir)) => ferry::cli::diff_local(client, &dir, &path, &namespace, &settings).await?,
+                (None, Some(dir)) => {
+                    let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
+                    policy = ferry::cli::cluster_policies(&client).await?.map(|policies| {
+                        ferry::cli::check_registry_policy(&policies, None, &namespace, &rendered.objects)
+                    });
+                    ferry::cli::diff_local(client, &dir, &path, &namespace, &settings).await?
+                }
                 (None, None) => anyhow::bail!("give --environment ns/name or a checkout directory"),
             };
             let color = ferry::cli::color_enabled(no_color, std::io::stdout().is_terminal());
             for d in &diffs {
                 print!("{}", ferry::cli::unified(d, color));
             }
-            std::process::exit(if diffs.is_empty() { 0 } else { 1 });
+            match &policy {
+                Some(found) => eprint!("{}", ferry::cli::format_violations(found)),
+                None => {
+                    eprintln!("RegistryPolicies could not be read (not installed, or not allowed): images not checked")
+                }
+            }
+            // 3: a Deny policy would stop the revision, whatever the diff.
+            let denied = policy.as_ref().is_some_and(|p| p.denied());
+            std::process::exit(if denied {
+                3
+            } else if diffs.is_empty() {
+                0
+            } else {
+                1
+            });
         }
         Command::Get { ns } => {
             let (client, namespace) = ns.connect().await?;

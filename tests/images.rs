@@ -193,12 +193,18 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
     .await;
     let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/prod/team", prod.host),
                        "secretRef": {"name": "prod-push"}}]);
-    t.create_env(
-        "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "copyImages": copy}}),
-    )
-    .await;
+    // The platform team's fence: production runs only prod-registry digests (staging is not selected).
+    t.apply_json(&json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "RegistryPolicy",
+        "metadata": {"name": format!("{}-prod-only", t.namespace)},
+        "spec": {"environmentSelector": {"namespaces": [t.namespace], "matchLabels": {"stage": "production"}},
+                 "allowedRegistries": [format!("{}/prod/", prod.host)], "requireDigest": true,
+                 "enforcement": "Deny"}}))
+        .await;
+    t.apply_json(&json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Environment",
+        "metadata": {"name": "production", "namespace": t.namespace, "labels": {"stage": "production"}},
+        "spec": {"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+                 "promotion": {"from": "staging", "copyImages": copy}}}))
+        .await;
 
     let staging = wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
     assert_eq!(
@@ -250,6 +256,15 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
         prod.log()
     );
     assert_eq!(images_of(&t, "web-production").await, expected.to_vec());
+    let production = t.api::<Environment>().get("production").await.expect("production");
+    assert!(
+        production
+            .status
+            .as_ref()
+            .and_then(|s| s.policy_violations.as_ref())
+            .is_none(),
+        "the Deny policy found nothing to refuse in production"
+    );
 }
 
 #[tokio::test]
@@ -287,7 +302,8 @@ async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
         p.phase() == PromotionPhase::Failed
     })
     .await;
-    let (_, _, message) = ready_of(&failed.status.expect("status").conditions).expect("Ready");
+    let (_, reason, message) = ready_of(&failed.status.expect("status").conditions).expect("Ready");
+    assert_eq!(reason, "ImageCopyFailed", "{message}");
     assert!(
         message.contains("copying images failed") && message.contains("refused access"),
         "{message}"

@@ -103,11 +103,14 @@ pub struct RegistryPolicyStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentViolations {
+    /// The Environment's namespace.
     pub namespace: String,
+    /// The Environment's name.
     pub name: String,
     /// The revision evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// How many violations of this policy it has.
     pub violations: u32,
 }
 
@@ -132,8 +135,11 @@ pub struct PolicyViolations {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyViolationCount {
+    /// The RegistryPolicy.
     pub policy: String,
+    /// Its enforcement: `Deny` or `Audit`.
     pub enforcement: Enforcement,
+    /// How many violations it found.
     pub violations: u32,
 }
 
@@ -143,6 +149,7 @@ pub struct PolicyViolationCount {
 pub struct PolicyViolation {
     /// The RegistryPolicy.
     pub policy: String,
+    /// The policy's enforcement: `Deny` or `Audit`.
     pub enforcement: Enforcement,
     /// `UntrustedRegistry`, `DigestRequired`, `InvalidReference` or `InvalidPolicy`.
     pub rule: String,

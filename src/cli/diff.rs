@@ -101,6 +101,26 @@ pub async fn diff_environment(
     name: &str,
     settings: &RenderSettings,
 ) -> Result<(String, Vec<ObjectDiff>), DiffError> {
+    let d = diff_environment_checked(client, config, namespace, name, settings).await?;
+    Ok((d.revision, d.diffs))
+}
+
+/// What `ferry diff --environment` reports: the revision, the diffs, and what the cluster's RegistryPolicies
+/// find (`None`: they could not be read).
+pub struct EnvironmentDiff {
+    pub revision: String,
+    pub diffs: Vec<ObjectDiff>,
+    pub policy: Option<crate::policy::Evaluation>,
+}
+
+/// [`diff_environment`], plus the registry-policy check the controller would make before its dry run.
+pub async fn diff_environment_checked(
+    client: Client,
+    config: &kube::Config,
+    namespace: &str,
+    name: &str,
+    settings: &RenderSettings,
+) -> Result<EnvironmentDiff, DiffError> {
     let env = get(
         &Api::<Environment>::namespaced(client.clone(), namespace),
         "Environment",
@@ -161,7 +181,14 @@ pub async fn diff_environment(
     };
     let target = environment_target(&client, config, &env).await?;
     let diffs = target.applier.diff(&rendered.objects, &opts).await?;
-    Ok((full_revision, diffs))
+    let policy = super::policy::cluster_policies(&client)
+        .await?
+        .map(|policies| super::policy::check(&policies, Some(&env), namespace, &rendered.objects));
+    Ok(EnvironmentDiff {
+        revision: full_revision,
+        diffs,
+        policy,
+    })
 }
 
 /// A Secret's values replaced by a short digest: a diff shows *that* a value changed, never the value.

@@ -6,18 +6,25 @@ mod diff;
 mod events;
 mod images;
 mod pipeline;
+mod policy;
 mod progress;
 mod reconcile;
 mod target;
 mod tree;
 mod version;
 
-pub use diff::{DiffError, diff_environment, diff_local, environment_revision, mask_secret, render_local, unified};
+pub use diff::{
+    DiffError, EnvironmentDiff, diff_environment, diff_environment_checked, diff_local, environment_revision,
+    mask_secret, render_local, unified,
+};
 pub use events::{EventRow, events, ferry_events, format_events};
 pub use images::{format_images, images};
 pub use pipeline::{
     CliError, approve, format_history, format_pipeline, history, pipeline, promote, reject, resolve_verified, rollback,
     short_revision,
+};
+pub use policy::{
+    PolicyFileError, check as check_registry_policy, cluster_policies, format_violations, policies_from_files,
 };
 pub use progress::{Progress, color_allowed, color_enabled};
 pub use reconcile::{

@@ -423,6 +423,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .for_each(|_| async {});
 
     let every_policy = policy_controller.store();
+    let policy_scope = scope.namespace.clone();
     let policies = policy_controller
         .watches(
             scope.api::<Environment>(&client),
@@ -432,7 +433,15 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
-            |o, c| measured("RegistryPolicy", o.clone(), c.clone(), registrypolicy::reconcile(o, c)),
+            move |o, c| {
+                let scope = policy_scope.clone();
+                measured(
+                    "RegistryPolicy",
+                    o.clone(),
+                    c.clone(),
+                    registrypolicy::reconcile(o, c, scope),
+                )
+            },
             |o, e, c| error_policy("RegistryPolicy", o, e, c),
             ctx.clone(),
         )

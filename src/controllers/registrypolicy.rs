@@ -93,7 +93,24 @@ pub fn desired_status(
     status
 }
 
-pub async fn reconcile(policy: Arc<RegistryPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+/// Whether this Ferry keeps `policy`'s status: one watching every namespace keeps all; one watching a single
+/// namespace only those that select exactly that namespace (several such Ferrys would otherwise each write
+/// their own partial counts).
+pub fn owns(policy: &RegistryPolicy, scope: Option<&str>) -> bool {
+    match scope {
+        None => true,
+        Some(ns) => policy.spec.environment_selector.namespaces == [ns],
+    }
+}
+
+pub async fn reconcile(
+    policy: Arc<RegistryPolicy>,
+    ctx: Arc<Context>,
+    scope: Option<String>,
+) -> Result<Action, ReconcileError> {
+    if !owns(&policy, scope.as_deref()) {
+        return Ok(Action::await_change());
+    }
     let name = policy.name_any();
     let span = info_span!("reconcile", kind = "RegistryPolicy", name = %name);
     async move {
