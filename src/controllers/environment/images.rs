@@ -56,7 +56,7 @@ impl Reconcile {
             Some(records) => records,
             None => {
                 let computed = match promoted {
-                    true => self.from_upstream(desired, &images).await?,
+                    true => self.upstream_digests(desired, &images).await?,
                     false => self.resolve(desired, &images).await?,
                 };
                 match computed {
@@ -118,7 +118,7 @@ impl Reconcile {
     /// The digests the upstream recorded for this revision (when it verified it), copied with
     /// `copyImages`. An upstream that recorded none leaves the render as it is, unless this Environment asks
     /// for digests (`images` or `copyImages`), which then fails: there is nothing verified to pin.
-    async fn from_upstream(
+    async fn upstream_digests(
         &self,
         desired: &Desired,
         images: &Images,
