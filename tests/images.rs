@@ -395,3 +395,66 @@ async fn unresolvable_images_stop_staging_before_anything_is_applied() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn content_that_does_not_match_its_digest_is_never_copied_or_applied() {
+    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let nonprod = TestRegistry::start(&bin, false);
+    let prod = TestRegistry::start(&bin, false);
+    let hosts = vec![nonprod.host.clone(), prod.host.clone()];
+    let t = TestEnv::with_workloads_and_settings("copy-mismatch", |s| s.registry.insecure = hosts).await;
+    nonprod.push_image("team/web:v1", &[("a", b"the layer staging verified")]);
+    let image = nonprod.image("team/web:v1");
+    let c1 = push(&t, "v1", &[&image]);
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h", "images": {}}),
+    )
+    .await;
+    let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/team", prod.host)}]);
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "promotion": {"from": "staging", "requireApproval": true, "copyImages": copy}}),
+    )
+    .await;
+    wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
+
+    // After staging verified, the layer's bytes change in the nonprod registry's storage.
+    let manifest: serde_json::Value = serde_json::from_str(&nonprod.manifest("team/web:v1")).expect("json");
+    let layer = manifest["layers"][0]["digest"].as_str().expect("layer").to_string();
+    let file = nonprod.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).expect("blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).expect("corrupt");
+
+    let promotion = promotion_of(&t, &c1).await;
+    let name = promotion.metadata.name.clone().expect("name");
+    wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| {
+        p.phase() == PromotionPhase::WaitingApproval
+    })
+    .await;
+    ferry::cli::approve(&t.client, &t.namespace, &name, None)
+        .await
+        .expect("approve");
+    let failed = wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| {
+        p.phase() == PromotionPhase::Failed
+    })
+    .await;
+    let (_, reason, message) = ready_of(&failed.status.expect("status").conditions).expect("Ready");
+    assert_eq!(reason, "ImageCopyFailed", "{message}");
+    assert!(message.contains("does not match its digest"), "{message}");
+    assert!(
+        t.api::<Deployment>()
+            .get_opt("web-production")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing applied"
+    );
+    assert_eq!(prod.manifest_puts(), 0, "no manifest points at unverified content");
+    t.wait_event("production", "Warning", "ImageCopyFailed").await;
+}

@@ -783,6 +783,30 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_the_image_step_refused_fails_the_promotion_with_that_reason() {
+        let p = promotion("p", "r1", NOW, Some(PromotionPhase::Applying));
+        let staging = staging_verified("r1", NOW);
+        let mut production = env(
+            "production",
+            Some(policy()),
+            vec![record("r1", RevisionPhase::Failed, Some("p"), NOW)],
+        );
+        let status = production.status.as_mut().unwrap();
+        status.last_attempted_revision = Some("r1".into());
+        crate::api::set_condition(
+            &mut status.conditions,
+            crate::api::READY,
+            false,
+            Reason::ImageCopyFailed,
+            "r1: copying images failed: ...",
+            None,
+            at(NOW),
+        );
+        let s = decide_with(&p, &production, &staging, &[]);
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Failed, Reason::ImageCopyFailed));
+    }
+
+    #[test]
     fn rollbacks_need_a_revision_that_succeeded_here_and_skip_soak_and_windows() {
         let mut pol = policy();
         pol.soak_time = Some("24h".into());
