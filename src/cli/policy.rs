@@ -9,7 +9,7 @@ use kube::{Api, Client};
 use serde::Deserialize;
 
 use crate::api::{Enforcement, Environment, RegistryPolicy};
-use crate::policy::{Evaluation, Subject, describe, evaluate, verification_object};
+use crate::policy::{Evaluation, Subject, describe, evaluate_with, verification_object};
 use crate::render::RenderedObject;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,19 +73,15 @@ pub fn check(
     namespace: &str,
     objects: &[RenderedObject],
 ) -> Evaluation {
-    let mut checked = objects.to_vec();
-    if let Some(job) = env
+    let job = env
         .and_then(|e| e.spec.verification.as_ref())
         .and_then(|v| v.job_template.as_ref())
-        .and_then(verification_object)
-    {
-        checked.push(job);
-    }
+        .and_then(verification_object);
     let subject = Subject {
         namespace,
         labels: env.map(|e| e.metadata.labels.as_ref().unwrap_or(&EMPTY)),
     };
-    evaluate(policies, &subject, &checked)
+    evaluate_with(policies, &subject, objects, job.as_ref())
 }
 
 static EMPTY: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();

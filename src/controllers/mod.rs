@@ -138,11 +138,12 @@ impl Context {
     }
 
     /// Every RegistryPolicy: from the controllers' cache once it has listed them (never a partial view at
-    /// startup, which would let images through), else straight from the API server.
+    /// startup, which would let images through), else straight from the API server (whose error, such as a
+    /// missing RBAC rule, then fails the reconcile visibly instead of waiting for a cache that never fills).
     pub async fn registry_policies(&self) -> Result<Vec<RegistryPolicy>, ReconcileError> {
         let store = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(store) = store
-            && until_ready(&store).await.is_ok()
+            && let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), until_ready(&store)).await
         {
             return Ok(store.state().iter().map(|p| p.as_ref().clone()).collect());
         }

@@ -106,7 +106,23 @@ pub struct Evaluation {
 /// subject. A policy whose spec is invalid yields one `InvalidPolicy` violation: a broken Deny policy fails
 /// closed rather than letting everything through.
 pub fn evaluate(policies: &[RegistryPolicy], subject: &Subject, objects: &[RenderedObject]) -> Evaluation {
-    let fields = image_fields(objects);
+    evaluate_with(policies, subject, objects, None)
+}
+
+/// [`evaluate`] with one more object (the verification Job) without copying the render.
+pub fn evaluate_with(
+    policies: &[RegistryPolicy],
+    subject: &Subject,
+    objects: &[RenderedObject],
+    extra: Option<&RenderedObject>,
+) -> Evaluation {
+    let mut fields = image_fields(objects);
+    if let Some(extra) = extra {
+        fields.extend(crate::images::pod_specs::object_image_fields(
+            &extra.object,
+            objects.len(),
+        ));
+    }
     let mut violations = Vec::new();
     for policy in policies {
         let name = policy.metadata.name.clone().unwrap_or_default();

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use super::{Failure, Reconcile};
 use crate::api::{Enforcement, EnvironmentStatus, Reason};
 use crate::controllers::ReconcileError;
-use crate::policy::{Subject, evaluate, verification_object};
+use crate::policy::{Subject, evaluate_with, verification_object};
 use crate::render::RenderedObject;
 
 impl Reconcile {
@@ -31,15 +31,11 @@ impl Reconcile {
             .as_ref()
             .and_then(|v| v.job_template.as_ref())
             .and_then(verification_object);
-        let checked: Vec<RenderedObject> = match verification {
-            Some(job) => objects.iter().cloned().chain(std::iter::once(job)).collect(),
-            None => objects.to_vec(),
-        };
         let subject = Subject {
             namespace: &self.namespace,
             labels: Some(self.env.labels()),
         };
-        let evaluation = evaluate(&policies, &subject, &checked);
+        let evaluation = evaluate_with(&policies, &subject, objects, verification.as_ref());
         let before = self.env.status.as_ref().and_then(|s| s.policy_violations.clone());
         status.policy_violations = evaluation.status(revision);
         if evaluation.denied() {
