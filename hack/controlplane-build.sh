@@ -120,5 +120,6 @@ log "done: $BIN"
 fi
 
 # --- tools beside the control plane (one line each; see go_tool) ------------------------------------------------
+go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 
 echo "$BIN"

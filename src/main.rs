@@ -41,6 +41,9 @@ enum Command {
         path: String,
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
+        /// The helm binary, for chart paths (rendered with helm's defaults: release `release` in `default`).
+        #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+        helm: PathBuf,
     },
     /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
     /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
@@ -59,6 +62,9 @@ enum Command {
         namespace: String,
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
+        /// The helm binary, for chart paths and kustomize's `helmCharts:`.
+        #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+        helm: PathBuf,
         /// Never color the output (default: color when stdout is a terminal and NO_COLOR is not set).
         #[arg(long)]
         no_color: bool,
@@ -262,6 +268,9 @@ struct RunArgs {
     /// The kustomize binary used for paths with a kustomization.
     #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
     kustomize: PathBuf,
+    /// The helm binary used for chart paths (`helm template`) and kustomize's `helmCharts:`.
+    #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+    helm: PathBuf,
     /// Accept file:// GitRepository URLs (local development only).
     #[arg(long, env = "FERRY_ALLOW_FILE_URLS")]
     allow_file_urls: bool,
@@ -381,9 +390,15 @@ async fn run() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Run(args) => run_operator(*args).await,
-        Command::Render { dir, path, kustomize } => {
+        Command::Render {
+            dir,
+            path,
+            kustomize,
+            helm,
+        } => {
             let settings = ferry::render::RenderSettings {
                 kustomize,
+                helm,
                 ..Default::default()
             };
             let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
@@ -396,11 +411,13 @@ async fn run() -> anyhow::Result<()> {
             path,
             namespace,
             kustomize,
+            helm,
             no_color,
         } => {
             use std::io::IsTerminal;
             let settings = ferry::render::RenderSettings {
                 kustomize,
+                helm,
                 ..Default::default()
             };
             let config = kube::Config::infer().await.context("loading the kubeconfig")?;
@@ -645,6 +662,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::new(&args.storage_dir)
     };
     settings.render.kustomize = args.kustomize.clone();
+    settings.render.helm = args.helm.clone();
     settings.full_sync_interval = args.full_sync_interval;
     settings.render.max_objects = args.max_render_objects;
     settings.render.max_bytes = args.max_render_bytes;

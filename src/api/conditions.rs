@@ -57,6 +57,10 @@ pub enum Reason {
     RolledBack,
     Forbidden,
     CrossNamespaceRef,
+    /// An Environment named in `dependsOn` is not Ready at its current revision yet.
+    DependencyNotReady,
+    /// `dependsOn` leads back to the Environment itself.
+    DependencyCycle,
 }
 
 impl Reason {
@@ -111,6 +115,8 @@ impl Reason {
             Reason::RolledBack => "RolledBack",
             Reason::Forbidden => "Forbidden",
             Reason::CrossNamespaceRef => "CrossNamespaceRef",
+            Reason::DependencyNotReady => "DependencyNotReady",
+            Reason::DependencyCycle => "DependencyCycle",
         }
     }
 }

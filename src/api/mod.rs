@@ -12,9 +12,9 @@ mod promotion;
 pub use conditions::{ConditionSet, Reason, condition_status, set_condition, set_condition_status};
 pub use duration::{DurationError, parse_duration};
 pub use environment::{
-    DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze, HISTORY_LIMIT,
-    InventoryEntry, KubeConfigReference, KubeConfigSecretRef, PromotionPolicy, PromotionSummary, PromotionWindow,
-    RevisionPhase, RevisionRecord, RollbackPolicy, SourceReference, Verification,
+    DeletionPolicy, DependencyReference, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze,
+    HISTORY_LIMIT, HelmSpec, InventoryEntry, KubeConfigReference, KubeConfigSecretRef, PromotionPolicy,
+    PromotionSummary, PromotionWindow, RevisionPhase, RevisionRecord, RollbackPolicy, SourceReference, Verification,
 };
 pub use gitrepository::{
     Artifact, GitRef, GitRepository, GitRepositorySpec, GitRepositoryStatus, RECONCILE_REQUESTED_AT, SecretReference,

@@ -149,7 +149,11 @@ pub async fn diff_environment(
     })
     .await
     .map_err(|e| DiffError::Internal(e.to_string()))??;
-    let rendered = render_path(&tree, &env.spec.path, settings).await?;
+    let target = environment_target(&client, config, &env).await?;
+    // A chart renders with the Environment's helm inputs and its target's capabilities, as the controller does.
+    let capabilities = crate::controllers::discover_capabilities(&target.client).await?;
+    let inputs = crate::render::HelmInputs::for_environment(&env, Some(capabilities));
+    let rendered = crate::render::render_path_with(&tree, &env.spec.path, settings, &inputs).await?;
     let opts = ApplyOptions {
         owner: Some(Owner {
             name: name.to_string(),
@@ -159,7 +163,6 @@ pub async fn diff_environment(
         default_namespace: namespace.to_string(),
         force: env.spec.force,
     };
-    let target = environment_target(&client, config, &env).await?;
     let diffs = target.applier.diff(&rendered.objects, &opts).await?;
     Ok((full_revision, diffs))
 }

@@ -484,6 +484,8 @@ mod tests {
                 verification: None,
                 kube_config: None,
                 service_account_name: None,
+                depends_on: Vec::new(),
+                helm: None,
             },
         );
         e.status = Some(EnvironmentStatus {
