@@ -167,6 +167,46 @@ async fn a_chart_renders_byte_for_byte_as_helm_template_without_its_hooks() {
 }
 
 #[tokio::test]
+async fn release_names_and_namespaces_that_look_like_flags_stay_values() {
+    let t = TestEnv::with_workloads("helm-flags").await;
+    let (_dir, root) = tree(&[
+        ("chart/Chart.yaml", "apiVersion: v2\nname: c\nversion: 0.1.0\n"),
+        (
+            "chart/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: {{ .Release.Namespace }}\n",
+        ),
+    ]);
+    // A post-renderer that leaves a mark: it must never run.
+    let mark = root.join("ran");
+    let script = root.join("post-render.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n/usr/bin/touch {}\nexec /usr/bin/cat\n", mark.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hostile = format!("--post-renderer={}", script.display());
+    for inputs in [
+        HelmInputs {
+            release_name: hostile.clone(),
+            ..HelmInputs::default()
+        },
+        HelmInputs {
+            namespace: hostile.clone(),
+            ..HelmInputs::default()
+        },
+    ] {
+        let result = render_path_with(&root, "chart", &settings(&t), &inputs).await;
+        assert!(!mark.exists(), "the post-renderer ran: {result:?}");
+        // helm refuses the release name; the namespace is only a string to it.
+        match result {
+            Ok(rendered) => assert_eq!(rendered.objects[0].namespace(), Some(inputs.namespace.as_str())),
+            Err(e) => assert!(e.to_string().contains("invalid release name"), "{e}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn kustomize_helm_charts_render_a_vendored_chart_with_the_pinned_helm() {
     let t = TestEnv::with_workloads("kustomize-helm").await;
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chart/podinfo/charts/cache");

@@ -126,10 +126,11 @@ pub struct DependencyReference {
 pub struct HelmSpec {
     /// The release name (`.Release.Name`). Default: the Environment's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 53))]
+    #[schemars(length(min = 1, max = 53), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub release_name: Option<String>,
     /// The release namespace (`.Release.Namespace`). Default: `targetNamespace`, else the Environment's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
     /// Values files, relative to the chart directory and inside the repository (e.g.
     /// `values-production.yaml`), applied in order after the chart's own `values.yaml`.

@@ -101,38 +101,36 @@ pub async fn template(
     };
     let home = tempfile::tempdir().map_err(|e| RenderError::Io(e.to_string()))?;
     let empty_path = sandbox_dirs(home.path())?;
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "template".into(),
-        inputs.release_name.clone().into(),
-        chart.into(),
-        "--namespace".into(),
-        inputs.namespace.clone().into(),
-    ];
+    // Every value a tenant writes goes in `--flag=value` form, and the positionals after `--`: a release name
+    // or namespace that looks like a flag (`--post-renderer=...`) stays a value.
+    let flag = |name: &str, value: &std::ffi::OsStr| {
+        let mut arg = std::ffi::OsString::from(format!("--{name}="));
+        arg.push(value);
+        arg
+    };
+    let mut args: Vec<std::ffi::OsString> = vec!["template".into(), flag("namespace", inputs.namespace.as_ref())];
     if inputs.include_crds {
         args.push("--include-crds".into());
     }
     for file in &inputs.values_files {
-        args.push("--values".into());
-        args.push(values_file(root, rel, file)?.into());
+        args.push(flag("values", values_file(root, rel, file)?.as_os_str()));
     }
     if let Some(values) = &inputs.values {
         // JSON is YAML; the file lives in the temporary home and goes with it.
         let path = home.path().join("spec.helm.values.yaml");
         std::fs::write(&path, serde_json::to_vec(values).unwrap_or_default())
             .map_err(|e| RenderError::Io(e.to_string()))?;
-        args.push("--values".into());
-        args.push(path.into());
+        args.push(flag("values", path.as_os_str()));
     }
     if let Some(caps) = &inputs.capabilities {
         if !caps.kube_version.is_empty() {
-            args.push("--kube-version".into());
-            args.push(caps.kube_version.clone().into());
+            args.push(flag("kube-version", caps.kube_version.as_ref()));
         }
         for api in &caps.api_versions {
-            args.push("--api-versions".into());
-            args.push(api.into());
+            args.push(flag("api-versions", api.as_ref()));
         }
     }
+    args.extend(["--".into(), inputs.release_name.clone().into(), chart.into()]);
     let program = resolve_program(&settings.helm);
     let mut cmd = sandboxed(&program, root, home.path(), &empty_path);
     cmd.args(&args);
