@@ -218,6 +218,22 @@ fn check_helm_charts(
                 field("name")
             )));
         }
+        // kustomize passes the release name to helm as a bare argument: one that looks like a flag
+        // (`--post-renderer=...`) would be one. No value of a chart entry needs a leading dash.
+        let flag_like = |v: &Value| v.as_str().is_some_and(|s| s.trim_start().starts_with('-'));
+        if let Some(key) = ["releaseName", "namespace", "nameTemplate", "kubeVersion", "valuesFile"]
+            .into_iter()
+            .find(|k| flag_like(&chart[*k]))
+            .map(String::from)
+            .or_else(|| {
+                ["apiVersions", "additionalValuesFiles"]
+                    .into_iter()
+                    .find(|k| chart[*k].as_array().is_some_and(|a| a.iter().any(flag_like)))
+                    .map(String::from)
+            })
+        {
+            return Err(unsupported(format!("{}: values that start with '-'", field(&key))));
+        }
         if let Some(map) = chart.as_object_mut() {
             map.remove("repo");
         }
@@ -628,6 +644,69 @@ mod tests {
         )
         .unwrap();
         check_local_only(&root, &root.join("app"), &[]).unwrap();
+    }
+
+    #[test]
+    fn helm_charts_must_be_vendored_local_and_plain() {
+        let (_t, root) = repo();
+        std::fs::create_dir_all(root.join("app/charts/cache")).unwrap();
+        std::fs::write(root.join("app/charts/cache/Chart.yaml"), "name: cache\n").unwrap();
+        std::fs::create_dir_all(root.join("app/vendor/redis-1.0.0/redis")).unwrap();
+        std::fs::write(root.join("app/vendor/redis-1.0.0/redis/Chart.yaml"), "name: redis\n").unwrap();
+        // Vendored where kustomize looks: its repo is never used, so it is no remote reference.
+        for ok in [
+            "helmCharts:\n- name: cache\n  repo: https://charts.example.com\n",
+            "helmGlobals: {chartHome: vendor}\nhelmCharts:\n- name: redis\n  version: 1.0.0\n  repo: oci://r.example.com/c\n",
+        ] {
+            std::fs::write(root.join("app/kustomization.yaml"), ok).unwrap();
+            check_local_only(&root, &root.join("app"), &[]).expect(ok);
+        }
+        for (bad, needle) in [
+            (
+                "helmCharts:\n- name: redis\n  repo: https://charts.example.com\n",
+                "not vendored",
+            ),
+            ("helmCharts:\n- name: ../../../etc\n", "not vendored"),
+            ("helmCharts:\n- name: /etc\n", "not vendored"),
+            (
+                "helmGlobals: {configHome: .}\nhelmCharts:\n- name: cache\n",
+                "configHome",
+            ),
+            (
+                "helmChartInflationGenerator:\n- chartName: cache\n",
+                "helmChartInflationGenerator",
+            ),
+            (
+                "helmCharts:\n- name: cache\n  releaseName: --post-renderer=/bin/sh\n",
+                "releaseName",
+            ),
+            ("helmCharts:\n- name: cache\n  apiVersions: [--debug]\n", "apiVersions"),
+        ] {
+            let err = refused(&root, bad);
+            assert!(matches!(err, RenderError::Unsupported { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
+        }
+        for (bad, want) in [
+            (
+                "helmGlobals: {chartHome: /etc}\nhelmCharts:\n- name: cache\n",
+                "InvalidPath",
+            ),
+            (
+                "helmGlobals: {chartHome: ../../..}\nhelmCharts:\n- name: cache\n",
+                "InvalidPath",
+            ),
+            (
+                "helmCharts:\n- name: cache\n  valuesFile: ../../../etc/passwd\n",
+                "InvalidPath",
+            ),
+            (
+                "helmCharts:\n- name: cache\n  valuesFile: https://example.com/v.yaml\n",
+                "RemoteBase",
+            ),
+        ] {
+            let err = refused(&root, bad);
+            assert!(format!("{err:?}").starts_with(want), "{bad}: {err:?}");
+        }
     }
 
     #[test]
