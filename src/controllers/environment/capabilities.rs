@@ -33,16 +33,29 @@ impl CapabilityCache {
     }
 }
 
-/// Discovers `client`'s cluster now.
+/// Discovers `client`'s cluster now. A group whose resources cannot be listed (an aggregated API whose
+/// backend is down) is left out rather than failing every chart on the cluster, as helm's own discovery does.
 pub async fn discover(client: &Client) -> Result<Capabilities, kube::Error> {
     let version = client.apiserver_version().await?;
-    let discovery = kube::discovery::Discovery::new(client.clone()).run().await?;
     let mut api_versions = std::collections::BTreeSet::new();
-    for group in discovery.groups() {
-        for version in group.versions() {
-            for (resource, _) in group.versioned_resources(version) {
-                api_versions.insert(resource.api_version.clone());
-                api_versions.insert(format!("{}/{}", resource.api_version, resource.kind));
+    let mut add = |group_version: &str, list: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList| {
+        api_versions.insert(group_version.to_string());
+        for resource in list.resources {
+            // Subresources (`deployments/scale`) are not kinds of their own.
+            if !resource.name.contains('/') {
+                api_versions.insert(format!("{group_version}/{}", resource.kind));
+            }
+        }
+    };
+    for v in client.list_core_api_versions().await?.versions {
+        if let Ok(list) = client.list_core_api_resources(&v).await {
+            add(&v, list);
+        }
+    }
+    for group in client.list_api_groups().await?.groups {
+        for v in group.versions {
+            if let Ok(list) = client.list_api_group_resources(&v.group_version).await {
+                add(&v.group_version, list);
             }
         }
     }
