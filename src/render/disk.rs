@@ -1,5 +1,6 @@
-//! Rendering a path of an exported tree: kustomize when the path holds a kustomization, plain YAML otherwise.
-//! This is the one entry point the controllers and the CLI use.
+//! Rendering a path of an exported tree: kustomize when the path holds a kustomization, `helm template` when it
+//! holds a `Chart.yaml`, Flux's generated kustomization when subdirectories hold kustomizations (see `tree`),
+//! plain YAML otherwise. This is the one entry point the controllers and the CLI use.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
