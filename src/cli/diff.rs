@@ -151,8 +151,14 @@ pub async fn diff_environment(
     .map_err(|e| DiffError::Internal(e.to_string()))??;
     let target = environment_target(&client, config, &env).await?;
     // A chart renders with the Environment's helm inputs and its target's capabilities, as the controller does.
-    let capabilities = crate::controllers::discover_capabilities(&target.client).await?;
-    let inputs = crate::render::HelmInputs::for_environment(&env, Some(capabilities));
+    let is_chart = crate::source::normalize_path(&env.spec.path)
+        .is_ok_and(|parts| tree.join(parts.join("/")).join(crate::render::CHART_FILE).is_file());
+    let capabilities = if is_chart {
+        Some(crate::controllers::discover_capabilities(&target.client).await?)
+    } else {
+        None
+    };
+    let inputs = crate::render::HelmInputs::for_environment(&env, capabilities);
     let rendered = crate::render::render_path_with(&tree, &env.spec.path, settings, &inputs).await?;
     let opts = ApplyOptions {
         owner: Some(Owner {
