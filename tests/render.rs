@@ -240,6 +240,19 @@ async fn a_flux_style_tree_renders_the_objects_of_fluxs_generated_kustomization_
         "a kustomization file is never an object"
     );
 
+    // An object defined both by a plain file and by a kustomize directory: refused, as kustomize refuses it.
+    std::fs::write(
+        root.join("clusters/prod/apps/dup.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flux-sync}\n",
+    )
+    .unwrap();
+    let err = render_path(&root, "clusters/prod", &settings(&t)).await.unwrap_err();
+    assert!(matches!(err, ferry::render::RenderError::Duplicate { .. }), "{err}");
+    assert!(
+        err.to_string().contains("kustomize build clusters/prod/flux-system"),
+        "{err}"
+    );
+
     // And on the cluster.
     for (rel, content) in FLUX_TREE {
         t.repo.write(rel, content);
