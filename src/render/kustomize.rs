@@ -404,7 +404,9 @@ pub async fn build(
 pub async fn run(root: &Path, dir: &Path, settings: &RenderSettings) -> Result<String, RenderError> {
     let home = tempfile::tempdir().map_err(|e| RenderError::Io(e.to_string()))?;
     let empty_path = sandbox_dirs(home.path())?;
-    let mut cmd = sandboxed(&settings.kustomize, root, home.path(), &empty_path);
+    // Found on the controller's PATH: the sandbox's own is empty, and a bare `kustomize` (the default) would be
+    // looked up there.
+    let mut cmd = sandboxed(&resolve_program(&settings.kustomize), root, home.path(), &empty_path);
     cmd.arg("build")
         .arg(dir)
         // `helmCharts:` (checked to be vendored) run the pinned helm, in this same sandbox.
@@ -644,6 +646,21 @@ mod tests {
         )
         .unwrap();
         check_local_only(&root, &root.join("app"), &[]).unwrap();
+    }
+
+    #[test]
+    fn bare_program_names_are_found_on_the_controllers_path() {
+        // The sandbox's PATH is empty: `kustomize` and `helm` (the defaults) must be resolved before.
+        let sh = resolve_program(Path::new("sh"));
+        assert!(sh.is_absolute() && sh.is_file(), "{sh:?}");
+        assert_eq!(
+            resolve_program(Path::new("./bin/kustomize")),
+            PathBuf::from("./bin/kustomize")
+        );
+        assert_eq!(
+            resolve_program(Path::new("no-such-program-here")),
+            PathBuf::from("no-such-program-here")
+        );
     }
 
     #[test]
