@@ -311,6 +311,42 @@ mod tests {
     }
 
     #[test]
+    fn an_environments_inputs_default_to_its_name_and_namespace() {
+        let env = |spec: serde_json::Value| -> crate::api::Environment {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ferry.dev/v1alpha1", "kind": "Environment",
+                "metadata": {"name": "shop", "namespace": "team"},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let plain = HelmInputs::for_environment(&env(serde_json::json!({"sourceRef": {"name": "c"}})), None);
+        assert_eq!(
+            (plain.release_name.as_str(), plain.namespace.as_str()),
+            ("shop", "team")
+        );
+        assert!(plain.include_crds && plain.values_files.is_empty() && plain.values.is_none());
+        let target = HelmInputs::for_environment(
+            &env(serde_json::json!({"sourceRef": {"name": "c"}, "targetNamespace": "prod", "helm": {}})),
+            None,
+        );
+        assert_eq!(target.namespace, "prod");
+        assert!(target.include_crds, "includeCRDs defaults to true");
+        let set = HelmInputs::for_environment(
+            &env(
+                serde_json::json!({"sourceRef": {"name": "c"}, "targetNamespace": "prod",
+                "helm": {"releaseName": "web", "namespace": "edge", "includeCRDs": false,
+                         "valuesFiles": ["v.yaml"], "values": {"a": 1}}}),
+            ),
+            None,
+        );
+        assert_eq!((set.release_name.as_str(), set.namespace.as_str()), ("web", "edge"));
+        assert!(!set.include_crds);
+        assert_eq!(set.values_files, ["v.yaml"]);
+        assert_eq!(set.values, Some(serde_json::json!({"a": 1})));
+    }
+
+    #[test]
     fn the_digest_changes_with_every_input() {
         let base = HelmInputs::default();
         let mut values = base.clone();
