@@ -122,5 +122,6 @@ fi
 # --- tools beside the control plane (one line each; see go_tool) ------------------------------------------------
 go_tool registry "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
 go_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane
+go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 
 echo "$BIN"

@@ -45,6 +45,9 @@ enum Command {
         /// ignored). Violations go to stderr; exit code 3 when a Deny policy is violated.
         #[arg(long = "registry-policy", value_name = "FILE")]
         registry_policies: Vec<PathBuf>,
+        /// The helm binary, for chart paths (rendered with helm's defaults: release `release` in `default`).
+        #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+        helm: PathBuf,
     },
     /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
     /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
@@ -63,6 +66,9 @@ enum Command {
         namespace: String,
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
+        /// The helm binary, for chart paths and kustomize's `helmCharts:`.
+        #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+        helm: PathBuf,
         /// Never color the output (default: color when stdout is a terminal and NO_COLOR is not set).
         #[arg(long)]
         no_color: bool,
@@ -272,6 +278,9 @@ struct RunArgs {
     /// The kustomize binary used for paths with a kustomization.
     #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
     kustomize: PathBuf,
+    /// The helm binary used for chart paths (`helm template`) and kustomize's `helmCharts:`.
+    #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+    helm: PathBuf,
     /// Accept file:// GitRepository URLs (local development only).
     #[arg(long, env = "FERRY_ALLOW_FILE_URLS")]
     allow_file_urls: bool,
@@ -400,9 +409,11 @@ async fn run() -> anyhow::Result<()> {
             path,
             kustomize,
             registry_policies,
+            helm,
         } => {
             let settings = ferry::render::RenderSettings {
                 kustomize,
+                helm,
                 ..Default::default()
             };
             let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
@@ -423,11 +434,13 @@ async fn run() -> anyhow::Result<()> {
             path,
             namespace,
             kustomize,
+            helm,
             no_color,
         } => {
             use std::io::IsTerminal;
             let settings = ferry::render::RenderSettings {
                 kustomize,
+                helm,
                 ..Default::default()
             };
             let config = kube::Config::infer().await.context("loading the kubeconfig")?;
@@ -700,6 +713,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::new(&args.storage_dir)
     };
     settings.render.kustomize = args.kustomize.clone();
+    settings.render.helm = args.helm.clone();
     settings.full_sync_interval = args.full_sync_interval;
     settings.render.max_objects = args.max_render_objects;
     settings.render.max_bytes = args.max_render_bytes;

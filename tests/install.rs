@@ -30,8 +30,8 @@ fn read_objects(dirs: &[&str]) -> Vec<ferry::render::RenderedObject> {
     render_plain(&files).unwrap()
 }
 
-/// Every example resource (auth kinds, the demo's GitRepository and Environment) is accepted by the API server
-/// with the CRDs of this build, in the test's namespace.
+/// Every example resource (auth kinds, the demo's GitRepository and Environment, the chart's Environments) is
+/// accepted by the API server with the CRDs of this build, in the test's namespace.
 #[tokio::test]
 async fn examples_are_valid_on_a_real_apiserver() {
     let t = TestEnv::new("examples").await;
@@ -40,6 +40,7 @@ async fn examples_are_valid_on_a_real_apiserver() {
         "examples/demo/cluster",
         "examples/pipeline",
         "examples/supply-chain",
+        "examples/chart",
     ]);
     assert!(objects.iter().filter(|o| o.kind() == "GitRepository").count() >= 5);
     for o in &objects {

@@ -67,6 +67,10 @@ pub enum Reason {
     ImageCopyFailed,
     /// An image breaks a RegistryPolicy in Deny mode: nothing of the revision is applied.
     PolicyViolation,
+    /// An Environment named in `dependsOn` is not Ready at its current revision yet.
+    DependencyNotReady,
+    /// `dependsOn` leads back to the Environment itself.
+    DependencyCycle,
 }
 
 impl Reason {
@@ -126,6 +130,8 @@ impl Reason {
             Reason::ImageNotVerified => "ImageNotVerified",
             Reason::ImageCopyFailed => "ImageCopyFailed",
             Reason::PolicyViolation => "PolicyViolation",
+            Reason::DependencyNotReady => "DependencyNotReady",
+            Reason::DependencyCycle => "DependencyCycle",
         }
     }
 }

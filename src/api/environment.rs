@@ -99,6 +99,68 @@ pub struct EnvironmentSpec {
     /// recorded instead of looking tags up again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<ImagePolicy>,
+    /// Environments that must be Ready at their current revision before this one applies a new revision
+    /// (infrastructure before apps, CRDs before their users). While one is not, Ready is False with
+    /// `DependencyNotReady` naming it; a cycle is `DependencyCycle` (Stalled). This Environment is reconciled as
+    /// soon as one of them changes. A namespace other than this one is refused under
+    /// `--no-cross-namespace-refs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyReference>,
+    /// How a Helm chart at `path` (a directory holding `Chart.yaml`) is rendered with `helm template`.
+    /// Ignored for other paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmSpec>,
+}
+
+/// An Environment this one depends on.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyReference {
+    /// The Environment's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Its namespace. Default: this Environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The inputs of `helm template` for a chart path. Output is exactly what `helm template` prints for them
+/// (hooks left out, see the README); nothing is fetched: dependencies must be vendored in `charts/`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmSpec {
+    /// The release name (`.Release.Name`). Default: the Environment's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 53), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub release_name: Option<String>,
+    /// The release namespace (`.Release.Namespace`). Default: `targetNamespace`, else the Environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: Option<String>,
+    /// Values files, relative to the chart directory and inside the repository (e.g.
+    /// `values-production.yaml`), applied in order after the chart's own `values.yaml`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Inline values, applied last (over every values file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub values: Option<serde_json::Value>,
+    /// Render the chart's `crds/` directory too (`--include-crds`); CRDs are applied first and waited for.
+    /// Default true.
+    #[serde(default = "default_true", rename = "includeCRDs")]
+    pub include_crds: bool,
+}
+
+impl Default for HelmSpec {
+    fn default() -> Self {
+        HelmSpec {
+            release_name: None,
+            namespace: None,
+            values_files: Vec::new(),
+            values: None,
+            include_crds: true,
+        }
+    }
 }
 
 /// How images are resolved and pinned.

@@ -13,10 +13,10 @@ mod registrypolicy;
 pub use conditions::{ConditionSet, Reason, condition_status, set_condition, set_condition_status};
 pub use duration::{DurationError, parse_duration};
 pub use environment::{
-    CopyImages, DeletionPolicy, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus, Freeze,
-    HISTORY_LIMIT, ImagePolicy, ImageRecord, InventoryEntry, KubeConfigReference, KubeConfigSecretRef,
-    LocalSecretReference, PromotionPolicy, PromotionSummary, PromotionWindow, RevisionPhase, RevisionRecord,
-    RollbackPolicy, SourceReference, Verification,
+    CopyImages, DeletionPolicy, DependencyReference, DriftCorrection, Environment, EnvironmentSpec, EnvironmentStatus,
+    Freeze, HISTORY_LIMIT, HelmSpec, ImagePolicy, ImageRecord, InventoryEntry, KubeConfigReference,
+    KubeConfigSecretRef, LocalSecretReference, PromotionPolicy, PromotionSummary, PromotionWindow, RevisionPhase,
+    RevisionRecord, RollbackPolicy, SourceReference, Verification,
 };
 pub use gitrepository::{
     Artifact, GitRef, GitRepository, GitRepositorySpec, GitRepositoryStatus, RECONCILE_REQUESTED_AT, SecretReference,

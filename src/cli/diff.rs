@@ -169,7 +169,17 @@ pub async fn diff_environment_checked(
     })
     .await
     .map_err(|e| DiffError::Internal(e.to_string()))??;
-    let rendered = render_path(&tree, &env.spec.path, settings).await?;
+    let target = environment_target(&client, config, &env).await?;
+    // A chart renders with the Environment's helm inputs and its target's capabilities, as the controller does.
+    let is_chart = crate::source::normalize_path(&env.spec.path)
+        .is_ok_and(|parts| tree.join(parts.join("/")).join(crate::render::CHART_FILE).is_file());
+    let capabilities = if is_chart {
+        Some(crate::controllers::discover_capabilities(&target.client).await?)
+    } else {
+        None
+    };
+    let inputs = crate::render::HelmInputs::for_environment(&env, capabilities);
+    let rendered = crate::render::render_path_with(&tree, &env.spec.path, settings, &inputs).await?;
     let opts = ApplyOptions {
         owner: Some(Owner {
             name: name.to_string(),
@@ -179,7 +189,6 @@ pub async fn diff_environment_checked(
         default_namespace: namespace.to_string(),
         force: env.spec.force,
     };
-    let target = environment_target(&client, config, &env).await?;
     let diffs = target.applier.diff(&rendered.objects, &opts).await?;
     let policy = super::policy::cluster_policies(&client)
         .await?

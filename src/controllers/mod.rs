@@ -9,6 +9,8 @@ mod promotion;
 mod registrypolicy;
 mod status;
 
+pub use environment::discover_capabilities;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -91,6 +93,8 @@ pub struct Context {
     /// Clients for Environments that target other clusters.
     pub clusters: Clusters,
     pub renders: crate::render::RenderCache,
+    /// Target clusters' versions and APIs, for charts' `.Capabilities`.
+    pub capabilities: environment::CapabilityCache,
     pub events: events::EventPublisher,
     /// The controllers' caches, once they run: what metrics read readiness from.
     caches: OnceLock<Caches>,
@@ -124,6 +128,7 @@ impl Context {
             local: Target::new(client.clone()),
             clusters: Clusters::new(config, settings.allow_insecure_kubeconfig),
             renders: crate::render::RenderCache::new(settings.render.cache_bytes),
+            capabilities: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
             settings,
             client,
@@ -381,7 +386,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         // A hand edit or deletion of an applied object wakes its Environment at once.
         envs = envs.reconcile_on(changed);
     }
-    let (sources, downstream, env_cache) = (envs.store(), envs.store(), envs.store());
+    let (sources, downstream, dependents, env_cache) = (envs.store(), envs.store(), envs.store(), envs.store());
     *ctx.environments.write().unwrap_or_else(|e| e.into_inner()) = Some(envs.store());
     let policy_controller = Controller::new(Api::<RegistryPolicy>::all(client.clone()), watcher::Config::default());
     *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Some(policy_controller.store());
@@ -407,7 +412,12 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .watches(
             scope.api::<Environment>(&client),
             watcher::Config::default(),
-            move |upstream| environment::downstream_of(&downstream, &upstream),
+            // Promoted Environments, to propose a Promotion, and dependents, to go ahead once it is Ready.
+            move |upstream| {
+                let mut woken = environment::downstream_of(&downstream, &upstream);
+                woken.extend(environment::dependents_of(&dependents, &upstream));
+                woken
+            },
         )
         .watches(
             scope.api::<Promotion>(&client),

@@ -524,6 +524,8 @@ mod tests {
                 kube_config: None,
                 service_account_name: None,
                 images: None,
+                depends_on: Vec::new(),
+                helm: None,
             },
         );
         e.status = Some(EnvironmentStatus {

@@ -5,11 +5,15 @@
 
 mod cache;
 mod disk;
+mod helm;
 mod kustomize;
+mod tree;
 
 pub use cache::RenderCache;
-pub use disk::{RenderSettings, Rendered, render_path};
+pub use disk::{RenderSettings, Rendered, render_path, render_path_with};
+pub use helm::{Capabilities, HelmInputs};
 pub use kustomize::{CLOSED_PROXY, KUSTOMIZATION_FILES, is_remote, run as run_kustomize_unchecked};
+pub use tree::CHART_FILE;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -40,6 +44,8 @@ pub enum RenderError {
     Unsupported { file: String, what: String },
     #[error("kustomize build failed: {0}")]
     Kustomize(String),
+    #[error("helm template {chart} failed: {message}")]
+    Helm { chart: String, message: String },
     #[error("rendering took longer than {0}s")]
     Timeout(u64),
     #[error("{what}: over the limit of {limit} bytes (ferry run --max-render-bytes)")]
@@ -149,7 +155,7 @@ fn validate_object(object: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn check_duplicates(objects: &[RenderedObject]) -> Result<(), RenderError> {
+pub(crate) fn check_duplicates(objects: &[RenderedObject]) -> Result<(), RenderError> {
     let mut seen: std::collections::HashMap<String, &str> = Default::default();
     for o in objects {
         let group = o.api_version().rsplit_once('/').map(|(g, _)| g).unwrap_or("");

@@ -160,6 +160,7 @@ impl TestEnv {
         let storage = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::new(storage.path());
         settings.render.kustomize = shared.bin_dir.join("kustomize");
+        settings.render.helm = shared.bin_dir.join("helm");
         adjust(&mut settings);
         let config = match identity {
             Identity::Admin | Identity::NoController => shared.cp.config().await.expect("config"),
