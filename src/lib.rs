@@ -18,4 +18,5 @@ pub mod render;
 pub mod source;
 pub mod sync;
 pub mod testenv;
+pub mod ui;
 pub mod verify;

@@ -11,11 +11,11 @@ mod target;
 mod tree;
 mod version;
 
-pub use diff::{DiffError, diff_environment, diff_local, environment_revision, mask_secret, render_local, unified};
+pub use diff::{DiffError, diff_environment, diff_environment_at, diff_local, environment_revision, mask_secret, render_local, unified};
 pub use events::{EventRow, events, ferry_events, format_events};
 pub use pipeline::{
-    CliError, approve, format_history, format_pipeline, history, pipeline, promote, reject, resolve_verified, rollback,
-    short_revision,
+    CliError, approve, format_history, format_pipeline, history, pipeline, promote, promotion_order, reject,
+    resolve_verified, rollback, short_revision,
 };
 pub use progress::{Progress, color_allowed, color_enabled};
 pub use reconcile::{
@@ -23,5 +23,5 @@ pub use reconcile::{
     set_suspended, verdict, wait_reconciled,
 };
 pub use target::environment_target;
-pub use tree::{format_tree, show_health, tree};
+pub use tree::{Group, format_tree, group_inventory, show_health, tree};
 pub use version::{controller_version, image_tag};
