@@ -57,7 +57,9 @@ impl Browser {
         // Chromium writes its port into the profile once it listens.
         let port_file = profile.path().join("DevToolsActivePort");
         let text = eventually("chromium listens for DevTools", || async {
-            std::fs::read_to_string(&port_file).ok().filter(|t| t.lines().count() >= 2)
+            std::fs::read_to_string(&port_file)
+                .ok()
+                .filter(|t| t.lines().count() >= 2)
         })
         .await;
         let mut lines = text.lines();
@@ -73,9 +75,7 @@ impl Browser {
             session: String::new(),
             _profile: profile,
         };
-        let target = browser
-            .call("Target.createTarget", json!({"url": "about:blank"}))
-            .await;
+        let target = browser.call("Target.createTarget", json!({"url": "about:blank"})).await;
         let attached = browser
             .call(
                 "Target.attachToTarget",
@@ -131,7 +131,11 @@ impl Browser {
                 json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
             )
             .await;
-        assert!(r["exceptionDetails"].is_null(), "{expression}: {}", r["exceptionDetails"]);
+        assert!(
+            r["exceptionDetails"].is_null(),
+            "{expression}: {}",
+            r["exceptionDetails"]
+        );
         r["result"]["value"].clone()
     }
 
@@ -155,7 +159,9 @@ impl Browser {
         &mut self,
         what: &str,
         deadline: Duration,
-        mut probe: impl for<'a> FnMut(&'a mut Browser) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + 'a>>,
+        mut probe: impl for<'a> FnMut(
+            &'a mut Browser,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + 'a>>,
     ) -> T {
         let end = Instant::now() + deadline;
         loop {
@@ -195,7 +201,10 @@ impl Browser {
     async fn screenshot(&mut self, name: &str) {
         let metrics = self.call("Page.getLayoutMetrics", json!({})).await;
         let width = metrics["cssLayoutViewport"]["clientWidth"].as_f64().unwrap_or(1280.0);
-        let height = metrics["cssContentSize"]["height"].as_f64().unwrap_or(900.0).min(4000.0);
+        let height = metrics["cssContentSize"]["height"]
+            .as_f64()
+            .unwrap_or(900.0)
+            .min(4000.0);
         let shot = self
             .call(
                 "Page.captureScreenshot",
@@ -268,7 +277,10 @@ async fn ferry_run(t: &TestEnv, kubeconfig: &std::path::Path) -> (Child, String)
         .arg("--kustomize")
         .arg(t.bin_dir.join("kustomize"))
         .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null());
     let child = ferry::testenv::spawn_guarded(cmd).expect("starting ferry run");
     let base = format!("http://127.0.0.1:{ui}");
@@ -304,8 +316,10 @@ async fn http_get(base: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u
 
 /// A ServiceAccount of the test's namespace and a token for it.
 async fn account_token(t: &TestEnv, name: &str) -> String {
-    t.apply_json(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": t.namespace}}))
-        .await;
+    t.apply_json(
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": t.namespace}}),
+    )
+    .await;
     let request: TokenRequest =
         serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).expect("token request");
     let issued: TokenRequest = Api::<ServiceAccount>::namespaced(t.client.clone(), &t.namespace)
@@ -334,17 +348,11 @@ async fn pipeline(t: &TestEnv) -> String {
                "metadata": {"name": "deployer", "namespace": ns},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
                "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]}),
-        // What a viewer gets: Ferry's kinds and Events and ConfigMaps, not Secrets.
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-               "metadata": {"name": "viewer", "namespace": ns},
-               "rules": [
-                   {"apiGroups": ["ferry.dev"], "resources": ["environments", "promotions", "gitrepositories"],
-                    "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["list"]},
-                   {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]}),
+        // What a viewer gets: the example's Role (Ferry's kinds, Events, ConfigMaps; not Secrets).
+        example_viewer_role(ns),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": "viewer", "namespace": ns},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "viewer"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferry-viewer"},
                "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns}]}),
     ] {
         t.apply_json(&o).await;
@@ -352,8 +360,11 @@ async fn pipeline(t: &TestEnv) -> String {
     t.repo.write("apps/staging/app.yaml", &app("staging"));
     t.repo.write("apps/production/app.yaml", &app("production"));
     let commit = t.repo.commit_and_push("Scale the web tier to 3 replicas");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": "1m"}))
-        .await;
+    t.create_gitrepo(
+        "config",
+        json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": "1m"}),
+    )
+    .await;
     t.create_env(
         "staging",
         json!({"sourceRef": {"name": "config"}, "path": "./apps/staging", "interval": "1m",
@@ -367,6 +378,18 @@ async fn pipeline(t: &TestEnv) -> String {
     )
     .await;
     commit
+}
+
+/// The Role of examples/ui/viewer-role.yaml, moved into namespace `ns`.
+fn example_viewer_role(ns: &str) -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ui/viewer-role.yaml");
+    let text = std::fs::read_to_string(path).expect("example");
+    let mut role: Value = serde_yaml_ng::Deserializer::from_str(&text)
+        .filter_map(|d| Value::deserialize(d).ok())
+        .find(|d| d["kind"] == "Role")
+        .expect("a Role in the example");
+    role["metadata"]["namespace"] = json!(ns);
+    role
 }
 
 fn no_secret(page: &str, html: &str) {
@@ -405,7 +428,13 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     // The pipeline: staging runs the commit (with its message), production waits for approval.
     b.goto(&format!("{base}/ns/{ns}")).await;
     let html = b
-        .wait_text(&["staging", "production", short, "Scale the web tier to 3 replicas", "WaitingApproval"])
+        .wait_text(&[
+            "staging",
+            "production",
+            short,
+            "Scale the web tier to 3 replicas",
+            "WaitingApproval",
+        ])
         .await;
     no_secret("the pipeline", &html);
     let cards = b
@@ -413,16 +442,19 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
         .await;
     assert_eq!(cards, json!(["staging", "production"]), "promotion order");
     assert_eq!(
-        b.eval("document.querySelector('[data-env=staging] .applied').dataset.revision").await,
+        b.eval("document.querySelector('[data-env=staging] .applied').dataset.revision")
+            .await,
         json!(revision)
     );
     assert_eq!(
-        b.eval("document.querySelector('[data-env=production] .applied').dataset.revision ?? null").await,
+        b.eval("document.querySelector('[data-env=production] .applied').dataset.revision ?? null")
+            .await,
         Value::Null,
         "production has applied nothing yet"
     );
     assert_eq!(
-        b.eval("document.querySelector('[data-env=production] .promotion').dataset.phase").await,
+        b.eval("document.querySelector('[data-env=production] .promotion').dataset.phase")
+            .await,
         json!("WaitingApproval")
     );
     b.wait("the live connection", DEADLINE, |b| {
@@ -435,7 +467,10 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     b.goto(&format!("{base}/ns/{ns}/promotions/{promotion}/diff")).await;
     let html = b.wait_text(&["ConfigMap", "app-production", "replicas"]).await;
     no_secret("the diff", &html);
-    assert!(html.contains("hidden: you may not read this kind here"), "the Secret's diff is hidden");
+    assert!(
+        html.contains("hidden: you may not read this kind here"),
+        "the Secret's diff is hidden"
+    );
 
     // Approving updates the open page without a reload.
     b.goto(&format!("{base}/ns/{ns}")).await;
@@ -463,7 +498,10 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
         })
     })
     .await;
-    println!("approval shown on the open page after {} ms", approved.elapsed().as_millis());
+    println!(
+        "approval shown on the open page after {} ms",
+        approved.elapsed().as_millis()
+    );
     // And it goes on following the controller until production runs the revision.
     let want = json!(revision);
     b.wait("production to apply the revision on the open page", DEADLINE, move |b| {
@@ -489,7 +527,14 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     // The Environment: its inventory with health; the Secret's health is hidden from this viewer.
     b.goto(&format!("{base}/ns/{ns}/environments/production")).await;
     let html = b
-        .wait_text(&["Inventory", "app-production", "Current", "History", "Verified", "Events"])
+        .wait_text(&[
+            "Inventory",
+            "app-production",
+            "Current",
+            "History",
+            "Verified",
+            "Events",
+        ])
         .await;
     no_secret("the Environment", &html);
     assert!(html.contains("hidden: no access"), "the viewer may not read Secrets");
@@ -498,10 +543,20 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     // The Promotion: its timeline and who approved.
     b.goto(&format!("{base}/ns/{ns}/promotions/{promotion}")).await;
     let html = b
-        .wait_text(&["Timeline", "WaitingApproval", "Applying", "Succeeded", "Approved", "ship it"])
+        .wait_text(&[
+            "Timeline",
+            "WaitingApproval",
+            "Applying",
+            "Succeeded",
+            "Approved",
+            "ship it",
+        ])
         .await;
     no_secret("the Promotion", &html);
-    assert!(html.contains("kubernetes-admin") || html.contains("admin"), "who approved");
+    assert!(
+        html.contains("kubernetes-admin") || html.contains("admin"),
+        "who approved"
+    );
     b.screenshot("promotion.png").await;
 
     // Phone width: one column.
@@ -518,8 +573,15 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     b.sign_in(&base, &outsider).await;
     // (The header names the user, whose ServiceAccount name contains the namespace; the page's content not.)
     let main = b.eval("document.querySelector('main').innerText").await;
-    assert!(main.as_str().is_some_and(|m| !m.contains(&ns)), "the outsider's index lists the namespace: {main}");
-    assert!(main.as_str().is_some_and(|m| m.contains("No Environments you may list")), "{main}");
+    assert!(
+        main.as_str().is_some_and(|m| !m.contains(&ns)),
+        "the outsider's index lists the namespace: {main}"
+    );
+    assert!(
+        main.as_str()
+            .is_some_and(|m| m.contains("No Environments you may list")),
+        "{main}"
+    );
     let urls = json!([
         format!("/ns/{ns}"),
         format!("/ns/{ns}/environments/staging"),
@@ -532,14 +594,21 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
             "Promise.all({urls}.map(u => fetch(u, {{credentials: 'same-origin'}}).then(r => r.text().then(t => [r.status, t.includes('staging')]))))"
         ))
         .await;
-    assert_eq!(statuses, json!([[403, false], [403, false], [403, false], [403, false], [403, false]]));
+    assert_eq!(
+        statuses,
+        json!([[403, false], [403, false], [403, false], [403, false], [403, false]])
+    );
 
     // Without a browser: a token in the header works the same; no token, a bad one, or a foreign form post not.
     let bearer = format!("Bearer {outsider}");
-    let (code, _) = http_get(&base, &format!("/ns/{ns}"), &[("Authorization", &bearer)]).await.expect("GET");
+    let (code, _) = http_get(&base, &format!("/ns/{ns}"), &[("Authorization", &bearer)])
+        .await
+        .expect("GET");
     assert_eq!(code, 403);
     let bearer = format!("Bearer {viewer}");
-    let (code, body) = http_get(&base, &format!("/ns/{ns}"), &[("Authorization", &bearer)]).await.expect("GET");
+    let (code, body) = http_get(&base, &format!("/ns/{ns}"), &[("Authorization", &bearer)])
+        .await
+        .expect("GET");
     assert_eq!(code, 200);
     assert!(body.contains("data-env=\"production\""));
     let (code, body) = http_get(&base, &format!("/ns/{ns}"), &[]).await.expect("GET");
@@ -550,7 +619,10 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     assert_eq!(code, 401);
     let (code, _) = http_post(
         &format!("{base}/login"),
-        &[("Origin", "http://evil.example"), ("Content-Type", "application/x-www-form-urlencoded")],
+        &[
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
         format!("token={viewer}").as_bytes(),
     )
     .await;
@@ -564,7 +636,10 @@ async fn ferry_ui_serves_the_callers_view_on_loopback_only() {
     let t = TestEnv::new("ui-local").await;
     let commit = pipeline(&t).await;
     wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()).is_some_and(|r| r.ends_with(&commit))
+        e.status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.as_deref())
+            .is_some_and(|r| r.ends_with(&commit))
     })
     .await;
     // Anything but loopback is refused before it listens: the local view has no sign-in.

@@ -11,7 +11,10 @@ mod target;
 mod tree;
 mod version;
 
-pub use diff::{DiffError, diff_environment, diff_environment_at, diff_local, environment_revision, mask_secret, render_local, unified};
+pub use diff::{
+    DiffError, diff_environment, diff_environment_at, diff_local, environment_revision, mask_secret, render_local,
+    unified,
+};
 pub use events::{EventRow, events, ferry_events, format_events};
 pub use pipeline::{
     CliError, approve, format_history, format_pipeline, history, pipeline, promote, promotion_order, reject,

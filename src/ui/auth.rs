@@ -239,10 +239,7 @@ mod tests {
 
     #[test]
     fn the_header_wins_over_the_cookie() {
-        let h = headers(&[
-            ("authorization", "Bearer abc"),
-            ("cookie", "x=1; ferry-token=def"),
-        ]);
+        let h = headers(&[("authorization", "Bearer abc"), ("cookie", "x=1; ferry-token=def")]);
         assert_eq!(request_token(&h).as_deref(), Some("abc"));
         let h = headers(&[("cookie", "x=1; ferry-token=def")]);
         assert_eq!(request_token(&h).as_deref(), Some("def"));

@@ -88,7 +88,11 @@ impl Data {
             }
         };
         let api = |c: &Client| match scope {
-            Some(ns) => (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns)),
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+            ),
             None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
         };
         let (envs, promotions, repos) = api(&client);
@@ -280,9 +284,9 @@ impl Data {
         let repo_of = |env: &Environment| {
             let ns = env.namespace().unwrap_or_default();
             let repo_ns = env.spec.source_ref.namespace.clone().unwrap_or(ns);
-            repos
-                .iter()
-                .find(|r| r.namespace().as_deref() == Some(repo_ns.as_str()) && r.name_any() == env.spec.source_ref.name)
+            repos.iter().find(|r| {
+                r.namespace().as_deref() == Some(repo_ns.as_str()) && r.name_any() == env.spec.source_ref.name
+            })
         };
         let mut wanted: Vec<(GitRepository, String, String)> = Vec::new();
         let mut add = |repo: Option<&GitRepository>, env_ns: String, revision: &str| {
@@ -290,11 +294,19 @@ impl Data {
                 wanted.push((repo.clone(), r.commit, env_ns));
             }
         };
-        let all_envs = if promotions.is_empty() { Vec::new() } else { self.envs().await };
+        let all_envs = if promotions.is_empty() {
+            Vec::new()
+        } else {
+            self.envs().await
+        };
         for env in envs {
             let status = env.status.clone().unwrap_or_default();
             let ns = env.namespace().unwrap_or_default();
-            for revision in status.last_applied_revision.iter().chain(status.history.iter().map(|h| &h.revision)) {
+            for revision in status
+                .last_applied_revision
+                .iter()
+                .chain(status.history.iter().map(|h| &h.revision))
+            {
                 add(repo_of(env), ns.clone(), revision);
             }
         }

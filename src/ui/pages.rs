@@ -88,11 +88,15 @@ pub fn badge(tone: Tone, text: &str) -> Markup {
     }
 }
 
-/// A condition's status as a tone: True is good, False bad, Unknown in progress.
+/// A condition's status as a tone: True is good, False bad, Unknown waiting at a gate or in progress.
 fn condition_tone(c: Option<&Condition>) -> Tone {
-    match c.map(|c| c.status.as_str()) {
-        Some("True") => Tone::Good,
-        Some("False") => Tone::Bad,
+    let waiting = |reason: &str| {
+        reason.starts_with("Waiting") || matches!(reason, "Pending" | "Soaking" | "OutsideWindow" | "Frozen" | "Queued")
+    };
+    match c {
+        Some(c) if c.status == "True" => Tone::Good,
+        Some(c) if c.status == "False" => Tone::Bad,
+        Some(c) if waiting(&c.reason) => Tone::Wait,
         Some(_) => Tone::Busy,
         None => Tone::Idle,
     }
@@ -725,7 +729,10 @@ mod tests {
 
     #[test]
     fn the_pipeline_shows_environments_in_promotion_order_with_their_revision_and_gate() {
-        let envs = vec![env("production", Some("staging"), None), env("staging", None, Some(REV))];
+        let envs = vec![
+            env("production", Some("staging"), None),
+            env("staging", None, Some(REV)),
+        ];
         let promotions = vec![waiting("production-7ddfd16ec7c5", "production", REV)];
         let mut commits = Commits::new();
         commits.insert(
@@ -741,8 +748,14 @@ mod tests {
         let production = html.find("data-env=\"production\"").unwrap();
         assert!(staging < production, "staging comes first");
         assert!(html.contains("main@sha1:7ddfd16ec7c5"), "{html}");
-        assert!(html.contains("replicas: 3 &lt;script&gt;"), "commit messages are escaped: {html}");
-        assert!(html.contains("WaitingApproval</strong>: waits for ferry approve"), "{html}");
+        assert!(
+            html.contains("replicas: 3 &lt;script&gt;"),
+            "commit messages are escaped: {html}"
+        );
+        assert!(
+            html.contains("WaitingApproval</strong>: waits for ferry approve"),
+            "{html}"
+        );
         assert!(!html.contains("<b>"), "messages are escaped");
     }
 
@@ -769,6 +782,9 @@ mod tests {
         let now = "2026-11-25T10:05:00Z".parse().unwrap();
         let html = promotion_page(&Chrome::default(), "demo", &p, Some(&[]), &Commits::new(), now).into_string();
         assert!(html.contains("needs approval") && html.contains("5m ago"), "{html}");
-        assert!(html.contains("/ns/demo/promotions/p/diff"), "a waiting promotion links its diff");
+        assert!(
+            html.contains("/ns/demo/promotions/p/diff"),
+            "a waiting promotion links its diff"
+        );
     }
 }

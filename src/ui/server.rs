@@ -58,7 +58,10 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/live/{ns}", get(live))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
-        .route("/static/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }))
+        .route(
+            "/static/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }),
+        )
         .route(
             "/static/live.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT) }),
@@ -80,7 +83,11 @@ pub async fn serve(
 async fn guard(State(ui): State<Shared>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     if ui.mode == Mode::Local && !loopback_host(headers) {
-        return (StatusCode::MISDIRECTED_REQUEST, "ferry ui answers only on 127.0.0.1 and localhost\n").into_response();
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "ferry ui answers only on 127.0.0.1 and localhost\n",
+        )
+            .into_response();
     }
     if request.method() == http::Method::POST && !same_origin(headers) {
         return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
@@ -123,7 +130,10 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
         Some(origin) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
             let bare = origin
                 .strip_prefix("https://")
                 .or_else(|| origin.strip_prefix("http://"))
@@ -138,10 +148,15 @@ fn page(status: StatusCode, markup: Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
+/// 403, saying only what was refused: no breadcrumbs from the URL, no live updates.
 fn refused(chrome: &Chrome, what: &str) -> Response {
+    let bare = Chrome {
+        user: chrome.user.clone(),
+        ..Chrome::default()
+    };
     page(
         StatusCode::FORBIDDEN,
-        pages::message_page(chrome, "Forbidden", &format!("You may not list {what}.")),
+        pages::message_page(&bare, "Forbidden", &format!("You may not list {what}.")),
     )
 }
 
@@ -211,7 +226,10 @@ async fn index(State(ui): State<Shared>, headers: HeaderMap) -> Response {
             visible.push((ns, count));
         }
     }
-    page(StatusCode::OK, pages::index_page(&chrome(&viewer, None, vec![]), &visible))
+    page(
+        StatusCode::OK,
+        pages::index_page(&chrome(&viewer, None, vec![]), &visible),
+    )
 }
 
 async fn pipeline(State(ui): State<Shared>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
@@ -237,14 +255,21 @@ async fn pipeline(State(ui): State<Shared>, headers: HeaderMap, Path(ns): Path<S
     } else {
         None
     };
-    let commits = ui.data.commits_for(&viewer, &envs, promotions.as_deref().unwrap_or(&[])).await;
+    let commits = ui
+        .data
+        .commits_for(&viewer, &envs, promotions.as_deref().unwrap_or(&[]))
+        .await;
     page(
         StatusCode::OK,
         pages::pipeline_page(&chrome, &ns, &envs, promotions.as_deref(), &commits, Timestamp::now()),
     )
 }
 
-async fn environment(State(ui): State<Shared>, headers: HeaderMap, Path((ns, name)): Path<(String, String)>) -> Response {
+async fn environment(
+    State(ui): State<Shared>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
     let viewer = match viewer(&ui, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -265,12 +290,20 @@ async fn environment(State(ui): State<Shared>, headers: HeaderMap, Path((ns, nam
     let Some(env) = ui.data.envs_in(&ns).await.into_iter().find(|e| e.name_any() == name) else {
         return page(
             StatusCode::NOT_FOUND,
-            pages::message_page(&chrome, "Not found", &format!("No Environment {name} in namespace {ns}.")),
+            pages::message_page(
+                &chrome,
+                "Not found",
+                &format!("No Environment {name} in namespace {ns}."),
+            ),
         );
     };
     let promotions = if may(&ui, &viewer, Access::list(GROUP, "promotions", &ns)).await {
         let all = ui.data.promotions_in(&ns).await;
-        Some(all.into_iter().filter(|p| p.spec.environment == name).collect::<Vec<_>>())
+        Some(
+            all.into_iter()
+                .filter(|p| p.spec.environment == name)
+                .collect::<Vec<_>>(),
+        )
     } else {
         None
     };
@@ -282,7 +315,11 @@ async fn environment(State(ui): State<Shared>, headers: HeaderMap, Path((ns, nam
     let tree = ui.data.tree(&viewer, &env).await;
     let commits = ui
         .data
-        .commits_for(&viewer, std::slice::from_ref(&env), promotions.as_deref().unwrap_or(&[]))
+        .commits_for(
+            &viewer,
+            std::slice::from_ref(&env),
+            promotions.as_deref().unwrap_or(&[]),
+        )
         .await;
     page(
         StatusCode::OK,
@@ -321,7 +358,13 @@ async fn promotion_for(
         &format!("Promotions in namespace {ns}"),
     )
     .await?;
-    match ui.data.promotions_in(ns).await.into_iter().find(|p| p.name_any() == name) {
+    match ui
+        .data
+        .promotions_in(ns)
+        .await
+        .into_iter()
+        .find(|p| p.name_any() == name)
+    {
         Some(p) => Ok((viewer, chrome, p)),
         None => Err(page(
             StatusCode::NOT_FOUND,
@@ -369,16 +412,11 @@ async fn diff(State(ui): State<Shared>, headers: HeaderMap, Path((ns, name)): Pa
     let result: Result<Vec<DiffItem>, String> = ui.data.diff(&viewer, &p).await.map_err(|e| e.to_string());
     page(
         StatusCode::OK,
-        pages::diff_page(
-            &chrome,
-            &p,
-            &p.spec.revision,
-            result.as_deref().map_err(|e| e.as_str()),
-        ),
+        pages::diff_page(&chrome, &p, &p.spec.revision, result.as_deref().map_err(|e| e.as_str())),
     )
 }
 
-/// Server-sent events: `change` with `Kind/name` whenever an Environment or Promotion of `ns` changes.
+/// Server-sent events: a `change` whenever an Environment, Promotion or GitRepository of `ns` changes.
 async fn live(State(ui): State<Shared>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
     let viewer = match viewer(&ui, &headers).await {
         Ok(v) => v,
@@ -410,7 +448,8 @@ fn tokio_stream_of(
         }
     })
     .filter(move |c| std::future::ready(c.namespace.is_empty() || c.namespace == ns))
-    .map(|c| Ok(Event::default().event("change").data(c.object)))
+    // No names in the event: the viewer may list Environments here but not necessarily the changed kind.
+    .map(|_| Ok(Event::default().event("change").data("refresh")))
 }
 
 async fn login_form(State(ui): State<Shared>) -> Response {
@@ -437,7 +476,10 @@ async fn login(State(ui): State<Shared>, Form(form): Form<LoginForm>) -> Respons
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'='));
     if !plausible {
-        return page(StatusCode::UNAUTHORIZED, pages::login_page(Some("That is not a token.")));
+        return page(
+            StatusCode::UNAUTHORIZED,
+            pages::login_page(Some("That is not a token.")),
+        );
     }
     match ui.data.auth.authenticate(token).await {
         Ok(Some(_)) => {
@@ -445,10 +487,16 @@ async fn login(State(ui): State<Shared>, Form(form): Form<LoginForm>) -> Respons
             match HeaderValue::from_str(&cookie) {
                 Ok(value) => (
                     StatusCode::SEE_OTHER,
-                    [(header::SET_COOKIE, value), (header::LOCATION, HeaderValue::from_static("/"))],
+                    [
+                        (header::SET_COOKIE, value),
+                        (header::LOCATION, HeaderValue::from_static("/")),
+                    ],
                 )
                     .into_response(),
-                Err(_) => page(StatusCode::UNAUTHORIZED, pages::login_page(Some("That is not a token."))),
+                Err(_) => page(
+                    StatusCode::UNAUTHORIZED,
+                    pages::login_page(Some("That is not a token.")),
+                ),
             }
         }
         Ok(None) => page(
@@ -464,7 +512,10 @@ async fn logout() -> Response {
     (
         StatusCode::SEE_OTHER,
         [
-            (header::SET_COOKIE, HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))),
+            (
+                header::SET_COOKIE,
+                HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static("")),
+            ),
             (header::LOCATION, HeaderValue::from_static("/login")),
         ],
     )
@@ -500,6 +551,9 @@ mod tests {
         assert!(!same_origin(&h(&[("sec-fetch-site", "same-site")])));
         assert!(same_origin(&h(&[("origin", "http://ui:8000"), ("host", "ui:8000")])));
         assert!(!same_origin(&h(&[("origin", "http://evil"), ("host", "ui:8000")])));
-        assert!(same_origin(&h(&[("host", "ui:8000")])), "no Origin: not a browser's cross-site form");
+        assert!(
+            same_origin(&h(&[("host", "ui:8000")])),
+            "no Origin: not a browser's cross-site form"
+        );
     }
 }
