@@ -26,7 +26,7 @@ fn environment(i: usize) -> Environment {
     let stage = CHAIN[i % CHAIN.len()];
     let name = format!("{stage}-{}", i / CHAIN.len());
     let mut spec = json!({"sourceRef": {"kind": "GitRepository", "name": "config"}, "path": format!("./apps/{name}")});
-    if i % CHAIN.len() > 0 {
+    if !i.is_multiple_of(CHAIN.len()) {
         let from = format!("{}-{}", CHAIN[i % CHAIN.len() - 1], i / CHAIN.len());
         spec["promotion"] = json!({"from": from, "requireApproval": stage == "production", "soakTime": "10m"});
     }
@@ -57,7 +57,7 @@ fn environment(i: usize) -> Environment {
                  "lastTransitionTime": "2026-11-25T10:01:00Z"}],
             "history": history,
             "inventory": inventory,
-            "promotion": if i % CHAIN.len() > 0 { json!({"name": format!("{name}-{:012x}", 0), "revision": revision(0), "phase": "WaitingApproval"}) } else { json!(null) },
+            "promotion": if !i.is_multiple_of(CHAIN.len()) { json!({"name": format!("{name}-{:012x}", 0), "revision": revision(0), "phase": "WaitingApproval"}) } else { json!(null) },
         },
     }))
     .expect("environment")

@@ -781,7 +781,13 @@ async fn run_ui(addr: std::net::SocketAddr, namespace: Option<String>) -> anyhow
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the web view to {addr}"))?;
-    let data = ferry::ui::Data::start(client, ferry::ui::Backend::Local { config }, scope.as_deref())?;
+    let data = ferry::ui::Data::start(
+        client,
+        ferry::ui::Backend::Local {
+            config: Box::new(config),
+        },
+        scope.as_deref(),
+    )?;
     let ui = Arc::new(ferry::ui::Ui {
         mode: ferry::ui::Mode::Local,
         data,

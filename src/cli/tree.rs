@@ -62,7 +62,8 @@ pub type Group<T> = (String, Vec<(String, Vec<(String, T)>)>);
 /// The objects grouped by namespace (cluster-scoped last), then kind, then name: the tree's shape, shared by
 /// `ferry tree` and the web view.
 pub fn group_inventory<T: Clone>(objects: &[(InventoryEntry, T)]) -> Vec<Group<T>> {
-    let mut groups: BTreeMap<(bool, String), BTreeMap<String, Vec<(String, T)>>> = BTreeMap::new();
+    type Kinds<T> = BTreeMap<String, Vec<(String, T)>>;
+    let mut groups: BTreeMap<(bool, String), Kinds<T>> = BTreeMap::new();
     for (entry, health) in objects {
         let group = match &entry.namespace {
             Some(ns) => (false, ns.clone()),

@@ -87,11 +87,13 @@ impl Access {
 }
 
 type Decisions = HashMap<(User, Access), (Instant, bool)>;
+/// SHA-256 of a token → when it was reviewed, and whose it is (None: refused).
+type Tokens = HashMap<[u8; 32], (Instant, Option<User>)>;
 
 /// TokenReviews and SubjectAccessReviews with Ferry's client, cached.
 pub struct Authorizer {
     client: Client,
-    tokens: Mutex<HashMap<[u8; 32], (Instant, Option<User>)>>,
+    tokens: Mutex<Tokens>,
     decisions: Mutex<Decisions>,
 }
 

@@ -46,10 +46,13 @@ pub struct Change {
 /// Where Environments' objects are read from.
 pub enum Backend {
     /// `ferry ui`: with the caller's kubeconfig (`config`), as `ferry tree` and `ferry diff` do.
-    Local { config: kube::Config },
+    Local { config: Box<kube::Config> },
     /// `ferry run --ui-addr`: with the identity the controller applies each Environment with.
     Cluster { ctx: Arc<Context> },
 }
+
+/// (apiVersion, kind) → (group, plural), or None when the kind is not served.
+type Plurals = HashMap<(String, String), Option<(String, String)>>;
 
 pub struct Data {
     client: Client,
@@ -66,7 +69,7 @@ pub struct Data {
     commits: Mutex<HashMap<(String, String), Commit>>,
     fetched: Mutex<HashMap<String, Instant>>,
     /// Discovery: (apiVersion, kind) → (group, plural), for access reviews of live objects.
-    plurals: Mutex<HashMap<(String, String), Option<(String, String)>>>,
+    plurals: Mutex<Plurals>,
     _mirror_dir: Option<tempfile::TempDir>,
 }
 
@@ -359,10 +362,8 @@ impl Data {
                     lock(&self.commits).insert(key, c.clone());
                     out.insert(commit, c);
                 }
-                None if self.fetch => {
-                    if to_fetch.insert((repo_ns.clone(), repo.name_any())) {
-                        self.fetch_later(repo.clone(), env_ns);
-                    }
+                None if self.fetch && to_fetch.insert((repo_ns.clone(), repo.name_any())) => {
+                    self.fetch_later(repo.clone(), env_ns);
                 }
                 None => {}
             }

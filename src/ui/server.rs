@@ -436,15 +436,11 @@ fn tokio_stream_of(
     ns: String,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(change) => return Some((change, rx)),
-                // Missed some: one change tells the page to refresh, which is all a lag needs.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((super::data::Change::default(), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
+        match rx.recv().await {
+            Ok(change) => Some((change, rx)),
+            // Missed some: one change tells the page to refresh, which is all a lag needs.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((super::data::Change::default(), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     })
     .filter(move |c| std::future::ready(c.namespace.is_empty() || c.namespace == ns))
