@@ -3,7 +3,8 @@
 //! Viewers sign in with ServiceAccount tokens: one that may list the namespace's Ferry kinds (but not its
 //! Secrets), one that may list nothing there.
 //!
-//! Screenshots of the pages land in docs/screenshots/ (the README shows them).
+//! Screenshots of the pages land in the target dir, and with FERRY_UPDATE_SCREENSHOTS=1 in docs/screenshots/ (the
+//! README shows them).
 
 mod common;
 
@@ -216,9 +217,17 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().expect("screenshot data"))
             .expect("base64 PNG");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
-        std::fs::create_dir_all(&dir).expect("screenshots dir");
-        std::fs::write(dir.join(name), png).expect("writing screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        // Into the target dir every run; into the README's docs/screenshots/ with FERRY_UPDATE_SCREENSHOTS=1 (so
+        // a test run does not change tracked files).
+        let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")];
+        if std::env::var_os("FERRY_UPDATE_SCREENSHOTS").is_some() {
+            dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"));
+        }
+        for dir in dirs {
+            std::fs::create_dir_all(&dir).expect("screenshots dir");
+            std::fs::write(dir.join(name), &png).expect("writing screenshot");
+        }
     }
 
     /// Signs in through the form, as a person pastes a token.
