@@ -34,6 +34,8 @@ const CACHE_WAIT: Duration = Duration::from_secs(10);
 const REFETCH_AFTER: Duration = Duration::from_secs(60);
 /// Live objects read at once for one inventory tree.
 const HEALTH_READS: usize = 8;
+/// Diffs computed at once (each fetches, renders and dry-runs): page loads cannot pile up work on the server.
+const DIFFS_AT_ONCE: usize = 2;
 
 /// Something in a namespace changed (an empty namespace: maybe anything, refresh).
 #[derive(Clone, Debug, Default)]
@@ -70,6 +72,7 @@ pub struct Data {
     fetched: Mutex<HashMap<String, Instant>>,
     /// Discovery: (apiVersion, kind) → (group, plural), for access reviews of live objects.
     plurals: Mutex<Plurals>,
+    diffs: tokio::sync::Semaphore,
     _mirror_dir: Option<tempfile::TempDir>,
 }
 
@@ -113,6 +116,7 @@ impl Data {
             commits: Mutex::default(),
             fetched: Mutex::default(),
             plurals: Mutex::default(),
+            diffs: tokio::sync::Semaphore::new(DIFFS_AT_ONCE),
             _mirror_dir: dir,
         })
     }
@@ -251,6 +255,11 @@ impl Data {
             Backend::Local { .. } => true,
         };
         let (backend, client) = (&self.backend, &self.client);
+        let _permit = self
+            .diffs
+            .acquire()
+            .await
+            .map_err(|e| DiffError::Internal(e.to_string()))?;
         let (_, diffs) = crate::cli::diff_environment_at(
             self.client.clone(),
             &ns,
