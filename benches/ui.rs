@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, InventoryEntry, Promotion};
 use ferry::health::Health;
-use ferry::ui::pages::{self, Cell, Chrome, Commit, Commits};
+use ferry::ui::pages::{self, Cell, Chrome, Commit, Commits, Live};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
@@ -136,13 +136,19 @@ fn main() {
     );
     let env = &envs[n - 1];
     let own: Vec<Promotion> = promotions(env);
-    let tree: Vec<(InventoryEntry, Cell)> = env
+    let tree: Vec<(InventoryEntry, Live)> = env
         .status
         .as_ref()
         .map(|s| {
             s.inventory
                 .iter()
-                .map(|e| (e.clone(), Cell::Health(Health::Current)))
+                .map(|e| {
+                    let live = Live {
+                        cell: Cell::Health(Health::Current),
+                        images: vec!["registry.example/web:1.2.3".into()],
+                    };
+                    (e.clone(), live)
+                })
                 .collect()
         })
         .unwrap_or_default();

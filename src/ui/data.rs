@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
 use super::auth::{Access, Authorizer, Viewer};
-use super::pages::{Cell, Commit, Commits, DiffItem};
+use super::pages::{Cell, Commit, Commits, DiffItem, Live};
 use crate::api::{Environment, GitRepository, InventoryEntry, Promotion};
 use crate::cli::{CliError, DiffError, EventRow};
 use crate::cluster::Target;
@@ -191,7 +191,7 @@ impl Data {
     }
 
     /// The inventory with each object's health, for what the viewer may read.
-    pub async fn tree(&self, viewer: &Viewer, env: &Environment) -> Vec<(InventoryEntry, Cell)> {
+    pub async fn tree(&self, viewer: &Viewer, env: &Environment) -> Vec<(InventoryEntry, Live)> {
         let inventory = env.status.as_ref().map(|s| s.inventory.clone()).unwrap_or_default();
         let target = self.target(env).await;
         futures::stream::iter(inventory)
@@ -202,17 +202,21 @@ impl Data {
                         .may_get(viewer, &entry.api_version, &entry.kind, entry.namespace.as_deref())
                         .await
                     {
-                        return (entry, Cell::Hidden);
+                        let hidden = Live {
+                            cell: Cell::Hidden,
+                            images: Vec::new(),
+                        };
+                        return (entry, hidden);
                     }
-                    let cell = match target {
-                        Err(e) => Cell::Error(e.to_string()),
+                    let (cell, images) = match target {
+                        Err(e) => (Cell::Error(e.to_string()), Vec::new()),
                         Ok(t) => match t.applier.get(&entry).await {
-                            Ok(Some(live)) => Cell::Health(crate::health::assess(&live)),
-                            Ok(None) => Cell::NotFound,
-                            Err(e) => Cell::Error(e.to_string()),
+                            Ok(Some(live)) => (Cell::Health(crate::health::assess(&live)), super::pages::images(&live)),
+                            Ok(None) => (Cell::NotFound, Vec::new()),
+                            Err(e) => (Cell::Error(e.to_string()), Vec::new()),
                         },
                     };
-                    (entry, cell)
+                    (entry, Live { cell, images })
                 }
             })
             .buffered(HEALTH_READS)

@@ -68,6 +68,32 @@ pub enum Cell {
     Error(String),
 }
 
+/// One inventory object as the tree shows it: its health, and the container images it runs (workloads and
+/// Pods, as their live spec says; tags and digests as written).
+#[derive(Clone, Debug)]
+pub struct Live {
+    pub cell: Cell,
+    pub images: Vec<String>,
+}
+
+/// The images of a workload (Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet) or Pod, in order.
+pub fn images(object: &serde_json::Value) -> Vec<String> {
+    let spec = &object["spec"];
+    let pod = if spec["jobTemplate"].is_object() {
+        &spec["jobTemplate"]["spec"]["template"]["spec"]
+    } else if spec["template"].is_object() {
+        &spec["template"]["spec"]
+    } else {
+        spec
+    };
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| pod[k].as_array())
+        .flatten()
+        .filter_map(|c| c["image"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// What every page shows around its content.
 #[derive(Clone, Debug, Default)]
 pub struct Chrome {
@@ -350,7 +376,7 @@ pub fn environment_page(
     namespace: &str,
     env: &Environment,
     promotions: Option<&[Promotion]>,
-    tree: Option<&[(InventoryEntry, Cell)]>,
+    tree: Option<&[(InventoryEntry, Live)]>,
     events: Option<&[EventRow]>,
     commits: &Commits,
     now: Timestamp,
@@ -456,7 +482,7 @@ fn cell_badge(cell: &Cell) -> Markup {
 }
 
 /// The inventory as nested lists: namespace, kind, objects with their health.
-pub fn tree_html(objects: &[(InventoryEntry, Cell)]) -> Markup {
+pub fn tree_html(objects: &[(InventoryEntry, Live)]) -> Markup {
     let groups = group_inventory(objects);
     html! {
         @if groups.is_empty() { p.muted { "no objects" } } @else {
@@ -465,7 +491,10 @@ pub fn tree_html(objects: &[(InventoryEntry, Cell)]) -> Markup {
                     span.group { (group) }
                     ul { @for (kind, names) in kinds { li {
                         span.kind { (kind) }
-                        ul { @for (name, cell) in names { li.obj { code { (name) } " " (cell_badge(cell)) } } }
+                        ul { @for (name, live) in names { li.obj {
+                            code { (name) } " " (cell_badge(&live.cell))
+                            @for image in &live.images { span.image title="container image" { (image) } }
+                        } } }
                     } } }
                 } }
             }
@@ -757,6 +786,22 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<b>"), "messages are escaped");
+    }
+
+    #[test]
+    fn images_come_from_pod_templates_and_pods() {
+        let deployment = json!({"spec": {"template": {"spec": {
+            "initContainers": [{"image": "busybox:1.36"}],
+            "containers": [{"image": "registry.example/web@sha256:abc"}]}}}});
+        assert_eq!(images(&deployment), ["busybox:1.36", "registry.example/web@sha256:abc"]);
+        let cron =
+            json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"image": "job:1"}]}}}}}});
+        assert_eq!(images(&cron), ["job:1"]);
+        assert_eq!(
+            images(&json!({"spec": {"containers": [{"image": "pod:1"}]}})),
+            ["pod:1"]
+        );
+        assert!(images(&json!({"data": {"a": "b"}})).is_empty());
     }
 
     #[test]
