@@ -120,6 +120,12 @@ FERRY_STORAGE_DIR="$DIR/storage" FERRY_WEBHOOK_ADDR=127.0.0.1:$HOOK_PORT RUST_LO
 pids+=($!)
 wait_until 30 "ferry to be ready (/readyz)" curl -sf -o /dev/null "http://127.0.0.1:$PROBE_PORT/readyz"
 echo "ferry is the leader: $(kubectl -n ferry-system get lease ferry-leader -o jsonpath='{.spec.holderIdentity}')"
+# The web view with this kubeconfig's rights (README "Web view"); it follows the demo live.
+UI_PORT=$(free_port)
+"$FERRY" ui --addr "127.0.0.1:$UI_PORT" -n demo > "$DIR/ui.log" 2>&1 &
+pids+=($!)
+wait_until 30 "the web view" curl -sf -o /dev/null "http://127.0.0.1:$UI_PORT/ns/demo"
+echo "web view: http://127.0.0.1:$UI_PORT/ns/demo (ferry ui)"
 
 say "Creating a GitRepository and Environment staging (with an acceptance-test Job)"
 kubectl create namespace demo >/dev/null
@@ -285,3 +291,4 @@ curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" \
   | grep -E '^ferry_(resource_ready\{kind="Environment"|leader |reconcile_total\{kind="Environment"|promotion_transitions_total)' || true
 echo
 echo "Demo finished: staging and production are at $REV."
+echo "Web view: http://127.0.0.1:$UI_PORT/ns/demo (FERRY_DEMO_KEEP=1 keeps it running)"

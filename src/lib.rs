@@ -21,4 +21,5 @@ pub mod render;
 pub mod source;
 pub mod sync;
 pub mod testenv;
+pub mod ui;
 pub mod verify;

@@ -169,6 +169,16 @@ enum Command {
         #[arg(long, default_value = "ferry")]
         controller_deployment: String,
     },
+    /// Serve the read-only web view on this machine with your kubeconfig's rights (like `kubectl proxy`).
+    Ui {
+        /// Where to listen; only loopback addresses (the local view has no sign-in of its own).
+        #[arg(long, default_value = "127.0.0.1:8800")]
+        addr: std::net::SocketAddr,
+        /// Show only this namespace (default: all namespaces if your kubeconfig may list Environments
+        /// cluster-wide, else its context's namespace).
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Print a shell completion script: `source <(ferry completion bash)`.
     Completion {
         /// bash, zsh, fish (also elvish, powershell).
@@ -349,6 +359,10 @@ struct RunArgs {
     /// Address of the `/livez` and `/readyz` probes.
     #[arg(long, env = "FERRY_PROBE_ADDR", default_value = "0.0.0.0:8081")]
     probe_addr: std::net::SocketAddr,
+    /// Serve the read-only web view here (off by default). Viewers sign in with a Kubernetes bearer token
+    /// and see only what they may list (TokenReview and SubjectAccessReview).
+    #[arg(long, env = "FERRY_UI_ADDR")]
+    ui_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -670,6 +684,7 @@ async fn run() -> anyhow::Result<()> {
             println!("controller: {controller}");
             Ok(())
         }
+        Command::Ui { addr, namespace } => run_ui(addr, namespace).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
@@ -764,6 +779,21 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             shutdown_signal(),
         )),
     ];
+    let mut servers = Vec::from(servers);
+    if let Some(addr) = args.ui_addr {
+        let listener = bind(addr, "web view").await?;
+        let data = ferry::ui::Data::start(
+            ctx.client.clone(),
+            ferry::ui::Backend::Cluster { ctx: ctx.clone() },
+            args.namespace.as_deref(),
+        )?;
+        let ui = Arc::new(ferry::ui::Ui {
+            mode: ferry::ui::Mode::Cluster,
+            data,
+        });
+        tracing::info!(ui_addr = %addr, "serving the web view");
+        servers.push(tokio::spawn(ferry::ui::serve(listener, ui, shutdown_signal())));
+    }
     let scope = Scope {
         namespace: args.namespace.clone(),
     };
@@ -801,6 +831,67 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     }
     servers.iter().for_each(|s| s.abort());
     Ok(())
+}
+
+/// `ferry ui`: the web view on loopback, reading with the caller's kubeconfig.
+async fn run_ui(addr: std::net::SocketAddr, namespace: Option<String>) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "ferry ui serves your own kubeconfig's rights without a sign-in, so it listens only on loopback \
+             (127.0.0.1, ::1); in a cluster use `ferry run --ui-addr`"
+        );
+    }
+    let config = kube::Config::infer().await.context("loading the kubeconfig")?;
+    let client = kube::Client::try_from(config.clone()).context("connecting to the cluster")?;
+    let scope = match namespace {
+        Some(ns) => Some(ns),
+        None if may_list_everywhere(&client).await => None,
+        None => Some(client.default_namespace().to_string()),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the web view to {addr}"))?;
+    let data = ferry::ui::Data::start(
+        client,
+        ferry::ui::Backend::Local {
+            config: Box::new(config),
+        },
+        scope.as_deref(),
+    )?;
+    let ui = Arc::new(ferry::ui::Ui {
+        mode: ferry::ui::Mode::Local,
+        data,
+    });
+    let shown = listener.local_addr()?;
+    match &scope {
+        Some(ns) => println!("ferry ui: http://{shown}/ns/{ns}  (namespace {ns}; Ctrl-C stops)"),
+        None => println!("ferry ui: http://{shown}/  (all namespaces; Ctrl-C stops)"),
+    }
+    ferry::ui::serve(listener, ui, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Whether the caller may list Environments in every namespace (SelfSubjectAccessReview).
+async fn may_list_everywhere(client: &kube::Client) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("list".into()),
+                group: Some(ferry::api::GROUP.into()),
+                resource: Some("environments".into()),
+                ..ResourceAttributes::default()
+            }),
+            non_resource_attributes: None,
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    kube::Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .is_ok_and(|r| r.status.is_some_and(|s| s.allowed))
 }
 
 /// A name for this process in the Lease when no `POD_NAME` is given: host and process id.

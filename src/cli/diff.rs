@@ -121,6 +121,30 @@ pub async fn diff_environment_checked(
     name: &str,
     settings: &RenderSettings,
 ) -> Result<EnvironmentDiff, DiffError> {
+    let target = |env: &Environment| {
+        let (client, config, env) = (client.clone(), config.clone(), env.clone());
+        async move { environment_target(&client, &config, &env).await }
+    };
+    diff_environment_at(client.clone(), namespace, name, None, settings, true, target).await
+}
+
+/// What applying `revision` (default: the one the controller would choose) to the Environment would change,
+/// in the cluster `target` gives for it (the CLI: the caller's own, or the kubeConfig's; the web view in the
+/// cluster: the one the controller applies with). `allow_file`: accept `file://` repository URLs (the CLI, on
+/// the user's own machine; in the cluster only what the controller itself accepts).
+pub async fn diff_environment_at<F, Fut>(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    revision: Option<String>,
+    settings: &RenderSettings,
+    allow_file: bool,
+    target: F,
+) -> Result<EnvironmentDiff, DiffError>
+where
+    F: FnOnce(&Environment) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::cluster::Target, CliError>>,
+{
     let env = get(
         &Api::<Environment>::namespaced(client.clone(), namespace),
         "Environment",
@@ -141,7 +165,10 @@ pub async fn diff_environment_checked(
         &env.spec.source_ref.name,
     )
     .await?;
-    let full_revision = environment_revision(&client, &env, &repo).await?;
+    let full_revision = match revision {
+        Some(r) => r,
+        None => environment_revision(&client, &env, &repo).await?,
+    };
     let revision = Revision::parse(&full_revision)
         .ok_or_else(|| DiffError::NoRevision(format!("revision {full_revision:?} is not understood")))?;
     let creds = crate::controllers::gitrepository::load_credentials(&client, &repo)
@@ -158,9 +185,8 @@ pub async fn diff_environment_checked(
         revision.commit.clone(),
     );
     let tree = tokio::task::spawn_blocking(move || {
-        // The user's own machine: local URLs are theirs to read.
         let opts = FetchOptions {
-            allow_file: true,
+            allow_file,
             ..FetchOptions::default()
         };
         // A fetch brings every branch and tag, so an older promoted commit is there too.
@@ -169,7 +195,7 @@ pub async fn diff_environment_checked(
     })
     .await
     .map_err(|e| DiffError::Internal(e.to_string()))??;
-    let target = environment_target(&client, config, &env).await?;
+    let target = target(&env).await?;
     // A chart renders with the Environment's helm inputs and its target's capabilities, as the controller does.
     let is_chart = crate::source::normalize_path(&env.spec.path)
         .is_ok_and(|parts| tree.join(parts.join("/")).join(crate::render::CHART_FILE).is_file());

@@ -298,7 +298,7 @@ pub fn resolve_verified(environment: &str, history: &[RevisionRecord], wanted: &
 /// The pipeline table: Environments without `spec.promotion` first, each followed by those promoting from it
 /// (depth first, so a chain reads top to bottom); names order siblings. Environments whose upstream is missing
 /// start chains too, and those in a cycle come last, once each.
-pub fn format_pipeline(envs: &[Environment]) -> String {
+pub fn promotion_order(envs: &[Environment]) -> Vec<&Environment> {
     let from = |e: &Environment| e.spec.promotion.as_ref().map(|p| p.from.clone());
     let mut sorted: Vec<&Environment> = envs.iter().collect();
     sorted.sort_by_key(|e| e.name_any());
@@ -327,6 +327,13 @@ pub fn format_pipeline(envs: &[Environment]) -> String {
             );
         }
     }
+    order
+}
+
+/// The pipeline table, in [`promotion_order`].
+pub fn format_pipeline(envs: &[Environment]) -> String {
+    let from = |e: &Environment| e.spec.promotion.as_ref().map(|p| p.from.clone());
+    let order = promotion_order(envs);
     let rows = order
         .iter()
         .map(|e| {
