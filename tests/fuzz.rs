@@ -107,7 +107,7 @@ proptest! {
     fn refs_never_panic(branch in proptest::option::of("\\PC{0,40}"), tag in proptest::option::of("\\PC{0,40}"),
                         semver in proptest::option::of("[<>=~^*., 0-9a-z|-]{0,30}"),
                         commit in proptest::option::of("[0-9a-fA-Fx]{0,45}")) {
-        let r = GitRef { branch, tag, semver, commit, ..GitRef::default() };
+        let r = GitRef { branch, tag, semver, commit };
         let _ = resolve_ref_spec(&r);
     }
 
