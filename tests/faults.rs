@@ -142,3 +142,157 @@ async fn a_force_push_is_followed_and_a_deleted_branch_keeps_what_was_applied() 
     let c = t.repo.commit_and_push("c");
     wait_applied(&t, &c, "c").await;
 }
+
+/// One `ferry run` process: the real binary, killed with SIGKILL (no shutdown, no lease hand-over).
+struct Ferry {
+    child: std::process::Child,
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_ferry(t: &TestEnv, storage: &std::path::Path) -> Ferry {
+    let port = || ferry::testenv::free_port().expect("port").to_string();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["run", "--leader-elect=false", "--namespace", &t.namespace])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", port())])
+        .args(["--probe-addr", &format!("127.0.0.1:{}", port())])
+        .args(["--webhook-addr", &format!("127.0.0.1:{}", port())])
+        .arg("--storage-dir")
+        .arg(storage)
+        .arg("--kustomize")
+        .arg(t.bin_dir.join("kustomize"))
+        .env("KUBECONFIG", &t.kubeconfig)
+        .env(
+            "RUST_LOG",
+            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdout(std::process::Stdio::null());
+    Ferry {
+        child: ferry::testenv::spawn_guarded(cmd).expect("starting ferry run"),
+    }
+}
+
+/// Round `r` of Environment `i`: two objects that stay (their data changes each round) and one whose name
+/// changes each round, so every round prunes.
+fn round_files(t: &TestEnv, envs: usize, r: usize) {
+    for i in 0..envs {
+        let dir = t.repo.work.path().join(format!("envs/e{i}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut text = String::new();
+        for name in [format!("c{i}-a"), format!("c{i}-b"), format!("c{i}-r{r}")] {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{round: \"{r}\"}}\n"
+            ));
+        }
+        t.repo.write(&format!("envs/e{i}/cms.yaml"), &text);
+    }
+}
+
+/// Every Environment applied `commit` and the namespace holds exactly what round `r` renders: nothing of an
+/// earlier round left, nothing of this one missing or stale.
+async fn converged(t: &TestEnv, envs: usize, commit: &str, r: usize) -> Result<(), String> {
+    let want_rev = format!("@sha1:{commit}");
+    for e in t
+        .api::<Environment>()
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let name = e.metadata.name.clone().unwrap_or_default();
+        let status = e.status.clone().unwrap_or_default();
+        let at = status.last_applied_revision.clone().unwrap_or_default();
+        if !at.ends_with(&want_rev) || env_ready(&e).map(|(s, _, _)| s) != Some("True".to_string()) {
+            return Err(format!("{name} at {at:?}, ready {:?}", env_ready(&e)));
+        }
+    }
+    let mut have: Vec<(String, String)> = t
+        .api::<ConfigMap>()
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with('c')))
+        .map(|c| {
+            let round = c.data.and_then(|d| d.get("round").cloned()).unwrap_or_default();
+            (c.metadata.name.unwrap_or_default(), round)
+        })
+        .collect();
+    have.sort();
+    let mut want: Vec<(String, String)> = (0..envs)
+        .flat_map(|i| [format!("c{i}-a"), format!("c{i}-b"), format!("c{i}-r{r}")])
+        .map(|n| (n, r.to_string()))
+        .collect();
+    want.sort();
+    if have != want {
+        let extra: Vec<_> = have.iter().filter(|h| !want.contains(h)).take(5).collect();
+        let missing: Vec<_> = want.iter().filter(|w| !have.contains(w)).take(5).collect();
+        return Err(format!("objects differ: extra {extra:?}, missing {missing:?}"));
+    }
+    Ok(())
+}
+
+/// SIGKILLs `ferry run` at random moments while 50 Environments apply a commit that touches (and prunes in)
+/// all of them; after each restart everything converges exactly. `FERRY_FAULT_KILLS` sets how many kills.
+#[tokio::test]
+async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() {
+    const ENVS: usize = 50;
+    let kills: usize = std::env::var("FERRY_FAULT_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(50);
+    let t = TestEnv::without_controller("kill").await;
+    let storage = tempfile::tempdir().unwrap();
+    round_files(&t, ENVS, 0);
+    let mut commit = t.repo.commit_and_push("round 0");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
+        .await;
+    for i in 0..ENVS {
+        t.create_env(
+            &format!("e{i}"),
+            json!({"sourceRef": {"name": "config"}, "path": format!("envs/e{i}"), "interval": "10m", "prune": true}),
+        )
+        .await;
+    }
+    let mut ferry = start_ferry(&t, storage.path());
+    eventually("round 0 converges", || async {
+        converged(&t, ENVS, &commit, 0).await.ok()
+    })
+    .await;
+
+    // A small deterministic generator: the kill moments differ across the run and are the same on every run.
+    let mut seed: u64 = 0x5eed_f311;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let started = std::time::Instant::now();
+    for r in 1..=kills {
+        round_files(&t, ENVS, r);
+        commit = t.repo.commit_and_push(&format!("round {r}"));
+        // Somewhere between "not fetched yet" and "applying the last Environments".
+        tokio::time::sleep(std::time::Duration::from_millis(next() % 2500)).await;
+        let _ = ferry.child.kill(); // SIGKILL
+        let _ = ferry.child.wait();
+        ferry = start_ferry(&t, storage.path());
+        let deadline = std::time::Instant::now() + 2 * DEADLINE;
+        loop {
+            match converged(&t, ENVS, &commit, r).await {
+                Ok(()) => break,
+                Err(why) if std::time::Instant::now() > deadline => {
+                    panic!("after kill {r}: not converged within {:?}: {why}", 2 * DEADLINE)
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
+    }
+    eprintln!("{kills} kills, each converged; {:.1?} in all", started.elapsed());
+    drop(ferry);
+}
