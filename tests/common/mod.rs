@@ -2,6 +2,7 @@
 //! one git repository and one controller instance per test.
 #![allow(dead_code, unused_imports)]
 
+pub mod faulty;
 pub mod git;
 pub mod git_http;
 pub mod http;
@@ -23,6 +24,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
+pub use faulty::{Fault, FaultyProxy};
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
 pub use http::{http_post, http_post_chunked};

@@ -10,10 +10,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-mod images;
-mod policy;
 mod capabilities;
 mod dependencies;
+mod images;
+mod policy;
 mod promoted;
 mod verification;
 
@@ -1011,7 +1011,7 @@ async fn health_of(
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {
     let reason = match &e {
         ApplyError::Api { .. } => return Err(ReconcileError::Internal(e.to_string())),
-        ApplyError::Invalid { .. } => Reason::ValidationFailed,
+        ApplyError::Invalid { .. } | ApplyError::InvalidAfterFirstStage { .. } => Reason::ValidationFailed,
         ApplyError::Conflict { .. } => Reason::Conflict,
         ApplyError::NotEstablished(_) | ApplyError::Rejected { .. } => Reason::ApplyFailed,
         ApplyError::Forbidden { .. } => Reason::Forbidden,
