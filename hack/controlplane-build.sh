@@ -123,5 +123,8 @@ fi
 go_tool sops "$SOPS_VERSION" github.com/getsops/sops/v3/cmd/sops
 go_tool age "$AGE_VERSION" filippo.io/age/cmd/age
 go_tool age-keygen "$AGE_VERSION" filippo.io/age/cmd/age-keygen
+go_tool registry "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
+go_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane
+go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 
 echo "$BIN"

@@ -105,14 +105,32 @@ kubectl apply --server-side -k crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HOOK_PORT=$(free_port) METRICS_PORT=$(free_port) PROBE_PORT=$(free_port)
+# Two OCI registries for the images step (nonprod and prod, distribution's registry), plain HTTP on loopback:
+# Ferry reaches registries over HTTPS unless told otherwise (--insecure-registry).
+NONPROD_REGISTRY=127.0.0.1:$(free_port) PROD_REGISTRY=127.0.0.1:$(free_port)
+for reg in nonprod=$NONPROD_REGISTRY prod=$PROD_REGISTRY; do
+  name=${reg%%=*} addr=${reg#*=}
+  mkdir -p "$DIR/registry-$name"
+  printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: "%s", secret: demo}\n' \
+    "$DIR/registry-$name/data" "$addr" > "$DIR/registry-$name/config.yml"
+  registry serve "$DIR/registry-$name/config.yml" > "$DIR/registry-$name.log" 2>&1 &
+  pids+=($!)
+done
 # As installed: leader election on a Lease in ferry-system, metrics and probes on their own ports.
 kubectl create namespace ferry-system >/dev/null
 FERRY_STORAGE_DIR="$DIR/storage" FERRY_WEBHOOK_ADDR=127.0.0.1:$HOOK_PORT RUST_LOG=info,kube=warn \
   FERRY_METRICS_ADDR=127.0.0.1:$METRICS_PORT FERRY_PROBE_ADDR=127.0.0.1:$PROBE_PORT \
+  FERRY_INSECURE_REGISTRIES=$NONPROD_REGISTRY,$PROD_REGISTRY \
   "$FERRY" run > "$DIR/ferry.log" 2>&1 &
 pids+=($!)
 wait_until 30 "ferry to be ready (/readyz)" curl -sf -o /dev/null "http://127.0.0.1:$PROBE_PORT/readyz"
 echo "ferry is the leader: $(kubectl -n ferry-system get lease ferry-leader -o jsonpath='{.spec.holderIdentity}')"
+# The web view with this kubeconfig's rights (README "Web view"); it follows the demo live.
+UI_PORT=$(free_port)
+"$FERRY" ui --addr "127.0.0.1:$UI_PORT" -n demo > "$DIR/ui.log" 2>&1 &
+pids+=($!)
+wait_until 30 "the web view" curl -sf -o /dev/null "http://127.0.0.1:$UI_PORT/ns/demo"
+echo "web view: http://127.0.0.1:$UI_PORT/ns/demo (ferry ui)"
 
 say "Creating a GitRepository and Environment staging (with an acceptance-test Job)"
 kubectl create namespace demo >/dev/null
@@ -221,8 +239,67 @@ say "ferry history -n demo production"
 "$FERRY" history -n demo production
 say "What Ferry applied in the production cluster (kubectl --kubeconfig $PROD_KUBECONFIG)"
 kubectl --kubeconfig "$PROD_KUBECONFIG" get deployments,jobs -n demo
+say "Images: CI pushes $NONPROD_REGISTRY/team/web:1.0 (crane); staging pins it, production gets the verified digest copied to $PROD_REGISTRY"
+mkdir -p "$DIR/layer" && echo "build 1.0" > "$DIR/layer/build.txt"
+tar -cf "$DIR/layer.tar" -C "$DIR/layer" build.txt
+WEB_DIGEST=$(crane append --insecure -f "$DIR/layer.tar" -t "$NONPROD_REGISTRY/team/web:1.0" 2>/dev/null | sed 's/.*@//')
+echo "pushed $NONPROD_REGISTRY/team/web:1.0 = $WEB_DIGEST"
+git_ init -q --bare -b main "$DIR/git/images.git"
+mkdir -p "$DIR/images-work/staging" "$DIR/images-work/production"
+for stage in staging production; do
+  printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: "%s/team/web:1.0"}]}\n' \
+    "$NONPROD_REGISTRY" > "$DIR/images-work/$stage/web.yaml"
+done
+git_ -C "$DIR/images-work" init -q -b main
+git_ -C "$DIR/images-work" add -A
+git_ -C "$DIR/images-work" commit -q -m "web 1.0"
+git_ -C "$DIR/images-work" push -q "git://127.0.0.1:$PORT/images.git" HEAD:main
+kubectl create namespace web-staging >/dev/null
+kubectl --kubeconfig "$PROD_KUBECONFIG" create namespace web >/dev/null
+kubectl apply -f - <<YAML
+apiVersion: ferry.dev/v1alpha1
+kind: GitRepository
+metadata: {name: images, namespace: demo}
+spec: {url: "git://127.0.0.1:$PORT/images.git", interval: 10m}
+---
+apiVersion: ferry.dev/v1alpha1
+kind: Environment
+metadata: {name: web-staging, namespace: demo}
+spec:
+  sourceRef: {name: images}
+  path: staging
+  targetNamespace: web-staging
+  images: {pinDigests: true}
+---
+apiVersion: ferry.dev/v1alpha1
+kind: Environment
+metadata: {name: web-production, namespace: demo}
+spec:
+  sourceRef: {name: images}
+  path: production
+  targetNamespace: web
+  kubeConfig: {secretRef: {name: production-kubeconfig}}
+  promotion:
+    from: web-staging
+    copyImages: [{from: "$NONPROD_REGISTRY/team", to: "$PROD_REGISTRY/team"}]
+YAML
+web_production_verified() {
+  case "$(kubectl -n demo get environment web-production -o jsonpath='{.status.history[0].phase}' 2>/dev/null)" in
+    Verified) return 0 ;;
+    Failed) fail "web-production failed: $(kubectl -n demo get environment web-production -o jsonpath='{.status.history[0].message}')" ;;
+    *) return 1 ;;
+  esac
+}
+wait_until 120 "web-production to verify the promoted revision" web_production_verified
+"$FERRY" images -n demo web-staging
+"$FERRY" images -n demo web-production
+echo "production runs: $(kubectl --kubeconfig "$PROD_KUBECONFIG" -n web get deployment web -o jsonpath='{.spec.template.spec.containers[0].image}')"
+echo "prod registry:   $PROD_REGISTRY/team/web:1.0 = $(crane digest --insecure "$PROD_REGISTRY/team/web:1.0")"
+kubectl get events -n demo --field-selector reason=ImagesCopied -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' || true
+
 say "Ferry's metrics (curl http://127.0.0.1:$METRICS_PORT/metrics, a few lines)"
 curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" \
   | grep -E '^ferry_(resource_ready\{kind="Environment"|leader |reconcile_total\{kind="Environment"|promotion_transitions_total)' || true
 echo
 echo "Demo finished: staging and production are at $REV."
+echo "Web view: http://127.0.0.1:$UI_PORT/ns/demo (FERRY_DEMO_KEEP=1 keeps it running)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks, and on Debian/Ubuntu installs, what Ferry's demo and tests need on a fresh machine: git, a C toolchain
 # and OpenSSL headers (git2), Go (builds the control plane), OpenSSH's sshd (SSH git tests), curl, openssl,
-# python3.
+# python3, Chromium (browser tests).
 # Says what it does; installs nothing that is already there. Sourced or run by hack/demo.sh, hack/test.sh and
 # .ci/run, so none of them relies on another having run first.
 set -euo pipefail
@@ -23,6 +23,8 @@ pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 # Go builds the control plane from pinned modules (an older go fetches the toolchain it needs by itself).
 export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:$HOME/.cargo/bin"
 have go || need_apt+=(golang-go)
+# The web view's browser tests (tests/ui.rs) drive Debian's headless Chromium.
+have chromium || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if ! have apt-get; then

@@ -45,6 +45,13 @@ enum Command {
         /// (as `age-keygen` writes it), in memory. Without it, documents are printed as stored (encrypted).
         #[arg(long, value_name = "KEYFILE")]
         decrypt_with: Option<PathBuf>,
+        /// A file of RegistryPolicies to check the render against (repeatable; offline, their selectors are
+        /// ignored). Violations go to stderr; exit code 3 when a Deny policy is violated.
+        #[arg(long = "registry-policy", value_name = "FILE")]
+        registry_policies: Vec<PathBuf>,
+        /// The helm binary, for chart paths (rendered with helm's defaults: release `release` in `default`).
+        #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+        helm: PathBuf,
     },
     /// Show what applying would change, as a unified diff per object; exit code 1 when there are differences.
     /// Either an Environment in the cluster (`--environment ns/name`) or a local checkout against the cluster.
@@ -63,6 +70,9 @@ enum Command {
         namespace: String,
         #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
         kustomize: PathBuf,
+        /// The helm binary, for chart paths and kustomize's `helmCharts:`.
+        #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+        helm: PathBuf,
         /// Never color the output (default: color when stdout is a terminal and NO_COLOR is not set).
         #[arg(long)]
         no_color: bool,
@@ -105,6 +115,12 @@ enum Command {
         /// The revision to return to, written as for `ferry promote --revision`.
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        ns: Namespace,
+    },
+    /// Show the images of the revision an Environment runs: tag, digest, source registry, where copied.
+    Images {
+        environment: String,
         #[command(flatten)]
         ns: Namespace,
     },
@@ -156,6 +172,16 @@ enum Command {
         /// Name of the controller's Deployment.
         #[arg(long, default_value = "ferry")]
         controller_deployment: String,
+    },
+    /// Serve the read-only web view on this machine with your kubeconfig's rights (like `kubectl proxy`).
+    Ui {
+        /// Where to listen; only loopback addresses (the local view has no sign-in of its own).
+        #[arg(long, default_value = "127.0.0.1:8800")]
+        addr: std::net::SocketAddr,
+        /// Show only this namespace (default: all namespaces if your kubeconfig may list Environments
+        /// cluster-wide, else its context's namespace).
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
     /// Print a shell completion script: `source <(ferry completion bash)`.
     Completion {
@@ -266,6 +292,9 @@ struct RunArgs {
     /// The kustomize binary used for paths with a kustomization.
     #[arg(long, env = "FERRY_KUSTOMIZE", default_value = "kustomize")]
     kustomize: PathBuf,
+    /// The helm binary used for chart paths (`helm template`) and kustomize's `helmCharts:`.
+    #[arg(long, env = "FERRY_HELM", default_value = "helm")]
+    helm: PathBuf,
     /// Accept file:// GitRepository URLs (local development only).
     #[arg(long, env = "FERRY_ALLOW_FILE_URLS")]
     allow_file_urls: bool,
@@ -295,6 +324,10 @@ struct RunArgs {
     /// default: either hands the connection and its credentials to whoever sits in between).
     #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
     allow_insecure_kubeconfig: bool,
+    /// A registry host (`host[:port]`) reached over plain HTTP when resolving and copying images (repeat for
+    /// several; default none: every registry over HTTPS). For local registries only.
+    #[arg(long = "insecure-registry", env = "FERRY_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
     /// Most objects one render may produce; over it the sync stops with RenderLimitExceeded.
     #[arg(long, env = "FERRY_MAX_RENDER_OBJECTS", default_value_t = 5000)]
     max_render_objects: usize,
@@ -330,6 +363,10 @@ struct RunArgs {
     /// Address of the `/livez` and `/readyz` probes.
     #[arg(long, env = "FERRY_PROBE_ADDR", default_value = "0.0.0.0:8081")]
     probe_addr: std::net::SocketAddr,
+    /// Serve the read-only web view here (off by default). Viewers sign in with a Kubernetes bearer token
+    /// and see only what they may list (TokenReview and SubjectAccessReview).
+    #[arg(long, env = "FERRY_UI_ADDR")]
+    ui_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -390,9 +427,12 @@ async fn run() -> anyhow::Result<()> {
             path,
             kustomize,
             decrypt_with,
+            registry_policies,
+            helm,
         } => {
             let settings = ferry::render::RenderSettings {
                 kustomize,
+                helm,
                 ..Default::default()
             };
             let rendered = match decrypt_with {
@@ -400,6 +440,14 @@ async fn run() -> anyhow::Result<()> {
                 None => ferry::cli::render_local(&dir, &path, &settings).await?,
             };
             print!("{}", rendered.yaml);
+            if !registry_policies.is_empty() {
+                let policies = ferry::cli::policies_from_files(&registry_policies)?;
+                let found = ferry::cli::check_registry_policy(&policies, None, "", &rendered.objects);
+                eprint!("{}", ferry::cli::format_violations(&found));
+                if found.denied() {
+                    std::process::exit(3);
+                }
+            }
             Ok(())
         }
         Command::Diff {
@@ -408,35 +456,60 @@ async fn run() -> anyhow::Result<()> {
             path,
             namespace,
             kustomize,
+            helm,
             no_color,
         } => {
             use std::io::IsTerminal;
             let settings = ferry::render::RenderSettings {
                 kustomize,
+                helm,
                 ..Default::default()
             };
             let config = kube::Config::infer().await.context("loading the kubeconfig")?;
             let client = kube::Client::try_from(config.clone()).context("connecting to the cluster")?;
+            let policy;
             let diffs = match (environment, dir) {
                 (Some(env), _) => {
                     let (ns, name) = env
                         .split_once('/')
                         .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
-                    let (revision, diffs) = ferry::cli::diff_environment(client, &config, ns, name, &settings).await?;
+                    let d = ferry::cli::diff_environment_checked(client, &config, ns, name, &settings).await?;
                     eprintln!(
-                        "Environment {ns}/{name} at {revision}: {} object(s) differ",
-                        diffs.len()
+                        "Environment {ns}/{name} at {}: {} object(s) differ",
+                        d.revision,
+                        d.diffs.len()
                     );
-                    diffs
+                    policy = d.policy;
+                    d.diffs
                 }
-                (None, Some(dir)) => ferry::cli::diff_local(client, &dir, &path, &namespace, &settings).await?,
+                (None, Some(dir)) => {
+                    let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
+                    policy = ferry::cli::cluster_policies(&client).await?.map(|policies| {
+                        ferry::cli::check_registry_policy(&policies, None, &namespace, &rendered.objects)
+                    });
+                    ferry::cli::diff_local(client, &dir, &path, &namespace, &settings).await?
+                }
                 (None, None) => anyhow::bail!("give --environment ns/name or a checkout directory"),
             };
             let color = ferry::cli::color_enabled(no_color, std::io::stdout().is_terminal());
             for d in &diffs {
                 print!("{}", ferry::cli::unified(d, color));
             }
-            std::process::exit(if diffs.is_empty() { 0 } else { 1 });
+            match &policy {
+                Some(found) => eprint!("{}", ferry::cli::format_violations(found)),
+                None => {
+                    eprintln!("RegistryPolicies could not be read (not installed, or not allowed): images not checked")
+                }
+            }
+            // 3: a Deny policy would stop the revision, whatever the diff.
+            let denied = policy.as_ref().is_some_and(|p| p.denied());
+            std::process::exit(if denied {
+                3
+            } else if diffs.is_empty() {
+                0
+            } else {
+                1
+            });
         }
         Command::Get { ns } => {
             let (client, namespace) = ns.connect().await?;
@@ -477,6 +550,11 @@ async fn run() -> anyhow::Result<()> {
                 p.name_any(),
                 p.spec.revision
             );
+            Ok(())
+        }
+        Command::Images { environment, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            print!("{}", ferry::cli::images(&client, &namespace, &environment).await?);
             Ok(())
         }
         Command::History { environment, ns } => {
@@ -614,6 +692,7 @@ async fn run() -> anyhow::Result<()> {
             println!("controller: {controller}");
             Ok(())
         }
+        Command::Ui { addr, namespace } => run_ui(addr, namespace).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
@@ -657,6 +736,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::new(&args.storage_dir)
     };
     settings.render.kustomize = args.kustomize.clone();
+    settings.render.helm = args.helm.clone();
     settings.full_sync_interval = args.full_sync_interval;
     settings.render.max_objects = args.max_render_objects;
     settings.render.max_bytes = args.max_render_bytes;
@@ -666,6 +746,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     settings.default_service_account = args.default_service_account.clone();
     settings.no_cross_namespace_refs = args.no_cross_namespace_refs;
     settings.allow_insecure_kubeconfig = args.allow_insecure_kubeconfig;
+    settings.registry.insecure = args.insecure_registries.clone();
     let ctx = Arc::new(Context::new(client, config, settings));
     let process = ferry::endpoints::Process::new(ctx.clone());
 
@@ -706,6 +787,21 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             shutdown_signal(),
         )),
     ];
+    let mut servers = Vec::from(servers);
+    if let Some(addr) = args.ui_addr {
+        let listener = bind(addr, "web view").await?;
+        let data = ferry::ui::Data::start(
+            ctx.client.clone(),
+            ferry::ui::Backend::Cluster { ctx: ctx.clone() },
+            args.namespace.as_deref(),
+        )?;
+        let ui = Arc::new(ferry::ui::Ui {
+            mode: ferry::ui::Mode::Cluster,
+            data,
+        });
+        tracing::info!(ui_addr = %addr, "serving the web view");
+        servers.push(tokio::spawn(ferry::ui::serve(listener, ui, shutdown_signal())));
+    }
     let scope = Scope {
         namespace: args.namespace.clone(),
     };
@@ -743,6 +839,67 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     }
     servers.iter().for_each(|s| s.abort());
     Ok(())
+}
+
+/// `ferry ui`: the web view on loopback, reading with the caller's kubeconfig.
+async fn run_ui(addr: std::net::SocketAddr, namespace: Option<String>) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "ferry ui serves your own kubeconfig's rights without a sign-in, so it listens only on loopback \
+             (127.0.0.1, ::1); in a cluster use `ferry run --ui-addr`"
+        );
+    }
+    let config = kube::Config::infer().await.context("loading the kubeconfig")?;
+    let client = kube::Client::try_from(config.clone()).context("connecting to the cluster")?;
+    let scope = match namespace {
+        Some(ns) => Some(ns),
+        None if may_list_everywhere(&client).await => None,
+        None => Some(client.default_namespace().to_string()),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the web view to {addr}"))?;
+    let data = ferry::ui::Data::start(
+        client,
+        ferry::ui::Backend::Local {
+            config: Box::new(config),
+        },
+        scope.as_deref(),
+    )?;
+    let ui = Arc::new(ferry::ui::Ui {
+        mode: ferry::ui::Mode::Local,
+        data,
+    });
+    let shown = listener.local_addr()?;
+    match &scope {
+        Some(ns) => println!("ferry ui: http://{shown}/ns/{ns}  (namespace {ns}; Ctrl-C stops)"),
+        None => println!("ferry ui: http://{shown}/  (all namespaces; Ctrl-C stops)"),
+    }
+    ferry::ui::serve(listener, ui, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Whether the caller may list Environments in every namespace (SelfSubjectAccessReview).
+async fn may_list_everywhere(client: &kube::Client) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("list".into()),
+                group: Some(ferry::api::GROUP.into()),
+                resource: Some("environments".into()),
+                ..ResourceAttributes::default()
+            }),
+            non_resource_attributes: None,
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    kube::Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .is_ok_and(|r| r.status.is_some_and(|s| s.allowed))
 }
 
 /// A name for this process in the Lease when no `POD_NAME` is given: host and process id.

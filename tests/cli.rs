@@ -42,6 +42,36 @@ async fn render_prints_exactly_what_kustomize_build_prints() {
     assert_eq!(stdout.as_bytes(), kustomize.stdout.as_slice());
 }
 
+/// As the image runs it: no `--kustomize`/`--helm`, the binaries on `PATH` (the renderers' own PATH is empty).
+#[tokio::test]
+async fn render_finds_kustomize_and_helm_on_path_by_default() {
+    let t = TestEnv::new("cli-render-path").await;
+    let path = format!("{}:{}", t.bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    for dir_path in [
+        "examples/config-repo --path production",
+        ". --path examples/chart/podinfo",
+    ] {
+        let (dir, rest) = dir_path.split_once(' ').unwrap();
+        let mut args = vec!["render", dir];
+        args.extend(rest.split(' '));
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("FERRY_KUSTOMIZE")
+            .env_remove("FERRY_HELM")
+            .env("PATH", &path)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{dir_path}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("kind: Deployment"),
+            "{dir_path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
     let mut t = TestEnv::new("cli-diff").await;

@@ -30,8 +30,8 @@ fn read_objects(dirs: &[&str]) -> Vec<ferry::render::RenderedObject> {
     render_plain(&files).unwrap()
 }
 
-/// Every example resource (auth kinds, the demo's GitRepository and Environment) is accepted by the API server
-/// with the CRDs of this build, in the test's namespace.
+/// Every example resource (auth kinds, the demo's GitRepository and Environment, the chart's Environments) is
+/// accepted by the API server with the CRDs of this build, in the test's namespace.
 #[tokio::test]
 async fn examples_are_valid_on_a_real_apiserver() {
     let t = TestEnv::new("examples").await;
@@ -40,16 +40,23 @@ async fn examples_are_valid_on_a_real_apiserver() {
         "examples/demo/cluster",
         "examples/pipeline",
         "examples/decryption",
+        "examples/supply-chain",
+        "examples/chart",
     ]);
     assert!(objects.iter().filter(|o| o.kind() == "GitRepository").count() >= 5);
     for o in &objects {
         let (group, version) = o.api_version().rsplit_once('/').unwrap_or(("", o.api_version()));
-        let (ar, _) = kube::discovery::pinned_kind(&t.client, &GroupVersionKind::gvk(group, version, o.kind()))
+        let (ar, caps) = kube::discovery::pinned_kind(&t.client, &GroupVersionKind::gvk(group, version, o.kind()))
             .await
             .unwrap();
-        let api: Api<DynamicObject> = Api::namespaced_with(t.client.clone(), &t.namespace, &ar);
         let mut object = o.object.clone();
-        object["metadata"]["namespace"] = t.namespace.clone().into();
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Cluster => Api::all_with(t.client.clone(), &ar),
+            kube::discovery::Scope::Namespaced => {
+                object["metadata"]["namespace"] = t.namespace.clone().into();
+                Api::namespaced_with(t.client.clone(), &t.namespace, &ar)
+            }
+        };
         let params = PatchParams::apply("ferry-tests").dry_run();
         if let Err(e) = api.patch(o.name(), &params, &Patch::Apply(&object)).await {
             panic!("{} {} in {} is rejected: {e}", o.kind(), o.name(), o.source);
@@ -156,6 +163,21 @@ async fn kubectl_apply_k_installs_everything_on_a_fresh_cluster() {
         assert!(kinds.contains(want), "the install has a {want}: {kinds:?}");
     }
     cp.stop();
+}
+
+/// The supply-chain example's copy rules name registries Ferry accepts.
+#[test]
+fn example_copy_rules_are_valid() {
+    let objects = read_objects(&["examples/supply-chain"]);
+    let mut rules = 0;
+    for o in objects.iter().filter(|o| o.kind() == "Environment") {
+        let env: ferry::api::Environment = serde_json::from_value(o.object.clone()).expect("Environment");
+        for rule in env.spec.promotion.iter().flat_map(|p| &p.copy_images) {
+            ferry::images::pinning::CopyRule::parse(rule).expect("valid copy rule");
+            rules += 1;
+        }
+    }
+    assert_eq!(rules, 1);
 }
 
 /// The pipeline example's windows and freezes mean what they say (the API server only checks their shape).

@@ -1,5 +1,6 @@
-//! Rendering on a real apiserver: kustomize overlays (output equal to `kustomize build`), and the render-time
-//! refusals (remote bases, escaping symlinks and paths) leaving the cluster untouched.
+//! Rendering on a real apiserver: kustomize overlays (output equal to `kustomize build`), Flux-style trees (the
+//! objects of Flux's generated kustomization), and the render-time refusals (remote bases, escaping symlinks
+//! and paths) leaving the cluster untouched. Helm charts: tests/charts.rs.
 
 mod common;
 
@@ -9,6 +10,8 @@ use ferry::render::{RenderSettings, render_path};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 /// Copies the example config repo (base + staging + production overlays) into the test's git repo.
 fn copy_example(t: &TestEnv) {
@@ -26,9 +29,104 @@ fn copy_example(t: &TestEnv) {
 fn settings(t: &TestEnv) -> RenderSettings {
     RenderSettings {
         kustomize: t.bin_dir.join("kustomize"),
+        helm: t.bin_dir.join("helm"),
         ..RenderSettings::default()
     }
 }
+
+/// Every file below `from`, as (path relative to it, content).
+fn files_below(from: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![from.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(from).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Writes `files` below a fresh temporary directory.
+fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    for (rel, content) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    (dir, root)
+}
+
+/// Each object as compact JSON, for comparing sets of objects.
+fn object_set(objects: impl IntoIterator<Item = serde_json::Value>) -> BTreeSet<String> {
+    objects.into_iter().map(|o| o.to_string()).collect()
+}
+
+fn parse_all(yaml: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// What Flux's kustomize-controller generates for a directory without a kustomization (fluxcd/pkg kustomize
+/// generator): `resources` listing, in walk order, each `*.yaml`/`*.yml` file and each subdirectory holding a
+/// kustomization (not descended into).
+fn flux_generated_resources(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for path in entries {
+        let rel = format!("./{}", path.strip_prefix(root).unwrap().display());
+        if path.is_dir() {
+            if ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+                .iter()
+                .any(|k| path.join(k).is_file())
+            {
+                out.push(rel);
+            } else {
+                flux_generated_resources(root, &path, out);
+            }
+        } else if rel.ends_with(".yaml") || rel.ends_with(".yml") {
+            out.push(rel);
+        }
+    }
+}
+
+const FLUX_TREE: &[(&str, &str)] = &[
+    (
+        "clusters/prod/namespace-config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: top-level}\ndata: {from: plain}\n",
+    ),
+    (
+        "clusters/prod/flux-system/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [gotk-sync.yaml]\nnamePrefix: flux-\nlabels:\n- pairs: {app.kubernetes.io/part-of: flux}\n",
+    ),
+    (
+        "clusters/prod/flux-system/gotk-sync.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sync}\ndata: {from: flux-system}\n",
+    ),
+    (
+        "clusters/prod/infrastructure/kustomization.yaml",
+        "configMapGenerator:\n- name: infra-settings\n  literals: [tier=infrastructure]\nresources: [sa.yaml]\n",
+    ),
+    (
+        "clusters/prod/infrastructure/sa.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: infra}\n",
+    ),
+    (
+        "clusters/prod/apps/podinfo.yml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: apps-podinfo}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: apps-second}\n",
+    ),
+    ("clusters/prod/apps/notes.md", "not a manifest"),
+];
 
 #[tokio::test]
 async fn ferry_renders_overlays_exactly_as_kustomize_build() {
@@ -83,6 +181,111 @@ async fn an_overlay_is_applied_through_kustomize() {
             .as_deref()
             .is_some_and(|n| n.starts_with("podinfo-config-"))),
         "the generated ConfigMap with its hash suffix"
+    );
+}
+
+#[tokio::test]
+async fn a_flux_style_tree_renders_the_objects_of_fluxs_generated_kustomization_and_applies() {
+    let t = TestEnv::new("flux-tree").await;
+    let (_dir, root) = tree(FLUX_TREE);
+    let rendered = render_path(&root, "clusters/prod", &settings(&t)).await.unwrap();
+    // Flux's way: a generated kustomization listing the plain files and the kustomize directories, built.
+    let mut resources = Vec::new();
+    let prod = root.join("clusters/prod");
+    flux_generated_resources(&prod, &prod, &mut resources);
+    assert_eq!(
+        resources,
+        [
+            "./apps/podinfo.yml",
+            "./flux-system",
+            "./infrastructure",
+            "./namespace-config.yaml"
+        ]
+    );
+    let generated = tempfile::tempdir().unwrap();
+    let copy = generated.path().join("prod");
+    for (rel, content) in files_below(&prod) {
+        let p = copy.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    std::fs::write(
+        copy.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: {}\n",
+            serde_json::to_string(&resources).unwrap()
+        ),
+    )
+    .unwrap();
+    let flux = std::process::Command::new(t.bin_dir.join("kustomize"))
+        .arg("build")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(flux.status.success(), "{}", String::from_utf8_lossy(&flux.stderr));
+    let flux_objects = object_set(parse_all(&String::from_utf8(flux.stdout).unwrap()));
+    let ferry_objects = object_set(rendered.objects.iter().map(|o| o.object.clone()));
+    assert_eq!(
+        ferry_objects, flux_objects,
+        "the same objects as Flux's generated kustomization"
+    );
+    assert_eq!(
+        ferry_objects,
+        object_set(parse_all(&rendered.yaml)),
+        "the YAML is the objects"
+    );
+    assert_eq!(rendered.objects.len(), 6);
+    assert!(
+        rendered.objects.iter().all(|o| o.kind() != "Kustomization"),
+        "a kustomization file is never an object"
+    );
+
+    // An object defined both by a plain file and by a kustomize directory: refused, as kustomize refuses it.
+    std::fs::write(
+        root.join("clusters/prod/apps/dup.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flux-sync}\n",
+    )
+    .unwrap();
+    let err = render_path(&root, "clusters/prod", &settings(&t)).await.unwrap_err();
+    assert!(matches!(err, ferry::render::RenderError::Duplicate { .. }), "{err}");
+    assert!(
+        err.to_string().contains("kustomize build clusters/prod/flux-system"),
+        "{err}"
+    );
+
+    // And on the cluster.
+    for (rel, content) in FLUX_TREE {
+        t.repo.write(rel, content);
+    }
+    t.repo.commit_and_push("flux tree");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
+        .await;
+    t.create_env(
+        "prod",
+        json!({"sourceRef": {"name": "config"}, "path": "clusters/prod"}),
+    )
+    .await;
+    let e = wait_for(&t.api::<Environment>(), "prod", |e: &Environment| {
+        env_ready(e).is_some_and(|(s, r, _)| s != "Unknown" && r != "SourceNotReady")
+    })
+    .await;
+    assert_eq!(env_ready(&e).unwrap().0, "True", "{:?}", env_ready(&e));
+    let cms = t.api::<ConfigMap>();
+    for name in ["top-level", "flux-sync", "apps-podinfo", "apps-second"] {
+        assert!(cms.get_opt(name).await.unwrap().is_some(), "{name}");
+    }
+    let flux_sync = cms.get("flux-sync").await.unwrap();
+    assert_eq!(
+        flux_sync.metadata.labels.unwrap()["app.kubernetes.io/part-of"],
+        "flux",
+        "built by kustomize"
+    );
+    let all = cms.list(&Default::default()).await.unwrap();
+    assert!(
+        all.items
+            .iter()
+            .any(|c| c.metadata.name.as_deref().unwrap().starts_with("infra-settings-")),
+        "the generator's ConfigMap, with its hash suffix"
     );
 }
 

@@ -335,3 +335,26 @@ async fn insecure_kubeconfigs_are_refused_unless_allowed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_tenants_chart_renders_with_its_own_clusters_capabilities_as_its_service_account() {
+    let t = TestEnv::installed("tenant-chart", |_| {}).await;
+    account_with_role(&t, "deployer", &["configmaps"]).await;
+    t.repo
+        .write("apps/Chart.yaml", "apiVersion: v2\nname: tenant\nversion: 0.1.0\n");
+    t.repo.write(
+        "apps/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n  color: {{ .Values.color }}\n",
+    );
+    setup(
+        &t,
+        json!({"serviceAccountName": "deployer", "helm": {"values": {"color": "green"}}}),
+    )
+    .await;
+    ready_with(&t, "True", "Succeeded").await;
+    let data = t.api::<ConfigMap>().get("app").await.expect("applied").data.unwrap();
+    assert_eq!(data["color"], "green");
+    // Discovery as the tenant's account (the locked-down controller impersonates it) found the real version.
+    let version = t.client.apiserver_version().await.unwrap().git_version;
+    assert_eq!(data["kube"], version);
+}

@@ -59,6 +59,20 @@ pub enum Reason {
     CrossNamespaceRef,
     /// A SOPS-encrypted file could not be decrypted (or the Environment has no `spec.decryption`).
     DecryptionFailed,
+    /// An image in the render is not a valid reference.
+    InvalidImageReference,
+    /// An image could not be resolved to a digest (registry down, 401, 404, 5xx, bad pull secret).
+    ImageResolutionFailed,
+    /// A promoted revision names an image whose digest the upstream did not record.
+    ImageNotVerified,
+    /// `promotion.copyImages` could not copy an image to the target registry.
+    ImageCopyFailed,
+    /// An image breaks a RegistryPolicy in Deny mode: nothing of the revision is applied.
+    PolicyViolation,
+    /// An Environment named in `dependsOn` is not Ready at its current revision yet.
+    DependencyNotReady,
+    /// `dependsOn` leads back to the Environment itself.
+    DependencyCycle,
 }
 
 impl Reason {
@@ -114,6 +128,13 @@ impl Reason {
             Reason::Forbidden => "Forbidden",
             Reason::CrossNamespaceRef => "CrossNamespaceRef",
             Reason::DecryptionFailed => "DecryptionFailed",
+            Reason::InvalidImageReference => "InvalidImageReference",
+            Reason::ImageResolutionFailed => "ImageResolutionFailed",
+            Reason::ImageNotVerified => "ImageNotVerified",
+            Reason::ImageCopyFailed => "ImageCopyFailed",
+            Reason::PolicyViolation => "PolicyViolation",
+            Reason::DependencyNotReady => "DependencyNotReady",
+            Reason::DependencyCycle => "DependencyCycle",
         }
     }
 }
@@ -149,7 +170,7 @@ pub fn set_condition_status(
     now: Timestamp,
 ) {
     let status = status.to_string();
-    let message = message.into();
+    let message = bounded_message(message.into());
     if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
         if existing.status != status {
             existing.last_transition_time = Time(now);
@@ -168,6 +189,23 @@ pub fn set_condition_status(
             last_transition_time: Time(now),
         });
     }
+}
+
+/// metav1.Condition's limit on `message`. A hostile repository can make a failure message as long as it likes
+/// (thousands of refused objects, long names); an over-long status would be refused by the API server and the
+/// failure never reported.
+pub const MAX_CONDITION_MESSAGE: usize = 32768;
+
+fn bounded_message(mut message: String) -> String {
+    if message.len() > MAX_CONDITION_MESSAGE {
+        let mut cut = MAX_CONDITION_MESSAGE - 16;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(" ... (cut)");
+    }
+    message
 }
 
 /// The status string (`True`/`False`/`Unknown`) of a condition, if present.
@@ -264,6 +302,23 @@ impl ConditionSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_bounded_to_the_condition_limit() {
+        let mut conditions = Vec::new();
+        let long = "é".repeat(40_000);
+        set_condition(
+            &mut conditions,
+            "Ready",
+            false,
+            Reason::ValidationFailed,
+            long,
+            None,
+            ts(1),
+        );
+        let m = &conditions[0].message;
+        assert!(m.len() <= MAX_CONDITION_MESSAGE && m.ends_with("(cut)"), "{}", m.len());
+    }
 
     fn ts(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()

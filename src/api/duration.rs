@@ -45,8 +45,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         total += value * unit;
         rest = &rest[len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    // `Duration::from_secs_f64` panics past its range, and a reconcile that panics takes the controller with
+    // it: any tenant could stop Ferry with `interval: 9999999999999h`. Go's own limit (~292 years) applies.
+    if !total.is_finite() || total > MAX_SECONDS {
+        return Err(err("too long (at most 2562047h)"));
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| err("too long (at most 2562047h)"))
 }
+
+/// Go's `time.Duration` maximum, in seconds: what Flux and Kubernetes accept for the same field.
+const MAX_SECONDS: f64 = 9_223_372_036.0;
 
 #[cfg(test)]
 mod tests {
@@ -62,7 +70,16 @@ mod tests {
 
     #[test]
     fn rejects_malformed_durations() {
-        for bad in ["", "10", "s", "1x", "1m-", "-1s"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1x",
+            "1m-",
+            "-1s",
+            "2562048h",
+            "99999999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -98,6 +98,112 @@ pub struct EnvironmentSpec {
         length(max = 253)
     )]
     pub service_account_name: Option<String>,
+    /// Image digests: every image of a revision is resolved to its digest in its registry when the revision is
+    /// applied, and recorded in `status.history`; a promoted Environment takes the digests its upstream
+    /// recorded instead of looking tags up again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImagePolicy>,
+    /// Environments that must be Ready at their current revision before this one applies a new revision
+    /// (infrastructure before apps, CRDs before their users). While one is not, Ready is False with
+    /// `DependencyNotReady` naming it; a cycle is `DependencyCycle` (Stalled). This Environment is reconciled as
+    /// soon as one of them changes. A namespace other than this one is refused under
+    /// `--no-cross-namespace-refs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyReference>,
+    /// How a Helm chart at `path` (a directory holding `Chart.yaml`) is rendered with `helm template`.
+    /// Ignored for other paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmSpec>,
+}
+
+/// An Environment this one depends on.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyReference {
+    /// The Environment's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Its namespace. Default: this Environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The inputs of `helm template` for a chart path. Output is exactly what `helm template` prints for them
+/// (hooks left out, see the README); nothing is fetched: dependencies must be vendored in `charts/`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmSpec {
+    /// The release name (`.Release.Name`). Default: the Environment's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 53), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub release_name: Option<String>,
+    /// The release namespace (`.Release.Namespace`). Default: `targetNamespace`, else the Environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: Option<String>,
+    /// Values files, relative to the chart directory and inside the repository (e.g.
+    /// `values-production.yaml`), applied in order after the chart's own `values.yaml`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Inline values, applied last (over every values file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub values: Option<serde_json::Value>,
+    /// Render the chart's `crds/` directory too (`--include-crds`); CRDs are applied first and waited for.
+    /// Default true.
+    #[serde(default = "default_true", rename = "includeCRDs")]
+    pub include_crds: bool,
+}
+
+impl Default for HelmSpec {
+    fn default() -> Self {
+        HelmSpec {
+            release_name: None,
+            namespace: None,
+            values_files: Vec::new(),
+            values: None,
+            include_crds: true,
+        }
+    }
+}
+
+/// How images are resolved and pinned.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicy {
+    /// Apply `repo:tag@sha256:…` instead of `repo:tag`, so the cluster runs exactly the resolved (or, when
+    /// promoted, the upstream-verified) digest. Promoted Environments whose upstream recorded digests pin
+    /// them regardless. Default false: digests are only recorded.
+    #[serde(default)]
+    pub pin_digests: bool,
+    /// A `kubernetes.io/dockerconfigjson` Secret (same namespace) with credentials for the registries.
+    /// Without it registries are asked anonymously (and answer bearer-token challenges anonymously).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret_ref: Option<LocalSecretReference>,
+}
+
+/// A Secret in the Environment's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSecretReference {
+    /// The Secret's name.
+    pub name: String,
+}
+
+/// Images under `from` are copied, by digest, to the same path under `to` before a promotion applies, and
+/// the render is rewritten to `to/…@sha256:…`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyImages {
+    /// Registry and path prefix of the images to copy, e.g. `nonprod.example.io/team` (matched at a path
+    /// boundary: `nonprod.example.io/teamx` is not under it).
+    pub from: String,
+    /// Where they go, e.g. `prod.example.io/team`: `from/app:1.2` becomes `to/app:1.2@sha256:…`.
+    pub to: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret (same namespace) with credentials for both registries
+    /// (pull from `from`, push to `to`). Default: `images.pullSecretRef`, else anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalSecretReference>,
 }
 
 /// Where a promoted Environment takes its revisions from, and the gates before one is applied.
@@ -134,6 +240,10 @@ pub struct PromotionPolicy {
     #[serde(default = "default_promotion_history_limit")]
     #[schemars(range(min = 1), extend("format" = "int32"))]
     pub history_limit: u32,
+    /// Copy the verified images from a non-production registry to a production one before applying, and
+    /// apply the copies by digest. A copy that fails fails the Promotion; nothing is applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_images: Vec<CopyImages>,
 }
 
 fn default_promotion_history_limit() -> u32 {
@@ -152,6 +262,7 @@ impl Default for PromotionPolicy {
             rollback_on_failure: false,
             rollback: RollbackPolicy::default(),
             history_limit: default_promotion_history_limit(),
+            copy_images: Vec::new(),
         }
     }
 }
@@ -344,6 +455,9 @@ pub struct EnvironmentStatus {
     /// once a `ferry reconcile` request was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// What RegistryPolicies found in the revision last evaluated (Deny and Audit); absent when nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_violations: Option<super::PolicyViolations>,
 }
 
 /// How many revisions `status.history` keeps.
@@ -391,6 +505,23 @@ pub struct RevisionRecord {
     /// What verification found, or why the revision failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The images of the revision as applied here, each with the digest it was pinned to (with
+    /// `spec.images`, or when promoted from an Environment that recorded digests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRecord>,
+}
+
+/// One image of a revision and the digest that stands for it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    /// The image as the manifests name it, e.g. `nonprod.example.io/team/web:1.4`.
+    pub image: String,
+    /// The manifest or multi-arch index digest, `sha256:…`.
+    pub digest: String,
+    /// Where it was copied to by `promotion.copyImages` and applied from, e.g. `prod.example.io/team/web`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_to: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

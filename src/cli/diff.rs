@@ -125,6 +125,50 @@ pub async fn diff_environment(
     name: &str,
     settings: &RenderSettings,
 ) -> Result<(String, Vec<ObjectDiff>), DiffError> {
+    let d = diff_environment_checked(client, config, namespace, name, settings).await?;
+    Ok((d.revision, d.diffs))
+}
+
+/// What `ferry diff --environment` reports: the revision, the diffs, and what the cluster's RegistryPolicies
+/// find (`None`: they could not be read).
+pub struct EnvironmentDiff {
+    pub revision: String,
+    pub diffs: Vec<ObjectDiff>,
+    pub policy: Option<crate::policy::Evaluation>,
+}
+
+/// [`diff_environment`], plus the registry-policy check the controller would make before its dry run.
+pub async fn diff_environment_checked(
+    client: Client,
+    config: &kube::Config,
+    namespace: &str,
+    name: &str,
+    settings: &RenderSettings,
+) -> Result<EnvironmentDiff, DiffError> {
+    let target = |env: &Environment| {
+        let (client, config, env) = (client.clone(), config.clone(), env.clone());
+        async move { environment_target(&client, &config, &env).await }
+    };
+    diff_environment_at(client.clone(), namespace, name, None, settings, true, target).await
+}
+
+/// What applying `revision` (default: the one the controller would choose) to the Environment would change,
+/// in the cluster `target` gives for it (the CLI: the caller's own, or the kubeConfig's; the web view in the
+/// cluster: the one the controller applies with). `allow_file`: accept `file://` repository URLs (the CLI, on
+/// the user's own machine; in the cluster only what the controller itself accepts).
+pub async fn diff_environment_at<F, Fut>(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    revision: Option<String>,
+    settings: &RenderSettings,
+    allow_file: bool,
+    target: F,
+) -> Result<EnvironmentDiff, DiffError>
+where
+    F: FnOnce(&Environment) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::cluster::Target, CliError>>,
+{
     let env = get(
         &Api::<Environment>::namespaced(client.clone(), namespace),
         "Environment",
@@ -145,7 +189,10 @@ pub async fn diff_environment(
         &env.spec.source_ref.name,
     )
     .await?;
-    let full_revision = environment_revision(&client, &env, &repo).await?;
+    let full_revision = match revision {
+        Some(r) => r,
+        None => environment_revision(&client, &env, &repo).await?,
+    };
     let revision = Revision::parse(&full_revision)
         .ok_or_else(|| DiffError::NoRevision(format!("revision {full_revision:?} is not understood")))?;
     let creds = crate::controllers::gitrepository::load_credentials(&client, &repo)
@@ -162,9 +209,8 @@ pub async fn diff_environment(
         revision.commit.clone(),
     );
     let tree = tokio::task::spawn_blocking(move || {
-        // The user's own machine: local URLs are theirs to read.
         let opts = FetchOptions {
-            allow_file: true,
+            allow_file,
             ..FetchOptions::default()
         };
         // A fetch brings every branch and tag, so an older promoted commit is there too.
@@ -173,7 +219,17 @@ pub async fn diff_environment(
     })
     .await
     .map_err(|e| DiffError::Internal(e.to_string()))??;
-    let rendered = render_path(&tree, &env.spec.path, settings).await?;
+    let target = target(&env).await?;
+    // A chart renders with the Environment's helm inputs and its target's capabilities, as the controller does.
+    let is_chart = crate::source::normalize_path(&env.spec.path)
+        .is_ok_and(|parts| tree.join(parts.join("/")).join(crate::render::CHART_FILE).is_file());
+    let capabilities = if is_chart {
+        Some(crate::controllers::discover_capabilities(&target.client).await?)
+    } else {
+        None
+    };
+    let inputs = crate::render::HelmInputs::for_environment(&env, capabilities);
+    let rendered = crate::render::render_path_with(&tree, &env.spec.path, settings, &inputs).await?;
     // Encrypted documents are decrypted as the controller would, with the identities read as the CLI's user
     // (who must be allowed to read that Secret); the diff masks Secret values.
     let decrypted = match (crate::decrypt::find_encrypted(&rendered), &env.spec.decryption) {
@@ -197,9 +253,15 @@ pub async fn diff_environment(
         default_namespace: namespace.to_string(),
         force: env.spec.force,
     };
-    let target = environment_target(&client, config, &env).await?;
     let diffs = target.applier.diff(objects, &opts).await?;
-    Ok((full_revision, diffs))
+    let policy = super::policy::cluster_policies(&client)
+        .await?
+        .map(|policies| super::policy::check(&policies, Some(&env), namespace, objects));
+    Ok(EnvironmentDiff {
+        revision: full_revision,
+        diffs,
+        policy,
+    })
 }
 
 /// A Secret's values replaced by a short digest: a diff shows *that* a value changed, never the value.

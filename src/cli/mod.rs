@@ -4,7 +4,9 @@
 
 mod diff;
 mod events;
+mod images;
 mod pipeline;
+mod policy;
 mod progress;
 mod reconcile;
 mod target;
@@ -12,13 +14,17 @@ mod tree;
 mod version;
 
 pub use diff::{
-    DiffError, diff_environment, diff_local, environment_revision, mask_secret, render_local, render_local_decrypted,
-    unified,
+    DiffError, EnvironmentDiff, diff_environment, diff_environment_at, diff_environment_checked, diff_local,
+    environment_revision, mask_secret, render_local, render_local_decrypted, unified,
 };
 pub use events::{EventRow, events, ferry_events, format_events};
+pub use images::{format_images, images};
 pub use pipeline::{
-    CliError, approve, format_history, format_pipeline, history, pipeline, promote, reject, resolve_verified, rollback,
-    short_revision,
+    CliError, approve, format_history, format_pipeline, history, pipeline, promote, promotion_order, reject,
+    resolve_verified, rollback, short_revision,
+};
+pub use policy::{
+    PolicyFileError, check as check_registry_policy, cluster_policies, format_violations, policies_from_files,
 };
 pub use progress::{Progress, color_allowed, color_enabled};
 pub use reconcile::{
@@ -26,5 +32,5 @@ pub use reconcile::{
     set_suspended, verdict, wait_reconciled,
 };
 pub use target::environment_target;
-pub use tree::{format_tree, show_health, tree};
+pub use tree::{Group, format_tree, group_inventory, show_health, tree};
 pub use version::{controller_version, image_tag};

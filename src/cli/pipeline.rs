@@ -298,7 +298,7 @@ pub fn resolve_verified(environment: &str, history: &[RevisionRecord], wanted: &
 /// The pipeline table: Environments without `spec.promotion` first, each followed by those promoting from it
 /// (depth first, so a chain reads top to bottom); names order siblings. Environments whose upstream is missing
 /// start chains too, and those in a cycle come last, once each.
-pub fn format_pipeline(envs: &[Environment]) -> String {
+pub fn promotion_order(envs: &[Environment]) -> Vec<&Environment> {
     let from = |e: &Environment| e.spec.promotion.as_ref().map(|p| p.from.clone());
     let mut sorted: Vec<&Environment> = envs.iter().collect();
     sorted.sort_by_key(|e| e.name_any());
@@ -327,6 +327,13 @@ pub fn format_pipeline(envs: &[Environment]) -> String {
             );
         }
     }
+    order
+}
+
+/// The pipeline table, in [`promotion_order`].
+pub fn format_pipeline(envs: &[Environment]) -> String {
+    let from = |e: &Environment| e.spec.promotion.as_ref().map(|p| p.from.clone());
+    let order = promotion_order(envs);
     let rows = order
         .iter()
         .map(|e| {
@@ -404,6 +411,27 @@ pub fn format_history(env: &Environment, promotions: &[Promotion], now: Timestam
             rows,
         )
     };
+    let image_rows: Vec<Vec<String>> = history
+        .iter()
+        .flat_map(|r| {
+            r.images.iter().map(|i| {
+                let applied = i
+                    .copied_to
+                    .as_deref()
+                    .map(|to| format!(" (as {to})"))
+                    .unwrap_or_default();
+                vec![
+                    short_revision(&r.revision),
+                    format!("{}{applied}", i.image),
+                    i.digest.clone(),
+                ]
+            })
+        })
+        .collect();
+    if !image_rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["REVISION", "IMAGE", "DIGEST"], image_rows));
+    }
     out.push('\n');
     if promotions.is_empty() {
         out.push_str("no promotions\n");
@@ -522,6 +550,7 @@ mod tests {
             attempts: 0,
             job: None,
             message: None,
+            images: Vec::new(),
         }
     }
 

@@ -55,12 +55,15 @@ pub fn show_health(health: &Health) -> String {
     }
 }
 
-/// Kind → (name, health) of the objects of one namespace.
-type Kinds = BTreeMap<String, Vec<(String, String)>>;
+/// One group of the tree: a namespace (or [`CLUSTER_SCOPED`]) and its kinds, each with its objects' names
+/// and `T` (their health), all sorted.
+pub type Group<T> = (String, Vec<(String, Vec<(String, T)>)>);
 
-/// `title`, then the objects as a tree: namespace (cluster-scoped last), kind, `name  health`.
-pub fn format_tree(title: &str, objects: &[(InventoryEntry, String)]) -> String {
-    let mut groups: BTreeMap<(bool, String), Kinds> = BTreeMap::new();
+/// The objects grouped by namespace (cluster-scoped last), then kind, then name: the tree's shape, shared by
+/// `ferry tree` and the web view.
+pub fn group_inventory<T: Clone>(objects: &[(InventoryEntry, T)]) -> Vec<Group<T>> {
+    type Kinds<T> = BTreeMap<String, Vec<(String, T)>>;
+    let mut groups: BTreeMap<(bool, String), Kinds<T>> = BTreeMap::new();
     for (entry, health) in objects {
         let group = match &entry.namespace {
             Some(ns) => (false, ns.clone()),
@@ -73,21 +76,38 @@ pub fn format_tree(title: &str, objects: &[(InventoryEntry, String)]) -> String 
             .or_default()
             .push((entry.name.clone(), health.clone()));
     }
+    groups
+        .into_iter()
+        .map(|((_, group), kinds)| {
+            let kinds = kinds
+                .into_iter()
+                .map(|(kind, mut names)| {
+                    names.sort_by(|a, b| a.0.cmp(&b.0));
+                    (kind, names)
+                })
+                .collect();
+            (group, kinds)
+        })
+        .collect()
+}
+
+/// `title`, then the objects as a tree: namespace (cluster-scoped last), kind, `name  health`.
+pub fn format_tree(title: &str, objects: &[(InventoryEntry, String)]) -> String {
+    let groups = group_inventory(objects);
     let mut out = format!("{title}\n");
     if groups.is_empty() {
         out.push_str("└── (no objects)\n");
     }
     let group_count = groups.len();
-    for (g, ((_, group), kinds)) in groups.into_iter().enumerate() {
+    for (g, (group, kinds)) in groups.into_iter().enumerate() {
         let last_group = g + 1 == group_count;
         out.push_str(&format!("{}{group}\n", branch(last_group)));
         let group_indent = indent(last_group);
         let kind_count = kinds.len();
-        for (k, (kind, mut names)) in kinds.into_iter().enumerate() {
+        for (k, (kind, names)) in kinds.into_iter().enumerate() {
             let last_kind = k + 1 == kind_count;
             out.push_str(&format!("{group_indent}{}{kind}\n", branch(last_kind)));
             let kind_indent = format!("{group_indent}{}", indent(last_kind));
-            names.sort();
             let width = names.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0);
             let name_count = names.len();
             for (n, (name, health)) in names.into_iter().enumerate() {

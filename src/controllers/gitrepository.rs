@@ -125,9 +125,17 @@ async fn reconcile_inner(
     let mirrors = ctx.mirrors.clone();
     let fetch_creds = creds.clone();
     let started = std::time::Instant::now();
-    let fetched = tokio::task::spawn_blocking(move || mirrors.fetch(&url, &reference, &fetch_creds, &opts))
-        .await
-        .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+    let fetch = tokio::task::spawn_blocking(move || mirrors.fetch(&url, &reference, &fetch_creds, &opts));
+    // libgit2 checks the deadline only when data arrives: a server that accepts and never answers, or trickles,
+    // would hold this reconcile for ever. The answer is given on time; the blocking fetch itself ends at
+    // libgit2's socket timeout (see `source::mirror`), and until then a new fetch of the URL waits its turn.
+    let fetched = match tokio::time::timeout(timeout, fetch).await {
+        Ok(joined) => joined.map_err(|e| ReconcileError::Internal(e.to_string()))?,
+        Err(_) => Err(crate::source::SourceError::Timeout {
+            url: redact_url(&repo.spec.url),
+            seconds: timeout.as_secs(),
+        }),
+    };
     let network = fetched.as_ref().map_or(true, |f| f.network);
     crate::metrics::metrics().git_fetched(started.elapsed().as_secs_f64(), network);
 

@@ -36,6 +36,7 @@ pub fn begin(history: &mut Vec<RevisionRecord>, revision: &str, promotion: Optio
             attempts: 0,
             job: None,
             message: None,
+            images: Vec::new(),
         },
     );
     history.truncate(HISTORY_LIMIT);

@@ -6,7 +6,10 @@ mod events;
 pub mod gitrepository;
 mod history;
 mod promotion;
+mod registrypolicy;
 mod status;
+
+pub use environment::discover_capabilities;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,7 +22,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
-use crate::api::{Environment, GitRepository, Promotion};
+use crate::api::{Environment, GitRepository, Promotion, RegistryPolicy};
 use crate::cluster::{Clusters, Target};
 use crate::source::MirrorStore;
 
@@ -58,6 +61,8 @@ pub struct Settings {
     /// How often an Environment whose objects nobody touched still goes through the dry-run path (admission
     /// webhooks and server defaults can change what applying means without any object changing).
     pub full_sync_interval: Duration,
+    /// How image registries are reached (which hosts in plain HTTP).
+    pub registry: crate::registry::RegistrySettings,
 }
 
 impl Settings {
@@ -73,6 +78,7 @@ impl Settings {
             no_cross_namespace_refs: false,
             allow_insecure_kubeconfig: false,
             full_sync_interval: Duration::from_secs(3600),
+            registry: crate::registry::RegistrySettings::default(),
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct Context {
     /// Clients for Environments that target other clusters.
     pub clusters: Clusters,
     pub renders: crate::render::RenderCache,
+    /// Target clusters' versions and APIs, for charts' `.Capabilities`.
+    pub capabilities: environment::CapabilityCache,
     pub events: events::EventPublisher,
     /// The controllers' caches, once they run: what metrics read readiness from.
     caches: OnceLock<Caches>,
@@ -98,6 +106,10 @@ pub struct Context {
     pub records: Arc<crate::sync::AppliedRecords>,
     /// Watches on the applied objects (the local cluster), once the controllers run.
     watches: OnceLock<crate::sync::OwnedObjectWatches>,
+    /// The RegistryPolicies, and the Environments, as the running controllers see them (replaced when the
+    /// controllers restart).
+    policies: std::sync::RwLock<Option<Store<RegistryPolicy>>>,
+    environments: std::sync::RwLock<Option<Store<Environment>>>,
 }
 
 /// The controllers' views of Ferry's kinds.
@@ -116,6 +128,7 @@ impl Context {
             local: Target::new(client.clone()),
             clusters: Clusters::new(config, settings.allow_insecure_kubeconfig),
             renders: crate::render::RenderCache::new(settings.render.cache_bytes),
+            capabilities: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
             settings,
             client,
@@ -124,7 +137,29 @@ impl Context {
             records: Arc::default(),
             failures: Failures::default(),
             watches: OnceLock::new(),
+            policies: Default::default(),
+            environments: Default::default(),
         }
+    }
+
+    /// Every RegistryPolicy: from the controllers' cache once it has listed them (never a partial view at
+    /// startup, which would let images through), else straight from the API server (whose error, such as a
+    /// missing RBAC rule, then fails the reconcile visibly instead of waiting for a cache that never fills).
+    pub async fn registry_policies(&self) -> Result<Vec<RegistryPolicy>, ReconcileError> {
+        let store = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(store) = store
+            && let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), until_ready(&store)).await
+        {
+            return Ok(store.state().iter().map(|p| p.as_ref().clone()).collect());
+        }
+        let api: Api<RegistryPolicy> = Api::all(self.client.clone());
+        Ok(api.list(&Default::default()).await?.items)
+    }
+
+    /// The Environments in the controllers' cache (empty before they run).
+    pub fn environments(&self) -> Vec<Arc<Environment>> {
+        let store = self.environments.read().unwrap_or_else(|e| e.into_inner()).clone();
+        store.map(|s| s.state()).unwrap_or_default()
     }
 
     /// The watches on applied objects, when the controllers run.
@@ -351,8 +386,24 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         // A hand edit or deletion of an applied object wakes its Environment at once.
         envs = envs.reconcile_on(changed);
     }
-    let (sources, downstream, env_cache) = (envs.store(), envs.store(), envs.store());
+    let (sources, downstream, dependents, env_cache) = (envs.store(), envs.store(), envs.store(), envs.store());
+    *ctx.environments.write().unwrap_or_else(|e| e.into_inner()) = Some(envs.store());
+    let policy_controller = Controller::new(Api::<RegistryPolicy>::all(client.clone()), watcher::Config::default());
+    *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Some(policy_controller.store());
+    let every_env = envs.store();
     let envs = envs
+        .watches(
+            Api::<RegistryPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            // A policy created, changed or deleted may change what any Environment may apply.
+            move |_| {
+                every_env
+                    .state()
+                    .iter()
+                    .map(|e| kube::runtime::reflector::ObjectRef::from_obj(e.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .watches(
             scope.api::<GitRepository>(&client),
             watcher::Config::default(),
@@ -361,7 +412,12 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .watches(
             scope.api::<Environment>(&client),
             watcher::Config::default(),
-            move |upstream| environment::downstream_of(&downstream, &upstream),
+            // Promoted Environments, to propose a Promotion, and dependents, to go ahead once it is Ready.
+            move |upstream| {
+                let mut woken = environment::downstream_of(&downstream, &upstream);
+                woken.extend(environment::dependents_of(&dependents, &upstream));
+                woken
+            },
         )
         .watches(
             scope.api::<Promotion>(&client),
@@ -373,6 +429,31 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .run(
             |o, c| measured("Environment", o.clone(), c.clone(), environment::reconcile(o, c)),
             |o, e, c| error_policy("Environment", o, e, c),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
+    let every_policy = policy_controller.store();
+    let policy_scope = scope.namespace.clone();
+    let policies = policy_controller
+        .watches(
+            scope.api::<Environment>(&client),
+            watcher::Config::default(),
+            move |_| registrypolicy::all(&every_policy),
+        )
+        .with_config(config.clone())
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(
+            move |o, c| {
+                let scope = policy_scope.clone();
+                measured(
+                    "RegistryPolicy",
+                    o.clone(),
+                    c.clone(),
+                    registrypolicy::reconcile(o, c, scope),
+                )
+            },
+            |o, e, c| error_policy("RegistryPolicy", o, e, c),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -417,7 +498,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         let _ = stop_tx.send(true);
     });
     let gc = tokio::spawn(collect_mirror_garbage(ctx.clone()));
-    tokio::join!(repos, envs, promotions);
+    tokio::join!(repos, envs, promotions, policies);
     gc.abort();
     synced.abort();
     ctx.synced.store(false, Ordering::Relaxed);

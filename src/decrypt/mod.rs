@@ -254,6 +254,7 @@ pub async fn decrypt_render(
     let root = root.to_path_buf();
     let objects = current.objects.clone();
     let kustomize = current.kustomize;
+    let notes = current.notes.clone();
     let keys = keys.clone();
     let objects = tokio::task::spawn_blocking(move || decrypt_objects(&root, &objects, kustomize, &keys))
         .await
@@ -267,6 +268,7 @@ pub async fn decrypt_render(
         yaml,
         objects,
         kustomize,
+        notes,
     }))
 }
 
@@ -437,6 +439,7 @@ mod tests {
                 })
                 .collect(),
             kustomize: false,
+            notes: Vec::new(),
         }
     }
 

@@ -138,6 +138,16 @@ fn follow(w: &World, env: &Environment, phase: PromotionPhase) -> Step {
             Reason::Verified,
             format!("{revision} applied to {env_name} and verified"),
         ),
+        RevisionPhase::Failed if denied_by_policy(env, revision) => step(
+            PromotionPhase::Failed,
+            Reason::PolicyViolation,
+            format!("{revision} was not applied to {env_name}: {detail}"),
+        ),
+        RevisionPhase::Failed if image_failure(env, revision).is_some() => step(
+            PromotionPhase::Failed,
+            image_failure(env, revision).unwrap_or(Reason::ImageCopyFailed),
+            format!("{revision} was not applied to {env_name}: {detail}"),
+        ),
         RevisionPhase::Failed => step(
             PromotionPhase::Failed,
             Reason::VerificationFailed,
@@ -149,6 +159,34 @@ fn follow(w: &World, env: &Environment, phase: PromotionPhase) -> Step {
             format!("{env_name} moved to another revision before {revision} was verified"),
         ),
     }
+}
+
+/// The Environment refused `revision` because a Deny RegistryPolicy found violations in it.
+fn denied_by_policy(env: &Environment, revision: &str) -> bool {
+    env.status.as_ref().is_some_and(|s| {
+        s.last_attempted_revision.as_deref() == Some(revision)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == crate::api::READY && c.reason == Reason::PolicyViolation.as_str())
+    })
+}
+
+/// The image step's reason when the Environment refused `revision` before applying it (an image copy that
+/// failed, a digest the upstream did not record, an unresolvable image).
+fn image_failure(env: &Environment, revision: &str) -> Option<Reason> {
+    let status = env.status.as_ref()?;
+    if status.last_attempted_revision.as_deref() != Some(revision) {
+        return None;
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == crate::api::READY)?;
+    [
+        Reason::ImageCopyFailed,
+        Reason::ImageNotVerified,
+        Reason::ImageResolutionFailed,
+        Reason::InvalidImageReference,
+    ]
+    .into_iter()
+    .find(|r| ready.reason == r.as_str())
 }
 
 /// Pending and WaitingApproval: validity, order among siblings, soak, approval, windows — in that order.
@@ -458,6 +496,7 @@ mod tests {
             attempts: 0,
             job: None,
             message: Some("why".into()),
+            images: Vec::new(),
         }
     }
 
@@ -485,6 +524,9 @@ mod tests {
                 kube_config: None,
                 decryption: None,
                 service_account_name: None,
+                images: None,
+                depends_on: Vec::new(),
+                helm: None,
             },
         );
         e.status = Some(EnvironmentStatus {
@@ -711,6 +753,60 @@ mod tests {
             let production = env("production", Some(policy()), vec![record("r1", phase, Some("p"), NOW)]);
             assert_eq!(decide_with(&p, &production, &staging, &[]).phase, expected);
         }
+    }
+
+    #[test]
+    fn a_revision_a_registry_policy_denied_fails_the_promotion_with_that_reason() {
+        let p = promotion("p", "r1", NOW, Some(PromotionPhase::Applying));
+        let staging = staging_verified("r1", NOW);
+        let mut production = env(
+            "production",
+            Some(policy()),
+            vec![record("r1", RevisionPhase::Failed, Some("p"), NOW)],
+        );
+        let s = decide_with(&p, &production, &staging, &[]);
+        assert_eq!(
+            (s.phase, s.reason),
+            (PromotionPhase::Failed, Reason::VerificationFailed)
+        );
+        let status = production.status.as_mut().unwrap();
+        status.last_attempted_revision = Some("r1".into());
+        crate::api::set_condition(
+            &mut status.conditions,
+            crate::api::READY,
+            false,
+            Reason::PolicyViolation,
+            "r1 was not applied: 1 image policy violation: ...",
+            None,
+            at(NOW),
+        );
+        let s = decide_with(&p, &production, &staging, &[]);
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Failed, Reason::PolicyViolation));
+        assert!(s.message.contains("was not applied to production"), "{}", s.message);
+    }
+
+    #[test]
+    fn a_revision_the_image_step_refused_fails_the_promotion_with_that_reason() {
+        let p = promotion("p", "r1", NOW, Some(PromotionPhase::Applying));
+        let staging = staging_verified("r1", NOW);
+        let mut production = env(
+            "production",
+            Some(policy()),
+            vec![record("r1", RevisionPhase::Failed, Some("p"), NOW)],
+        );
+        let status = production.status.as_mut().unwrap();
+        status.last_attempted_revision = Some("r1".into());
+        crate::api::set_condition(
+            &mut status.conditions,
+            crate::api::READY,
+            false,
+            Reason::ImageCopyFailed,
+            "r1: copying images failed: ...",
+            None,
+            at(NOW),
+        );
+        let s = decide_with(&p, &production, &staging, &[]);
+        assert_eq!((s.phase, s.reason), (PromotionPhase::Failed, Reason::ImageCopyFailed));
     }
 
     #[test]

@@ -130,6 +130,7 @@ mod tests {
                 object: serde_json::json!({"kind": "ConfigMap"}),
             }],
             kustomize: false,
+            notes: Vec::new(),
         }
     }
 

@@ -1,20 +1,22 @@
-//! Rendering a path of an exported tree: kustomize when the path holds a kustomization, plain YAML otherwise.
-//! This is the one entry point the controllers and the CLI use.
+//! Rendering a path of an exported tree: kustomize when the path holds a kustomization, `helm template` when it
+//! holds a `Chart.yaml`, Flux's generated kustomization when subdirectories hold kustomizations (see `tree`),
+//! plain YAML otherwise. This is the one entry point the controllers and the CLI use.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::helm::{self, HelmInputs};
 use super::kustomize::{self, KUSTOMIZATION_FILES};
+use super::tree::{self, CHART_FILE};
 use super::{RenderError, RenderedObject, render_plain};
-use crate::source::{
-    ESCAPING_SYMLINKS, LinkProblem, MAX_FILE_BYTES, ManifestFile, normalize_path, real_path_beneath, removed_links,
-};
+use crate::source::{ESCAPING_SYMLINKS, LinkProblem, ManifestFile, normalize_path, real_path_beneath, removed_links};
 
 #[derive(Debug, Clone)]
 pub struct RenderSettings {
     /// The kustomize binary (pinned upstream build; see `hack/controlplane-build.sh`).
     pub kustomize: PathBuf,
+    /// The helm binary (pinned upstream build), for chart paths and kustomize's `helmCharts:`.
+    pub helm: PathBuf,
     /// Upper bound on one render, plain YAML or kustomize: a hostile tree must not hold a reconcile forever.
     pub timeout: Duration,
     /// Objects one render may produce (`--max-render-objects`): each is dry-run and applied, and kept in the
@@ -31,6 +33,7 @@ impl Default for RenderSettings {
     fn default() -> Self {
         RenderSettings {
             kustomize: PathBuf::from("kustomize"),
+            helm: PathBuf::from("helm"),
             timeout: Duration::from_secs(60),
             max_objects: 5000,
             max_bytes: 64 << 20,
@@ -45,16 +48,35 @@ pub struct Rendered {
     pub yaml: String,
     pub objects: Vec<RenderedObject>,
     pub kustomize: bool,
+    /// What users should know about the render that is not an error (helm hooks left out): published as a
+    /// Warning Event when the revision is applied.
+    pub notes: Vec<String>,
 }
 
 /// Renders `path` inside the exported repository (or checkout) at `root`, within `settings.timeout`.
+/// A chart path is rendered with helm's defaults (release `release` in `default`); see [`render_path_with`].
 pub async fn render_path(root: &Path, path: &str, settings: &RenderSettings) -> Result<Rendered, RenderError> {
-    tokio::time::timeout(settings.timeout, render_within(root, path, settings))
+    render_path_with(root, path, settings, &HelmInputs::default()).await
+}
+
+/// [`render_path`], with the inputs a chart path is rendered with (an Environment's `spec.helm`).
+pub async fn render_path_with(
+    root: &Path,
+    path: &str,
+    settings: &RenderSettings,
+    helm_inputs: &HelmInputs,
+) -> Result<Rendered, RenderError> {
+    tokio::time::timeout(settings.timeout, render_within(root, path, settings, helm_inputs))
         .await
         .map_err(|_| RenderError::Timeout(settings.timeout.as_secs()))?
 }
 
-async fn render_within(root: &Path, path: &str, settings: &RenderSettings) -> Result<Rendered, RenderError> {
+async fn render_within(
+    root: &Path,
+    path: &str,
+    settings: &RenderSettings,
+    helm_inputs: &HelmInputs,
+) -> Result<Rendered, RenderError> {
     let parts = normalize_path(path).map_err(|_| RenderError::InvalidPath(path.to_string()))?;
     let rel = parts.join("/");
     let canonical_root = root
@@ -97,13 +119,34 @@ async fn render_within(root: &Path, path: &str, settings: &RenderSettings) -> Re
             yaml,
             objects,
             kustomize: true,
+            notes: Vec::new(),
         });
     }
-    // Plain YAML reads and parses on a blocking thread; the walk stops at the deadline even after the
-    // timeout above has given up on it.
+    if canonical_dir.join(CHART_FILE).is_file() {
+        let shown = if rel.is_empty() { "." } else { &rel };
+        return helm::template(&canonical_root, &canonical_dir, shown, helm_inputs, settings).await;
+    }
+    // The walk reads on a blocking thread; it stops at the deadline even after the timeout above has given up
+    // on it.
     let deadline = Instant::now() + settings.timeout;
+    let walk_settings = settings.clone();
+    let walk_root = canonical_root.clone();
+    let entries = tokio::task::spawn_blocking(move || tree::walk(&walk_root, &canonical_dir, &walk_settings, deadline))
+        .await
+        .map_err(|e| RenderError::Io(e.to_string()))??;
+    if entries.iter().any(|e| matches!(e, tree::Entry::Kustomization(..))) {
+        // A Flux-style tree: plain files next to kustomize directories.
+        return tree::render(&canonical_root, entries, settings, &removed).await;
+    }
+    let files = entries
+        .into_iter()
+        .filter_map(|e| match e {
+            tree::Entry::File(f) => Some(f),
+            tree::Entry::Kustomization(..) => None,
+        })
+        .collect::<Vec<_>>();
     let settings = settings.clone();
-    tokio::task::spawn_blocking(move || render_plain_dir(&canonical_root, &canonical_dir, &settings, deadline))
+    tokio::task::spawn_blocking(move || render_plain_files(files, &settings))
         .await
         .map_err(|e| RenderError::Io(e.to_string()))?
 }
@@ -207,13 +250,7 @@ fn check_object_count(count: usize, settings: &RenderSettings) -> Result<(), Ren
     Ok(())
 }
 
-fn render_plain_dir(
-    root: &Path,
-    dir: &Path,
-    settings: &RenderSettings,
-    deadline: Instant,
-) -> Result<Rendered, RenderError> {
-    let files = read_dir(root, dir, settings, deadline)?;
+fn render_plain_files(files: Vec<ManifestFile>, settings: &RenderSettings) -> Result<Rendered, RenderError> {
     let objects = render_plain(&files)?;
     check_object_count(objects.len(), settings)?;
     let mut yaml = String::new();
@@ -232,74 +269,14 @@ fn render_plain_dir(
         yaml,
         objects,
         kustomize: false,
+        notes: Vec::new(),
     })
-}
-
-/// Every `*.yaml|*.yml|*.json` below `dir`, recursively, in path order, within the size limits. Every entry is
-/// resolved against the real filesystem (an escaping or looping link is an error naming it), and each real
-/// directory is read once, so directory links back up the tree cannot make the walk endless.
-fn read_dir(
-    root: &Path,
-    dir: &Path,
-    settings: &RenderSettings,
-    deadline: Instant,
-) -> Result<Vec<ManifestFile>, RenderError> {
-    let io = |e: std::io::Error| RenderError::Io(e.to_string());
-    let mut files = Vec::new();
-    let mut total = 0u64;
-    let mut visited = BTreeSet::from([dir.to_path_buf()]);
-    // (the path as the repository shows it, relative to root; its real directory)
-    let logical = dir.strip_prefix(root).unwrap_or(dir).to_path_buf();
-    let mut stack = vec![(logical, dir.to_path_buf())];
-    while let Some((shown, real_dir)) = stack.pop() {
-        for entry in std::fs::read_dir(&real_dir).map_err(io)?.flatten() {
-            if Instant::now() > deadline {
-                return Err(RenderError::Timeout(settings.timeout.as_secs()));
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".ferry-") {
-                continue;
-            }
-            let shown_path = shown.join(&name);
-            let rel = shown_path.to_string_lossy().into_owned();
-            let real_rel = real_dir.strip_prefix(root).unwrap_or(&real_dir).join(&name);
-            let real = real_path_beneath(root, &real_rel).map_err(|p| link_error(&rel, p))?;
-            let Ok(meta) = std::fs::metadata(&real) else {
-                continue; // a dangling link: nothing to read
-            };
-            if meta.is_dir() {
-                if visited.insert(real.clone()) {
-                    stack.push((shown_path, real));
-                }
-                continue;
-            }
-            if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
-                continue;
-            }
-            if meta.len() > MAX_FILE_BYTES {
-                return Err(RenderError::TooLarge {
-                    file: rel,
-                    bytes: meta.len(),
-                });
-            }
-            total += meta.len();
-            if total > settings.max_bytes {
-                return Err(RenderError::TooManyBytes {
-                    what: format!("the manifests read up to {rel}"),
-                    limit: settings.max_bytes,
-                });
-            }
-            let content = std::fs::read(&real).map_err(io)?;
-            files.push(ManifestFile { path: rel, content });
-        }
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::MAX_FILE_BYTES;
 
     fn write(root: &Path, rel: &str, content: &[u8]) {
         let p = root.join(rel);
@@ -472,6 +449,7 @@ mod tests {
             yaml: String::new(),
             objects: Vec::new(),
             kustomize: false,
+            notes: Vec::new(),
         };
         let first = cache.insert("c1", "apps", rendered);
         assert!(std::sync::Arc::ptr_eq(&first, &cache.get("c1", "apps").unwrap()));

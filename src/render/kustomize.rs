@@ -150,15 +150,7 @@ pub fn check_local_only(
             doc: 1,
             message: e.to_string(),
         })?;
-        if k.get("helmCharts").is_some()
-            || k.get("helmChartInflationGenerator").is_some()
-            || k.get("helmGlobals").is_some()
-        {
-            return Err(RenderError::Unsupported {
-                file: rel,
-                what: "helm charts".to_string(),
-            });
-        }
+        let k = check_helm_charts(root, &d, &rel, k, removed)?;
         if let Some(field) = find_remote(&k, "") {
             return Err(RenderError::RemoteBase { file: rel, field });
         }
@@ -167,6 +159,108 @@ pub fn check_local_only(
         }
     }
     Ok(seen.into_iter().collect())
+}
+
+/// kustomize's `helmCharts:` run the pinned helm (see [`run`]) on charts vendored in the repository, never on
+/// pulled ones: each chart must be in its chart home (`helmGlobals.chartHome`, default `charts`, inside the
+/// repository) where kustomize looks for it, so kustomize never runs `helm pull`; values files are local paths
+/// checked like any other. `helmGlobals.configHome` (helm's config, data and plugin directories) and the
+/// deprecated `helmChartInflationGenerator` are refused. Returns the kustomization with the `repo` of each
+/// vendored chart taken out, so the remote check does not refuse a URL that is never fetched.
+fn check_helm_charts(
+    root: &Path,
+    dir: &Path,
+    file: &str,
+    mut k: Value,
+    removed: &[(String, LinkProblem)],
+) -> Result<Value, RenderError> {
+    let unsupported = |what: String| RenderError::Unsupported {
+        file: file.to_string(),
+        what,
+    };
+    if k.get("helmChartInflationGenerator").is_some() {
+        return Err(unsupported(
+            "helmChartInflationGenerator entries (use helmCharts)".to_string(),
+        ));
+    }
+    if k["helmGlobals"].get("configHome").is_some() {
+        return Err(unsupported("helmGlobals.configHome settings".to_string()));
+    }
+    let chart_home = k["helmGlobals"]["chartHome"].as_str().unwrap_or("charts").to_string();
+    let Some(charts) = k.get_mut("helmCharts").and_then(Value::as_array_mut) else {
+        return Ok(k);
+    };
+    if Path::new(&chart_home).is_absolute() {
+        return Err(RenderError::InvalidPath(format!(
+            "{file}: helmGlobals.chartHome is outside the repository"
+        )));
+    }
+    check_path(root, dir, file, "helmGlobals.chartHome", &chart_home, removed)?;
+    for (i, chart) in charts.iter_mut().enumerate() {
+        let field = |f: &str| format!("helmCharts[{i}].{f}");
+        let name = chart["name"].as_str().unwrap_or_default().to_string();
+        let version = chart["version"].as_str().unwrap_or_default();
+        let repo = chart["repo"].as_str().unwrap_or_default();
+        // Where kustomize looks before it would pull.
+        let local = if !version.is_empty() && !repo.is_empty() {
+            format!("{chart_home}/{name}-{version}/{name}")
+        } else {
+            format!("{chart_home}/{name}")
+        };
+        let vendored = !name.is_empty()
+            && !Path::new(&name).is_absolute()
+            && check_path(root, dir, file, &field("name"), &local, removed).is_ok()
+            && real_path_beneath(root, &dir.strip_prefix(root).unwrap_or(dir).join(&local))
+                .is_ok_and(|p| p.join("Chart.yaml").is_file());
+        if !vendored {
+            return Err(unsupported(format!(
+                "{}: charts that are not vendored (expected in {local}; Ferry never pulls charts)",
+                field("name")
+            )));
+        }
+        // kustomize passes the release name to helm as a bare argument: one that looks like a flag
+        // (`--post-renderer=...`) would be one. No value of a chart entry needs a leading dash.
+        let flag_like = |v: &Value| v.as_str().is_some_and(|s| s.trim_start().starts_with('-'));
+        if let Some(key) = ["releaseName", "namespace", "nameTemplate", "kubeVersion", "valuesFile"]
+            .into_iter()
+            .find(|k| flag_like(&chart[*k]))
+            .map(String::from)
+            .or_else(|| {
+                ["apiVersions", "additionalValuesFiles"]
+                    .into_iter()
+                    .find(|k| chart[*k].as_array().is_some_and(|a| a.iter().any(flag_like)))
+                    .map(String::from)
+            })
+        {
+            return Err(unsupported(format!("{}: values that start with '-'", field(&key))));
+        }
+        if let Some(map) = chart.as_object_mut() {
+            map.remove("repo");
+        }
+        for key in ["valuesFile"] {
+            if let Some(path) = chart[key].as_str().filter(|p| !is_remote(p)) {
+                check_path(root, dir, file, &field(key), path, removed)?;
+            }
+        }
+        for (j, path) in chart["additionalValuesFiles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(path) = path.as_str().filter(|p| !is_remote(p)) {
+                check_path(
+                    root,
+                    dir,
+                    file,
+                    &format!("{}[{j}]", field("additionalValuesFiles")),
+                    path,
+                    removed,
+                )?;
+            }
+        }
+    }
+    Ok(k)
 }
 
 /// The first string field (as `a.b[2].c`) holding a remote reference, outside [`DATA_FIELDS`]. Multi-line
@@ -309,21 +403,53 @@ pub async fn build(
 /// [`build`] is what renders use; this is public so tests can show the sandbox holds on its own.
 pub async fn run(root: &Path, dir: &Path, settings: &RenderSettings) -> Result<String, RenderError> {
     let home = tempfile::tempdir().map_err(|e| RenderError::Io(e.to_string()))?;
-    let empty_path = home.path().join("empty-path");
-    std::fs::create_dir(&empty_path).map_err(|e| RenderError::Io(e.to_string()))?;
-    let mut cmd = tokio::process::Command::new(&settings.kustomize);
+    let empty_path = sandbox_dirs(home.path())?;
+    // Found on the controller's PATH: the sandbox's own is empty, and a bare `kustomize` (the default) would be
+    // looked up there.
+    let mut cmd = sandboxed(&resolve_program(&settings.kustomize), root, home.path(), &empty_path);
     cmd.arg("build")
         .arg(dir)
-        .current_dir(root)
-        // Nothing of the controller's environment (credentials, proxies, plugin paths) leaks in ...
+        // `helmCharts:` (checked to be vendored) run the pinned helm, in this same sandbox.
+        .arg("--enable-helm")
+        .arg("--helm-command")
+        .arg(resolve_program(&settings.helm))
+        .env("KUSTOMIZE_PLUGIN_HOME", &empty_path);
+    let what = "the kustomize output";
+    run_bounded(cmd, root, settings, what, RenderError::Kustomize).await
+}
+
+/// A program named without a directory, found on the controller's own `PATH` (a sandboxed process has an
+/// empty one, so it needs the full path of what it runs).
+pub(super) fn resolve_program(program: &Path) -> PathBuf {
+    if program.components().count() != 1 {
+        return program.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| program.to_path_buf())
+}
+
+/// The directory a sandboxed process gets as `PATH` (empty), created inside its temporary home.
+pub(super) fn sandbox_dirs(home: &Path) -> Result<PathBuf, RenderError> {
+    let empty_path = home.join("empty-path");
+    std::fs::create_dir(&empty_path).map_err(|e| RenderError::Io(e.to_string()))?;
+    Ok(empty_path)
+}
+
+/// A renderer's process with no way out: started in `root`, with nothing of the controller's environment
+/// (credentials, proxies, plugin paths), `PATH` an empty directory (so no `git` or other program to run),
+/// `HOME` a fresh temporary directory, and every HTTP request sent to a proxy that is not there. Go never
+/// proxies loopback addresses; nothing of Ferry's own listens there for the process to read.
+pub(super) fn sandboxed(program: &Path, root: &Path, home: &Path, empty_path: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.current_dir(root)
         .env_clear()
-        // ... no program to run (kustomize clones remote bases with `git` from PATH) ...
-        .env("PATH", &empty_path)
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path())
-        .env("KUSTOMIZE_PLUGIN_HOME", &empty_path)
-        // ... and no network for HTTP: every request goes to a proxy that is not there. Go never proxies
-        // loopback addresses; nothing of Ferry's own listens there for kustomize to read.
+        .env("PATH", empty_path)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home)
         .env("NO_PROXY", "")
         .env("no_proxy", "");
     for var in [
@@ -336,15 +462,26 @@ pub async fn run(root: &Path, dir: &Path, settings: &RenderSettings) -> Result<S
     ] {
         cmd.env(var, CLOSED_PROXY);
     }
+    cmd
+}
+
+/// Runs a [`sandboxed`] command: stdout bounded by `--max-render-bytes` (`what` names it), the run by the
+/// render timeout; a failure is `fail(stderr)`, with `root`'s path taken out of the message.
+pub(super) async fn run_bounded(
+    mut cmd: tokio::process::Command,
+    root: &Path,
+    settings: &RenderSettings,
+    what: &str,
+    fail: impl Fn(String) -> RenderError,
+) -> Result<String, RenderError> {
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RenderError::Kustomize(format!("cannot run {}: {e}", settings.kustomize.display())))?;
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run {program}: {e}")))?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(RenderError::Kustomize("no output pipes".to_string()));
+        return Err(fail("no output pipes".to_string()));
     };
     let limit = settings.max_bytes;
     let work = async {
@@ -357,11 +494,11 @@ pub async fn run(root: &Path, dir: &Path, settings: &RenderSettings) -> Result<S
             // Stop it now rather than let it write the rest into a closed pipe.
             let _ = child.start_kill();
             return Err(RenderError::TooManyBytes {
-                what: "the kustomize output".to_string(),
+                what: what.to_string(),
                 limit,
             });
         }
-        let status = child.wait().await.map_err(|e| RenderError::Kustomize(e.to_string()))?;
+        let status = child.wait().await.map_err(|e| fail(e.to_string()))?;
         Ok((status, out, err))
     };
     let (status, out, err) = tokio::time::timeout(settings.timeout, work)
@@ -373,9 +510,9 @@ pub async fn run(root: &Path, dir: &Path, settings: &RenderSettings) -> Result<S
             .replace(&root_prefix, "")
             .trim()
             .to_string();
-        return Err(RenderError::Kustomize(stderr));
+        return Err(fail(stderr));
     }
-    String::from_utf8(out).map_err(|_| RenderError::Kustomize("output is not UTF-8".to_string()))
+    String::from_utf8(out).map_err(|_| fail("output is not UTF-8".to_string()))
 }
 
 /// Reads `from` to its end (so the writer never blocks on a full pipe), keeping the first
@@ -509,6 +646,84 @@ mod tests {
         )
         .unwrap();
         check_local_only(&root, &root.join("app"), &[]).unwrap();
+    }
+
+    #[test]
+    fn bare_program_names_are_found_on_the_controllers_path() {
+        // The sandbox's PATH is empty: `kustomize` and `helm` (the defaults) must be resolved before.
+        let sh = resolve_program(Path::new("sh"));
+        assert!(sh.is_absolute() && sh.is_file(), "{sh:?}");
+        assert_eq!(
+            resolve_program(Path::new("./bin/kustomize")),
+            PathBuf::from("./bin/kustomize")
+        );
+        assert_eq!(
+            resolve_program(Path::new("no-such-program-here")),
+            PathBuf::from("no-such-program-here")
+        );
+    }
+
+    #[test]
+    fn helm_charts_must_be_vendored_local_and_plain() {
+        let (_t, root) = repo();
+        std::fs::create_dir_all(root.join("app/charts/cache")).unwrap();
+        std::fs::write(root.join("app/charts/cache/Chart.yaml"), "name: cache\n").unwrap();
+        std::fs::create_dir_all(root.join("app/vendor/redis-1.0.0/redis")).unwrap();
+        std::fs::write(root.join("app/vendor/redis-1.0.0/redis/Chart.yaml"), "name: redis\n").unwrap();
+        // Vendored where kustomize looks: its repo is never used, so it is no remote reference.
+        for ok in [
+            "helmCharts:\n- name: cache\n  repo: https://charts.example.com\n",
+            "helmGlobals: {chartHome: vendor}\nhelmCharts:\n- name: redis\n  version: 1.0.0\n  repo: oci://r.example.com/c\n",
+        ] {
+            std::fs::write(root.join("app/kustomization.yaml"), ok).unwrap();
+            check_local_only(&root, &root.join("app"), &[]).expect(ok);
+        }
+        for (bad, needle) in [
+            (
+                "helmCharts:\n- name: redis\n  repo: https://charts.example.com\n",
+                "not vendored",
+            ),
+            ("helmCharts:\n- name: ../../../etc\n", "not vendored"),
+            ("helmCharts:\n- name: /etc\n", "not vendored"),
+            (
+                "helmGlobals: {configHome: .}\nhelmCharts:\n- name: cache\n",
+                "configHome",
+            ),
+            (
+                "helmChartInflationGenerator:\n- chartName: cache\n",
+                "helmChartInflationGenerator",
+            ),
+            (
+                "helmCharts:\n- name: cache\n  releaseName: --post-renderer=/bin/sh\n",
+                "releaseName",
+            ),
+            ("helmCharts:\n- name: cache\n  apiVersions: [--debug]\n", "apiVersions"),
+        ] {
+            let err = refused(&root, bad);
+            assert!(matches!(err, RenderError::Unsupported { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
+        }
+        for (bad, want) in [
+            (
+                "helmGlobals: {chartHome: /etc}\nhelmCharts:\n- name: cache\n",
+                "InvalidPath",
+            ),
+            (
+                "helmGlobals: {chartHome: ../../..}\nhelmCharts:\n- name: cache\n",
+                "InvalidPath",
+            ),
+            (
+                "helmCharts:\n- name: cache\n  valuesFile: ../../../etc/passwd\n",
+                "InvalidPath",
+            ),
+            (
+                "helmCharts:\n- name: cache\n  valuesFile: https://example.com/v.yaml\n",
+                "RemoteBase",
+            ),
+        ] {
+            let err = refused(&root, bad);
+            assert!(format!("{err:?}").starts_with(want), "{bad}: {err:?}");
+        }
     }
 
     #[test]

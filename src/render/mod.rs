@@ -5,11 +5,16 @@
 
 mod cache;
 mod disk;
+mod helm;
 mod kustomize;
+mod strict;
+mod tree;
 
 pub use cache::RenderCache;
-pub use disk::{RenderSettings, Rendered, kustomization_dirs, render_path, render_path_replacing};
+pub use disk::{RenderSettings, Rendered, kustomization_dirs, render_path, render_path_replacing, render_path_with};
+pub use helm::{Capabilities, HelmInputs};
 pub use kustomize::{CLOSED_PROXY, KUSTOMIZATION_FILES, is_remote, run as run_kustomize_unchecked};
+pub use tree::CHART_FILE;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -40,6 +45,8 @@ pub enum RenderError {
     Unsupported { file: String, what: String },
     #[error("kustomize build failed: {0}")]
     Kustomize(String),
+    #[error("helm template {chart} failed: {message}")]
+    Helm { chart: String, message: String },
     #[error("rendering took longer than {0}s")]
     Timeout(u64),
     #[error("{what}: over the limit of {limit} bytes (ferry run --max-render-bytes)")]
@@ -97,11 +104,13 @@ pub fn render_plain(files: &[ManifestFile]) -> Result<Vec<RenderedObject>, Rende
     for file in files {
         for (i, document) in serde_yaml_ng::Deserializer::from_slice(&file.content).enumerate() {
             let doc = i + 1;
-            let value = Value::deserialize(document).map_err(|e| RenderError::Yaml {
-                file: file.path.clone(),
-                doc,
-                message: e.to_string(),
-            })?;
+            let value = strict::StrictValue::deserialize(document)
+                .map_err(|e| RenderError::Yaml {
+                    file: file.path.clone(),
+                    doc,
+                    message: e.to_string(),
+                })?
+                .0;
             match value {
                 Value::Null => continue,
                 Value::Object(_) => {}
@@ -146,10 +155,60 @@ fn validate_object(object: &Value) -> Result<(), String> {
     if object["metadata"].get("generateName").is_some() {
         return Err("metadata.generateName is not supported: GitOps objects need stable names".to_string());
     }
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    if !is_path_segment_name(name) {
+        return Err(format!(
+            "metadata.name {:?} is not a Kubernetes name (printable ASCII, not \".\" or \"..\", no '/', '%', '?' or '#')",
+            shorten(name)
+        ));
+    }
+    match &object["metadata"]["namespace"] {
+        Value::Null => {}
+        Value::String(ns) if is_dns_label(ns) => {}
+        other => {
+            return Err(format!(
+                "metadata.namespace {} is not a namespace name (lowercase letters, digits and '-', at most 63)",
+                shorten(&other.to_string())
+            ));
+        }
+    }
     Ok(())
 }
 
-fn check_duplicates(objects: &[RenderedObject]) -> Result<(), RenderError> {
+/// What every kind's name must be to address it at all (apimachinery's `IsValidPathSegmentName`), narrowed to
+/// printable ASCII: no built-in kind allows more, and a name that cannot be put in a request path would
+/// otherwise fail every request as if the API server were down, and be retried forever.
+fn is_path_segment_name(name: &str) -> bool {
+    name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'%' | b'?' | b'#'))
+}
+
+/// RFC 1123 label: what a namespace name must be.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// A hostile value quoted in a message is cut short: messages end up in status, Events and logs.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(MAX).collect();
+    format!("{cut}...")
+}
+
+pub(crate) fn check_duplicates(objects: &[RenderedObject]) -> Result<(), RenderError> {
     let mut seen: std::collections::HashMap<String, &str> = Default::default();
     for o in objects {
         let group = o.api_version().rsplit_once('/').map(|(g, _)| g).unwrap_or("");
@@ -200,6 +259,36 @@ mod tests {
         let names: Vec<_> = objs.iter().map(|o| o.name()).collect();
         assert_eq!(names, ["one", "two", "three"]);
         assert_eq!(objs[2].source, "b/c.json");
+    }
+
+    #[test]
+    fn names_that_cannot_address_an_object_are_refused_at_render() {
+        let object = |meta: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {meta}\n");
+        for meta in [
+            r#"{name: "bad name"}"#,
+            r#"{name: "a/b"}"#,
+            r#"{name: ".."}"#,
+            r#"{name: "100%"}"#,
+            r#"{name: "q?x=1"}"#,
+            r#"{name: "аdmin"}"#,
+            r#"{name: ok, namespace: "Upper"}"#,
+            r#"{name: ok, namespace: "a/b"}"#,
+            r#"{name: ok, namespace: 7}"#,
+        ] {
+            let err = render_plain(&[file("x.yaml", &object(meta))]).unwrap_err();
+            assert!(matches!(err, RenderError::InvalidObject { .. }), "{meta}: {err}");
+        }
+        // What built-in kinds do use: dots, colons (RBAC), upper case (some CRDs).
+        for meta in [
+            r#"{name: "system:controller:a.b", namespace: team-1}"#,
+            r#"{name: "Mixed.Case"}"#,
+        ] {
+            render_plain(&[file("x.yaml", &object(meta))]).unwrap();
+        }
+        let long = render_plain(&[file("x.yaml", &object(&format!("{{name: \"{} x\"}}", "a".repeat(500))))])
+            .unwrap_err()
+            .to_string();
+        assert!(long.len() < 300, "a hostile name is quoted short: {long}");
     }
 
     #[test]

@@ -296,4 +296,41 @@ mod tests {
         assert!(known_hosts_accepts(&hashed, "example.com", 22, key));
         assert!(!known_hosts_accepts(&hashed, "example.org", 22, key));
     }
+
+    mod properties {
+        use super::super::*;
+        use base64::Engine;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn known_hosts_never_panics(text in "\\PC{0,300}", host in "\\PC{0,20}", port in any::<u16>(),
+                                        key in prop::collection::vec(any::<u8>(), 0..40)) {
+                let _ = known_hosts_accepts(&text, &host, port, &key);
+            }
+
+            #[test]
+            fn only_the_listed_key_for_the_listed_host_is_accepted(
+                host in "[a-z]{1,10}\\.example", port in 1u16..,
+                key in prop::collection::vec(any::<u8>(), 1..40), other in prop::collection::vec(any::<u8>(), 1..40),
+            ) {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let name = if port == 22 { host.clone() } else { format!("[{host}]:{port}") };
+                let line = format!("{name} ssh-ed25519 {}\n", b64.encode(&key));
+                prop_assert!(known_hosts_accepts(&line, &host, port, &key));
+                prop_assert_eq!(known_hosts_accepts(&line, &host, port, &other), key == other);
+                let elsewhere = format!("x{}", host);
+                prop_assert!(!known_hosts_accepts(&line, &elsewhere, port, &key));
+                let revoked = format!("{line}@revoked {name} ssh-ed25519 {}\n", b64.encode(&key));
+                prop_assert!(!known_hosts_accepts(&revoked, &host, port, &key));
+            }
+
+            #[test]
+            fn ssh_urls_never_panic(url in "(ssh://)?\\PC{0,60}") {
+                let _ = ssh_host_port(&url);
+            }
+        }
+    }
 }

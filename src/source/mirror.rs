@@ -64,6 +64,7 @@ pub struct MirrorStore {
 
 impl MirrorStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        set_socket_timeouts();
         MirrorStore {
             root: root.into(),
             mirrors: Arc::default(),
@@ -188,6 +189,27 @@ impl MirrorStore {
 
 fn touch(path: &Path) {
     let _ = std::fs::write(path.join("ferry-last-fetch"), b"");
+}
+
+/// libgit2 waits on a silent server for ever by default (its deadline check runs only when data arrives), and
+/// a fetch holds its mirror's lock while it runs: one hung Git host would stop every GitRepository on that URL.
+/// Process-wide socket timeouts end such a fetch: connecting, and each read or write, give up after these.
+const CONNECT_TIMEOUT_MS: i32 = 10_000;
+const IO_TIMEOUT_MS: i32 = 30_000;
+
+fn set_socket_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libgit2 options are process-global and set here once, before any fetch runs.
+        unsafe {
+            if let Err(e) = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS) {
+                tracing::warn!(error = %e, "could not set the git connect timeout");
+            }
+            if let Err(e) = git2::opts::set_server_timeout_in_milliseconds(IO_TIMEOUT_MS) {
+                tracing::warn!(error = %e, "could not set the git socket timeout");
+            }
+        }
+    });
 }
 
 fn network_fetch(

@@ -49,7 +49,7 @@ pub struct ControlPlane {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub server: String,
-    procs: Vec<(String, Child)>,
+    procs: std::sync::Mutex<Vec<Proc>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -128,7 +128,7 @@ impl ControlPlane {
             kubeconfig: dir.join("kubeconfig"),
             server: String::new(),
             dir,
-            procs: Vec::new(),
+            procs: Default::default(),
             _tmp: tmp,
         };
         cp.boot(&opts).await?;
@@ -144,28 +144,71 @@ impl ControlPlane {
         }
     }
 
-    fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<(), TestEnvError> {
+    fn spawn(&mut self, name: &str, cmd: Command) -> Result<(), TestEnvError> {
+        let proc = self.launch(name, Recipe::of(&cmd), cmd, false)?;
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).push(proc);
+        Ok(())
+    }
+
+    fn launch(&self, name: &str, recipe: Recipe, mut cmd: Command, append: bool) -> Result<Proc, TestEnvError> {
         let log_path = self.dir.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).map_err(|e| TestEnvError::Setup(e.to_string()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log_path)
+            .map_err(|e| TestEnvError::Setup(e.to_string()))?;
         let log2 = log.try_clone().map_err(|e| TestEnvError::Setup(e.to_string()))?;
         cmd.stdout(log).stderr(log2).stdin(std::process::Stdio::null());
         let child = spawn_guarded(cmd).map_err(|source| TestEnvError::Spawn {
             name: name.to_string(),
             source,
         })?;
-        self.procs.push((name.to_string(), child));
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            recipe,
+        })
+    }
+
+    fn check_alive(&self) -> Result<(), TestEnvError> {
+        for p in self.procs.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(TestEnvError::Exited {
+                    name: p.name.clone(),
+                    status: status.to_string(),
+                    log: self.dir.join(format!("{}.log", p.name)).display().to_string(),
+                });
+            }
+        }
         Ok(())
     }
 
-    fn check_alive(&mut self) -> Result<(), TestEnvError> {
-        for (name, child) in &mut self.procs {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(TestEnvError::Exited {
-                    name: name.clone(),
-                    status: status.to_string(),
-                    log: self.dir.join(format!("{name}.log")).display().to_string(),
-                });
-            }
+    /// The process id of one of the control plane's processes (`etcd`, `kube-apiserver`, ...), for fault
+    /// tests that pause (SIGSTOP) or kill it.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs.iter().find(|p| p.name == name).map(|p| p.child.id())
+    }
+
+    /// Kills one process (SIGKILL, as a crash) and starts it again with the same arguments; for the API
+    /// server, waits until it is ready again.
+    pub async fn restart(&self, name: &str) -> Result<(), TestEnvError> {
+        let recipe = {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(i) = procs.iter().position(|p| p.name == name) else {
+                return Err(TestEnvError::Setup(format!("no process {name}")));
+            };
+            let mut old = procs.remove(i);
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+            old.recipe
+        };
+        let proc = self.launch(name, recipe.clone(), recipe.command(), true)?;
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).push(proc);
+        if name == "kube-apiserver" {
+            self.wait_ready(Instant::now() + Duration::from_secs(90)).await?;
         }
         Ok(())
     }
@@ -292,7 +335,7 @@ impl ControlPlane {
     }
 
     /// Polls `/readyz` until the apiserver says ok (all post-start hooks done, RBAC bootstrapped).
-    async fn wait_ready(&mut self, deadline: Instant) -> Result<(), TestEnvError> {
+    async fn wait_ready(&self, deadline: Instant) -> Result<(), TestEnvError> {
         let client = self.client().await?;
         loop {
             self.check_alive()?;
@@ -465,9 +508,55 @@ impl ControlPlane {
 
     /// Stops every process, newest first: SIGTERM, then SIGKILL after a grace period.
     pub fn stop(&mut self) {
-        while let Some((_, mut child)) = self.procs.pop() {
-            spawn::terminate(&mut child, Duration::from_secs(5));
+        let procs = self.procs.get_mut().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut p) = procs.pop() {
+            spawn::terminate(&mut p.child, Duration::from_secs(5));
         }
+    }
+}
+
+/// One running process of the control plane, and how to start it again.
+struct Proc {
+    name: String,
+    child: Child,
+    recipe: Recipe,
+}
+
+/// A command's program, arguments, environment and directory (a `Command` cannot be cloned or reused).
+#[derive(Clone)]
+struct Recipe {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+    dir: Option<PathBuf>,
+}
+
+impl Recipe {
+    fn of(cmd: &Command) -> Recipe {
+        Recipe {
+            program: cmd.get_program().to_owned(),
+            args: cmd.get_args().map(|a| a.to_owned()).collect(),
+            envs: cmd
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+                .collect(),
+            dir: cmd.get_current_dir().map(Path::to_path_buf),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        for (k, v) in &self.envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        cmd
     }
 }
 

@@ -268,6 +268,7 @@ mod tests {
             attempts: 0,
             job: None,
             message: None,
+            images: Vec::new(),
         };
         let first = run_token("apps", "prod", &record(Some("p1"), 100));
         assert_eq!(

@@ -2,9 +2,11 @@
 //! one git repository and one controller instance per test.
 #![allow(dead_code, unused_imports)]
 
+pub mod faulty;
 pub mod git;
 pub mod git_http;
 pub mod http;
+pub mod registry;
 pub mod sshd;
 
 use std::fmt::Debug;
@@ -22,6 +24,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
+pub use faulty::{Fault, FaultyProxy};
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
 pub use http::{http_post, http_post_chunked};
@@ -96,6 +99,11 @@ impl TestEnv {
         Self::build(name, true, |_| {}).await
     }
 
+    /// A TestEnv that runs workloads, with adjusted operator settings.
+    pub async fn with_workloads_and_settings(name: &str, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
+        Self::build(name, true, adjust).await
+    }
+
     /// A TestEnv whose controller runs with adjusted operator settings.
     pub async fn with_settings(name: &str, adjust: impl FnOnce(&mut Settings)) -> TestEnv {
         Self::build(name, false, adjust).await
@@ -154,6 +162,7 @@ impl TestEnv {
         let storage = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::new(storage.path());
         settings.render.kustomize = shared.bin_dir.join("kustomize");
+        settings.render.helm = shared.bin_dir.join("helm");
         adjust(&mut settings);
         let config = match identity {
             Identity::Admin | Identity::NoController => shared.cp.config().await.expect("config"),

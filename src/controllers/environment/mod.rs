@@ -10,8 +10,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+mod capabilities;
+mod dependencies;
+mod images;
+mod policy;
 mod promoted;
 mod verification;
+
+pub use capabilities::{CapabilityCache, discover as discover_capabilities};
+pub use dependencies::dependents_of;
 
 use verification::Poll;
 
@@ -28,7 +35,7 @@ use std::collections::BTreeSet;
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
 use crate::apply::{ApplyError, ApplyOptions, ApplyReport, Owner, PruneBlocked, plan_prune};
 use crate::health::{Health, assess};
-use crate::render::{Rendered, render_path};
+use crate::render::{HelmInputs, Rendered, render_path_with};
 use crate::source::{FetchOptions, Revision, SourceError};
 
 /// Removes applied objects (per `deletionPolicy`) before an Environment is deleted.
@@ -215,6 +222,14 @@ impl Reconcile {
                     c.type_ == crate::api::READY && c.status == "True" && c.observed_generation == o.observed_generation
                 })
         });
+        // A new revision or spec waits for what it depends on; what is already applied keeps being kept in place.
+        if !self.env.spec.depends_on.is_empty()
+            && !unchanged
+            && let Some(failure) = self.dependencies_block(&desired.revision).await?
+        {
+            self.fail(old, &mut status, failure).await?;
+            return Ok(Action::requeue(interval));
+        }
         if desired.track
             && !self.env.spec.wait
             && unchanged
@@ -383,6 +398,67 @@ impl Reconcile {
         Ok(())
     }
 
+    /// Why `dependsOn` holds `revision` back, if it does: a dependency in another namespace under
+    /// `--no-cross-namespace-refs`, a cycle through this Environment, or dependencies not Ready. The direct
+    /// dependencies are read from the API server (the watch cache can lag behind the change that woke this
+    /// reconcile); the rest of the graph, for cycles, from the cache.
+    async fn dependencies_block(&self, revision: &str) -> Result<Option<Failure>, ReconcileError> {
+        let me = (self.namespace.clone(), self.name.clone());
+        let deps = dependencies::dependencies(&self.env);
+        if self.ctx.settings.no_cross_namespace_refs
+            && let Some(other) = deps.iter().find(|d| d.0 != self.namespace)
+        {
+            return Ok(Some(Failure {
+                reason: Reason::CrossNamespaceRef,
+                message: format!(
+                    "dependsOn names Environment {}, in another namespace; this Ferry runs with \
+                     --no-cross-namespace-refs",
+                    dependencies::show(other)
+                ),
+                stalled: true,
+            }));
+        }
+        let mut fetched = std::collections::HashMap::new();
+        for dep in &deps {
+            let api: Api<Environment> = Api::namespaced(self.ctx.client.clone(), &dep.0);
+            fetched.insert(dep.clone(), api.get_opt(&dep.1).await?);
+        }
+        let cache = self.ctx.caches.get().map(|c| c.envs.clone());
+        let edges = |key: &dependencies::Key| -> Vec<dependencies::Key> {
+            if *key == me {
+                return deps.clone();
+            }
+            if let Some(found) = fetched.get(key) {
+                return found.as_ref().map(dependencies::dependencies).unwrap_or_default();
+            }
+            cache
+                .as_ref()
+                .and_then(|c| c.get(&ObjectRef::new(&key.1).within(&key.0)))
+                .map(|e| dependencies::dependencies(&e))
+                .unwrap_or_default()
+        };
+        if let Some(cycle) = dependencies::cycle_through(&me, edges) {
+            let chain: Vec<String> = cycle.iter().map(dependencies::show).collect();
+            return Ok(Some(Failure {
+                reason: Reason::DependencyCycle,
+                message: format!("dependsOn forms a cycle: {}", chain.join(" -> ")),
+                stalled: true,
+            }));
+        }
+        let waiting: Vec<String> = deps
+            .iter()
+            .filter_map(|d| dependencies::not_ready(&self.env, revision, d, fetched.get(d).and_then(Option::as_ref)))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Failure {
+            reason: Reason::DependencyNotReady,
+            message: format!("revision {revision} waits for dependencies: {}", waiting.join("; ")),
+            stalled: false,
+        }))
+    }
+
     /// The GitRepository named by `sourceRef`.
     async fn source(&self) -> Result<Result<GitRepository, Failure>, ReconcileError> {
         let spec = &self.env.spec;
@@ -492,7 +568,7 @@ impl Reconcile {
             super::status::patch_if_changed(&self.api, &self.name, previous, status).await?;
         }
 
-        let rendered = match self.render(repo, &repo.spec.url, &revision.commit).await? {
+        let (rendered, render_key) = match self.render(target, repo, &repo.spec.url, &revision.commit).await? {
             Ok(rendered) => rendered,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -506,10 +582,24 @@ impl Reconcile {
                 stalled: true,
             }));
         }
+        // Digests: resolved, or taken from the upstream (and copied), then pinned; before the policy looks.
+        let pinned = match self.images(status, desired, objects).await? {
+            Ok(pinned) => pinned,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let objects: &[crate::render::RenderedObject] = pinned.as_deref().unwrap_or(objects);
+        // Before the dry run and the steady-state shortcut: a policy created or tightened since applies now.
+        if let Err(failure) = self.enforce_registry_policy(objects, status, artifact_revision).await? {
+            return Ok(Err(failure));
+        }
         // The steady state: the same revision and spec, and every object as this process left it. Nothing to
         // ask the API server.
         let key = (self.namespace.clone(), self.name.clone());
-        let fingerprint = crate::sync::fingerprint(artifact_revision, self.env.metadata.generation);
+        // A chart's render also depends on the cluster's capabilities: a change there is a change to apply.
+        let fingerprint = crate::sync::fingerprint(
+            &format!("{artifact_revision}{render_key}"),
+            self.env.metadata.generation,
+        );
         let watches = self.ctx.watches().filter(|_| spec.kube_config.is_none());
         if let Some(watches) = watches
             && let Some(record) = self.ctx.records.get(&key)
@@ -623,6 +713,12 @@ impl Reconcile {
         if new_revision {
             let note = format!("applied revision {}: {}", artifact_revision, report.summary());
             self.ctx.event(self.env.as_ref(), false, "Applied", note).await;
+            for note in &rendered.notes {
+                warn!(%note, "render note");
+                self.ctx
+                    .event(self.env.as_ref(), true, "HooksSkipped", note.clone())
+                    .await;
+            }
         }
         let applied = format!("applied revision {} ({count} objects)", artifact_revision);
         let outcome = if spec.wait {
@@ -781,24 +877,68 @@ impl Reconcile {
         }
     }
 
-    /// Renders the path at the commit, once per (commit, path) across all Environments. When this process
-    /// has not fetched the commit yet (after a restart), fetches it through the same shared mirror first.
+    /// The inputs of `helm template` for this Environment on `target`, and the render cache key they make
+    /// (the path, the values and the cluster's capabilities).
+    async fn helm_inputs(&self, target: &Target) -> Result<(HelmInputs, String), ReconcileError> {
+        let cluster = match &self.env.spec.kube_config {
+            Some(k) => format!("{}/{}", self.namespace, k.secret_ref.name),
+            None => String::new(),
+        };
+        let caps = self
+            .ctx
+            .capabilities
+            .get(&cluster, &target.client)
+            .await
+            .map_err(ReconcileError::Kube)?;
+        let inputs = HelmInputs::for_environment(&self.env, Some(caps));
+        let key = format!("{}\0helm:{}", self.env.spec.path, inputs.digest());
+        Ok((inputs, key))
+    }
+
+    /// Renders the path at the commit, once per (commit, path) across all Environments (once per commit, path
+    /// and helm inputs for a chart). When this process has not fetched the commit yet (after a restart),
+    /// fetches it through the same shared mirror first. Also returns what, besides the revision, the render
+    /// depended on (the helm inputs' digest for a chart; empty otherwise).
     async fn render(
         &self,
+        target: &Target,
         repo: &GitRepository,
         url: &str,
         commit: &str,
-    ) -> Result<Result<Arc<Rendered>, Failure>, ReconcileError> {
+    ) -> Result<Result<(Arc<Rendered>, String), Failure>, ReconcileError> {
         let path = self.env.spec.path.clone();
+        // Only what is not a chart is kept under the bare path.
         if let Some(hit) = self.ctx.renders.get(commit, &path) {
-            return Ok(Ok(hit));
+            return Ok(Ok((hit, String::new())));
+        }
+        let mut helm = None;
+        if self.env.spec.helm.is_some() {
+            let (inputs, key) = self.helm_inputs(target).await?;
+            if let Some(hit) = self.ctx.renders.get(commit, &key) {
+                return Ok(Ok((hit, key)));
+            }
+            helm = Some((inputs, key));
         }
         let tree = match self.export(repo, url, commit).await? {
             Ok(tree) => tree,
             Err(failure) => return Ok(Err(failure)),
         };
-        match render_path(&tree, &path, &self.ctx.settings.render).await {
-            Ok(rendered) => Ok(Ok(self.ctx.renders.insert(commit, &path, rendered))),
+        let is_chart = crate::source::normalize_path(&path)
+            .is_ok_and(|parts| tree.join(parts.join("/")).join(crate::render::CHART_FILE).is_file());
+        if is_chart && helm.is_none() {
+            let (inputs, key) = self.helm_inputs(target).await?;
+            if let Some(hit) = self.ctx.renders.get(commit, &key) {
+                return Ok(Ok((hit, key)));
+            }
+            helm = Some((inputs, key));
+        }
+        let (inputs, key) = match helm {
+            Some((inputs, key)) if is_chart => (inputs, key),
+            _ => (HelmInputs::default(), String::new()),
+        };
+        let cache_key = if key.is_empty() { path.clone() } else { key.clone() };
+        match render_path_with(&tree, &path, &self.ctx.settings.render, &inputs).await {
+            Ok(rendered) => Ok(Ok((self.ctx.renders.insert(commit, &cache_key, rendered), key))),
             Err(e) => Ok(Err(Failure {
                 reason: e.reason(),
                 message: format!("rendering {path:?} at {commit} failed: {e}"),
@@ -927,7 +1067,7 @@ async fn health_of(
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {
     let reason = match &e {
         ApplyError::Api { .. } => return Err(ReconcileError::Internal(e.to_string())),
-        ApplyError::Invalid { .. } => Reason::ValidationFailed,
+        ApplyError::Invalid { .. } | ApplyError::InvalidAfterFirstStage { .. } => Reason::ValidationFailed,
         ApplyError::Conflict { .. } => Reason::Conflict,
         ApplyError::NotEstablished(_) | ApplyError::Rejected { .. } => Reason::ApplyFailed,
         ApplyError::Forbidden { .. } => Reason::Forbidden,
