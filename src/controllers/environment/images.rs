@@ -21,13 +21,14 @@ type Images = Vec<(String, ImageReference)>;
 
 impl Reconcile {
     /// The render to apply: `None` keeps it as rendered (no image handling asked for, or digests only
-    /// recorded), `Some` is the pinned (and possibly moved) render.
+    /// recorded), `Some` is the pinned (and possibly moved) render, with the records it was pinned to (so a
+    /// decrypted render can be pinned the same way).
     pub(super) async fn images(
         &self,
         status: &mut EnvironmentStatus,
         desired: &Desired,
         objects: &[RenderedObject],
-    ) -> Result<Result<Option<Vec<RenderedObject>>, Failure>, ReconcileError> {
+    ) -> Result<Result<Option<(Vec<RenderedObject>, Vec<ImageRecord>)>, Failure>, ReconcileError> {
         let spec = &self.env.spec;
         let promoted = spec.promotion.is_some();
         if spec.images.is_none() && !promoted {
@@ -75,7 +76,7 @@ impl Reconcile {
             record.images = records.clone();
         }
         let pin = promoted || spec.images.as_ref().is_some_and(|i| i.pin_digests);
-        Ok(Ok(pin.then(|| rewrite(objects, &records))))
+        Ok(Ok(pin.then(|| (rewrite(objects, &records), records))))
     }
 
     /// Every image resolved to the digest its tag points at now.

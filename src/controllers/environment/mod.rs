@@ -587,7 +587,7 @@ impl Reconcile {
             Ok(pinned) => pinned,
             Err(failure) => return Ok(Err(failure)),
         };
-        let objects: &[crate::render::RenderedObject] = pinned.as_deref().unwrap_or(objects);
+        let objects: &[crate::render::RenderedObject] = pinned.as_ref().map_or(objects, |(pinned, _)| pinned);
         // Before the dry run and the steady-state shortcut: a policy created or tightened since applies now.
         if let Err(failure) = self.enforce_registry_policy(objects, status, artifact_revision).await? {
             return Ok(Err(failure));
@@ -619,7 +619,13 @@ impl Reconcile {
             Ok(decrypted) => decrypted,
             Err(failure) => return Ok(Err(failure)),
         };
-        let objects = decrypted.as_ref().map_or(objects, |d| &d.objects);
+        // Decrypted from the render as stored: pinned to the same digests as the render the policy checked.
+        let decrypted_pinned = match (&decrypted, &pinned) {
+            (Some(d), Some((_, records))) => Some(crate::images::pinning::rewrite(&d.objects, records)),
+            (Some(d), None) => Some(d.objects.clone()),
+            (None, _) => None,
+        };
+        let objects = decrypted_pinned.as_deref().unwrap_or(objects);
         let opts = ApplyOptions {
             owner: Some(owner.clone()),
             target_namespace: spec.target_namespace.clone(),
