@@ -466,3 +466,105 @@ async fn an_invalid_object_stops_the_revision_before_its_namespace_is_created() 
     let env = t.api::<Environment>().get("env").await.unwrap();
     assert_eq!(applied_revision(&env), Some(format!("main@sha1:{first}")));
 }
+
+/// A MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, served by default since Kubernetes 1.36) that
+/// stamps a label on every ConfigMap Ferry owns in the test namespace, at its next write. Returns once the API
+/// server enforces it (a dry-run create comes back stamped).
+async fn stamp_config_maps_at_their_next_write(t: &TestEnv) {
+    let name = format!("{}-stamp", t.namespace);
+    t.apply_json(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]}]},
+            "matchConditions": [{"name": "owned-by-ferry",
+                "expression": "has(object.metadata.labels) && 'ferry.dev/environment' in object.metadata.labels"}],
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {
+                "expression": "Object{metadata: Object.metadata{labels: {\"policy.example.com/stamped\": \"yes\"}}}"}}]
+        }
+    }))
+    .await;
+    t.apply_json(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "matchResources": {"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": t.namespace}}}}
+    }))
+    .await;
+    let probe: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "probe", "labels": {"ferry.dev/environment": "probe"}}}))
+            .expect("configmap");
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually("the admission policy is enforced", || async {
+        let created = t.api::<ConfigMap>().create(&dry_run, &probe).await.ok()?;
+        stamped(&created).then_some(())
+    })
+    .await;
+}
+
+fn stamped(cm: &ConfigMap) -> bool {
+    cm.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("policy.example.com/stamped"))
+        .is_some_and(|v| v == "yes")
+}
+
+/// A mutation no watch can see: an admission policy that changes objects only when they are next written. The
+/// live objects do not change, so the skip path has no reason to look; the periodic full check (its dry run is
+/// admitted like any write) shows the difference, and the apply makes it real and reports it as drift. The
+/// Environment's own interval is an hour: the full check comes round on its own schedule.
+#[tokio::test]
+async fn the_full_check_catches_a_change_an_admission_policy_makes_at_the_next_write() {
+    let t = TestEnv::with_settings("admission-full", |s| {
+        s.full_sync_interval = std::time::Duration::from_secs(2)
+    })
+    .await;
+    synced(&t, json!({"interval": "1h"})).await;
+    t.reconciled("env", "settle").await;
+    stamp_config_maps_at_their_next_write(&t).await;
+    let cms = t.api::<ConfigMap>();
+    eventually("the full check applies what the policy adds", || async {
+        let list = cms.list(&Default::default()).await.ok()?;
+        let stamped: Vec<_> = list.items.iter().filter(|cm| stamped(cm)).collect();
+        (stamped.len() == 3).then_some(())
+    })
+    .await;
+    let env = wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.last_drift_correction.as_ref())
+            .is_some_and(|d| d.objects.len() == 3)
+    })
+    .await;
+    let drift = env.status.unwrap().last_drift_correction.unwrap();
+    assert!(drift.objects.iter().all(|o| o.contains("ConfigMap")), "{drift:?}");
+    t.wait_event("env", "Warning", "DriftCorrected").await;
+}
+
+/// The counterpart: with no full check due, a reconcile of an unchanged Environment asks nothing about its
+/// objects even though an admission policy would now change them (so they stay as they are until the check).
+#[tokio::test]
+async fn before_the_full_check_is_due_an_admission_policy_change_is_not_looked_at() {
+    let t = TestEnv::new("admission-skip").await;
+    synced(&t, json!({"interval": "1h"})).await;
+    t.reconciled("env", "settle").await;
+    stamp_config_maps_at_their_next_write(&t).await;
+    let before = config_map_requests(&t).len();
+    for token in ["one", "two", "three"] {
+        t.reconciled("env", token).await;
+    }
+    let window: Vec<_> = config_map_requests(&t).into_iter().skip(before).collect();
+    assert!(window.is_empty(), "reconciles asked about the objects: {window:#?}");
+    let list = t.api::<ConfigMap>().list(&Default::default()).await.unwrap();
+    assert!(
+        list.items.iter().all(|cm| !stamped(cm)),
+        "left alone until the full check"
+    );
+}

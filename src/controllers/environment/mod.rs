@@ -308,7 +308,14 @@ impl Reconcile {
             }
         }
         self.write_status(old, &mut status, failure_event).await?;
-        Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }))
+        let mut next = if poll { HEALTH_POLL.min(interval) } else { interval };
+        // The periodic full check comes round even when the Environment's own interval is longer.
+        let key = (self.namespace.clone(), self.name.clone());
+        let full = self.ctx.settings.full_sync_interval;
+        if let Some(due) = self.ctx.records.full_sync_due_in(&key, full, Instant::now()) {
+            next = next.min(due.max(Duration::from_secs(1)));
+        }
+        Ok(Action::requeue(next))
     }
 
     /// Writes status (with the `Verified` condition from the newest record) if it changed, then the Events
