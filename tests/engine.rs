@@ -568,3 +568,120 @@ async fn before_the_full_check_is_due_an_admission_policy_change_is_not_looked_a
         "left alone until the full check"
     );
 }
+
+/// A namespace named like the test's in the second cluster, a Secret `remote-kubeconfig` reaching it as its
+/// admin, and a client for it.
+async fn remote_cluster(t: &TestEnv) -> (kube::Client, &'static ferry::testenv::ControlPlane) {
+    let cp = second_cluster().await;
+    let client = cp.client().await.expect("second cluster client");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .expect("namespace in the second cluster");
+    let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
+    t.create_secret("remote-kubeconfig", &[("value", &kubeconfig)]).await;
+    (client, cp)
+}
+
+fn remote_config_map_requests(cp: &ferry::testenv::ControlPlane, namespace: &str) -> Vec<(String, String, bool)> {
+    audited_writes(&cp.audit_log(), namespace)
+        .into_iter()
+        .filter(|(_, uri, _)| uri.contains("configmaps"))
+        .collect()
+}
+
+/// Another cluster gets its own watches, with the kubeconfig's credentials: a no-op sync there asks nothing
+/// about the objects, a hand edit there is reverted at once (the interval is an hour), a rotated kubeconfig
+/// restarts the watches, and they stop when no Environment targets the cluster any more.
+#[tokio::test]
+async fn another_cluster_is_watched_while_an_environment_targets_it() {
+    let t = TestEnv::new("remote-watch").await;
+    let (remote, cp) = remote_cluster(&t).await;
+    synced(
+        &t,
+        json!({"interval": "1h", "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(remote, &t.namespace);
+    assert!(
+        cms.get_opt("a").await.unwrap().is_some(),
+        "applied to the second cluster"
+    );
+    assert!(t.api::<ConfigMap>().get_opt("a").await.unwrap().is_none());
+    t.reconciled("env", "settle").await;
+
+    // No-op syncs: nothing asked about the objects in the second cluster.
+    let before = remote_config_map_requests(cp, &t.namespace).len();
+    for token in ["one", "two", "three"] {
+        t.reconciled("env", token).await;
+    }
+    let window: Vec<_> = remote_config_map_requests(cp, &t.namespace)
+        .into_iter()
+        .skip(before)
+        .collect();
+    assert!(window.is_empty(), "no-op syncs asked about the objects: {window:#?}");
+    let sets = t.context().remote_watches().expect("running").sets();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!((sets[0].environments, sets[0].running), (1, 1), "{sets:?}");
+    assert_eq!(sets[0].server.trim_end_matches('/'), cp.server);
+
+    // A hand edit and a deletion in the second cluster.
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"color": "hacked"}})),
+    )
+    .await
+    .expect("hand edit");
+    cms.delete("b", &DeleteParams::default()).await.expect("delete");
+    eventually("drift in the second cluster reverted through its watch", || async {
+        let a = cms.get("a").await.ok()?;
+        let b = cms.get_opt("b").await.ok()??;
+        (a.data?.get("color")? == "blue" && b.data?.get("color")? == "blue").then_some(())
+    })
+    .await;
+    t.wait_event("env", "Warning", "DriftCorrected").await;
+
+    // A rotated kubeconfig: the next reconcile moves to watches with the new one, the old ones stop.
+    let started = sets[0].started;
+    let rotated = format!("{}\n# rotated\n", cp.kubeconfig_self_contained().expect("kubeconfig"));
+    t.api::<k8s_openapi::api::core::v1::Secret>()
+        .patch(
+            "remote-kubeconfig",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"value": rotated}})),
+        )
+        .await
+        .expect("rotating the kubeconfig");
+    t.reconciled("env", "rotated").await;
+    let sets = eventually("one set, started after the rotation, nothing else running", || async {
+        let sets = t.context().remote_watches()?.sets();
+        (sets.len() == 1 && sets[0].started > started && sets[0].running == 1).then_some(sets)
+    })
+    .await;
+    assert_eq!(sets[0].environments, 1);
+    cms.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"color": "hacked"}})),
+    )
+    .await
+    .expect("hand edit");
+    eventually("drift reverted through the new watch", || async {
+        (cms.get("c").await.ok()?.data?.get("color")? == "blue").then_some(())
+    })
+    .await;
+
+    // Deleted: its objects go, and so do the watches.
+    t.api::<Environment>()
+        .delete("env", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("no watch left on the second cluster", || async {
+        let gone = t.api::<Environment>().get_opt("env").await.ok()?.is_none();
+        let sets = t.context().remote_watches()?.sets();
+        (gone && sets.is_empty()).then_some(())
+    })
+    .await;
+}
