@@ -685,3 +685,63 @@ async fn another_cluster_is_watched_while_an_environment_targets_it() {
     })
     .await;
 }
+
+/// A kubeconfig whose account may apply in its namespace but not list or watch across the cluster: its watch
+/// gives up, and every sync checks the objects with the dry run, as in the local cluster.
+#[tokio::test]
+async fn a_kubeconfig_that_may_not_watch_falls_back_to_the_dry_run_at_every_sync() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let t = TestEnv::new("remote-nowatch").await;
+    let (remote, cp) = remote_cluster(&t).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(remote.clone(), &t.namespace);
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "deployer"}})).unwrap();
+    accounts.create(&Default::default(), &account).await.expect("account");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "deployer-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": t.namespace}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(remote.clone(), &t.namespace)
+        .create(&Default::default(), &binding)
+        .await
+        .expect("binding");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let issued: TokenRequest = accounts
+        .create_subresource("token", "deployer", &Default::default(), &request)
+        .await
+        .expect("token");
+    let token = issued.status.and_then(|s| s.token).expect("issued");
+    let kubeconfig: String = cp
+        .kubeconfig_self_contained()
+        .expect("kubeconfig")
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("token: ") {
+            Some(_) => format!("    token: {token}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    t.create_secret("deployer-kubeconfig", &[("value", &kubeconfig)]).await;
+    synced(
+        &t,
+        json!({"interval": "1h", "kubeConfig": {"secretRef": {"name": "deployer-kubeconfig"}}}),
+    )
+    .await;
+    eventually("the watch gave up (forbidden)", || async {
+        let sets = t.context().remote_watches()?.sets();
+        (sets.len() == 1 && sets[0].environments == 1 && sets[0].running == 0).then_some(())
+    })
+    .await;
+    let before = remote_config_map_requests(cp, &t.namespace).len();
+    t.reconciled("env", "one").await;
+    let window: Vec<_> = remote_config_map_requests(cp, &t.namespace)
+        .into_iter()
+        .skip(before)
+        .collect();
+    // (The reconcile's own status write wakes it once more: a multiple of three.)
+    let dry_runs = window.iter().filter(|(_, _, dry)| *dry).count();
+    assert!(dry_runs >= 3 && dry_runs % 3 == 0, "each object dry-run: {window:#?}");
+    assert!(window.iter().all(|(_, _, dry)| *dry), "nothing written: {window:#?}");
+}
