@@ -144,7 +144,8 @@ impl RemoteWatches {
         }
     }
 
-    /// The running sets, and the watch tasks of stopped sets that still run (one entry without `started`).
+    /// The running sets, and the watch tasks of stopped sets that still run (one entry without `started`; a
+    /// stopped set a reconcile still holds counts one more until it is dropped).
     pub fn sets(&self) -> Vec<WatchSetInfo> {
         let mut state = self.state();
         let mut out: Vec<WatchSetInfo> = state
@@ -180,5 +181,49 @@ fn stop_unused(state: &mut State, identity: &ClusterIdentity) {
         info!(server = %set.server, "no Environment targets this cluster any more; its watches stop");
         state.stopped.push(set.watches.liveness());
         // Dropped here, or by the reconcile still holding it: either aborts its tasks.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
+        Client::try_from(config).expect("client")
+    }
+
+    fn env(name: &str) -> EnvKey {
+        ("team".to_string(), name.to_string())
+    }
+
+    #[tokio::test]
+    async fn one_set_per_identity_stopped_when_nobody_targets_it() {
+        let (trigger, _triggers) = mpsc::unbounded();
+        let remote = RemoteWatches::new(None, Arc::default(), trigger);
+        let (old, new) = (
+            ClusterIdentity::of_kubeconfig("kubeconfig one"),
+            ClusterIdentity::of_kubeconfig("kubeconfig two"),
+        );
+        let a = remote.for_environment(&env("a"), &old, "https://one", &client());
+        let b = remote.for_environment(&env("b"), &old, "https://one", &client());
+        assert!(Arc::ptr_eq(&a, &b), "the same kubeconfig shares one set");
+        assert_eq!(remote.sets().len(), 1);
+        assert_eq!(remote.sets()[0].environments, 2);
+        drop((a, b));
+
+        // `a` moves to a rotated kubeconfig: a second set; the first stays for `b`.
+        remote.for_environment(&env("a"), &new, "https://one", &client());
+        assert_eq!(remote.sets().len(), 2);
+        // `b` goes: its set stops.
+        remote.release(&env("b"));
+        let sets = remote.sets();
+        assert_eq!(sets.len(), 1, "{sets:?}");
+        assert_eq!(sets[0].environments, 1);
+        // `a` is no longer in the cluster's cache: gone too.
+        remote.retain(|e| e != &env("a"));
+        assert!(remote.sets().is_empty());
+        // Releasing what is not there is a no-op.
+        remote.release(&env("a"));
     }
 }

@@ -1,6 +1,9 @@
 //! Metadata-only watches on the objects Ferry applied (selected by its ownership label, one watch per kind), so
 //! that a steady state costs no requests and a hand edit or deletion wakes its Environment at once.
 //!
+//! One [`OwnedObjectWatches`] watches the cluster Ferry runs in, as Ferry; each target cluster has its own, with
+//! its kubeconfig's credentials (see [`super::remote`]).
+//!
 //! Each watch keeps the resourceVersion of every owned object of its kind. An event whose resourceVersion is not
 //! the one this process applied (a hand edit, a deletion, another writer) enqueues the owning Environment. A kind
 //! Ferry may not list or watch (its RBAC is narrow in multi-tenant installs) is simply not watched: its objects
