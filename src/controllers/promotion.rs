@@ -48,6 +48,7 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     };
     // Finished ones too: Environments find them by label when deciding what not to propose again.
     ensure_label(&api, &promotion).await?;
+    confirm_phase_event(&ctx, &promotion).await;
     if promotion.phase().is_final() {
         return Ok(Action::await_change());
     }
@@ -166,7 +167,42 @@ async fn ensure_label(api: &Api<Promotion>, promotion: &Promotion) -> Result<(),
     Ok(())
 }
 
-/// One Event per change of phase or of the reason within a phase.
+/// Transitions older than this are not looked for again after a restart: Events expire (an hour by default),
+/// and one recorded now would show an old change as new.
+const CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The name of the Event of `promotion` entering `phase`: one per (Promotion, phase), so it is recorded once
+/// whatever restarts happen around the status write (the uid tells a Promotion deleted and created again apart).
+fn phase_event_name(promotion: &Promotion, phase: PromotionPhase) -> String {
+    let base: String = promotion.name_any().chars().take(200).collect();
+    let uid = promotion.uid().unwrap_or_default();
+    format!(
+        "{base}.{}.{}",
+        phase.as_str().to_lowercase(),
+        uid.get(..8).unwrap_or(&uid)
+    )
+}
+
+/// The first time this process sees `promotion`: the Event of its last phase change exists, recorded now if
+/// the process that wrote the change was killed before it could record it.
+async fn confirm_phase_event(ctx: &Context, promotion: &Promotion) {
+    let Some(last) = promotion.status.as_ref().and_then(|s| s.transitions.last()) else {
+        return;
+    };
+    let age = Timestamp::now().duration_since(last.time.0).unsigned_abs();
+    if age > CONFIRM_WITHIN {
+        return;
+    }
+    let key = format!("{}/{}", promotion.uid().unwrap_or_default(), last.phase);
+    let warning = matches!(last.phase, PromotionPhase::Failed | PromotionPhase::Aborted);
+    let note = format!("{}: {}", last.phase, last.message);
+    let name = phase_event_name(promotion, last.phase);
+    ctx.events
+        .confirm_once(promotion, &key, name, warning, &last.reason, note)
+        .await;
+}
+
+/// One Event per change of phase (exactly one, see [`phase_event_name`]) or of the reason within a phase.
 async fn publish(
     ctx: &Context,
     promotion: &Promotion,
@@ -183,7 +219,14 @@ async fn publish(
     let warning = matches!(step.phase, PromotionPhase::Failed | PromotionPhase::Aborted);
     info!(phase = %step.phase, reason = %step.reason, message = %step.message, "promotion moved");
     let note = format!("{}: {}", step.phase, step.message);
-    ctx.event(promotion, warning, step.reason.as_str(), note).await;
+    if phase_changed {
+        let name = phase_event_name(promotion, step.phase);
+        ctx.events
+            .publish_once(promotion, name, warning, step.reason.as_str(), note)
+            .await;
+    } else {
+        ctx.event(promotion, warning, step.reason.as_str(), note).await;
+    }
 }
 
 /// Creates the rollback Promotion to the newest other revision that succeeded in `env`. Its name is derived
