@@ -145,38 +145,16 @@ async fn a_force_push_is_followed_and_a_deleted_branch_keeps_what_was_applied() 
     wait_applied(&t, &c, "c").await;
 }
 
-/// One `ferry run` process: the real binary, killed with SIGKILL (no shutdown, no lease hand-over).
-struct Ferry {
-    child: std::process::Child,
-}
-
-impl Drop for Ferry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_ferry(t: &TestEnv, storage: &std::path::Path) -> Ferry {
-    let port = || ferry::testenv::free_port().expect("port").to_string();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(["run", "--leader-elect=false", "--namespace", &t.namespace])
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", port())])
-        .args(["--probe-addr", &format!("127.0.0.1:{}", port())])
-        .args(["--webhook-addr", &format!("127.0.0.1:{}", port())])
-        .arg("--storage-dir")
-        .arg(storage)
-        .arg("--kustomize")
-        .arg(t.bin_dir.join("kustomize"))
-        .env("KUBECONFIG", &t.kubeconfig)
-        .env(
+/// `ferry run` for this test's namespace, without leader election (one process at a time here).
+fn start_ferry(t: &TestEnv, storage: &std::path::Path) -> FerryRun {
+    let args = ["run", "--leader-elect=false", "--namespace", &t.namespace].map(str::to_string);
+    start_ferry_run(t, &t.kubeconfig, storage, &args, |cmd| {
+        // Fifty kills make many warnings (broken watches, retried writes); errors are enough here.
+        cmd.env(
             "RUST_LOG",
             std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "error".into()),
-        )
-        .stdout(std::process::Stdio::null());
-    Ferry {
-        child: ferry::testenv::spawn_guarded(cmd).expect("starting ferry run"),
-    }
+        );
+    })
 }
 
 /// Round `r` of Environment `i`: two objects that stay (their data changes each round) and one whose name
@@ -315,8 +293,7 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
         commit = t.repo.commit_and_push(&format!("round {r}"));
         // Somewhere between "not fetched yet" and "applying the last Environments".
         tokio::time::sleep(std::time::Duration::from_millis(next() % 2500)).await;
-        let _ = ferry.child.kill(); // SIGKILL
-        let _ = ferry.child.wait();
+        ferry.kill();
         ferry = start_ferry(&t, storage.path());
         let deadline = std::time::Instant::now() + 2 * DEADLINE;
         loop {
@@ -359,8 +336,7 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
         list.into_iter().find(|e| succeeded(e))
     })
     .await;
-    let _ = ferry.child.kill();
-    let _ = ferry.child.wait();
+    ferry.kill();
     events
         .delete(lost.metadata.name.as_deref().unwrap_or_default(), &Default::default())
         .await

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod faulty;
+pub mod ferry_run;
 pub mod git;
 pub mod git_http;
 pub mod http;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 pub use faulty::{Fault, FaultyProxy};
+pub use ferry_run::{FerryRun, deployment_args, start_ferry_run};
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
 pub use http::{http_post, http_post_chunked};
