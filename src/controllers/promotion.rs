@@ -137,7 +137,8 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
         if phase_changed {
             crate::metrics::metrics().promotion_transition(step.phase.as_str());
         }
-        publish(&ctx, &promotion, &step, phase_changed, old).await;
+        let index = status.transitions.len().saturating_sub(1);
+        publish(&ctx, &promotion, &step, (phase_changed, index), old).await;
         if let Some(note) = rollback_note {
             ctx.event(&promotion, true, Reason::RolledBack.as_str(), note).await;
         }
@@ -171,13 +172,15 @@ async fn ensure_label(api: &Api<Promotion>, promotion: &Promotion) -> Result<(),
 /// and one recorded now would show an old change as new.
 const CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// The name of the Event of `promotion` entering `phase`: one per (Promotion, phase), so it is recorded once
-/// whatever restarts happen around the status write (the uid tells a Promotion deleted and created again apart).
-fn phase_event_name(promotion: &Promotion, phase: PromotionPhase) -> String {
+/// The name of the Event of `promotion`'s transition number `index` (0-based, into `phase`): one per
+/// transition, so it is recorded once whatever restarts happen around the status write. The index, not the
+/// phase alone: a promotion can enter a phase again (WaitingApproval → Pending behind a rollback → back). The
+/// uid tells a Promotion deleted and created again apart.
+fn phase_event_name(promotion: &Promotion, index: usize, phase: PromotionPhase) -> String {
     let base: String = promotion.name_any().chars().take(200).collect();
     let uid = promotion.uid().unwrap_or_default();
     format!(
-        "{base}.{}.{}",
+        "{base}.{index}-{}.{}",
         phase.as_str().to_lowercase(),
         uid.get(..8).unwrap_or(&uid)
     )
@@ -186,17 +189,23 @@ fn phase_event_name(promotion: &Promotion, phase: PromotionPhase) -> String {
 /// The first time this process sees `promotion`: the Event of its last phase change exists, recorded now if
 /// the process that wrote the change was killed before it could record it.
 async fn confirm_phase_event(ctx: &Context, promotion: &Promotion) {
-    let Some(last) = promotion.status.as_ref().and_then(|s| s.transitions.last()) else {
+    let transitions = promotion
+        .status
+        .as_ref()
+        .map(|s| s.transitions.as_slice())
+        .unwrap_or_default();
+    let Some(last) = transitions.last() else {
         return;
     };
+    let index = transitions.len() - 1;
     let age = Timestamp::now().duration_since(last.time.0).unsigned_abs();
     if age > CONFIRM_WITHIN {
         return;
     }
-    let key = format!("{}/{}", promotion.uid().unwrap_or_default(), last.phase);
+    let key = format!("{}/{index}", promotion.uid().unwrap_or_default());
     let warning = matches!(last.phase, PromotionPhase::Failed | PromotionPhase::Aborted);
     let note = format!("{}: {}", last.phase, last.message);
-    let name = phase_event_name(promotion, last.phase);
+    let name = phase_event_name(promotion, index, last.phase);
     ctx.events
         .confirm_once(promotion, &key, name, warning, &last.reason, note)
         .await;
@@ -207,7 +216,7 @@ async fn publish(
     ctx: &Context,
     promotion: &Promotion,
     step: &Step,
-    phase_changed: bool,
+    (phase_changed, index): (bool, usize),
     old: Option<&crate::api::PromotionStatus>,
 ) {
     let old_reason = old
@@ -220,7 +229,7 @@ async fn publish(
     info!(phase = %step.phase, reason = %step.reason, message = %step.message, "promotion moved");
     let note = format!("{}: {}", step.phase, step.message);
     if phase_changed {
-        let name = phase_event_name(promotion, step.phase);
+        let name = phase_event_name(promotion, index, step.phase);
         ctx.events
             .publish_once(promotion, name, warning, step.reason.as_str(), note)
             .await;
@@ -257,4 +266,26 @@ async fn start_rollback(
         Err(e) => return Err(e.into()),
     }
     Ok(Some((name, previous.revision.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_transition_has_its_own_event_name_even_into_the_same_phase() {
+        let mut p = new_promotion("ns", "production", "main@sha1:abc", false);
+        p.metadata.name = Some("x".repeat(300));
+        p.metadata.uid = Some("0123456789-uid".into());
+        let first = phase_event_name(&p, 1, PromotionPhase::WaitingApproval);
+        let again = phase_event_name(&p, 3, PromotionPhase::WaitingApproval);
+        assert_ne!(first, again, "a phase entered again is another Event");
+        assert_eq!(first, phase_event_name(&p, 1, PromotionPhase::WaitingApproval));
+        assert!(
+            first.len() <= 253 && first.ends_with(".1-waitingapproval.01234567"),
+            "{first}"
+        );
+        p.metadata.uid = Some("another-uid".into());
+        assert_ne!(first, phase_event_name(&p, 1, PromotionPhase::WaitingApproval));
+    }
 }
