@@ -83,6 +83,24 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     if status.upstream_verified_at.is_none() {
         status.upstream_verified_at = step.upstream_verified_at.map(Time);
     }
+    // Verified since the last look, which saw it applying: it was verifying in between (a quick verification
+    // can finish between two reconciles). Recorded, so no phase is skipped.
+    let passed_verifying = (phase_changed
+        && before == PromotionPhase::Applying
+        && step.phase == PromotionPhase::Succeeded
+        && step.reason == Reason::Verified)
+        .then(|| PhaseTransition {
+            phase: PromotionPhase::Verifying,
+            reason: Reason::Verifying.as_str().to_string(),
+            message: format!(
+                "verifying {} in {}",
+                promotion.spec.revision, promotion.spec.environment
+            ),
+            time: Time(now),
+        });
+    if let Some(verifying) = &passed_verifying {
+        status.transitions.push(verifying.clone());
+    }
     if phase_changed {
         status.transitions.push(PhaseTransition {
             phase: step.phase,
@@ -138,6 +156,13 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
             crate::metrics::metrics().promotion_transition(step.phase.as_str());
         }
         let index = status.transitions.len().saturating_sub(1);
+        if let Some(verifying) = passed_verifying {
+            let name = phase_event_name(&promotion, index.saturating_sub(1), verifying.phase);
+            let note = format!("{}: {}", verifying.phase, verifying.message);
+            ctx.events
+                .publish_once(&promotion, name, false, &verifying.reason, note)
+                .await;
+        }
         publish(&ctx, &promotion, &step, (phase_changed, index), old).await;
         if let Some(note) = rollback_note {
             ctx.event(&promotion, true, Reason::RolledBack.as_str(), note).await;
