@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod faulty;
+pub mod ferry_run;
 pub mod git;
 pub mod git_http;
 pub mod http;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 pub use faulty::{Fault, FaultyProxy};
+pub use ferry_run::{FerryRun, deployment_args, start_ferry_run};
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
 pub use http::{http_post, http_post_chunked};
@@ -127,6 +129,12 @@ impl TestEnv {
     /// A TestEnv with no controller and no webhook receiver: for tests that run `ferry run` processes.
     pub async fn without_controller(name: &str) -> TestEnv {
         Self::build_as(name, false, Identity::NoController, |_| {}).await
+    }
+
+    /// A TestEnv with no controller and no webhook receiver, on a control plane that runs workloads (Jobs
+    /// finish on kwok's simulated node): for tests that run `ferry run` processes with verification Jobs.
+    pub async fn without_controller_with_workloads(name: &str) -> TestEnv {
+        Self::build_as(name, true, Identity::NoController, |_| {}).await
     }
 
     /// A kubeconfig file holding a token of the install manifests' `ferry` ServiceAccount (applying the
@@ -496,6 +504,24 @@ pub fn audited_writes(audit_log: &std::path::Path, namespace: &str) -> Vec<(Stri
             let uri = e["requestURI"].as_str()?.to_string();
             Some((verb, uri.clone(), uri.contains("dryRun=All")))
         })
+        .collect()
+}
+
+/// The creates of `resource` (e.g. `jobs`) in `namespace` that the API server carried out (201), not dry runs
+/// and not refusals such as 409 AlreadyExists: the name of each object created, in order.
+pub fn audited_creates(audit_log: &std::path::Path, namespace: &str, resource: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["objectRef"]["namespace"] == namespace
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["subresource"].is_null()
+                && e["verb"] == "create"
+                && e["responseStatus"]["code"] == 201
+                && !e["requestURI"].as_str().unwrap_or_default().contains("dryRun=All")
+        })
+        .map(|e| e["objectRef"]["name"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 
