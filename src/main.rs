@@ -76,6 +76,10 @@ enum Command {
         /// Never color the output (default: color when stdout is a terminal and NO_COLOR is not set).
         #[arg(long)]
         no_color: bool,
+        /// Registry hosts (`host[:port]`) reached over plain HTTP, for image digests an Environment has not
+        /// recorded yet (as `ferry run --insecure-registry`).
+        #[arg(long = "insecure-registry", env = "FERRY_INSECURE_REGISTRIES", value_delimiter = ',')]
+        insecure_registries: Vec<String>,
     },
     /// Show the Environments along their promotion chains: revision, readiness, verification, promotion.
     Get {
@@ -458,6 +462,7 @@ async fn run() -> anyhow::Result<()> {
             kustomize,
             helm,
             no_color,
+            insecure_registries,
         } => {
             use std::io::IsTerminal;
             let settings = ferry::render::RenderSettings {
@@ -473,7 +478,11 @@ async fn run() -> anyhow::Result<()> {
                     let (ns, name) = env
                         .split_once('/')
                         .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
-                    let d = ferry::cli::diff_environment_checked(client, &config, ns, name, &settings).await?;
+                    let registry = ferry::registry::RegistrySettings {
+                        insecure: insecure_registries,
+                    };
+                    let d =
+                        ferry::cli::diff_environment_checked(client, &config, ns, name, &settings, &registry).await?;
                     eprintln!(
                         "Environment {ns}/{name} at {}: {} object(s) differ",
                         d.revision,
