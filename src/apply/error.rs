@@ -73,14 +73,6 @@ fn listed(failures: &[String]) -> String {
 }
 
 impl ApplyError {
-    /// Failures that need a change in Git or the spec; the others are the API server's and are retried.
-    pub fn is_user_error(&self) -> bool {
-        !matches!(
-            self,
-            ApplyError::Api { .. } | ApplyError::NotEstablished(_) | ApplyError::Forbidden { .. }
-        )
-    }
-
     /// A refusal by authorization, for one object.
     pub(super) fn forbidden(object: String, status: &kube::core::Status) -> Self {
         ApplyError::Forbidden {

@@ -15,7 +15,7 @@ use crate::api::{Environment, EnvironmentStatus, ImageRecord, LocalSecretReferen
 use crate::controllers::{ReconcileError, history};
 use crate::images::ImageReference;
 use crate::images::pinning::{CopyRule, covers, distinct_images, recorded, rewrite};
-use crate::registry::{CopyReport, Credentials, DOCKER_CONFIG_KEY, Registry, RegistryError};
+use crate::registry::{CopyReport, Credentials, DOCKER_CONFIG_KEY, Registry};
 use crate::render::RenderedObject;
 
 type Images = Vec<(String, ImageReference)>;
@@ -115,7 +115,7 @@ impl Pipeline<'_> {
                     copied_to: None,
                 }),
                 Err(e) => {
-                    let failure = registry_failure(Reason::ImageResolutionFailed, "resolving", &e);
+                    let failure = Failure::registry(Reason::ImageResolutionFailed, "resolving", &e);
                     return Ok(Err(Failure {
                         message: format!("{}: {}", revision, failure.message),
                         ..failure
@@ -266,7 +266,7 @@ impl Pipeline<'_> {
                         copied.push(format!("{} → {}", record.image, target.repository()));
                     }
                     Err(e) => {
-                        let mut failure = registry_failure(Reason::ImageCopyFailed, "copying", &e);
+                        let mut failure = Failure::registry(Reason::ImageCopyFailed, "copying", &e);
                         // A promotion must not half-happen: a failed copy ends this attempt.
                         failure.stalled = true;
                         failure.message = format!("{}: {}; nothing was applied", revision, failure.message);
@@ -329,18 +329,6 @@ impl Pipeline<'_> {
             message: format!("registry Secret {shown}: {DOCKER_CONFIG_KEY} {e}"),
             stalled: true,
         }))
-    }
-}
-
-fn registry_failure(reason: Reason, doing: &str, e: &RegistryError) -> Failure {
-    let reason = match e {
-        RegistryError::InvalidReference { .. } => Reason::InvalidImageReference,
-        _ => reason,
-    };
-    Failure {
-        reason,
-        message: format!("{doing} images failed: {e}"),
-        stalled: !e.is_transient(),
     }
 }
 

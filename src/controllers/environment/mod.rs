@@ -170,16 +170,14 @@ impl Reconcile {
         // After `desired`: promotions are proposed and shown even while the target cluster cannot be reached.
         let target = match &self.target {
             Ok(target) => target.clone(),
-            Err(ClusterError::Api(e)) => return Err(ReconcileError::Internal(e.to_string())),
             Err(e) => {
-                let reason = match e {
-                    ClusterError::InvalidServiceAccount(_) | ClusterError::Impersonation { .. } => Reason::InvalidSpec,
-                    _ => Reason::InvalidKubeConfig,
+                let Some((reason, stalled)) = e.reason() else {
+                    return Err(ReconcileError::Internal(e.to_string()));
                 };
                 let failure = Failure {
                     reason,
                     message: e.to_string(),
-                    stalled: !matches!(e, ClusterError::SecretNotFound(_)),
+                    stalled,
                 };
                 self.fail(old, &mut status, failure).await?;
                 return Ok(Action::requeue(interval));
@@ -669,12 +667,8 @@ impl Reconcile {
                     let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
                     union.extend(report.inventory.iter().cloned());
                     status.inventory = union.into_iter().collect();
-                    let reason = match e {
-                        ApplyError::Forbidden { .. } => Reason::Forbidden,
-                        _ => Reason::PruneFailed,
-                    };
                     return Ok(Err(Failure {
-                        reason,
+                        reason: e.prune_reason(),
                         message: format!("pruning at {artifact_revision} failed: {e}"),
                         stalled: false,
                     }));
@@ -907,12 +901,8 @@ async fn health_of(
 }
 
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {
-    let reason = match &e {
-        ApplyError::Api { .. } => return Err(ReconcileError::Internal(e.to_string())),
-        ApplyError::Invalid { .. } | ApplyError::InvalidAfterFirstStage { .. } => Reason::ValidationFailed,
-        ApplyError::Conflict { .. } => Reason::Conflict,
-        ApplyError::NotEstablished(_) | ApplyError::Rejected { .. } => Reason::ApplyFailed,
-        ApplyError::Forbidden { .. } => Reason::Forbidden,
+    let Some(reason) = e.reason() else {
+        return Err(ReconcileError::Internal(e.to_string()));
     };
     Ok(Err(Failure {
         reason,
