@@ -18,7 +18,6 @@ pub use mirror::{FetchOptions, Fetched, MirrorStore};
 pub use revision::{RefSpec, Revision, resolve_ref_spec};
 pub use tree::{MAX_FILE_BYTES, ManifestFile, normalize_path};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("invalid URL {url:?}: {why}")]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -83,18 +83,34 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     };
     let target = ctx.target_of(&env).await;
-    let env = Arc::new(env);
-    Reconcile {
-        api,
-        ctx,
-        namespace,
-        name,
-        env,
-        target,
-    }
-    .run()
+    let finalizers = api.clone();
+    // kube-runtime's finalizer helper: it adds FINALIZER before the first sync (whose patch wakes the next
+    // reconcile), and removes it once the cleanup succeeded.
+    let reconciled = finalizer(&finalizers, FINALIZER, Arc::new(env), |event| async move {
+        let (env, cleanup) = match event {
+            FinalizerEvent::Apply(env) => (env, false),
+            FinalizerEvent::Cleanup(env) => (env, true),
+        };
+        let reconcile = Reconcile {
+            api,
+            ctx,
+            namespace,
+            name,
+            env,
+            target,
+        };
+        match cleanup {
+            false => reconcile.run().await,
+            true => reconcile.finalize().await,
+        }
+    })
     .instrument(span)
-    .await
+    .await;
+    reconciled.map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e) => ReconcileError::Kube(e),
+        other => ReconcileError::Internal(other.to_string()),
+    })
 }
 
 /// How often health is looked at while objects converge.
@@ -129,10 +145,6 @@ struct Reconcile {
 
 impl Reconcile {
     async fn run(self) -> Result<Action, ReconcileError> {
-        if self.env.metadata.deletion_timestamp.is_some() {
-            return self.finalize().await;
-        }
-        self.ensure_finalizer().await?;
         let old = self.env.status.as_ref();
         let mut status = old.cloned().unwrap_or_default();
         status.observed_generation = self.env.metadata.generation;
@@ -770,29 +782,9 @@ impl Reconcile {
         ))))
     }
 
-    fn finalizers(&self) -> Vec<String> {
-        self.env.metadata.finalizers.clone().unwrap_or_default()
-    }
-
-    /// The finalizer lets `deletionPolicy: Delete` remove the applied objects before the Environment goes.
-    async fn ensure_finalizer(&self) -> Result<(), ReconcileError> {
-        let mut finalizers = self.finalizers();
-        if finalizers.iter().any(|f| f == FINALIZER) {
-            return Ok(());
-        }
-        finalizers.push(FINALIZER.to_string());
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
-        self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
-    }
-
+    /// Before the Environment goes (the finalizer helper removes [`FINALIZER`] once this succeeded): with
+    /// `deletionPolicy: Delete`, its applied objects are deleted first.
     async fn finalize(&self) -> Result<Action, ReconcileError> {
-        let mut finalizers = self.finalizers();
-        if !finalizers.iter().any(|f| f == FINALIZER) {
-            return Ok(Action::await_change());
-        }
         let inventory = self
             .env
             .status
@@ -836,11 +828,6 @@ impl Reconcile {
             }
         }
         self.ctx.records.forget(&(self.namespace.clone(), self.name.clone()));
-        finalizers.retain(|f| f != FINALIZER);
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
-        self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
         Ok(Action::await_change())
     }
 
