@@ -156,7 +156,7 @@ impl Drop for Ferry {
 }
 
 fn start_ferry(t: &TestEnv, storage: &std::path::Path) -> Ferry {
-    let port = || ferry::testenv::free_port().expect("port").to_string();
+    let port = || ferry_testenv::free_port().expect("port").to_string();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.args(["run", "--leader-elect=false", "--namespace", &t.namespace])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", port())])
@@ -173,7 +173,7 @@ fn start_ferry(t: &TestEnv, storage: &std::path::Path) -> Ferry {
         )
         .stdout(std::process::Stdio::null());
     Ferry {
-        child: ferry::testenv::spawn_guarded(cmd).expect("starting ferry run"),
+        child: ferry_testenv::spawn_guarded(cmd).expect("starting ferry run"),
     }
 }
 

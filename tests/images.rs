@@ -94,7 +94,7 @@ async fn create_docker_secret(t: &TestEnv, name: &str, json: &str) {
 
 #[tokio::test]
 async fn a_tag_moved_after_staging_verified_never_reaches_production() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let reg = TestRegistry::start(&bin, true);
     let host = reg.host.clone();
     let t = TestEnv::with_workloads_and_settings("moved-tag", |s| s.registry.insecure = vec![host]).await;
@@ -168,7 +168,7 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
 
 #[tokio::test]
 async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_copy_uploads_nothing() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, true);
     let hosts = vec![nonprod.host.clone(), prod.host.clone()];
@@ -269,7 +269,7 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
 
 #[tokio::test]
 async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, true);
     let hosts = vec![nonprod.host.clone(), prod.host.clone()];
@@ -343,7 +343,7 @@ async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
 
 #[tokio::test]
 async fn unresolvable_images_stop_staging_before_anything_is_applied() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let mut reg = TestRegistry::start(&bin, false);
     let host = reg.host.clone();
     let t = TestEnv::with_settings("unresolvable", |s| s.registry.insecure = vec![host]).await;
@@ -398,7 +398,7 @@ async fn unresolvable_images_stop_staging_before_anything_is_applied() {
 
 #[tokio::test]
 async fn content_that_does_not_match_its_digest_is_never_copied_or_applied() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, false);
     let hosts = vec![nonprod.host.clone(), prod.host.clone()];
@@ -464,7 +464,7 @@ async fn content_that_does_not_match_its_digest_is_never_copied_or_applied() {
 /// applied, there is no difference at all.
 #[tokio::test]
 async fn diff_shows_the_pinned_and_copied_images_the_controller_applies() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, true);
     let hosts = vec![nonprod.host.clone(), prod.host.clone()];

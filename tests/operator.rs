@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 
 use common::*;
 use ferry::api::Environment;
-use ferry::testenv::{free_port, spawn_guarded};
+use ferry_testenv::{free_port, spawn_guarded};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
