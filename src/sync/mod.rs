@@ -1,6 +1,7 @@
 //! The sync engine, in one place. [`plan`] is the pipeline from a revision to the objects to apply (fetch,
 //! render, image digests in [`images`], decryption), shared by the Environment controller and `ferry diff
-//! --environment`; [`failure`] is how a step's error becomes a condition reason.
+//! --environment`; [`decide`] holds its decisions, pure (unchanged? new attempt? drift? the health clock);
+//! [`failure`] is how a step's error becomes a condition reason.
 //!
 //! The steady-state side: what each Environment last applied ([`applied`]) and the watches on the applied
 //! objects ([`watches`]). Together they let a sync of an unchanged revision, whose objects nobody touched,
@@ -10,6 +11,7 @@
 
 pub mod applied;
 pub mod capabilities;
+pub mod decide;
 pub mod failure;
 pub mod images;
 pub mod plan;

@@ -34,7 +34,7 @@ use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
 use crate::apply::{ApplyError, ApplyReport, Owner, PruneBlocked, plan_prune};
 use crate::health::{Health, assess};
 use crate::source::{FetchOptions, Revision};
-use crate::sync::{Copies, Failure, Pipeline};
+use crate::sync::{Copies, Failure, Pipeline, decide};
 
 /// Removes applied objects (per `deletionPolicy`) before an Environment is deleted.
 pub const FINALIZER: &str = "ferry.dev/finalizer";
@@ -204,15 +204,7 @@ impl Reconcile {
         // revision and spec moments ago, and a full sync (render, a dry run of every object) on every poll costs
         // the API server far more than it could find. (`wait` keeps the full sync: Ready follows health.)
         let promotion = desired.promotion.as_ref().map(|(n, u)| (n.as_str(), u.as_str()));
-        // "Unchanged" means the last full sync applied this revision at this generation and succeeded (a
-        // failure path records the generation too, without applying it).
-        let unchanged = old.is_some_and(|o| {
-            o.observed_generation == status.observed_generation
-                && o.last_applied_revision.as_ref() == Some(&desired.revision)
-                && o.conditions.iter().any(|c| {
-                    c.type_ == crate::api::READY && c.status == "True" && c.observed_generation == o.observed_generation
-                })
-        });
+        let unchanged = decide::unchanged(old, status.observed_generation, &desired.revision);
         // A new revision or spec waits for what it depends on; what is already applied keeps being kept in place.
         if !self.env.spec.depends_on.is_empty()
             && !unchanged
@@ -271,9 +263,7 @@ impl Reconcile {
                         let now = Timestamp::now();
                         let revision = status.last_applied_revision.clone().unwrap_or_default();
                         // The health clock starts when waiting for *this* revision starts, not the one before.
-                        let same_wait = old
-                            .and_then(|o| o.conditions.iter().find(|c| c.type_ == crate::api::READY))
-                            .is_some_and(|c| c.status == "Unknown" && c.message.contains(&revision));
+                        let same_wait = decide::same_health_wait(old, &revision);
                         ConditionSet::progressing(&mut status.conditions, message, status.observed_generation, now);
                         if !same_wait
                             && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == crate::api::READY)
@@ -550,8 +540,7 @@ impl Reconcile {
                 desired.promotion.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
             );
         let previous = self.env.status.as_ref();
-        let new_attempt = previous.and_then(|p| p.last_attempted_revision.as_ref()) != Some(artifact_revision)
-            || previous.and_then(|p| p.observed_generation) != status.observed_generation;
+        let new_attempt = decide::new_attempt(previous, status.observed_generation, artifact_revision);
         if new_record || (new_attempt && status.last_applied_revision.as_ref() != Some(artifact_revision)) {
             let message = format!("applying revision {artifact_revision}");
             let generation = status.observed_generation;
@@ -628,9 +617,9 @@ impl Reconcile {
         }
         crate::metrics::metrics().objects_changed(report.created.len(), report.configured.len(), 0);
         let same_revision = status.last_applied_revision.as_ref() == Some(artifact_revision);
-        // Writes at an unchanged revision and spec can only undo changes made outside Git: drift.
-        let same_spec = self.env.status.as_ref().and_then(|s| s.observed_generation) == self.env.metadata.generation;
-        if same_revision && same_spec && report.changed() {
+        let last_applied = status.last_applied_revision.as_deref();
+        let generation = self.env.metadata.generation;
+        if decide::drift(previous, last_applied, generation, artifact_revision, report.changed()) {
             let objects: Vec<String> = report.created.iter().chain(&report.configured).cloned().collect();
             let note = format!("drift corrected at {}: {}", artifact_revision, objects.join(", "));
             warn!(%note);
@@ -752,20 +741,8 @@ impl Reconcile {
             return Ok(Ok(Outcome::Ready(format!("{applied}, all healthy"))));
         }
         let timeout = parse_duration(&self.env.spec.health_timeout).unwrap_or(Duration::from_secs(300));
-        let ready = self
-            .env
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
-            .filter(|c| c.message.contains(revision));
-        let timed_out_before =
-            ready.is_some_and(|c| c.status == "False" && c.reason == Reason::HealthCheckFailed.as_str());
-        let since = ready
-            .filter(|c| c.status == "Unknown")
-            .map(|c| c.last_transition_time.0);
-        // Once timed out, a revision stays failed until its objects are healthy: no flapping back to Unknown.
-        let over_time = since.is_some_and(|since| Timestamp::now().duration_since(since).unsigned_abs() > timeout);
-        if timed_out_before || over_time {
+        let ready = (self.env.status.as_ref()).and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY));
+        if decide::health_timed_out(ready, revision, Timestamp::now(), timeout) {
             return Ok(Err(Failure {
                 reason: Reason::HealthCheckFailed,
                 message: format!(
