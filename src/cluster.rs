@@ -38,6 +38,15 @@ pub enum ClusterError {
 pub struct Target {
     pub client: Client,
     pub applier: Arc<Applier>,
+    /// Another cluster, reached with a kubeconfig; `None` for the cluster Ferry runs in.
+    pub remote: Option<RemoteCluster>,
+}
+
+/// A target cluster reached with a kubeconfig: which identity (for its watch set) and its server URL (for logs).
+#[derive(Clone, Debug)]
+pub struct RemoteCluster {
+    pub identity: crate::sync::ClusterIdentity,
+    pub server: String,
 }
 
 impl Target {
@@ -45,6 +54,7 @@ impl Target {
         Target {
             applier: Arc::new(Applier::new(client.clone())),
             client,
+            remote: None,
         }
     }
 
@@ -53,6 +63,7 @@ impl Target {
         Target {
             applier: Arc::new(self.applier.with_client(client.clone())),
             client,
+            remote: self.remote.clone(),
         }
     }
 }
@@ -260,11 +271,16 @@ impl Clusters {
                 secret: shown.clone(),
                 message: e.to_string(),
             })?;
+        let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| ClusterError::Invalid {
             secret: shown.clone(),
             message: e.to_string(),
         })?;
-        let target = Target::new(client);
+        let mut target = Target::new(client);
+        target.remote = Some(RemoteCluster {
+            identity: crate::sync::ClusterIdentity::of_kubeconfig(&text),
+            server,
+        });
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(cache_key, (version, target.clone()));
         }

@@ -106,6 +106,8 @@ pub struct Context {
     pub records: Arc<crate::sync::AppliedRecords>,
     /// Watches on the applied objects (the local cluster), once the controllers run.
     watches: OnceLock<crate::sync::OwnedObjectWatches>,
+    /// Watches on the objects applied to other clusters, one set per cluster identity, once the controllers run.
+    remote_watches: OnceLock<crate::sync::RemoteWatches>,
     /// The RegistryPolicies, and the Environments, as the running controllers see them (replaced when the
     /// controllers restart).
     policies: std::sync::RwLock<Option<Store<RegistryPolicy>>>,
@@ -137,6 +139,7 @@ impl Context {
             records: Arc::default(),
             failures: Failures::default(),
             watches: OnceLock::new(),
+            remote_watches: OnceLock::new(),
             policies: Default::default(),
             environments: Default::default(),
         }
@@ -165,6 +168,11 @@ impl Context {
     /// The watches on applied objects, when the controllers run.
     pub fn watches(&self) -> Option<&crate::sync::OwnedObjectWatches> {
         self.watches.get()
+    }
+
+    /// The watches on objects applied to other clusters, when the controllers run.
+    pub fn remote_watches(&self) -> Option<&crate::sync::RemoteWatches> {
+        self.remote_watches.get()
     }
 
     /// The controllers run and their caches have listed everything once.
@@ -340,6 +348,31 @@ async fn collect_mirror_garbage(ctx: Arc<Context>) {
     }
 }
 
+/// Stops target clusters' watches kept for Environments that are gone without this process finalizing them
+/// (their finalizer removed by hand, or handled by another replica).
+async fn release_unused_watches(ctx: std::sync::Weak<Context>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        // Holds no reference between ticks: a controller dropped without stopping takes its watches along.
+        let Some(ctx) = ctx.upgrade() else { return };
+        let (Some(remote), true) = (ctx.remote_watches(), ctx.synced()) else {
+            continue;
+        };
+        let present: std::collections::HashSet<(String, String)> = ctx
+            .environments()
+            .iter()
+            .map(|e| {
+                (
+                    e.metadata.namespace.clone().unwrap_or_default(),
+                    e.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        remote.retain(|env| present.contains(env));
+    }
+}
+
 /// Waits until `store` has listed its kind once. `Store::wait_until_ready` wakes only the last of several
 /// waiters (the controller itself is one), so it is polled again every half second until it answers.
 async fn until_ready<K>(store: &Store<K>) -> Result<(), kube::runtime::reflector::store::WriterDropped>
@@ -380,6 +413,13 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         scope.namespace.clone(),
         ctx.records.clone(),
     ));
+    if let Some(local) = ctx.watches() {
+        let _ = ctx.remote_watches.set(crate::sync::RemoteWatches::new(
+            scope.namespace.clone(),
+            ctx.records.clone(),
+            local.trigger(),
+        ));
+    }
     let changed_objects = ctx.watches().and_then(|w| w.take_triggers());
     let mut envs = Controller::new(scope.api::<Environment>(&client), watcher::Config::default());
     if let Some(changed) = changed_objects {
@@ -498,8 +538,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         let _ = stop_tx.send(true);
     });
     let gc = tokio::spawn(collect_mirror_garbage(ctx.clone()));
+    let sweep = tokio::spawn(release_unused_watches(Arc::downgrade(&ctx)));
     tokio::join!(repos, envs, promotions, policies);
     gc.abort();
+    sweep.abort();
     synced.abort();
     ctx.synced.store(false, Ordering::Relaxed);
 }

@@ -81,6 +81,8 @@ pub struct TestEnv {
     pub webhook_base: String,
     receiver: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
+    /// The running controller's context (its caches, records and watches).
+    context: Option<Arc<Context>>,
     settings: Settings,
     /// The controller's connection settings.
     config: kube::Config,
@@ -176,9 +178,12 @@ impl TestEnv {
             }
         };
         let controller_client = Client::try_from(config.clone()).expect("controller client");
-        let controller = match identity {
-            Identity::NoController => tokio::spawn(async {}),
-            _ => spawn_controller(&controller_client, &config, &namespace, &settings),
+        let (controller, context) = match identity {
+            Identity::NoController => (tokio::spawn(async {}), None),
+            _ => {
+                let (task, ctx) = spawn_controller(&controller_client, &config, &namespace, &settings);
+                (task, Some(ctx))
+            }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -204,6 +209,7 @@ impl TestEnv {
             webhook_base,
             receiver,
             controller,
+            context,
             settings,
             config,
             control_plane: &shared.cp,
@@ -231,12 +237,20 @@ impl TestEnv {
     pub fn restart_controller(&mut self) {
         self.controller.abort();
         let client = Client::try_from(self.config.clone()).expect("controller client");
-        self.controller = spawn_controller(&client, &self.config, &self.namespace, &self.settings);
+        let (task, ctx) = spawn_controller(&client, &self.config, &self.namespace, &self.settings);
+        self.controller = task;
+        self.context = Some(ctx);
+    }
+
+    /// The running controller's context.
+    pub fn context(&self) -> &Context {
+        self.context.as_deref().expect("a TestEnv with a controller")
     }
 
     /// Stops the controller (as a crash would), for tests that look at a hand-made change Ferry would revert.
     pub fn stop_controller(&mut self) {
         self.controller.abort();
+        self.context = None;
     }
 
     /// Asks for a reconcile of Environment `env` and waits until it says it handled it: proof a reconcile ran.
@@ -429,12 +443,13 @@ fn spawn_controller(
     config: &kube::Config,
     namespace: &str,
     settings: &Settings,
-) -> tokio::task::JoinHandle<()> {
+) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
     let ctx = Arc::new(Context::new(client.clone(), config.clone(), settings.clone()));
     let scope = Scope {
         namespace: Some(namespace.to_string()),
     };
-    tokio::spawn(controllers::run(ctx, scope, std::future::pending()))
+    let task = tokio::spawn(controllers::run(ctx.clone(), scope, std::future::pending()));
+    (task, ctx)
 }
 
 static SECOND: OnceCell<ControlPlane> = OnceCell::const_new();

@@ -179,6 +179,15 @@ impl Reconcile {
                 return Ok(Action::requeue(interval));
             }
         };
+        // An Environment that no longer targets another cluster (or whose kubeconfig cannot be used) stops
+        // keeping that cluster's watches running.
+        let no_remote_cluster = match &self.target {
+            Ok(target) => target.remote.is_none(),
+            Err(e) => !matches!(e, ClusterError::Api(_)),
+        };
+        if no_remote_cluster && let Some(remote) = self.ctx.remote_watches() {
+            remote.release(&(self.namespace.clone(), self.name.clone()));
+        }
         // After `desired`: promotions are proposed and shown even while the target cluster cannot be reached.
         let target = match &self.target {
             Ok(target) => target.clone(),
@@ -289,7 +298,14 @@ impl Reconcile {
             }
         }
         self.write_status(old, &mut status, failure_event).await?;
-        Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }))
+        let mut next = if poll { HEALTH_POLL.min(interval) } else { interval };
+        // The periodic full check comes round even when the Environment's own interval is longer.
+        let key = (self.namespace.clone(), self.name.clone());
+        let full = self.ctx.settings.full_sync_interval;
+        if let Some(due) = self.ctx.records.full_sync_due_in(&key, full, Instant::now()) {
+            next = next.min(due.max(Duration::from_secs(1)));
+        }
+        Ok(Action::requeue(next))
     }
 
     /// Writes status (with the `Verified` condition from the newest record) if it changed, then the Events
@@ -585,7 +601,15 @@ impl Reconcile {
             &format!("{artifact_revision}{render_key}"),
             self.env.metadata.generation,
         );
-        let watches = self.ctx.watches().filter(|_| spec.kube_config.is_none());
+        // The watches of the cluster the objects are in: the local one, or the target cluster's own set.
+        let remote_watches = target.remote.as_ref().and_then(|remote| {
+            let watches = self.ctx.remote_watches()?;
+            Some(watches.for_environment(&key, &remote.identity, &remote.server, &target.client))
+        });
+        let watches = match &target.remote {
+            None => self.ctx.watches(),
+            Some(_) => remote_watches.as_deref(),
+        };
         if let Some(watches) = watches
             && let Some(record) = self.ctx.records.get(&key)
             && status.last_applied_revision.as_ref() == Some(artifact_revision)
@@ -805,6 +829,9 @@ impl Reconcile {
             }
         }
         self.ctx.records.forget(&(self.namespace.clone(), self.name.clone()));
+        if let Some(remote) = self.ctx.remote_watches() {
+            remote.release(&(self.namespace.clone(), self.name.clone()));
+        }
         Ok(Action::await_change())
     }
 
