@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 use ferry::api::{Environment, GitRepository};
 use ferry::cli::{CliError, Progress};
 use ferry::controllers::{self, Context, Scope, Settings};
-use ferry::testenv;
 use kube::ResourceExt;
 
 #[derive(Parser)]
@@ -76,6 +75,10 @@ enum Command {
         /// Never color the output (default: color when stdout is a terminal and NO_COLOR is not set).
         #[arg(long)]
         no_color: bool,
+        /// Registry hosts (`host[:port]`) reached over plain HTTP, for image digests an Environment has not
+        /// recorded yet (as `ferry run --insecure-registry`).
+        #[arg(long = "insecure-registry", env = "FERRY_INSECURE_REGISTRIES", value_delimiter = ',')]
+        insecure_registries: Vec<String>,
     },
     /// Show the Environments along their promotion chains: revision, readiness, verification, promotion.
     Get {
@@ -132,11 +135,6 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/ferry.dev.yaml` contains).
     Crds,
-    /// Local development helpers.
-    Dev {
-        #[command(subcommand)]
-        command: DevCommand,
-    },
     /// Ask the controller to reconcile an object now, without waiting for its interval.
     Reconcile {
         #[command(subcommand)]
@@ -369,20 +367,6 @@ struct RunArgs {
     ui_addr: Option<std::net::SocketAddr>,
 }
 
-#[derive(Subcommand)]
-enum DevCommand {
-    /// Start a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) and keep it
-    /// running until interrupted. Writes a kubeconfig to `<dir>/kubeconfig`.
-    Cluster {
-        /// Directory for data, logs and the kubeconfig.
-        #[arg(long, default_value = ".ferry-dev")]
-        dir: PathBuf,
-        /// Directory of the control-plane binaries (default: build or reuse them with hack/controlplane-build.sh).
-        #[arg(long, env = "FERRY_CONTROLPLANE_BIN")]
-        bin_dir: Option<PathBuf>,
-    },
-}
-
 #[derive(Args)]
 struct Namespace {
     /// Default: the kubeconfig context's namespace, else `default`.
@@ -458,6 +442,7 @@ async fn run() -> anyhow::Result<()> {
             kustomize,
             helm,
             no_color,
+            insecure_registries,
         } => {
             use std::io::IsTerminal;
             let settings = ferry::render::RenderSettings {
@@ -473,7 +458,11 @@ async fn run() -> anyhow::Result<()> {
                     let (ns, name) = env
                         .split_once('/')
                         .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
-                    let d = ferry::cli::diff_environment_checked(client, &config, ns, name, &settings).await?;
+                    let registry = ferry::registry::RegistrySettings {
+                        insecure: insecure_registries,
+                    };
+                    let d =
+                        ferry::cli::diff_environment_checked(client, &config, ns, name, &settings, &registry).await?;
                     eprintln!(
                         "Environment {ns}/{name} at {}: {} object(s) differ",
                         d.revision,
@@ -564,29 +553,6 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Crds => {
             print!("{}", ferry::api::crds_yaml()?);
-            Ok(())
-        }
-        Command::Dev {
-            command: DevCommand::Cluster { dir, bin_dir },
-        } => {
-            let bin_dir = match bin_dir {
-                Some(b) => b,
-                None => testenv::bin_dir_from_env_or_build(&std::env::current_dir()?)?,
-            };
-            let dir = std::path::absolute(dir)?;
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).with_context(|| format!("cleaning {}", dir.display()))?;
-            }
-            let mut cp = testenv::ControlPlane::start(testenv::Options {
-                bin_dir,
-                workloads: true,
-                dir: Some(dir),
-            })
-            .await?;
-            println!("control plane ready at {}", cp.server);
-            println!("export KUBECONFIG={}", cp.kubeconfig.display());
-            shutdown_signal().await;
-            cp.stop();
             Ok(())
         }
         Command::Reconcile { target } => {

@@ -571,7 +571,7 @@ async fn before_the_full_check_is_due_an_admission_policy_change_is_not_looked_a
 
 /// A namespace named like the test's in the second cluster, a Secret `remote-kubeconfig` reaching it as its
 /// admin, and a client for it.
-async fn remote_cluster(t: &TestEnv) -> (kube::Client, &'static ferry::testenv::ControlPlane) {
+async fn remote_cluster(t: &TestEnv) -> (kube::Client, &'static ferry_testenv::ControlPlane) {
     let cp = second_cluster().await;
     let client = cp.client().await.expect("second cluster client");
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
@@ -584,7 +584,7 @@ async fn remote_cluster(t: &TestEnv) -> (kube::Client, &'static ferry::testenv::
     (client, cp)
 }
 
-fn remote_config_map_requests(cp: &ferry::testenv::ControlPlane, namespace: &str) -> Vec<(String, String, bool)> {
+fn remote_config_map_requests(cp: &ferry_testenv::ControlPlane, namespace: &str) -> Vec<(String, String, bool)> {
     audited_writes(&cp.audit_log(), namespace)
         .into_iter()
         .filter(|(_, uri, _)| uri.contains("configmaps"))

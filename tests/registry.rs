@@ -10,7 +10,7 @@ use common::registry::{REGISTRY_PASSWORD, REGISTRY_USER, TestRegistry};
 use ferry::registry::{Credentials, Registry, RegistryError, RegistrySettings, parse};
 
 fn bin_dir() -> PathBuf {
-    ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin dir")
+    ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin dir")
 }
 
 fn client(hosts: &[&TestRegistry], credentials: Credentials) -> Registry {

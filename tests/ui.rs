@@ -54,7 +54,7 @@ impl Browser {
         .arg("about:blank")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let child = ferry::testenv::spawn_guarded(cmd).expect("starting chromium (hack/prereqs.sh installs it)");
+        let child = ferry_testenv::spawn_guarded(cmd).expect("starting chromium (hack/prereqs.sh installs it)");
         // Chromium writes its port into the profile once it listens.
         let port_file = profile.path().join("DevToolsActivePort");
         let text = eventually("chromium listens for DevTools", || async {
@@ -255,7 +255,7 @@ fn stop(child: &mut Child) {
 
 /// `ferry run` as installed, for this test's namespace, serving the web view; returns it and the UI's base URL.
 async fn ferry_run(t: &TestEnv, kubeconfig: &std::path::Path) -> (FerryRun, String) {
-    let ui = ferry::testenv::free_port().expect("port");
+    let ui = ferry_testenv::free_port().expect("port");
     let storage = std::env::temp_dir().join(format!("ferry-{}-ui", t.namespace));
     let mut args = deployment_args();
     args.extend(["--namespace", &t.namespace, "--leader-elect=false"].map(str::to_string));
@@ -629,12 +629,12 @@ async fn ferry_ui_serves_the_callers_view_on_loopback_only() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 
-    let port = ferry::testenv::free_port().expect("port");
+    let port = ferry_testenv::free_port().expect("port");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.args(["ui", "--addr", &format!("127.0.0.1:{port}"), "-n", &t.namespace])
         .env("KUBECONFIG", &t.kubeconfig)
         .stdout(Stdio::null());
-    let mut ui = ferry::testenv::spawn_guarded(cmd).expect("ferry ui");
+    let mut ui = ferry_testenv::spawn_guarded(cmd).expect("ferry ui");
     let base = format!("http://127.0.0.1:{port}");
     let path = format!("/ns/{}", t.namespace);
     let (_, body) = eventually("ferry ui shows the pipeline", || async {

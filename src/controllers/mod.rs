@@ -4,7 +4,7 @@
 mod environment;
 mod events;
 pub mod gitrepository;
-mod history;
+pub(crate) mod history;
 mod promotion;
 mod registrypolicy;
 mod status;

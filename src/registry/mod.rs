@@ -69,12 +69,6 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// Whether trying again later may help (a registry down or failing), as opposed to a wrong reference,
-    /// missing image or refused credentials, which need a change.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Unreachable { .. } | RegistryError::Status { .. })
-    }
-
     fn from_oci(image: &str, e: OciDistributionError) -> RegistryError {
         let image = image.to_string();
         match e {

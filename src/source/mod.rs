@@ -18,8 +18,6 @@ pub use mirror::{FetchOptions, Fetched, MirrorStore};
 pub use revision::{RefSpec, Revision, resolve_ref_spec};
 pub use tree::{MAX_FILE_BYTES, ManifestFile, normalize_path};
 
-use crate::api::Reason;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("invalid URL {url:?}: {why}")]
@@ -50,32 +48,6 @@ pub enum SourceError {
     HostKey(String),
     #[error("{url} is larger than the limit of {max_bytes} bytes")]
     TooLarge { url: String, max_bytes: u64 },
-}
-
-impl SourceError {
-    /// The condition reason users see for this failure.
-    pub fn reason(&self) -> Reason {
-        match self {
-            SourceError::InvalidUrl { .. } => Reason::InvalidUrl,
-            SourceError::InvalidRef(_) => Reason::InvalidSpec,
-            SourceError::RefNotFound { .. } => Reason::RefNotFound,
-            SourceError::Fetch { .. } | SourceError::Timeout { .. } => Reason::FetchFailed,
-            SourceError::CommitMissing(_) | SourceError::Storage(_) => Reason::ArtifactFailed,
-            SourceError::Disk { .. } => Reason::StorageFailed,
-            SourceError::PathNotFound { .. } | SourceError::InvalidPath(_) => Reason::PathNotFound,
-            SourceError::Auth(_) => Reason::AuthFailed,
-            SourceError::HostKey(_) => Reason::HostKeyMismatch,
-            SourceError::TooLarge { .. } => Reason::TooLarge,
-        }
-    }
-
-    /// Failures that retrying cannot fix until the spec or the repository changes.
-    pub fn is_stalled(&self) -> bool {
-        matches!(
-            self,
-            SourceError::InvalidUrl { .. } | SourceError::InvalidRef(_) | SourceError::InvalidPath(_)
-        )
-    }
 }
 
 /// The operating system's error alone ("No space left on device (os error 28)"), without the path some
@@ -149,6 +121,7 @@ pub fn validate_url(url: &str, allow_file: bool) -> Result<(), SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Reason;
 
     #[test]
     fn redacts_credentials() {

@@ -60,7 +60,7 @@ pub fn start_ferry_run(
     args: &[String],
     adjust: impl FnOnce(&mut Command),
 ) -> FerryRun {
-    let port = || ferry::testenv::free_port().expect("port");
+    let port = || ferry_testenv::free_port().expect("port");
     let (metrics, probes, webhook) = (port(), port(), port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.args(args)
@@ -81,7 +81,7 @@ pub fn start_ferry_run(
     }
     adjust(&mut cmd);
     FerryRun {
-        child: ferry::testenv::spawn_guarded(cmd).expect("starting ferry run"),
+        child: ferry_testenv::spawn_guarded(cmd).expect("starting ferry run"),
         metrics,
         probes,
         webhook,

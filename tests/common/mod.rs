@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRepository};
 use ferry::controllers::{self, Context, Scope, Settings};
-use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build};
+use ferry_testenv::{ControlPlane, Options, bin_dir_from_env_or_build};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -57,7 +57,7 @@ async fn shared(workloads: bool) -> &'static Shared {
             })
             .await
             .expect("starting the local control plane");
-            ferry::testenv::install_crds(&cp.client().await.expect("client"))
+            ferry_testenv::install_crds(&cp.client().await.expect("client"))
                 .await
                 .expect("installing CRDs");
             let git = GitDaemon::start().expect("starting git daemon");
