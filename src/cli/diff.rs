@@ -258,21 +258,37 @@ where
     })
 }
 
-/// A Secret's values replaced by a short digest: a diff shows *that* a value changed, never the value.
+/// A Secret's values replaced by a short keyed digest: a diff shows *that* a value changed, never the value.
+/// The key is random per process, so equal values look equal within one diff (or one web view process) while
+/// a mask cannot be checked against guesses offline, as a plain SHA-256 of a weak password could be.
 pub fn mask_secret(object: &serde_json::Value) -> serde_json::Value {
-    use sha2::Digest;
+    use hmac::Mac;
     let mut out = object.clone();
     if object["kind"] == "Secret" {
         for field in ["data", "stringData"] {
             if let Some(map) = out.get_mut(field).and_then(|d| d.as_object_mut()) {
                 for value in map.values_mut() {
-                    let digest = sha2::Sha256::digest(value.to_string().as_bytes());
-                    *value = format!("<secret sha256:{}>", &hex::encode(digest)[..12]).into();
+                    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(mask_key())
+                        .expect("HMAC takes a key of any length");
+                    mac.update(value.to_string().as_bytes());
+                    let digest = mac.finalize().into_bytes();
+                    *value = format!("<secret {}>", &hex::encode(digest)[..12]).into();
                 }
             }
         }
     }
     out
+}
+
+/// This process's masking key, drawn once from the operating system.
+fn mask_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        // Without the OS generator there is no safe key; a fixed one would be the unsalted hash again.
+        getrandom::fill(&mut key).expect("the operating system's random generator");
+        key
+    })
 }
 
 /// A unified diff of one object, live → desired, as YAML. `color` adds ANSI colors for terminals.
@@ -345,9 +361,17 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("-  password: <secret sha256:") && text.contains("+  password: <secret sha256:"),
+            text.contains("-  password: <secret ") && text.contains("+  password: <secret "),
             "{text}"
         );
+        // Equal values mask equally within a process; the mask is not the value's plain SHA-256.
+        use sha2::Digest as _;
+        let value = serde_json::Value::from("aHVudGVyMg==");
+        let plain = hex::encode(sha2::Sha256::digest(value.to_string().as_bytes()));
+        let secret = json!({"kind": "Secret", "data": {"a": value.clone(), "b": value}});
+        let masked = mask_secret(&secret);
+        assert_eq!(masked["data"]["a"], masked["data"]["b"]);
+        assert!(!masked.to_string().contains(&plain[..12]), "{masked}");
     }
 
     #[test]
