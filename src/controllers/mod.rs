@@ -58,6 +58,9 @@ pub struct Settings {
     pub no_cross_namespace_refs: bool,
     /// Accept kubeconfig Secrets that turn TLS verification off or name a proxy.
     pub allow_insecure_kubeconfig: bool,
+    /// How long a request to a cluster reached through a kubeconfig Secret may take to connect, or go without
+    /// an answer, before it fails (`ClusterUnreachable`, retried).
+    pub remote_cluster_timeout: Duration,
     /// How often an Environment whose objects nobody touched still goes through the dry-run path (admission
     /// webhooks and server defaults can change what applying means without any object changing).
     pub full_sync_interval: Duration,
@@ -77,6 +80,7 @@ impl Settings {
             default_service_account: None,
             no_cross_namespace_refs: false,
             allow_insecure_kubeconfig: false,
+            remote_cluster_timeout: crate::cluster::DEFAULT_REMOTE_TIMEOUT,
             full_sync_interval: Duration::from_secs(3600),
             registry: crate::registry::RegistrySettings::default(),
         }
@@ -126,7 +130,8 @@ impl Context {
         Context {
             events: events::EventPublisher::new(client.clone()),
             local: Target::new(client.clone()),
-            clusters: Clusters::new(config, settings.allow_insecure_kubeconfig),
+            clusters: Clusters::new(config, settings.allow_insecure_kubeconfig)
+                .with_timeout(settings.remote_cluster_timeout),
             renders: crate::render::RenderCache::new(settings.render.cache_bytes),
             capabilities: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
@@ -319,10 +324,41 @@ async fn measured<K: Resource>(
     result
 }
 
-fn error_policy<K: Resource>(kind: &'static str, obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let failures = ctx.failures.failed(kind, obj.as_ref());
+/// [`retry_delay`], but never longer than the object's own `interval` (when it has one): an object that asks to
+/// be looked at every 30 s is retried at least that often, so a cluster that comes back is noticed as soon as
+/// the interval promises, however long it was away.
+pub fn retry_delay_within(failures: u32, interval: Option<Duration>) -> Duration {
     let delay = retry_delay(failures);
-    tracing::warn!(error = %err, failures, retry_in = ?delay, "reconcile failed; retrying");
+    match interval {
+        Some(interval) => delay.min(interval.max(RETRY_AFTER_API_ERROR)),
+        None => delay,
+    }
+}
+
+/// An object's `spec.interval`, for [`retry_delay_within`].
+fn interval_of(interval: &str) -> Option<Duration> {
+    crate::api::parse_duration(interval).ok()
+}
+
+fn error_policy<K: Resource>(
+    kind: &'static str,
+    obj: Arc<K>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+    interval: Option<Duration>,
+) -> Action {
+    let failures = ctx.failures.failed(kind, obj.as_ref());
+    let delay = retry_delay_within(failures, interval);
+    let meta = obj.meta();
+    tracing::warn!(
+        kind,
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        name = meta.name.as_deref().unwrap_or_default(),
+        error = %err,
+        failures,
+        retry_in_ms = delay.as_millis() as u64,
+        "reconcile failed; retrying"
+    );
     Action::requeue(delay)
 }
 
@@ -370,7 +406,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("GitRepository", o.clone(), c.clone(), gitrepository::reconcile(o, c)),
-            |o, e, c| error_policy("GitRepository", o, e, c),
+            |o, e, c| {
+                let interval = interval_of(&o.spec.interval);
+                error_policy("GitRepository", o, e, c, interval)
+            },
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -428,7 +467,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("Environment", o.clone(), c.clone(), environment::reconcile(o, c)),
-            |o, e, c| error_policy("Environment", o, e, c),
+            |o, e, c| {
+                let interval = interval_of(&o.spec.interval);
+                error_policy("Environment", o, e, c, interval)
+            },
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -453,7 +495,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
                     registrypolicy::reconcile(o, c, scope),
                 )
             },
-            |o, e, c| error_policy("RegistryPolicy", o, e, c),
+            |o, e, c| error_policy("RegistryPolicy", o, e, c, None),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -470,7 +512,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
             |o, c| measured("Promotion", o.clone(), c.clone(), promotion::reconcile(o, c)),
-            |o, e, c| error_policy("Promotion", o, e, c),
+            |o, e, c| error_policy("Promotion", o, e, c, None),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -514,6 +556,16 @@ mod tests {
         assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(retry_delay(0), RETRY_AFTER_API_ERROR);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn retries_never_wait_longer_than_the_object_s_interval() {
+        let within = |n, secs| retry_delay_within(n, Some(Duration::from_secs(secs))).as_secs();
+        let delays: Vec<u64> = (1..=6).map(|n| within(n, 10)).collect();
+        assert_eq!(delays, vec![2, 4, 8, 10, 10, 10]);
+        assert_eq!(within(9, 3600), 300, "the cap stays for long intervals");
+        assert_eq!(within(3, 0), 2, "never below the first retry");
+        assert_eq!(retry_delay_within(4, None), retry_delay(4));
     }
 
     #[test]

@@ -253,10 +253,10 @@ impl Reconcile {
             Err(e) => {
                 // What the sync already did (applied objects, a new revision) is fact: keep it in status, so a
                 // retry neither repeats the announcement nor restarts the verification clock.
-                if self.env.spec.kube_config.is_some() {
+                if let Some(cluster) = &target.remote {
                     let failure = Failure {
                         reason: Reason::ClusterUnreachable,
-                        message: format!("the target cluster: {e}"),
+                        message: format!("cannot reach the target cluster {cluster}: {e}"),
                         stalled: false,
                     };
                     self.fail(old, &mut status, failure).await?;
