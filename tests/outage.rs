@@ -106,7 +106,10 @@ impl Private {
         .arg("--kustomize")
         .arg(self.bin_dir.join("kustomize"))
         .env("KUBECONFIG", &self.cp.kubeconfig)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(std::fs::File::create(log).expect("log file"))
         .stderr(std::fs::File::options().append(true).open(log).expect("log file"));
         Ferry {
@@ -197,7 +200,11 @@ impl Private {
         loop {
             match self.converged(commit, r).await {
                 Ok(()) => return,
-                Err(why) if Instant::now() > deadline => panic!("round {r} not converged within {within:?}: {why}"),
+                Err(why) if Instant::now() > deadline => {
+                    let repo = self.api::<ferry::api::GitRepository>().get("config").await.ok();
+                    let repo = repo.and_then(|r| r.status).map(|s| (s.artifact, s.conditions));
+                    panic!("round {r} not converged within {within:?}: {why}; the GitRepository: {repo:?}")
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
@@ -239,6 +246,23 @@ fn names(i: usize, r: usize) -> Vec<String> {
     let mut names: Vec<String> = (0..KEPT).map(|k| format!("c{i}-k{k}")).collect();
     names.push(format!("c{i}-r{r}"));
     names
+}
+
+/// Copies Ferry's log next to the test's output when the test fails (`$FERRY_TEST_LOG_DIR`, else the temp dir).
+struct KeepLog(PathBuf);
+
+impl Drop for KeepLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("FERRY_TEST_LOG_DIR").is_some() {
+            let dir = std::env::var("FERRY_TEST_LOG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| std::env::temp_dir());
+            let kept = dir.join(format!("ferry-outage-{}.log", std::process::id()));
+            if std::fs::copy(&self.0, &kept).is_ok() {
+                eprintln!("ferry run's log: {}", kept.display());
+            }
+        }
+    }
 }
 
 /// One `ferry run` process.
@@ -447,6 +471,7 @@ fn assert_only_stale_deleted(p: &Private, rounds: usize) {
 async fn kube_apiserver_restarted_mid_sync_ferry_retries_and_converges_without_a_restart() {
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("ferry.log");
+    let _keep = KeepLog(log.clone());
     let (p, mut ferry, watch, order) = converged_start("apiserver-restart", &log).await;
     let pid = ferry.child.id();
 
@@ -481,9 +506,13 @@ async fn kube_apiserver_restarted_mid_sync_ferry_retries_and_converges_without_a
     let (failed, most) = check_backoff(&log, outage);
     eprintln!("{failed} failed reconciles while the API server restarted, at most {most} in a row for one object");
 
-    // And it keeps working: the next commit applies as usual.
+    // And it keeps working: the next commit applies as usual, its GitRepository's change waking the
+    // Environments (their watches relisted after the restart's `410 Gone`s without pausing for long).
     let commit = push_round(&p, &order, round + 1);
-    p.wait_converged(&commit, round + 1, DEADLINE).await;
+    let pushed = Instant::now();
+    // Measured: ~6 s with the watches' short pause, 20 to over 60 s with kube's default.
+    p.wait_converged(&commit, round + 1, Duration::from_secs(15)).await;
+    eprintln!("the next commit converged {:.1?} after its push", pushed.elapsed());
     watch.assert_clean();
 }
 
@@ -508,6 +537,7 @@ async fn etcd_paused_for_20s_mid_sync_ferry_waits_writes_nothing_wrong_and_conve
         .unwrap_or(Duration::from_secs(20));
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("ferry.log");
+    let _keep = KeepLog(log.clone());
     let (p, mut ferry, watch, order) = converged_start("etcd-pause", &log).await;
     let pid = ferry.child.id();
     let etcd = p.cp.pid("etcd").expect("etcd pid") as i32;
@@ -714,6 +744,7 @@ async fn a_second_cluster_cut_off_says_cluster_unreachable_others_keep_going_and
     .await;
     let noticed = cut_at.elapsed();
     let (_, _, message) = env_ready(&production).expect("Ready");
+    eprintln!("production while cut off: {message}");
     assert!(
         message.contains(&proxy.addr.to_string()),
         "names the cluster: {message}"

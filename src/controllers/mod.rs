@@ -278,6 +278,45 @@ pub fn retry_delay(failures: u32) -> Duration {
         .min(MAX_RETRY_DELAY)
 }
 
+/// The first pause of a controller's watches after a watch error, and the longest.
+const TRIGGER_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const TRIGGER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How long a controller stops taking events from its watches after a watch error: doubling from 250 ms to 2 s,
+/// back to the start after any event. kube's default (up to 30 s, reset only by an event) makes one pause per
+/// error of *any* of a controller's watches, and an API server that restarts answers each of them with
+/// `410 Gone` (their resourceVersion is older than its new cache) before they list again: measured, the
+/// Environments then missed a new revision for 20 to over 60 s. The watches themselves are cheap to restart; the
+/// reconciles, which are what could hammer an API server in trouble, keep their own backoff ([`retry_delay`]).
+#[derive(Debug, Clone)]
+pub struct TriggerBackoff {
+    next: Duration,
+}
+
+impl Default for TriggerBackoff {
+    fn default() -> Self {
+        TriggerBackoff {
+            next: TRIGGER_BACKOFF_FIRST,
+        }
+    }
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(TRIGGER_BACKOFF_MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = TRIGGER_BACKOFF_FIRST;
+    }
+}
+
 /// Consecutive failed reconciles per object, for [`retry_delay`].
 #[derive(Default)]
 pub struct Failures(std::sync::Mutex<std::collections::HashMap<(&'static str, String, String), u32>>);
@@ -403,6 +442,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
     let repo_cache = repos.store();
     let repos = repos
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("GitRepository", o.clone(), c.clone(), gitrepository::reconcile(o, c)),
@@ -464,6 +504,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             |promotion| environment::target_of(&promotion),
         )
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("Environment", o.clone(), c.clone(), environment::reconcile(o, c)),
@@ -484,6 +525,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             move |_| registrypolicy::all(&every_policy),
         )
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             move |o, c| {
@@ -509,6 +551,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             move |env| promotion::affected_by(&promotion_store, &env),
         )
         .with_config(config)
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
             |o, c| measured("Promotion", o.clone(), c.clone(), promotion::reconcile(o, c)),
@@ -556,6 +599,16 @@ mod tests {
         assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(retry_delay(0), RETRY_AFTER_API_ERROR);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn watches_pause_briefly_after_errors_and_start_over_after_an_event() {
+        use kube::runtime::utils::Backoff;
+        let mut b = TriggerBackoff::default();
+        let pauses: Vec<u128> = (0..6).map(|_| b.next().unwrap().as_millis()).collect();
+        assert_eq!(pauses, vec![250, 500, 1000, 2000, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.next(), Some(TRIGGER_BACKOFF_FIRST));
     }
 
     #[test]

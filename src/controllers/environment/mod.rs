@@ -256,7 +256,7 @@ impl Reconcile {
                 if let Some(cluster) = &target.remote {
                     let failure = Failure {
                         reason: Reason::ClusterUnreachable,
-                        message: format!("cannot reach the target cluster {cluster}: {e}"),
+                        message: format!("cannot reach the target cluster {cluster}: {}", why_unreachable(&e)),
                         stalled: false,
                     };
                     self.fail(old, &mut status, failure).await?;
@@ -1068,6 +1068,15 @@ async fn health_of(
         waiting.push(format!("and {} more", total_waiting - waiting.len()));
     }
     Ok((waiting, failed))
+}
+
+/// What went wrong talking to a target cluster, with the cause a person needs ("timed out", "connection
+/// refused").
+fn why_unreachable(e: &ReconcileError) -> String {
+    match e {
+        ReconcileError::Kube(k) => crate::apply::with_causes(k),
+        ReconcileError::Internal(why) => why.clone(),
+    }
 }
 
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {
