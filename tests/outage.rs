@@ -89,6 +89,7 @@ impl Private {
     /// The real `ferry run` against this control plane, its log (JSON lines) in `log`.
     fn start_ferry(&self, log: &Path) -> Ferry {
         let port = || free_port().expect("port").to_string();
+        let probes = format!("127.0.0.1:{}", port());
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.args([
             "--log-format",
@@ -99,7 +100,7 @@ impl Private {
             &self.namespace,
         ])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", port())])
-        .args(["--probe-addr", &format!("127.0.0.1:{}", port())])
+        .args(["--probe-addr", &probes])
         .args(["--webhook-addr", &format!("127.0.0.1:{}", port())])
         .arg("--storage-dir")
         .arg(self.storage.path())
@@ -114,6 +115,7 @@ impl Private {
         .stderr(std::fs::File::options().append(true).open(log).expect("log file"));
         Ferry {
             child: spawn_guarded(cmd).expect("starting ferry run"),
+            probes,
         }
     }
 
@@ -268,11 +270,30 @@ impl Drop for KeepLog {
 /// One `ferry run` process.
 struct Ferry {
     child: std::process::Child,
+    /// Address of `/livez` and `/readyz`.
+    probes: String,
 }
 
 impl Ferry {
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `/livez` answers 200: a kubelet would not restart the process.
+    async fn live(&self) -> bool {
+        let Ok(mut conn) = TcpStream::connect(&self.probes).await else {
+            return false;
+        };
+        let request = format!(
+            "GET /livez HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            self.probes
+        );
+        if conn.write_all(request.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut answer)).await;
+        matches!(read, Ok(Ok(_))) && answer.starts_with("HTTP/1.1 200")
     }
 }
 
@@ -492,6 +513,7 @@ async fn kube_apiserver_restarted_mid_sync_ferry_retries_and_converges_without_a
             down.elapsed()
         );
         assert!(ferry.alive(), "ferry run exited when the API server went away");
+        assert!(ferry.live().await, "/livez failed after the API server restarted");
         p.wait_converged(&commit, r, DEADLINE).await;
         if pending > 0 {
             mid_sync += 1;
@@ -551,6 +573,7 @@ async fn etcd_paused_for_20s_mid_sync_ferry_waits_writes_nothing_wrong_and_conve
     eprintln!("etcd stopped with {pending} Environments yet to apply");
     while stopped_at.elapsed() < pause {
         assert!(ferry.alive(), "ferry run exited while etcd was stopped");
+        assert!(ferry.live().await, "/livez failed while etcd was stopped");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(paused); // SIGCONT
@@ -750,6 +773,7 @@ async fn a_second_cluster_cut_off_says_cluster_unreachable_others_keep_going_and
         "names the cluster: {message}"
     );
     assert!(message.contains("remote"), "names the kubeconfig Secret: {message}");
+    assert!(message.contains("timed out"), "says why: {message}");
     assert!(!message.contains(&token), "no credentials in the message");
     assert!(message.contains(&c1), "says what the cluster keeps: {message}");
     let events = t.wait_event("production", "Warning", "ClusterUnreachable").await;
