@@ -695,43 +695,70 @@ async fn promotion_of(t: &TestEnv, commit: &str) -> Promotion {
     .await
 }
 
-/// The remote timeout the cut test runs with (the default is 30 s).
+/// A second control plane with a namespace named as the test's, reached through a [`CutProxy`] by the
+/// kubeconfig in Secret `remote`.
+struct Remote {
+    cp: ControlPlane,
+    client: Client,
+    proxy: CutProxy,
+    /// The kubeconfig's token: never to be shown.
+    token: String,
+}
+
+impl Remote {
+    async fn behind_proxy(t: &TestEnv) -> Remote {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let cp = ControlPlane::start(Options {
+            bin_dir: bin_dir_from_env_or_build(&root).expect("binaries"),
+            workloads: false,
+            dir: None,
+        })
+        .await
+        .expect("starting the second control plane");
+        let client = cp.client().await.expect("remote client");
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace in the second cluster");
+        let upstream: SocketAddr = cp
+            .server
+            .trim_start_matches("https://")
+            .parse()
+            .expect("server address");
+        let proxy = CutProxy::start(upstream).await;
+        // The same cluster, reached through the proxy (the serving certificate is for 127.0.0.1, any port).
+        let kubeconfig = cp
+            .kubeconfig_self_contained()
+            .expect("kubeconfig")
+            .replace(&cp.server, &format!("https://{}", proxy.addr));
+        let token = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .expect("token")
+            .to_string();
+        t.create_secret("remote", &[("value", &kubeconfig)]).await;
+        Remote {
+            cp,
+            client,
+            proxy,
+            token,
+        }
+    }
+}
+
+/// The remote timeout the cut tests run with (the default is 30 s).
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[tokio::test]
 async fn a_second_cluster_cut_off_says_cluster_unreachable_others_keep_going_and_its_promotion_resumes() {
     let t = TestEnv::with_settings("cut", |s| s.remote_cluster_timeout = REMOTE_TIMEOUT).await;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let remote = ControlPlane::start(Options {
-        bin_dir: bin_dir_from_env_or_build(&root).expect("binaries"),
-        workloads: false,
-        dir: None,
-    })
-    .await
-    .expect("starting the second control plane");
-    let remote_client = remote.client().await.expect("remote client");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
-    Api::<Namespace>::all(remote_client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace in the second cluster");
-    let upstream: SocketAddr = remote
-        .server
-        .trim_start_matches("https://")
-        .parse()
-        .expect("server address");
-    let proxy = CutProxy::start(upstream).await;
-    // The same cluster, reached through the proxy (the serving certificate is for 127.0.0.1, any port).
-    let kubeconfig = remote
-        .kubeconfig_self_contained()
-        .expect("kubeconfig")
-        .replace(&remote.server, &format!("https://{}", proxy.addr));
-    let token = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .expect("token")
-        .to_string();
-    t.create_secret("remote", &[("value", &kubeconfig)]).await;
+    let Remote {
+        cp: _remote,
+        client: remote_client,
+        proxy,
+        token,
+    } = Remote::behind_proxy(&t).await;
 
     let order = Arc::new(Mutex::new(Vec::new()));
     let c1 = push(&t, "v1");
@@ -836,5 +863,68 @@ async fn a_second_cluster_cut_off_says_cluster_unreachable_others_keep_going_and
             .seen()
             .iter()
             .all(|(env, _, _, reason)| env != "staging" || reason != "ClusterUnreachable")
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_cut_off_while_a_revision_verifies_there_says_so_and_the_verification_goes_on() {
+    let t = TestEnv::with_settings("cut-verify", |s| s.remote_cluster_timeout = REMOTE_TIMEOUT).await;
+    let remote = Remote::behind_proxy(&t).await;
+    let c1 = push(&t, "v1");
+    let revision = format!("main@sha1:{c1}");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    // The acceptance Job is created in the second cluster and never finishes there (nothing runs pods): the
+    // revision stays Verifying.
+    let job = json!({"spec": {"template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}}}});
+    t.create_env(
+        "remote",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "kubeConfig": {"secretRef": {"name": "remote"}},
+               "verification": {"jobTemplate": job, "timeout": "10m"}}),
+    )
+    .await;
+    let verifying = |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.record(&revision))
+            .is_some_and(|r| r.phase == ferry::api::RevisionPhase::Verifying && r.job.is_some())
+    };
+    wait_for(&t.api::<Environment>(), "remote", |e: &Environment| {
+        verifying(e) && env_ready(e).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+
+    remote.proxy.set_cut(true);
+    let env = wait_for(&t.api::<Environment>(), "remote", |e: &Environment| {
+        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "ClusterUnreachable")
+    })
+    .await;
+    let (_, _, message) = env_ready(&env).expect("Ready");
+    eprintln!("while verifying and cut off: {message}");
+    assert!(
+        message.contains(&remote.proxy.addr.to_string()) && message.contains("verify") && message.contains("timed out"),
+        "{message}"
+    );
+    assert!(!message.contains(&remote.token));
+    assert!(
+        verifying(&env),
+        "the verification is not failed by the outage: {:?}",
+        env.status
+    );
+    t.wait_event("remote", "Warning", "ClusterUnreachable").await;
+
+    remote.proxy.set_cut(false);
+    let env = wait_for(&t.api::<Environment>(), "remote", |e: &Environment| {
+        env_ready(e).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert!(verifying(&env), "still verifying the same revision: {:?}", env.status);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(remote.client.clone(), &t.namespace);
+    assert_eq!(
+        jobs.list(&Default::default()).await.expect("jobs").items.len(),
+        1,
+        "one Job, not restarted"
     );
 }

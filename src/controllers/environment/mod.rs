@@ -236,6 +236,27 @@ impl Reconcile {
             && history::is_verifying(&status.history, &desired.revision, promotion)
         {
             let poll = self.verify(&target, &mut status, &desired.revision).await;
+            // The target cluster did not answer: the Environment says so (as a full sync would), the record keeps
+            // verifying, and the next answer puts Ready back through the full sync.
+            if poll == Poll::Unreachable
+                && let Some(cluster) = &target.remote
+            {
+                let why = history::current(&mut status.history, &desired.revision)
+                    .and_then(|r| r.message.clone())
+                    .unwrap_or_default();
+                let failure = Failure {
+                    reason: Reason::ClusterUnreachable,
+                    message: format!(
+                        "cannot reach the target cluster {cluster} to verify {}: {}",
+                        desired.revision,
+                        why.trim_start_matches("retrying: ")
+                    ),
+                    stalled: false,
+                };
+                let event = self.fail_conditions(&mut status, failure);
+                self.write_status(old, &mut status, Some(event)).await?;
+                return Ok(Action::requeue(HEALTH_POLL.min(interval)));
+            }
             // An object deleted meanwhile is drift: the full sync below puts it back.
             if poll != Poll::ObjectsMissing {
                 self.write_status(old, &mut status, None).await?;
@@ -1050,11 +1071,11 @@ async fn health_of(
     let mut waiting = Vec::new();
     let mut failed = Vec::new();
     for entry in inventory {
-        let live = target
-            .applier
-            .get(entry)
-            .await
-            .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        let live = target.applier.get(entry).await.map_err(|e| match e {
+            // Kept as the client's error: whether the cluster answered at all is told from it.
+            ApplyError::Api { source, .. } => ReconcileError::Kube(source),
+            other => ReconcileError::Internal(other.to_string()),
+        })?;
         match live.map(|l| assess(&l)) {
             None => waiting.push(format!("{entry}: not found")),
             Some(Health::Current) => {}
