@@ -3,10 +3,13 @@
 //! - kube-apiserver killed and started again while Environments apply a commit;
 //! - etcd paused (SIGSTOP) for 20 s while Environments apply a commit;
 //! - a second cluster (a `kubeConfig` target) cut off behind a proxy that black-holes its traffic (connections
-//!   accepted, nothing answered: the nasty case) while a commit is promoted into it.
+//!   accepted, nothing answered: the nasty case) while a commit is promoted into it, and while a revision
+//!   verifies there.
 //!
 //! The first two start a control plane of their own (pausing it disturbs no other test) and run the real
-//! `ferry run` binary against it (so "Ferry kept running" means the same process, pid and all). Throughout,
+//! `ferry run` binary against it (so "Ferry kept running" means the same process, pid and all); the `ferry run`
+//! spawn helper is this file's own. The cut tests start their own second cluster and run the controller in
+//! process (with a 3 s `remote_cluster_timeout`) on the binary's shared control plane. Throughout,
 //! every status Ferry writes is watched and checked: Ready=True only ever for the revision applied, no revision
 //! going backwards, no failure reason an outage cannot cause.
 
