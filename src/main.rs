@@ -322,6 +322,10 @@ struct RunArgs {
     /// default: either hands the connection and its credentials to whoever sits in between).
     #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
     allow_insecure_kubeconfig: bool,
+    /// How long a request to a cluster reached through a kubeconfig Secret may take to connect, or wait
+    /// without an answer, before it fails (the Environment then says `ClusterUnreachable` and retries), e.g. `30s`.
+    #[arg(long, env = "FERRY_REMOTE_CLUSTER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    remote_cluster_timeout: std::time::Duration,
     /// A registry host (`host[:port]`) reached over plain HTTP when resolving and copying images (repeat for
     /// several; default none: every registry over HTTPS). For local registries only.
     #[arg(long = "insecure-registry", env = "FERRY_INSECURE_REGISTRIES", value_delimiter = ',')]
@@ -712,6 +716,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     settings.default_service_account = args.default_service_account.clone();
     settings.no_cross_namespace_refs = args.no_cross_namespace_refs;
     settings.allow_insecure_kubeconfig = args.allow_insecure_kubeconfig;
+    settings.remote_cluster_timeout = args.remote_cluster_timeout;
     settings.registry.insecure = args.insecure_registries.clone();
     let ctx = Arc::new(Context::new(client, config, settings));
     let process = ferry::endpoints::Process::new(ctx.clone());

@@ -34,12 +34,29 @@ pub enum ApplyError {
     NotEstablished(String),
     #[error("{object} was rejected: {message}")]
     Rejected { object: String, message: String },
-    #[error("talking to the API server failed for {object}: {source}")]
+    #[error("talking to the API server failed for {object}: {}", with_causes(.source))]
     Api {
         object: String,
         #[source]
         source: kube::Error,
     },
+}
+
+/// An error and what caused it, as one line: a client's "client error (SendRequest)" says little without the
+/// "connection timed out" or "connection refused" under it. Causes already quoted by their parent are not
+/// repeated.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let shown = cause.to_string();
+        if !shown.is_empty() && !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 /// The first failures, each cut short: a revision with thousands of refused objects still gets a message a

@@ -15,7 +15,7 @@ mod plan;
 mod prune;
 mod write;
 
-pub use error::ApplyError;
+pub use error::{ApplyError, with_causes};
 
 pub use normalize::{conflicting_managers, differs, imperative_managers, normalized};
 pub use ownership::{OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL, Owner, owned_by, owned_by_other, prepare};

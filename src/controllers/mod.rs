@@ -58,6 +58,9 @@ pub struct Settings {
     pub no_cross_namespace_refs: bool,
     /// Accept kubeconfig Secrets that turn TLS verification off or name a proxy.
     pub allow_insecure_kubeconfig: bool,
+    /// How long a request to a cluster reached through a kubeconfig Secret may take to connect, or go without
+    /// an answer, before it fails (`ClusterUnreachable`, retried).
+    pub remote_cluster_timeout: Duration,
     /// How often an Environment whose objects nobody touched still goes through the dry-run path (admission
     /// webhooks and server defaults can change what applying means without any object changing).
     pub full_sync_interval: Duration,
@@ -77,6 +80,7 @@ impl Settings {
             default_service_account: None,
             no_cross_namespace_refs: false,
             allow_insecure_kubeconfig: false,
+            remote_cluster_timeout: crate::cluster::DEFAULT_REMOTE_TIMEOUT,
             full_sync_interval: Duration::from_secs(3600),
             registry: crate::registry::RegistrySettings::default(),
         }
@@ -128,7 +132,8 @@ impl Context {
         Context {
             events: events::EventPublisher::new(client.clone()),
             local: Target::new(client.clone()),
-            clusters: Clusters::new(config, settings.allow_insecure_kubeconfig),
+            clusters: Clusters::new(config, settings.allow_insecure_kubeconfig)
+                .with_timeout(settings.remote_cluster_timeout),
             renders: crate::render::RenderCache::new(settings.render.cache_bytes),
             capabilities: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
@@ -281,6 +286,45 @@ pub fn retry_delay(failures: u32) -> Duration {
         .min(MAX_RETRY_DELAY)
 }
 
+/// The first pause of a controller's watches after a watch error, and the longest.
+const TRIGGER_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const TRIGGER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How long a controller stops taking events from its watches after a watch error: doubling from 250 ms to 2 s,
+/// back to the start after any event. kube's default (up to 30 s, reset only by an event) makes one pause per
+/// error of *any* of a controller's watches, and an API server that restarts answers each of them with
+/// `410 Gone` (their resourceVersion is older than its new cache) before they list again: measured, the
+/// Environments then missed a new revision for 20 to over 60 s. The watches themselves are cheap to restart; the
+/// reconciles, which are what could hammer an API server in trouble, keep their own backoff ([`retry_delay`]).
+#[derive(Debug, Clone)]
+pub struct TriggerBackoff {
+    next: Duration,
+}
+
+impl Default for TriggerBackoff {
+    fn default() -> Self {
+        TriggerBackoff {
+            next: TRIGGER_BACKOFF_FIRST,
+        }
+    }
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(TRIGGER_BACKOFF_MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = TRIGGER_BACKOFF_FIRST;
+    }
+}
+
 /// Consecutive failed reconciles per object, for [`retry_delay`].
 #[derive(Default)]
 pub struct Failures(std::sync::Mutex<std::collections::HashMap<(&'static str, String, String), u32>>);
@@ -327,10 +371,41 @@ async fn measured<K: Resource>(
     result
 }
 
-fn error_policy<K: Resource>(kind: &'static str, obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let failures = ctx.failures.failed(kind, obj.as_ref());
+/// [`retry_delay`], but never longer than the object's own `interval` (when it has one): an object that asks to
+/// be looked at every 30 s is retried at least that often, so a cluster that comes back is noticed as soon as
+/// the interval promises, however long it was away.
+pub fn retry_delay_within(failures: u32, interval: Option<Duration>) -> Duration {
     let delay = retry_delay(failures);
-    tracing::warn!(error = %err, failures, retry_in = ?delay, "reconcile failed; retrying");
+    match interval {
+        Some(interval) => delay.min(interval.max(RETRY_AFTER_API_ERROR)),
+        None => delay,
+    }
+}
+
+/// An object's `spec.interval`, for [`retry_delay_within`].
+fn interval_of(interval: &str) -> Option<Duration> {
+    crate::api::parse_duration(interval).ok()
+}
+
+fn error_policy<K: Resource>(
+    kind: &'static str,
+    obj: Arc<K>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+    interval: Option<Duration>,
+) -> Action {
+    let failures = ctx.failures.failed(kind, obj.as_ref());
+    let delay = retry_delay_within(failures, interval);
+    let meta = obj.meta();
+    tracing::warn!(
+        kind,
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        name = meta.name.as_deref().unwrap_or_default(),
+        error = %err,
+        failures,
+        retry_in_ms = delay.as_millis() as u64,
+        "reconcile failed; retrying"
+    );
     Action::requeue(delay)
 }
 
@@ -400,10 +475,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
     let repo_cache = repos.store();
     let repos = repos
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("GitRepository", o.clone(), c.clone(), gitrepository::reconcile(o, c)),
-            |o, e, c| error_policy("GitRepository", o, e, c),
+            |o, e, c| {
+                let interval = interval_of(&o.spec.interval);
+                error_policy("GitRepository", o, e, c, interval)
+            },
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -465,10 +544,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             |promotion| environment::target_of(&promotion),
         )
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("Environment", o.clone(), c.clone(), environment::reconcile(o, c)),
-            |o, e, c| error_policy("Environment", o, e, c),
+            |o, e, c| {
+                let interval = interval_of(&o.spec.interval);
+                error_policy("Environment", o, e, c, interval)
+            },
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -482,6 +565,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             move |_| registrypolicy::all(&every_policy),
         )
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             move |o, c| {
@@ -493,7 +577,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
                     registrypolicy::reconcile(o, c, scope),
                 )
             },
-            |o, e, c| error_policy("RegistryPolicy", o, e, c),
+            |o, e, c| error_policy("RegistryPolicy", o, e, c, None),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -507,10 +591,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             move |env| promotion::affected_by(&promotion_store, &env),
         )
         .with_config(config)
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
             |o, c| measured("Promotion", o.clone(), c.clone(), promotion::reconcile(o, c)),
-            |o, e, c| error_policy("Promotion", o, e, c),
+            |o, e, c| error_policy("Promotion", o, e, c, None),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -556,6 +641,26 @@ mod tests {
         assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(retry_delay(0), RETRY_AFTER_API_ERROR);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn watches_pause_briefly_after_errors_and_start_over_after_an_event() {
+        use kube::runtime::utils::Backoff;
+        let mut b = TriggerBackoff::default();
+        let pauses: Vec<u128> = (0..6).map(|_| b.next().unwrap().as_millis()).collect();
+        assert_eq!(pauses, vec![250, 500, 1000, 2000, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.next(), Some(TRIGGER_BACKOFF_FIRST));
+    }
+
+    #[test]
+    fn retries_never_wait_longer_than_the_object_s_interval() {
+        let within = |n, secs| retry_delay_within(n, Some(Duration::from_secs(secs))).as_secs();
+        let delays: Vec<u64> = (1..=6).map(|n| within(n, 10)).collect();
+        assert_eq!(delays, vec![2, 4, 8, 10, 10, 10]);
+        assert_eq!(within(9, 3600), 300, "the cap stays for long intervals");
+        assert_eq!(within(3, 0), 2, "never below the first retry");
+        assert_eq!(retry_delay_within(4, None), retry_delay(4));
     }
 
     #[test]

@@ -228,6 +228,27 @@ impl Reconcile {
             && history::is_verifying(&status.history, &desired.revision, promotion)
         {
             let poll = self.verify(&target, &mut status, &desired.revision).await;
+            // The target cluster did not answer: the Environment says so (as a full sync would), the record keeps
+            // verifying, and the next answer puts Ready back through the full sync.
+            if poll == Poll::Unreachable
+                && let Some(cluster) = &target.remote
+            {
+                let why = history::current(&mut status.history, &desired.revision)
+                    .and_then(|r| r.message.clone())
+                    .unwrap_or_default();
+                let failure = Failure {
+                    reason: Reason::ClusterUnreachable,
+                    message: format!(
+                        "cannot reach the target cluster {cluster} to verify {}: {}",
+                        desired.revision,
+                        why.trim_start_matches("retrying: ")
+                    ),
+                    stalled: false,
+                };
+                let event = self.fail_conditions(&mut status, failure);
+                self.write_status(old, &mut status, Some(event)).await?;
+                return Ok(Action::requeue(HEALTH_POLL.min(interval)));
+            }
             // An object deleted meanwhile is drift: the full sync below puts it back.
             if poll != Poll::ObjectsMissing {
                 self.write_status(old, &mut status, None).await?;
@@ -245,10 +266,10 @@ impl Reconcile {
             Err(e) => {
                 // What the sync already did (applied objects, a new revision) is fact: keep it in status, so a
                 // retry neither repeats the announcement nor restarts the verification clock.
-                if self.env.spec.kube_config.is_some() {
+                if let Some(cluster) = &target.remote {
                     let failure = Failure {
                         reason: Reason::ClusterUnreachable,
-                        message: format!("the target cluster: {e}"),
+                        message: format!("cannot reach the target cluster {cluster}: {}", why_unreachable(&e)),
                         stalled: false,
                     };
                     self.fail(old, &mut status, failure).await?;
@@ -604,7 +625,7 @@ impl Reconcile {
         // The watches of the cluster the objects are in: the local one, or the target cluster's own set.
         let remote_watches = target.remote.as_ref().and_then(|remote| {
             let watches = self.ctx.remote_watches()?;
-            Some(watches.for_environment(&key, &remote.identity, &remote.server, &target.client))
+            Some(watches.for_environment(&key, &remote.identity, &remote.server, &remote.watch_client))
         });
         let watches = match &target.remote {
             None => self.ctx.watches(),
@@ -871,11 +892,11 @@ async fn health_of(
     let mut waiting = Vec::new();
     let mut failed = Vec::new();
     for entry in inventory {
-        let live = target
-            .applier
-            .get(entry)
-            .await
-            .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        let live = target.applier.get(entry).await.map_err(|e| match e {
+            // Kept as the client's error: whether the cluster answered at all is told from it.
+            ApplyError::Api { source, .. } => ReconcileError::Kube(source),
+            other => ReconcileError::Internal(other.to_string()),
+        })?;
         match live.map(|l| assess(&l)) {
             None => waiting.push(format!("{entry}: not found")),
             Some(Health::Current) => {}
@@ -889,6 +910,15 @@ async fn health_of(
         waiting.push(format!("and {} more", total_waiting - waiting.len()));
     }
     Ok((waiting, failed))
+}
+
+/// What went wrong talking to a target cluster, with the cause a person needs ("timed out", "connection
+/// refused").
+fn why_unreachable(e: &ReconcileError) -> String {
+    match e {
+        ReconcileError::Kube(k) => crate::apply::with_causes(k),
+        ReconcileError::Internal(why) => why.clone(),
+    }
 }
 
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {
