@@ -639,7 +639,15 @@ impl Reconcile {
             let live = |e: &InventoryEntry| watches.live_version(e);
             let interval = self.ctx.settings.full_sync_interval;
             match crate::sync::must_sync(Some(&record), &fingerprint, live, Instant::now(), interval) {
-                None => return Ok(Ok(Outcome::Ready(record.message))),
+                None => {
+                    // A watch on a cluster behind a cut network hears nothing and reports nothing, which looks
+                    // just like a quiet cluster. One `/version` request (with the remote client's timeouts) per
+                    // sync keeps "Ready" meaning "reachable now": it fails as a sync would, `ClusterUnreachable`.
+                    if target.remote.is_some() {
+                        target.client.apiserver_version().await?;
+                    }
+                    return Ok(Ok(Outcome::Ready(record.message)));
+                }
                 Some(why) => debug!(?why, "full sync"),
             }
         }
