@@ -53,37 +53,64 @@ pub fn deployment_args() -> Vec<String> {
 /// webhook servers on free loopback ports, `storage` as `--storage-dir` and the test's kustomize; `adjust`
 /// adds what one test needs (more flags, a log file as stdout). Logs at warn (or `FERRY_TEST_LOG`, which also
 /// shows them); stdout is discarded unless `adjust` sets it.
+///
+/// Returns once the three servers accept connections. A port found free can be taken before `ferry` binds it
+/// (the kernel hands the same range out for outgoing connections), and `ferry` then exits at once: that start
+/// is retried on new ports instead of leaving a test waiting on a process that is gone.
 pub fn start_ferry_run(
     t: &TestEnv,
     kubeconfig: &Path,
     storage: &Path,
     args: &[String],
-    adjust: impl FnOnce(&mut Command),
+    adjust: impl Fn(&mut Command),
 ) -> FerryRun {
-    let port = || ferry_testenv::free_port().expect("port");
-    let (metrics, probes, webhook) = (port(), port(), port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(args)
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-        .args(["--probe-addr", &format!("127.0.0.1:{probes}")])
-        .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
-        .arg("--storage-dir")
-        .arg(storage)
-        .arg("--kustomize")
-        .arg(t.bin_dir.join("kustomize"))
-        .env("KUBECONFIG", kubeconfig)
-        .env(
-            "RUST_LOG",
-            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-    if std::env::var("FERRY_TEST_LOG").is_err() {
-        cmd.stdout(Stdio::null());
+    const ATTEMPTS: usize = 5;
+    let mut exits = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let port = || ferry_testenv::free_port().expect("port");
+        let (metrics, probes, webhook) = (port(), port(), port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--probe-addr", &format!("127.0.0.1:{probes}")])
+            .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
+            .arg("--storage-dir")
+            .arg(storage)
+            .arg("--kustomize")
+            .arg(t.bin_dir.join("kustomize"))
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        if std::env::var("FERRY_TEST_LOG").is_err() {
+            cmd.stdout(Stdio::null());
+        }
+        adjust(&mut cmd);
+        let mut run = FerryRun {
+            child: ferry_testenv::spawn_guarded(cmd).expect("starting ferry run"),
+            metrics,
+            probes,
+            webhook,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                exits.push(status.to_string());
+                break;
+            }
+            let listening = [metrics, probes, webhook]
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            if listening && matches!(run.child.try_wait(), Ok(None)) {
+                return run;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ferry run did not open its ports within 60s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
-    adjust(&mut cmd);
-    FerryRun {
-        child: ferry_testenv::spawn_guarded(cmd).expect("starting ferry run"),
-        metrics,
-        probes,
-        webhook,
-    }
+    panic!("ferry run exited at start {ATTEMPTS} times (its ports taken?): {exits:?}");
 }
