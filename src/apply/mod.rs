@@ -15,7 +15,7 @@ mod normalize;
 mod ownership;
 mod prune;
 
-pub use normalize::{conflicting_managers, differs, imperative_managers, normalized};
+pub use normalize::{conflicting_managers, differs, digest, imperative_managers, normalized};
 pub use ownership::{OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL, Owner, owned_by, owned_by_other, prepare};
 pub use prune::{PRUNE_ANNOTATION, PruneBlocked, plan_prune};
 
@@ -135,6 +135,37 @@ pub struct ApplyReport {
     pub unchanged: usize,
     /// Each applied object's resourceVersion after the apply (what a later sync compares with).
     pub versions: std::collections::BTreeMap<InventoryEntry, String>,
+    /// Each applied object's [`digest`] at that resourceVersion: what it is, for as long as it keeps it.
+    pub digests: std::collections::BTreeMap<InventoryEntry, u64>,
+}
+
+/// What the caller knows of objects it applied before: each one's resourceVersion and [`digest`] then. An object
+/// whose dry run still shows that resourceVersion is that object, so it need not be read to be compared.
+pub type Known = std::collections::BTreeMap<InventoryEntry, (String, u64)>;
+
+/// The live object, as far as a stage needs it.
+#[derive(Debug)]
+enum Live {
+    /// The dry run created it: there is none.
+    Absent,
+    /// Read from the API server.
+    Fetched(Box<DynamicObject>),
+    /// Still at the resourceVersion the caller applied it at: known by its digest without a read.
+    Known { version: String, digest: u64 },
+}
+
+/// Where the live object comes from, given the dry run's resourceVersion (`None`: the dry run failed, so the
+/// live object may be needed to explain why; `Some("")`: the dry run would create it) and what is known.
+/// Only an object that exists and is not known at exactly that resourceVersion is read.
+fn live_from_dry_run(dry_run_version: Option<&str>, known: Option<&(String, u64)>) -> Option<Live> {
+    match (dry_run_version, known) {
+        (Some(""), _) => Some(Live::Absent),
+        (Some(version), Some((at, digest))) if version == at => Some(Live::Known {
+            version: version.to_string(),
+            digest: *digest,
+        }),
+        _ => None,
+    }
 }
 
 impl ApplyReport {
@@ -187,10 +218,22 @@ struct Prepared {
     entry: InventoryEntry,
 }
 
+/// Requests one Environment's sync has in flight at once (dry runs; writes of objects of one apply step).
+const PARALLEL_REQUESTS: usize = 4;
+
+/// What the dry run found for one object.
+enum Verdict {
+    Planned(Box<Planned>),
+    /// The server would refuse it.
+    Invalid(String),
+    Conflict(String),
+    Denied(String),
+}
+
 /// The dry run's verdict on one object.
 struct Planned {
     prepared: Prepared,
-    live: Option<DynamicObject>,
+    live: Live,
     dry_run: Value,
     force: bool,
 }
@@ -217,6 +260,15 @@ fn forbidden(e: &kube::Error) -> Option<&kube::core::Status> {
         kube::Error::Api(status) if status.code == 403 => Some(status),
         _ => None,
     }
+}
+
+/// One planned object after its write step: its normalized dry run, and the write's result (`None`: unchanged,
+/// not written).
+type Written = (Planned, Value, Option<Result<DynamicObject, kube::Error>>);
+
+/// The apply step an object is written in: its kind's rank, then its apply-order annotation.
+fn write_step(plan: &Planned) -> (u8, i64) {
+    (apply_rank(&plan.prepared.entry.kind), order_of(&plan.prepared.body))
 }
 
 fn order_of(object: &Value) -> i64 {
@@ -324,6 +376,18 @@ impl Applier {
         opts: &ApplyOptions,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
+        self.apply_all_known(objects, opts, &Known::new(), report).await
+    }
+
+    /// [`Applier::apply_all`], reading no object that `known` (what this caller applied before, see [`Known`])
+    /// already answers for. `report.versions` and `report.digests` are the next call's `known`.
+    pub async fn apply_all_known(
+        &self,
+        objects: &[RenderedObject],
+        opts: &ApplyOptions,
+        known: &Known,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
         let mut ordered: Vec<&RenderedObject> = objects.iter().collect();
         ordered.sort_by_key(|o| (apply_rank(o.kind()), order_of(&o.object)));
         let defined_by_set: BTreeSet<(String, String)> = objects
@@ -366,7 +430,7 @@ impl Applier {
             .filter(|p| p.entry.kind == "CustomResourceDefinition")
             .map(|p| p.name.clone())
             .collect();
-        self.apply_stage(first_stage, opts, report).await?;
+        self.apply_stage(first_stage, opts, known, report).await?;
         for crd in &crds {
             self.wait_established(crd).await?;
         }
@@ -384,7 +448,7 @@ impl Applier {
             };
             prepared.push(self.prepare(o, &ar, &caps, opts));
         }
-        match self.apply_stage(prepared, opts, report).await {
+        match self.apply_stage(prepared, opts, known, report).await {
             Err(ApplyError::Invalid { failures }) if report.changed() => {
                 return Err(ApplyError::InvalidAfterFirstStage {
                     created: report.created.clone(),
@@ -439,86 +503,39 @@ impl Applier {
         &self,
         stage: Vec<Prepared>,
         opts: &ApplyOptions,
+        known: &Known,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let planned = self.plan_stage(stage, opts).await?;
+        let planned = self.plan_stage(stage, opts, known).await?;
         self.write(planned, report).await
     }
 
-    /// Dry-runs every object of a stage; fails listing every object the server would refuse.
-    async fn plan_stage(&self, stage: Vec<Prepared>, opts: &ApplyOptions) -> Result<Vec<Planned>, ApplyError> {
-        let force = opts.force;
+    /// Dry-runs every object of a stage; fails listing every object the server would refuse. The live object is
+    /// read only when the dry run says it exists and `known` does not already say what it is. Objects are
+    /// dry-run a few at a time (dry runs write nothing, so their order does not matter); verdicts are collected
+    /// in the stage's order, as one after another would find them.
+    async fn plan_stage(
+        &self,
+        stage: Vec<Prepared>,
+        opts: &ApplyOptions,
+        known: &Known,
+    ) -> Result<Vec<Planned>, ApplyError> {
+        use futures::StreamExt;
+        let verdicts: Vec<Result<Verdict, ApplyError>> = futures::stream::iter(stage)
+            .map(|p| self.plan_one(p, opts, known))
+            .buffered(PARALLEL_REQUESTS)
+            .collect()
+            .await;
         let mut invalid = Vec::new();
         let mut conflicts = Vec::new();
         let mut denied = Vec::new();
         let mut planned = Vec::new();
-        for p in stage {
-            let live = match p.api.get_opt(&p.name).await {
-                Ok(live) => live,
-                Err(e) => match forbidden(&e) {
-                    Some(status) => {
-                        denied.push(format!("{}: {}", p.label, status.message));
-                        continue;
-                    }
-                    None => {
-                        return Err(ApplyError::Api {
-                            object: p.label,
-                            source: e,
-                        });
-                    }
-                },
-            };
-            let claimed = live
-                .as_ref()
-                .zip(opts.owner.as_ref())
-                .and_then(|(l, o)| owned_by_other(l, o));
-            if let Some(other) = claimed {
-                conflicts.push(format!("{}: already applied by Environment {other}", p.label));
-                continue;
-            }
-            let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
-            params.force = force;
-            let first = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await;
-            let (result, forced) = match first {
-                Err(kube::Error::Api(s)) if s.code == 409 && !force && !conflicting_managers(&s.message).is_empty() => {
-                    // Fields taken by an imperative edit are drift: take them back. Fields of another
-                    // declarative applier are its to keep unless the Environment says force.
-                    let managers = conflicting_managers(&s.message);
-                    let imperative = live
-                        .as_ref()
-                        .and_then(|l| serde_json::to_value(l).ok())
-                        .map(|l| imperative_managers(&l))
-                        .unwrap_or_default();
-                    if !managers.is_empty() && managers.iter().all(|m| imperative.contains(m)) {
-                        params.force = true;
-                        (p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await, true)
-                    } else {
-                        conflicts.push(format!("{}: {}", p.label, s.message));
-                        continue;
-                    }
-                }
-                other => (other, force),
-            };
-            match result {
-                Ok(dry) => {
-                    let dry_run = serde_json::to_value(&dry).unwrap_or_default();
-                    planned.push(Planned {
-                        prepared: p,
-                        live,
-                        dry_run,
-                        force: forced,
-                    });
-                }
-                Err(e) => match (client_error(&e), forbidden(&e)) {
-                    (Some(status), _) => invalid.push(format!("{}: {}", p.label, status.message)),
-                    (None, Some(status)) => denied.push(format!("{}: {}", p.label, status.message)),
-                    (None, None) => {
-                        return Err(ApplyError::Api {
-                            object: p.label,
-                            source: e,
-                        });
-                    }
-                },
+        for verdict in verdicts {
+            match verdict? {
+                Verdict::Planned(p) => planned.push(*p),
+                Verdict::Invalid(f) => invalid.push(f),
+                Verdict::Conflict(f) => conflicts.push(f),
+                Verdict::Denied(f) => denied.push(f),
             }
         }
         if !denied.is_empty() {
@@ -534,48 +551,167 @@ impl Applier {
         Ok(planned)
     }
 
-    /// Writes the planned objects that differ from the live ones.
-    async fn write(&self, planned: Vec<Planned>, report: &mut ApplyReport) -> Result<(), ApplyError> {
-        for plan in planned {
-            let p = plan.prepared;
-            let needs_write = match &plan.live {
-                None => true,
-                Some(live) => differs(&plan.dry_run, &serde_json::to_value(live).unwrap_or_default()),
-            };
-            if needs_write {
-                let mut params = PatchParams::apply(FIELD_MANAGER);
-                params.force = plan.force;
-                let written = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await;
-                if let Ok(written) = &written
-                    && let Some(version) = &written.metadata.resource_version
-                {
-                    report.versions.insert(p.entry.clone(), version.clone());
-                }
-                if let Err(e) = written {
-                    return Err(match (client_error(&e), forbidden(&e)) {
-                        (Some(status), _) => ApplyError::Rejected {
-                            object: p.label,
-                            message: status.message.clone(),
-                        },
-                        (None, Some(status)) => ApplyError::forbidden(p.label, status),
-                        (None, None) => ApplyError::Api {
+    /// The dry run's verdict on one object (an `Err` is the API server's, which fails the whole stage).
+    async fn plan_one(&self, p: Prepared, opts: &ApplyOptions, known: &Known) -> Result<Verdict, ApplyError> {
+        let force = opts.force;
+        let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
+        params.force = force;
+        let first = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await;
+        let dry_run_version = first
+            .as_ref()
+            .ok()
+            .map(|d| d.metadata.resource_version.as_deref().unwrap_or_default());
+        let live = match live_from_dry_run(dry_run_version, known.get(&p.entry)) {
+            Some(live) => live,
+            None => match p.api.get_opt(&p.name).await {
+                Ok(Some(live)) => Live::Fetched(Box::new(live)),
+                Ok(None) => Live::Absent,
+                Err(e) => {
+                    return match forbidden(&e) {
+                        Some(status) => Ok(Verdict::Denied(format!("{}: {}", p.label, status.message))),
+                        None => Err(ApplyError::Api {
                             object: p.label,
                             source: e,
-                        },
-                    });
+                        }),
+                    };
                 }
-                if plan.live.is_none() {
-                    report.created.push(p.label);
+            },
+        };
+        // What is known was applied by this same owner; anything else is read and checked.
+        let claimed = match &live {
+            Live::Fetched(l) => opts.owner.as_ref().and_then(|o| owned_by_other(l, o)),
+            _ => None,
+        };
+        if let Some(other) = claimed {
+            return Ok(Verdict::Conflict(format!(
+                "{}: already applied by Environment {other}",
+                p.label
+            )));
+        }
+        let (result, forced) = match first {
+            Err(kube::Error::Api(s)) if s.code == 409 && !force && !conflicting_managers(&s.message).is_empty() => {
+                // Fields taken by an imperative edit are drift: take them back. Fields of another
+                // declarative applier are its to keep unless the Environment says force.
+                let managers = conflicting_managers(&s.message);
+                let imperative = match &live {
+                    Live::Fetched(l) => serde_json::to_value(l).ok().map(|l| imperative_managers(&l)),
+                    _ => None,
+                }
+                .unwrap_or_default();
+                if !managers.is_empty() && managers.iter().all(|m| imperative.contains(m)) {
+                    params.force = true;
+                    (p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await, true)
                 } else {
-                    report.configured.push(p.label);
-                }
-            } else {
-                report.unchanged += 1;
-                if let Some(version) = plan.live.as_ref().and_then(|l| l.metadata.resource_version.clone()) {
-                    report.versions.insert(p.entry.clone(), version);
+                    return Ok(Verdict::Conflict(format!("{}: {}", p.label, s.message)));
                 }
             }
-            report.inventory.push(p.entry);
+            other => (other, force),
+        };
+        match result {
+            Ok(dry) => {
+                let dry_run = serde_json::to_value(&dry).unwrap_or_default();
+                Ok(Verdict::Planned(Box::new(Planned {
+                    prepared: p,
+                    live,
+                    dry_run,
+                    force: forced,
+                })))
+            }
+            Err(e) => match (client_error(&e), forbidden(&e)) {
+                (Some(status), _) => Ok(Verdict::Invalid(format!("{}: {}", p.label, status.message))),
+                (None, Some(status)) => Ok(Verdict::Denied(format!("{}: {}", p.label, status.message))),
+                (None, None) => Err(ApplyError::Api {
+                    object: p.label,
+                    source: e,
+                }),
+            },
+        }
+    }
+
+    /// Writes the planned objects that differ from the live ones, in order: objects of one apply step (the same
+    /// kind rank and apply-order annotation, which promise no order among themselves) a few at a time. On a
+    /// failure, every object that was written is still in `report`, and nothing of a later step is written.
+    async fn write(&self, planned: Vec<Planned>, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        use futures::StreamExt;
+        let mut planned = planned.into_iter().peekable();
+        while let Some(first) = planned.next() {
+            let step = write_step(&first);
+            let mut group = vec![first];
+            while let Some(next) = planned.next_if(|p| write_step(p) == step) {
+                group.push(next);
+            }
+            let results: Vec<Written> = futures::stream::iter(group)
+                .map(|plan| async move {
+                    let desired = normalized(&plan.dry_run);
+                    let needs_write = match &plan.live {
+                        Live::Absent => true,
+                        Live::Fetched(live) => desired != normalized(&serde_json::to_value(live).unwrap_or_default()),
+                        Live::Known { digest: known, .. } => digest(&desired) != *known,
+                    };
+                    let written = if needs_write {
+                        let p = &plan.prepared;
+                        let mut params = PatchParams::apply(FIELD_MANAGER);
+                        params.force = plan.force;
+                        Some(p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await)
+                    } else {
+                        None
+                    };
+                    (plan, desired, written)
+                })
+                .buffered(PARALLEL_REQUESTS)
+                .collect()
+                .await;
+            let mut failed = None;
+            for (plan, desired, written) in results {
+                let p = plan.prepared;
+                match written {
+                    Some(Ok(written)) => {
+                        if let Some(version) = &written.metadata.resource_version {
+                            report.versions.insert(p.entry.clone(), version.clone());
+                            let value = serde_json::to_value(&written).unwrap_or_default();
+                            report.digests.insert(p.entry.clone(), digest(&normalized(&value)));
+                        }
+                        if matches!(plan.live, Live::Absent) {
+                            report.created.push(p.label);
+                        } else {
+                            report.configured.push(p.label);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if failed.is_none() {
+                            failed = Some(match (client_error(&e), forbidden(&e)) {
+                                (Some(status), _) => ApplyError::Rejected {
+                                    object: p.label,
+                                    message: status.message.clone(),
+                                },
+                                (None, Some(status)) => ApplyError::forbidden(p.label, status),
+                                (None, None) => ApplyError::Api {
+                                    object: p.label,
+                                    source: e,
+                                },
+                            });
+                        }
+                        continue;
+                    }
+                    None => {
+                        report.unchanged += 1;
+                        // Unchanged: the live object is the desired one, whose digest is already at hand.
+                        let version = match &plan.live {
+                            Live::Fetched(l) => l.metadata.resource_version.clone(),
+                            Live::Known { version, .. } => Some(version.clone()),
+                            Live::Absent => None,
+                        };
+                        if let Some(version) = version {
+                            report.versions.insert(p.entry.clone(), version);
+                            report.digests.insert(p.entry.clone(), digest(&desired));
+                        }
+                    }
+                }
+                report.inventory.push(p.entry);
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -610,8 +746,11 @@ impl Applier {
         if !unknown.is_empty() {
             return Err(ApplyError::Invalid { failures: unknown });
         }
-        for plan in self.plan_stage(prepared, opts).await? {
-            let live = plan.live.as_ref().and_then(|l| serde_json::to_value(l).ok());
+        for plan in self.plan_stage(prepared, opts, &Known::new()).await? {
+            let live = match &plan.live {
+                Live::Fetched(l) => serde_json::to_value(l).ok(),
+                _ => None,
+            };
             let changed = live.as_ref().is_none_or(|l| differs(&plan.dry_run, l));
             if changed {
                 diffs.push(ObjectDiff {
@@ -678,6 +817,23 @@ mod tests {
         let o = serde_json::json!({"metadata": {"annotations": {APPLY_ORDER_ANNOTATION: "-2"}}});
         assert_eq!(order_of(&o), -2);
         assert_eq!(order_of(&serde_json::json!({})), 0);
+    }
+
+    #[test]
+    fn only_an_existing_object_not_known_at_its_version_is_read() {
+        let known = ("41".to_string(), 7u64);
+        // The dry run would create it: nothing to read.
+        assert!(matches!(live_from_dry_run(Some(""), None), Some(Live::Absent)));
+        assert!(matches!(live_from_dry_run(Some(""), Some(&known)), Some(Live::Absent)));
+        // Still at the version this caller left it at: known by its digest.
+        assert!(matches!(
+            live_from_dry_run(Some("41"), Some(&known)),
+            Some(Live::Known { version, digest: 7 }) if version == "41"
+        ));
+        // Changed since (a hand edit, another writer), never applied by this caller, or the dry run failed.
+        assert!(live_from_dry_run(Some("42"), Some(&known)).is_none());
+        assert!(live_from_dry_run(Some("41"), None).is_none());
+        assert!(live_from_dry_run(None, Some(&known)).is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 mod capabilities;
 mod dependencies;
+mod fresh;
 mod images;
 mod policy;
 mod promoted;
@@ -19,11 +20,11 @@ mod verification;
 
 pub use capabilities::{CapabilityCache, discover as discover_capabilities};
 pub use dependencies::dependents_of;
+pub use fresh::Freshness;
 
 use verification::Poll;
 
 use super::history;
-use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
 use crate::api::{
     ConditionSet, Environment, EnvironmentStatus, GitRepository, RECONCILE_REQUESTED_AT, Reason, parse_duration,
@@ -80,12 +81,27 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     let span = info_span!("reconcile", kind = "Environment", namespace = %namespace, name = %name, revision = tracing::field::Empty);
     let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
     // The watch cache can lag behind this controller's own last status write; deciding from a stale status
-    // would re-announce a revision (and write status) that was already applied. One GET buys a fresh view.
-    let Some(env) = api.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+    // would re-announce a revision (and write status) that was already applied. Unless the cached copy is at
+    // the newest version this process knows, one GET buys a fresh view.
+    let key = (namespace.clone(), name.clone());
+    let env = if ctx
+        .env_freshness
+        .is_current(&key, env.metadata.resource_version.as_deref())
+    {
+        env
+    } else {
+        let fetched = api.get_opt(&name).await;
+        if fetched.is_err() {
+            ctx.env_freshness.unsure(&key);
+        }
+        let Some(env) = fetched? else {
+            ctx.env_freshness.forget(&key);
+            return Ok(Action::await_change());
+        };
+        ctx.env_freshness.saw(&key, env.metadata.resource_version.as_deref());
+        Arc::new(env)
     };
     let target = ctx.target_of(&env).await;
-    let env = Arc::new(env);
     Reconcile {
         api,
         ctx,
@@ -93,6 +109,7 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
         name,
         env,
         target,
+        applied_now: Default::default(),
     }
     .run()
     .instrument(span)
@@ -144,6 +161,8 @@ struct Reconcile {
     namespace: String,
     name: String,
     target: Result<Target, ClusterError>,
+    /// What this reconcile's sync applied (or found unchanged): objects that exist, as of moments ago.
+    applied_now: std::sync::Mutex<BTreeSet<InventoryEntry>>,
 }
 
 impl Reconcile {
@@ -261,7 +280,7 @@ impl Reconcile {
                     };
                     self.fail(old, &mut status, failure).await?;
                 } else {
-                    patch_if_changed(&self.api, &self.name, old, &status).await?;
+                    self.patch_status(old, &status).await?;
                 }
                 return Err(e);
             }
@@ -311,6 +330,45 @@ impl Reconcile {
         Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }))
     }
 
+    /// Writes status unless it equals `old`, remembering the version the write left (see [`fresh`]). Returns
+    /// whether it wrote.
+    async fn patch_status(
+        &self,
+        old: Option<&EnvironmentStatus>,
+        status: &EnvironmentStatus,
+    ) -> Result<bool, ReconcileError> {
+        let written = super::status::patched_if_changed(&self.api, &self.name, old, status).await;
+        self.saw_write(written.as_ref().map(|w| w.as_ref()));
+        Ok(written?.is_some())
+    }
+
+    /// Whether `entry` is known to exist without asking: this reconcile's sync just applied it, or the watch on
+    /// its kind (local cluster) has it. `false` means "ask".
+    fn exists(&self, entry: &InventoryEntry) -> bool {
+        if self
+            .applied_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(entry)
+        {
+            return true;
+        }
+        self.env.spec.kube_config.is_none() && self.ctx.watches().is_some_and(|w| w.live_version(entry).is_some())
+    }
+
+    /// Remembers what a write to the Environment left, for [`fresh`].
+    fn saw_write<E>(&self, written: Result<Option<&Environment>, E>) {
+        let key = (self.namespace.clone(), self.name.clone());
+        match written {
+            Ok(Some(env)) => self
+                .ctx
+                .env_freshness
+                .saw(&key, env.metadata.resource_version.as_deref()),
+            Ok(None) => {}
+            Err(_) => self.ctx.env_freshness.unsure(&key),
+        }
+    }
+
     /// Writes status (with the `Verified` condition from the newest record) if it changed, then the Events
     /// for what changed: the failure, and a verification verdict.
     async fn write_status(
@@ -320,7 +378,7 @@ impl Reconcile {
         failure_event: Option<(Reason, String)>,
     ) -> Result<(), ReconcileError> {
         history::set_verified_condition(status, Timestamp::now());
-        if !patch_if_changed(&self.api, &self.name, old, status).await? {
+        if !self.patch_status(old, status).await? {
             return Ok(());
         }
         if let Some((reason, message)) = failure_event {
@@ -362,7 +420,7 @@ impl Reconcile {
             generation,
             Timestamp::now(),
         );
-        patch_if_changed(&self.api, &self.name, old, status).await?;
+        self.patch_status(old, status).await?;
         Ok(())
     }
 
@@ -392,7 +450,7 @@ impl Reconcile {
         failure: Failure,
     ) -> Result<(), ReconcileError> {
         let (reason, message) = self.fail_conditions(status, failure);
-        if patch_if_changed(&self.api, &self.name, old, status).await? {
+        if self.patch_status(old, status).await? {
             self.ctx.event(self.env.as_ref(), true, reason.as_str(), message).await;
         }
         Ok(())
@@ -488,6 +546,11 @@ impl Reconcile {
                 stalled: true,
             }));
         }
+        // From the cache the change that woke this reconcile went through; read only when it is not there (the
+        // cache is still listing, or the repository is missing).
+        if let Some(repo) = self.ctx.cached_source(&source_ns, &spec.source_ref.name) {
+            return Ok(Ok(repo.as_ref().clone()));
+        }
         let repos: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &source_ns);
         Ok(repos.get_opt(&spec.source_ref.name).await?.ok_or_else(|| Failure {
             reason: Reason::SourceNotFound,
@@ -565,7 +628,7 @@ impl Reconcile {
             let message = format!("applying revision {artifact_revision}");
             let generation = status.observed_generation;
             ConditionSet::reconciling(&mut status.conditions, message, generation, Timestamp::now());
-            super::status::patch_if_changed(&self.api, &self.name, previous, status).await?;
+            self.patch_status(previous, status).await?;
         }
 
         let (rendered, render_key) = match self.render(target, repo, &repo.spec.url, &revision.commit).await? {
@@ -613,6 +676,12 @@ impl Reconcile {
                 Some(why) => debug!(?why, "full sync"),
             }
         }
+        // What this process left the last time (objects still at those versions need not be read again), for the
+        // local cluster, whose resourceVersions the records are of.
+        let known = match self.ctx.records.get(&key) {
+            Some(record) if spec.kube_config.is_none() => record.known(),
+            _ => Default::default(),
+        };
         self.ctx.records.forget(&key);
         // Decrypted only now, past the steady state (which needs no objects), and only in memory.
         let decrypted = match self.decrypted(repo, &revision.commit, &rendered).await? {
@@ -633,7 +702,11 @@ impl Reconcile {
             force: spec.force,
         };
         let mut report = ApplyReport::default();
-        if let Err(e) = target.applier.apply_all(objects, &opts, &mut report).await {
+        if let Err(e) = target
+            .applier
+            .apply_all_known(objects, &opts, &known, &mut report)
+            .await
+        {
             // Whatever was written before the failure stays tracked, so prune and deletion still find it.
             if !report.inventory.is_empty() {
                 let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
@@ -708,6 +781,10 @@ impl Reconcile {
             }
         }
         let count = report.inventory.len();
+        self.applied_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(report.inventory.iter().cloned());
         let new_revision = !same_revision;
         status.inventory = report.inventory.clone();
         status.last_applied_revision = Some(artifact_revision.clone());
@@ -740,6 +817,7 @@ impl Reconcile {
                 crate::sync::AppliedRecord {
                     fingerprint,
                     versions: report.versions,
+                    digests: report.digests,
                     message: message.clone(),
                     full_sync_at: Instant::now(),
                 },
@@ -760,7 +838,7 @@ impl Reconcile {
         revision: &str,
         applied: String,
     ) -> Result<Result<Outcome, Failure>, ReconcileError> {
-        let (waiting, failed) = health_of(target, &status.inventory).await?;
+        let (waiting, failed) = health_of(target, &status.inventory, &|e| self.exists(e)).await?;
         if !failed.is_empty() {
             return Ok(Err(Failure {
                 reason: Reason::HealthCheckFailed,
@@ -814,9 +892,12 @@ impl Reconcile {
         }
         finalizers.push(FINALIZER.to_string());
         let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
-        self.api
+        let written = self
+            .api
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await;
+        self.saw_write(written.as_ref().map(Some));
+        written?;
         Ok(())
     }
 
@@ -870,9 +951,15 @@ impl Reconcile {
         self.ctx.records.forget(&(self.namespace.clone(), self.name.clone()));
         finalizers.retain(|f| f != FINALIZER);
         let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
-        self.api
+        let written = self
+            .api
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await;
+        self.saw_write(written.as_ref().map(Some));
+        written?;
+        self.ctx
+            .env_freshness
+            .forget(&(self.namespace.clone(), self.name.clone()));
         Ok(Action::await_change())
     }
 
@@ -1042,14 +1129,19 @@ impl Reconcile {
 }
 
 /// The objects still converging and those that failed, each as `object: why`. Only the first few waiting
-/// objects are named, so messages built from them change rarely while objects converge.
+/// objects are named, so messages built from them change rarely while objects converge. Objects of kinds
+/// without a status that `exists` knows to exist are healthy without being read.
 async fn health_of(
     target: &Target,
     inventory: &[InventoryEntry],
+    exists: &(dyn Fn(&InventoryEntry) -> bool + Sync),
 ) -> Result<(Vec<String>, Vec<String>), ReconcileError> {
     let mut waiting = Vec::new();
     let mut failed = Vec::new();
     for entry in inventory {
+        if crate::health::only_existence_counts(&entry.api_version, &entry.kind) && exists(entry) {
+            continue;
+        }
         let live = target
             .applier
             .get(entry)
