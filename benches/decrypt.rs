@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = ferry::testenv::bin_dir_from_env_or_build(&root)?;
+    let bin = ferry_testenv::bin_dir_from_env_or_build(&root)?;
     let dir = tempfile::tempdir()?;
     let key_file = dir.path().join("bench.agekey");
     anyhow::ensure!(

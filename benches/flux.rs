@@ -21,7 +21,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use ferry::testenv::{ControlPlane, free_port, spawn_guarded};
+use ferry_testenv::{ControlPlane, free_port, spawn_guarded};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::json;
@@ -236,8 +236,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(1000);
     let flux = flux_dir()?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = ferry::testenv::bin_dir_from_env_or_build(&root)?;
-    let cp = ControlPlane::start(ferry::testenv::Options {
+    let bin_dir = ferry_testenv::bin_dir_from_env_or_build(&root)?;
+    let cp = ControlPlane::start(ferry_testenv::Options {
         bin_dir: bin_dir.clone(),
         workloads: false,
         dir: None,

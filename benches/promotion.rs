@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use ferry::api::{Environment, GitRepository, Promotion, PromotionPhase, RevisionPhase};
-use ferry::testenv::{ControlPlane, Options};
+use ferry_testenv::{ControlPlane, Options};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -45,13 +45,13 @@ const IDLE_WINDOW: Duration = Duration::from_secs(10);
 async fn control_plane_with_workloads() -> anyhow::Result<(ControlPlane, kube::Client)> {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cp = ControlPlane::start(Options {
-        bin_dir: ferry::testenv::bin_dir_from_env_or_build(&root)?,
+        bin_dir: ferry_testenv::bin_dir_from_env_or_build(&root)?,
         workloads: true,
         dir: None,
     })
     .await?;
     let client = cp.client().await?;
-    ferry::testenv::install_crds(&client).await?;
+    ferry_testenv::install_crds(&client).await?;
     Ok((cp, client))
 }
 

@@ -33,7 +33,7 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))?;
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))?;
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, true);
     let settings = RegistrySettings {

@@ -38,7 +38,10 @@ export PATH="$BIN:$PATH"
 
 say "Building ferry"
 cargo build --quiet --bin ferry
+# The local control planes come from the dev-only ferry-testenv crate (not part of the shipped ferry).
+cargo build --quiet -p ferry-testenv --bin ferry-dev-cluster
 FERRY=$ROOT/target/debug/ferry
+DEV_CLUSTER=$ROOT/target/debug/ferry-dev-cluster
 
 pids=()
 cleanup() {
@@ -55,10 +58,10 @@ trap cleanup EXIT
 say "Starting two control planes (etcd, kube-apiserver, controller-manager, scheduler, a kwok node each)"
 rm -rf "$DIR"
 mkdir -p "$DIR"
-"$FERRY" dev cluster --dir "$DIR/cluster" --bin-dir "$BIN" > "$DIR/cluster.log" 2>&1 &
+"$DEV_CLUSTER" --dir "$DIR/cluster" --bin-dir "$BIN" > "$DIR/cluster.log" 2>&1 &
 pids+=($!)
 CLUSTER_PID=$!
-"$FERRY" dev cluster --dir "$DIR/prod-cluster" --bin-dir "$BIN" > "$DIR/prod-cluster.log" 2>&1 &
+"$DEV_CLUSTER" --dir "$DIR/prod-cluster" --bin-dir "$BIN" > "$DIR/prod-cluster.log" 2>&1 &
 pids+=($!)
 PROD_CLUSTER_PID=$!
 export KUBECONFIG=$DIR/cluster/kubeconfig

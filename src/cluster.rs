@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -33,11 +34,48 @@ pub enum ClusterError {
     Api(#[from] kube::Error),
 }
 
+/// How long a request to a cluster reached through a kubeconfig Secret may take to connect (TCP and TLS), and
+/// may then go without a byte of answer, before it fails: a cluster behind a cut network must fail the
+/// reconcile (`ClusterUnreachable`, retried) rather than hold it for ever. kube's client has no read timeout by
+/// default. `ferry run --remote-cluster-timeout`.
+pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where an Environment's objects go: a client and the applier (with its discovery cache) for it.
 #[derive(Clone)]
 pub struct Target {
     pub client: Client,
     pub applier: Arc<Applier>,
+    /// Another cluster, reached with a kubeconfig; `None` for the cluster Ferry runs in.
+    pub remote: Option<RemoteCluster>,
+}
+
+/// A target cluster reached with a kubeconfig: which identity (for its watch set), its server and Secret for
+/// messages (never the credentials), and the client its watches use.
+#[derive(Clone)]
+pub struct RemoteCluster {
+    pub identity: crate::sync::ClusterIdentity,
+    /// `scheme://host:port`, for logs.
+    pub server: String,
+    /// `scheme://host:port (kubeconfig Secret ns/name)`.
+    pub shown: String,
+    /// The same credentials without the read timeout of [`Target::client`]: a watch is quiet for minutes by
+    /// design. A dead watch is still noticed: kube's watcher gives up on a stream idle past the server-side watch
+    /// timeout (290 s) plus a margin, and watches again.
+    pub watch_client: Client,
+}
+
+impl std::fmt::Display for RemoteCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for RemoteCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCluster")
+            .field("shown", &self.shown)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
@@ -45,6 +83,7 @@ impl Target {
         Target {
             applier: Arc::new(Applier::new(client.clone())),
             client,
+            remote: None,
         }
     }
 
@@ -53,7 +92,18 @@ impl Target {
         Target {
             applier: Arc::new(self.applier.with_client(client.clone())),
             client,
+            remote: self.remote.clone(),
         }
+    }
+}
+
+/// `scheme://host:port` of a cluster URL: what a message may show of it (no user info, no path or query).
+fn server_shown(url: &http::Uri) -> String {
+    let scheme = url.scheme_str().unwrap_or("https");
+    let host = url.host().unwrap_or("?");
+    match url.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     }
 }
 
@@ -152,6 +202,8 @@ pub struct Clusters {
     base: kube::Config,
     /// `--allow-insecure-kubeconfig`.
     allow_insecure: bool,
+    /// Connect and read timeout of remote clusters' clients ([`DEFAULT_REMOTE_TIMEOUT`]).
+    timeout: Duration,
     /// The Secret's resourceVersion the target was built from, and the target.
     cache: Mutex<HashMap<SecretKey, (String, Target)>>,
     /// (namespace, ServiceAccount) → a target impersonating it.
@@ -163,9 +215,16 @@ impl Clusters {
         Clusters {
             base,
             allow_insecure: allow_insecure_kubeconfig,
+            timeout: DEFAULT_REMOTE_TIMEOUT,
             cache: Mutex::default(),
             impersonating: Mutex::default(),
         }
+    }
+
+    /// Remote clusters' requests fail after `timeout` without a connection or without an answer.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(100));
+        self
     }
 
     /// The target for an Environment in `namespace`: the cluster its kubeConfig Secret names (with that
@@ -254,17 +313,35 @@ impl Clusters {
             secret: shown.clone(),
             message,
         })?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| ClusterError::Invalid {
                 secret: shown.clone(),
                 message: e.to_string(),
             })?;
+        // Every request of the target's client is bounded: a server (or a network path) that accepts and then
+        // says nothing fails the request instead of holding the reconcile. The read timeout counts from the
+        // request, not from when the pooled connection went idle. Watches get their own client without it.
+        config.connect_timeout = Some(config.connect_timeout.map_or(self.timeout, |t| t.min(self.timeout)));
+        let watch_client = Client::try_from(config.clone()).map_err(|e| ClusterError::Invalid {
+            secret: shown.clone(),
+            message: e.to_string(),
+        })?;
+        config.read_timeout = Some(self.timeout);
+        config.reset_reader_on_write = true;
+        let server = server_shown(&config.cluster_url);
+        let remote = format!("{server} (kubeconfig Secret {shown})");
         let client = Client::try_from(config).map_err(|e| ClusterError::Invalid {
             secret: shown.clone(),
             message: e.to_string(),
         })?;
-        let target = Target::new(client);
+        let mut target = Target::new(client);
+        target.remote = Some(RemoteCluster {
+            identity: crate::sync::ClusterIdentity::of_kubeconfig(&text),
+            server,
+            shown: remote,
+            watch_client,
+        });
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(cache_key, (version, target.clone()));
         }

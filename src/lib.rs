@@ -1,6 +1,6 @@
 //! Ferry: a pull-based GitOps operator. Modules follow the data's path:
 //! [`api`] types → [`source`] (git) → [`render`] → [`apply`] (apply and prune) → [`controllers`].
-//! [`receiver`] turns push webhooks into immediate fetches. [`testenv`] starts a real local control plane for the demo and the integration tests.
+//! [`receiver`] turns push webhooks into immediate fetches.
 
 pub mod api;
 pub mod apply;
@@ -21,6 +21,5 @@ pub mod registry;
 pub mod render;
 pub mod source;
 pub mod sync;
-pub mod testenv;
 pub mod ui;
 pub mod verify;

@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 use ferry::api::{Environment, GitRepository};
 use ferry::cli::{CliError, Progress};
 use ferry::controllers::{self, Context, Scope, Settings};
-use ferry::testenv;
 use kube::ResourceExt;
 
 #[derive(Parser)]
@@ -76,6 +75,10 @@ enum Command {
         /// Never color the output (default: color when stdout is a terminal and NO_COLOR is not set).
         #[arg(long)]
         no_color: bool,
+        /// Registry hosts (`host[:port]`) reached over plain HTTP, for image digests an Environment has not
+        /// recorded yet (as `ferry run --insecure-registry`).
+        #[arg(long = "insecure-registry", env = "FERRY_INSECURE_REGISTRIES", value_delimiter = ',')]
+        insecure_registries: Vec<String>,
     },
     /// Show the Environments along their promotion chains: revision, readiness, verification, promotion.
     Get {
@@ -132,11 +135,6 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/ferry.dev.yaml` contains).
     Crds,
-    /// Local development helpers.
-    Dev {
-        #[command(subcommand)]
-        command: DevCommand,
-    },
     /// Ask the controller to reconcile an object now, without waiting for its interval.
     Reconcile {
         #[command(subcommand)]
@@ -324,6 +322,10 @@ struct RunArgs {
     /// default: either hands the connection and its credentials to whoever sits in between).
     #[arg(long, env = "FERRY_ALLOW_INSECURE_KUBECONFIG")]
     allow_insecure_kubeconfig: bool,
+    /// How long a request to a cluster reached through a kubeconfig Secret may take to connect, or wait
+    /// without an answer, before it fails (the Environment then says `ClusterUnreachable` and retries), e.g. `30s`.
+    #[arg(long, env = "FERRY_REMOTE_CLUSTER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    remote_cluster_timeout: std::time::Duration,
     /// A registry host (`host[:port]`) reached over plain HTTP when resolving and copying images (repeat for
     /// several; default none: every registry over HTTPS). For local registries only.
     #[arg(long = "insecure-registry", env = "FERRY_INSECURE_REGISTRIES", value_delimiter = ',')]
@@ -367,20 +369,6 @@ struct RunArgs {
     /// and see only what they may list (TokenReview and SubjectAccessReview).
     #[arg(long, env = "FERRY_UI_ADDR")]
     ui_addr: Option<std::net::SocketAddr>,
-}
-
-#[derive(Subcommand)]
-enum DevCommand {
-    /// Start a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) and keep it
-    /// running until interrupted. Writes a kubeconfig to `<dir>/kubeconfig`.
-    Cluster {
-        /// Directory for data, logs and the kubeconfig.
-        #[arg(long, default_value = ".ferry-dev")]
-        dir: PathBuf,
-        /// Directory of the control-plane binaries (default: build or reuse them with hack/controlplane-build.sh).
-        #[arg(long, env = "FERRY_CONTROLPLANE_BIN")]
-        bin_dir: Option<PathBuf>,
-    },
 }
 
 #[derive(Args)]
@@ -458,6 +446,7 @@ async fn run() -> anyhow::Result<()> {
             kustomize,
             helm,
             no_color,
+            insecure_registries,
         } => {
             use std::io::IsTerminal;
             let settings = ferry::render::RenderSettings {
@@ -473,7 +462,11 @@ async fn run() -> anyhow::Result<()> {
                     let (ns, name) = env
                         .split_once('/')
                         .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
-                    let d = ferry::cli::diff_environment_checked(client, &config, ns, name, &settings).await?;
+                    let registry = ferry::registry::RegistrySettings {
+                        insecure: insecure_registries,
+                    };
+                    let d =
+                        ferry::cli::diff_environment_checked(client, &config, ns, name, &settings, &registry).await?;
                     eprintln!(
                         "Environment {ns}/{name} at {}: {} object(s) differ",
                         d.revision,
@@ -564,29 +557,6 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Crds => {
             print!("{}", ferry::api::crds_yaml()?);
-            Ok(())
-        }
-        Command::Dev {
-            command: DevCommand::Cluster { dir, bin_dir },
-        } => {
-            let bin_dir = match bin_dir {
-                Some(b) => b,
-                None => testenv::bin_dir_from_env_or_build(&std::env::current_dir()?)?,
-            };
-            let dir = std::path::absolute(dir)?;
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).with_context(|| format!("cleaning {}", dir.display()))?;
-            }
-            let mut cp = testenv::ControlPlane::start(testenv::Options {
-                bin_dir,
-                workloads: true,
-                dir: Some(dir),
-            })
-            .await?;
-            println!("control plane ready at {}", cp.server);
-            println!("export KUBECONFIG={}", cp.kubeconfig.display());
-            shutdown_signal().await;
-            cp.stop();
             Ok(())
         }
         Command::Reconcile { target } => {
@@ -746,6 +716,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     settings.default_service_account = args.default_service_account.clone();
     settings.no_cross_namespace_refs = args.no_cross_namespace_refs;
     settings.allow_insecure_kubeconfig = args.allow_insecure_kubeconfig;
+    settings.remote_cluster_timeout = args.remote_cluster_timeout;
     settings.registry.insecure = args.insecure_registries.clone();
     let ctx = Arc::new(Context::new(client, config, settings));
     let process = ferry::endpoints::Process::new(ctx.clone());

@@ -391,7 +391,7 @@ async fn each_case_fails_at_the_stage_it_should() {
     let root = tempfile::tempdir().unwrap();
     copy_dir(&corpus_dir(), root.path());
     generate(root.path());
-    let bin_dir = ferry::testenv::bin_dir_from_env_or_build(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let bin_dir = ferry_testenv::bin_dir_from_env_or_build(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
     let settings = RenderSettings {
         kustomize: bin_dir.join("kustomize"),
         ..RenderSettings::default()

@@ -28,7 +28,7 @@ struct Sops {
 impl Sops {
     fn new() -> Sops {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let bin = ferry::testenv::bin_dir_from_env_or_build(&root).expect("tools");
+        let bin = ferry_testenv::bin_dir_from_env_or_build(&root).expect("tools");
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("key.agekey");
         let out = Command::new(bin.join("age-keygen"))

@@ -466,3 +466,282 @@ async fn an_invalid_object_stops_the_revision_before_its_namespace_is_created() 
     let env = t.api::<Environment>().get("env").await.unwrap();
     assert_eq!(applied_revision(&env), Some(format!("main@sha1:{first}")));
 }
+
+/// A MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, served by default since Kubernetes 1.36) that
+/// stamps a label on every ConfigMap Ferry owns in the test namespace, at its next write. Returns once the API
+/// server enforces it (a dry-run create comes back stamped).
+async fn stamp_config_maps_at_their_next_write(t: &TestEnv) {
+    let name = format!("{}-stamp", t.namespace);
+    t.apply_json(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]}]},
+            "matchConditions": [{"name": "owned-by-ferry",
+                "expression": "has(object.metadata.labels) && 'ferry.dev/environment' in object.metadata.labels"}],
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {
+                "expression": "Object{metadata: Object.metadata{labels: {\"policy.example.com/stamped\": \"yes\"}}}"}}]
+        }
+    }))
+    .await;
+    t.apply_json(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "matchResources": {"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": t.namespace}}}}
+    }))
+    .await;
+    let probe: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "probe", "labels": {"ferry.dev/environment": "probe"}}}))
+            .expect("configmap");
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually("the admission policy is enforced", || async {
+        let created = t.api::<ConfigMap>().create(&dry_run, &probe).await.ok()?;
+        stamped(&created).then_some(())
+    })
+    .await;
+}
+
+fn stamped(cm: &ConfigMap) -> bool {
+    cm.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("policy.example.com/stamped"))
+        .is_some_and(|v| v == "yes")
+}
+
+/// A mutation no watch can see: an admission policy that changes objects only when they are next written. The
+/// live objects do not change, so the skip path has no reason to look; the periodic full check (its dry run is
+/// admitted like any write) shows the difference, and the apply makes it real and reports it as drift. The
+/// Environment's own interval is an hour: the full check comes round on its own schedule.
+#[tokio::test]
+async fn the_full_check_catches_a_change_an_admission_policy_makes_at_the_next_write() {
+    let t = TestEnv::with_settings("admission-full", |s| {
+        s.full_sync_interval = std::time::Duration::from_secs(2)
+    })
+    .await;
+    synced(&t, json!({"interval": "1h"})).await;
+    t.reconciled("env", "settle").await;
+    stamp_config_maps_at_their_next_write(&t).await;
+    let cms = t.api::<ConfigMap>();
+    eventually("the full check applies what the policy adds", || async {
+        let list = cms.list(&Default::default()).await.ok()?;
+        let stamped: Vec<_> = list.items.iter().filter(|cm| stamped(cm)).collect();
+        (stamped.len() == 3).then_some(())
+    })
+    .await;
+    let env = wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.last_drift_correction.as_ref())
+            .is_some_and(|d| d.objects.len() == 3)
+    })
+    .await;
+    let drift = env.status.unwrap().last_drift_correction.unwrap();
+    assert!(drift.objects.iter().all(|o| o.contains("ConfigMap")), "{drift:?}");
+    t.wait_event("env", "Warning", "DriftCorrected").await;
+}
+
+/// The counterpart: with no full check due, a reconcile of an unchanged Environment asks nothing about its
+/// objects even though an admission policy would now change them (so they stay as they are until the check).
+#[tokio::test]
+async fn before_the_full_check_is_due_an_admission_policy_change_is_not_looked_at() {
+    let t = TestEnv::new("admission-skip").await;
+    synced(&t, json!({"interval": "1h"})).await;
+    t.reconciled("env", "settle").await;
+    stamp_config_maps_at_their_next_write(&t).await;
+    let before = config_map_requests(&t).len();
+    for token in ["one", "two", "three"] {
+        t.reconciled("env", token).await;
+    }
+    let window: Vec<_> = config_map_requests(&t).into_iter().skip(before).collect();
+    assert!(window.is_empty(), "reconciles asked about the objects: {window:#?}");
+    let list = t.api::<ConfigMap>().list(&Default::default()).await.unwrap();
+    assert!(
+        list.items.iter().all(|cm| !stamped(cm)),
+        "left alone until the full check"
+    );
+}
+
+/// A namespace named like the test's in the second cluster, a Secret `remote-kubeconfig` reaching it as its
+/// admin, and a client for it.
+async fn remote_cluster(t: &TestEnv) -> (kube::Client, &'static ferry_testenv::ControlPlane) {
+    let cp = second_cluster().await;
+    let client = cp.client().await.expect("second cluster client");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .expect("namespace in the second cluster");
+    let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
+    t.create_secret("remote-kubeconfig", &[("value", &kubeconfig)]).await;
+    (client, cp)
+}
+
+fn remote_config_map_requests(cp: &ferry_testenv::ControlPlane, namespace: &str) -> Vec<(String, String, bool)> {
+    audited_writes(&cp.audit_log(), namespace)
+        .into_iter()
+        .filter(|(_, uri, _)| uri.contains("configmaps"))
+        .collect()
+}
+
+/// Another cluster gets its own watches, with the kubeconfig's credentials: a no-op sync there asks nothing
+/// about the objects, a hand edit there is reverted at once (the interval is an hour), a rotated kubeconfig
+/// restarts the watches, and they stop when no Environment targets the cluster any more.
+#[tokio::test]
+async fn another_cluster_is_watched_while_an_environment_targets_it() {
+    let t = TestEnv::new("remote-watch").await;
+    let (remote, cp) = remote_cluster(&t).await;
+    synced(
+        &t,
+        json!({"interval": "1h", "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(remote, &t.namespace);
+    assert!(
+        cms.get_opt("a").await.unwrap().is_some(),
+        "applied to the second cluster"
+    );
+    assert!(t.api::<ConfigMap>().get_opt("a").await.unwrap().is_none());
+    t.reconciled("env", "settle").await;
+
+    // No-op syncs: nothing asked about the objects in the second cluster.
+    let before = remote_config_map_requests(cp, &t.namespace).len();
+    for token in ["one", "two", "three"] {
+        t.reconciled("env", token).await;
+    }
+    let window: Vec<_> = remote_config_map_requests(cp, &t.namespace)
+        .into_iter()
+        .skip(before)
+        .collect();
+    assert!(window.is_empty(), "no-op syncs asked about the objects: {window:#?}");
+    let sets = t.context().remote_watches().expect("running").sets();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!((sets[0].environments, sets[0].running), (1, 1), "{sets:?}");
+    assert_eq!(sets[0].server.trim_end_matches('/'), cp.server);
+
+    // A hand edit and a deletion in the second cluster.
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"color": "hacked"}})),
+    )
+    .await
+    .expect("hand edit");
+    cms.delete("b", &DeleteParams::default()).await.expect("delete");
+    eventually("drift in the second cluster reverted through its watch", || async {
+        let a = cms.get("a").await.ok()?;
+        let b = cms.get_opt("b").await.ok()??;
+        (a.data?.get("color")? == "blue" && b.data?.get("color")? == "blue").then_some(())
+    })
+    .await;
+    t.wait_event("env", "Warning", "DriftCorrected").await;
+
+    // A rotated kubeconfig: the next reconcile moves to watches with the new one, the old ones stop.
+    let started = sets[0].started;
+    let rotated = format!("{}\n# rotated\n", cp.kubeconfig_self_contained().expect("kubeconfig"));
+    t.api::<k8s_openapi::api::core::v1::Secret>()
+        .patch(
+            "remote-kubeconfig",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"value": rotated}})),
+        )
+        .await
+        .expect("rotating the kubeconfig");
+    t.reconciled("env", "rotated").await;
+    let sets = eventually("one set, started after the rotation, nothing else running", || async {
+        let sets = t.context().remote_watches()?.sets();
+        (sets.len() == 1 && sets[0].started > started && sets[0].running == 1).then_some(sets)
+    })
+    .await;
+    assert_eq!(sets[0].environments, 1);
+    cms.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"color": "hacked"}})),
+    )
+    .await
+    .expect("hand edit");
+    eventually("drift reverted through the new watch", || async {
+        (cms.get("c").await.ok()?.data?.get("color")? == "blue").then_some(())
+    })
+    .await;
+
+    // Deleted: its objects go, and so do the watches.
+    t.api::<Environment>()
+        .delete("env", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("no watch left on the second cluster", || async {
+        let gone = t.api::<Environment>().get_opt("env").await.ok()?.is_none();
+        let sets = t.context().remote_watches()?.sets();
+        (gone && sets.is_empty()).then_some(())
+    })
+    .await;
+}
+
+/// A kubeconfig whose account may apply in its namespace but not list or watch across the cluster: its watch
+/// gives up, and every sync checks the objects with the dry run, as in the local cluster.
+#[tokio::test]
+async fn a_kubeconfig_that_may_not_watch_falls_back_to_the_dry_run_at_every_sync() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let t = TestEnv::new("remote-nowatch").await;
+    let (remote, cp) = remote_cluster(&t).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(remote.clone(), &t.namespace);
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "deployer"}})).unwrap();
+    accounts.create(&Default::default(), &account).await.expect("account");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "deployer-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": t.namespace}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(remote.clone(), &t.namespace)
+        .create(&Default::default(), &binding)
+        .await
+        .expect("binding");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let issued: TokenRequest = accounts
+        .create_subresource("token", "deployer", &Default::default(), &request)
+        .await
+        .expect("token");
+    let token = issued.status.and_then(|s| s.token).expect("issued");
+    let kubeconfig: String = cp
+        .kubeconfig_self_contained()
+        .expect("kubeconfig")
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("token: ") {
+            Some(_) => format!("    token: {token}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    t.create_secret("deployer-kubeconfig", &[("value", &kubeconfig)]).await;
+    synced(
+        &t,
+        json!({"interval": "1h", "kubeConfig": {"secretRef": {"name": "deployer-kubeconfig"}}}),
+    )
+    .await;
+    eventually("the watch gave up (forbidden)", || async {
+        let sets = t.context().remote_watches()?.sets();
+        (sets.len() == 1 && sets[0].environments == 1 && sets[0].running == 0).then_some(())
+    })
+    .await;
+    let before = remote_config_map_requests(cp, &t.namespace).len();
+    t.reconciled("env", "one").await;
+    let window: Vec<_> = remote_config_map_requests(cp, &t.namespace)
+        .into_iter()
+        .skip(before)
+        .collect();
+    // (The reconcile's own status write wakes it once more: a multiple of three.)
+    let dry_runs = window.iter().filter(|(_, _, dry)| *dry).count();
+    assert!(dry_runs >= 3 && dry_runs % 3 == 0, "each object dry-run: {window:#?}");
+    assert!(window.iter().all(|(_, _, dry)| *dry), "nothing written: {window:#?}");
+}

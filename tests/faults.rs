@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use common::*;
-use ferry::api::{Environment, GitRepository};
+use ferry::api::{Environment, GitRepository, Promotion, PromotionPhase};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
 
@@ -44,7 +45,8 @@ async fn fetch_failure(t: &TestEnv) -> (String, String) {
 
 #[tokio::test]
 async fn a_failing_git_host_keeps_the_last_good_revision_and_recovers() {
-    let t = TestEnv::new("git-faults").await;
+    // The binary's control plane runs workloads (the kill test's verification Jobs finish on kwok).
+    let t = TestEnv::with_workloads("git-faults").await;
     let upstream = GitHttpServer::start(t.git_root.clone(), HttpAuth::None, false).await;
     let upstream_addr: SocketAddr = upstream.base_url.trim_start_matches("http://").parse().unwrap();
     let proxy = FaultyProxy::start(upstream_addr).await;
@@ -91,7 +93,7 @@ async fn a_failing_git_host_keeps_the_last_good_revision_and_recovers() {
 
 #[tokio::test]
 async fn a_force_push_is_followed_and_a_deleted_branch_keeps_what_was_applied() {
-    let t = TestEnv::new("git-rewrite").await;
+    let t = TestEnv::with_workloads("git-rewrite").await;
     t.repo.write("app/cm.yaml", &config_map("a"));
     let a = t.repo.commit_and_push("a");
     t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
@@ -143,43 +145,27 @@ async fn a_force_push_is_followed_and_a_deleted_branch_keeps_what_was_applied() 
     wait_applied(&t, &c, "c").await;
 }
 
-/// One `ferry run` process: the real binary, killed with SIGKILL (no shutdown, no lease hand-over).
-struct Ferry {
-    child: std::process::Child,
-}
-
-impl Drop for Ferry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_ferry(t: &TestEnv, storage: &std::path::Path) -> Ferry {
-    let port = || ferry::testenv::free_port().expect("port").to_string();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(["run", "--leader-elect=false", "--namespace", &t.namespace])
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", port())])
-        .args(["--probe-addr", &format!("127.0.0.1:{}", port())])
-        .args(["--webhook-addr", &format!("127.0.0.1:{}", port())])
-        .arg("--storage-dir")
-        .arg(storage)
-        .arg("--kustomize")
-        .arg(t.bin_dir.join("kustomize"))
-        .env("KUBECONFIG", &t.kubeconfig)
-        .env(
+/// `ferry run` for this test's namespace, without leader election (one process at a time here).
+fn start_ferry(t: &TestEnv, storage: &std::path::Path) -> FerryRun {
+    let args = ["run", "--leader-elect=false", "--namespace", &t.namespace].map(str::to_string);
+    start_ferry_run(t, &t.kubeconfig, storage, &args, |cmd| {
+        // Fifty kills make many warnings (broken watches, retried writes); errors are enough here.
+        cmd.env(
             "RUST_LOG",
             std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "error".into()),
-        )
-        .stdout(std::process::Stdio::null());
-    Ferry {
-        child: ferry::testenv::spawn_guarded(cmd).expect("starting ferry run"),
-    }
+        );
+    })
 }
 
 /// Round `r` of Environment `i`: two objects that stay (their data changes each round) and one whose name
-/// changes each round, so every round prunes.
+/// changes each round, so every round prunes. Staging and production get a ConfigMap holding the round.
 fn round_files(t: &TestEnv, envs: usize, r: usize) {
+    for env in ["staging", "production"] {
+        t.repo.write(
+            &format!("apps/{env}/app.yaml"),
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {env}-app}}\ndata: {{round: \"{r}\"}}\n"),
+        );
+    }
     for i in 0..envs {
         let dir = t.repo.work.path().join(format!("envs/e{i}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -204,6 +190,9 @@ async fn converged(t: &TestEnv, envs: usize, commit: &str, r: usize) -> Result<(
         .map_err(|e| e.to_string())?
     {
         let name = e.metadata.name.clone().unwrap_or_default();
+        if !name.starts_with('e') {
+            continue; // staging and production: the promotion in flight is checked at the end
+        }
         let status = e.status.clone().unwrap_or_default();
         let at = status.last_applied_revision.clone().unwrap_or_default();
         if !at.ends_with(&want_rev) || env_ready(&e).map(|(s, _, _)| s) != Some("True".to_string()) {
@@ -237,8 +226,19 @@ async fn converged(t: &TestEnv, envs: usize, commit: &str, r: usize) -> Result<(
     Ok(())
 }
 
+/// The acceptance Job production verifies each promoted revision with (kwok completes its pod).
+fn acceptance_job() -> serde_json::Value {
+    json!({"spec": {"template": {
+        "metadata": {"labels": {"ferry.dev/kwok-outcome": "complete"}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}
+    }}})
+}
+
 /// SIGKILLs `ferry run` at random moments while 50 Environments apply a commit that touches (and prunes in)
-/// all of them; after each restart everything converges exactly. `FERRY_FAULT_KILLS` sets how many kills.
+/// all of them, and while promotions from staging to production (verified by a Job) are in flight; after each
+/// restart everything converges exactly. At the end every promotion went through its phases in order, each
+/// phase once in its status and once in Events, and each promoted revision was verified by exactly one Job.
+/// `FERRY_FAULT_KILLS` sets how many kills.
 #[tokio::test]
 async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() {
     const ENVS: usize = 50;
@@ -246,7 +246,7 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(50);
-    let t = TestEnv::without_controller("kill").await;
+    let t = TestEnv::without_controller_with_workloads("kill").await;
     let storage = tempfile::tempdir().unwrap();
     round_files(&t, ENVS, 0);
     let mut commit = t.repo.commit_and_push("round 0");
@@ -259,6 +259,20 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
         )
         .await;
     }
+    // Every commit is a new revision for staging (health-verified), so each round proposes a promotion to
+    // production, which applies one at a time and verifies each with a Job: one is nearly always in flight.
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "10m"}),
+    )
+    .await;
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "10m",
+               "promotion": {"from": "staging"},
+               "verification": {"jobTemplate": acceptance_job(), "timeout": "5m"}}),
+    )
+    .await;
     let mut ferry = start_ferry(&t, storage.path());
     eventually("round 0 converges", || async {
         converged(&t, ENVS, &commit, 0).await.ok()
@@ -279,8 +293,7 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
         commit = t.repo.commit_and_push(&format!("round {r}"));
         // Somewhere between "not fetched yet" and "applying the last Environments".
         tokio::time::sleep(std::time::Duration::from_millis(next() % 2500)).await;
-        let _ = ferry.child.kill(); // SIGKILL
-        let _ = ferry.child.wait();
+        ferry.kill();
         ferry = start_ferry(&t, storage.path());
         let deadline = std::time::Instant::now() + 2 * DEADLINE;
         loop {
@@ -294,5 +307,164 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
         }
     }
     eprintln!("{kills} kills, each converged; {:.1?} in all", started.elapsed());
+
+    // The promotion in flight when the kills stopped finishes: the last revision runs in production.
+    let last = format!("main@sha1:{commit}");
+    // Up to two promotions (one verifying, the last one queued behind it) each need a Job on a loaded machine.
+    let deadline = std::time::Instant::now() + 2 * DEADLINE;
+    let promotions = loop {
+        let list = t.api::<Promotion>().list(&Default::default()).await.map(|l| l.items);
+        if let Ok(list) = list
+            && list
+                .iter()
+                .any(|p| p.spec.revision == last && p.phase() == PromotionPhase::Succeeded)
+        {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last revision not promoted to production within {:?}",
+            2 * DEADLINE
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    check_promotions(&t, &promotions).await;
+
+    // A process killed between a phase's status write and its Event: the Event is gone, as if never sent.
+    // The next process records it, once.
+    let final_promotion = promotions
+        .iter()
+        .find(|p| p.spec.revision == last)
+        .and_then(|p| p.metadata.name.clone())
+        .expect("the last promotion");
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = t.api();
+    let succeeded = |e: &k8s_openapi::api::events::v1::Event| {
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(final_promotion.as_str())
+            && e.note.as_deref().is_some_and(|n| n.starts_with("Succeeded: "))
+    };
+    let lost = eventually("the Succeeded Event", || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        list.into_iter().find(|e| succeeded(e))
+    })
+    .await;
+    ferry.kill();
+    events
+        .delete(lost.metadata.name.as_deref().unwrap_or_default(), &Default::default())
+        .await
+        .expect("deleting the Event");
+    ferry = start_ferry(&t, storage.path());
+    eventually("the lost Event recorded by the next process", || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        (list.iter().filter(|e| succeeded(e)).count() == 1).then_some(())
+    })
+    .await;
     drop(ferry);
+}
+
+/// Every Promotion's phases in order, each once, none skipped (status and Events), and exactly one
+/// verification Job per promoted revision (the audit log's successful creates).
+async fn check_promotions(t: &TestEnv, promotions: &[Promotion]) {
+    let rank = |p: PromotionPhase| match p {
+        PromotionPhase::Pending | PromotionPhase::WaitingApproval => 0,
+        PromotionPhase::Applying => 1,
+        PromotionPhase::Verifying => 2,
+        _ => 3,
+    };
+    let events: Vec<k8s_openapi::api::events::v1::Event> = t
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Promotion"))
+        .collect();
+    // (promotion, reason, phase) -> how many Events say the promotion entered the phase for that reason.
+    let mut said: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for e in &events {
+        let promotion = e.regarding.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+        let note = e.note.clone().unwrap_or_default();
+        let phase = note.split(':').next().unwrap_or_default().to_string();
+        *said
+            .entry((promotion, e.reason.clone().unwrap_or_default(), phase))
+            .or_default() += 1;
+    }
+    let duplicated: Vec<_> = said.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "Events recorded twice: {duplicated:?}");
+    let mut verified_promotions = 0;
+    for p in promotions {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let transitions = p.status.as_ref().map(|s| s.transitions.clone()).unwrap_or_default();
+        let phases: Vec<PromotionPhase> = transitions.iter().map(|t| t.phase).collect();
+        assert!(
+            phases.windows(2).all(|w| rank(w[0]) < rank(w[1])),
+            "{name}: each phase once, in order: {phases:?}"
+        );
+        if phases.contains(&PromotionPhase::Verifying) {
+            assert!(phases.contains(&PromotionPhase::Applying), "{name}: {phases:?}");
+            verified_promotions += 1;
+        }
+        if phases.contains(&PromotionPhase::Succeeded) {
+            assert!(
+                phases.ends_with(&[
+                    PromotionPhase::Applying,
+                    PromotionPhase::Verifying,
+                    PromotionPhase::Succeeded
+                ]),
+                "{name}: no phase skipped: {phases:?}"
+            );
+        }
+        for tr in &transitions {
+            let key = (name.clone(), tr.reason.clone(), tr.phase.to_string());
+            assert_eq!(said.get(&key), Some(&1), "{name}: one Event for {tr:?}");
+        }
+    }
+    // Jobs are named `production-verify-<commit>-<run>-<attempt>`: one run per promoted revision here, so a
+    // second name for the same commit is a duplicate Job.
+    let created = audited_creates(&t.audit_log, &t.namespace, "jobs");
+    let mut per_commit: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in &created {
+        let commit = name
+            .strip_prefix("production-verify-")
+            .and_then(|rest| rest.split('-').next())
+            .unwrap_or_default();
+        per_commit.entry(commit.to_string()).or_default().push(name.clone());
+    }
+    let twice: Vec<_> = per_commit.values().filter(|names| names.len() > 1).collect();
+    assert!(twice.is_empty(), "one verification Job per revision and run: {twice:?}");
+    for p in promotions.iter().filter(|p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.transitions.iter().any(|t| t.phase == PromotionPhase::Verifying))
+    }) {
+        let commit = p.spec.revision.rsplit(':').next().unwrap_or_default();
+        assert!(
+            per_commit.contains_key(commit.get(..8).unwrap_or(commit)),
+            "a Job verified {}: {created:?}",
+            p.spec.revision
+        );
+    }
+    let entered_verifying = said
+        .keys()
+        .filter(|(_, _, phase)| phase == "Verifying")
+        .map(|(promotion, _, _)| promotion)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(
+        per_commit.len(),
+        entered_verifying,
+        "as many Jobs as promotions that entered Verifying (Events, deleted Promotions included)"
+    );
+    let attempts = audited_writes(&t.audit_log, &t.namespace)
+        .into_iter()
+        .filter(|(verb, uri, dry)| verb == "create" && !dry && uri.contains("/jobs"))
+        .count();
+    eprintln!(
+        "{} promotions kept ({verified_promotions} verified by a Job), {} Jobs created ({} creates refused as \
+         existing after a restart), {} promotion Events",
+        promotions.len(),
+        created.len(),
+        attempts - created.len(),
+        events.len()
+    );
 }

@@ -94,7 +94,7 @@ async fn create_docker_secret(t: &TestEnv, name: &str, json: &str) {
 
 #[tokio::test]
 async fn a_tag_moved_after_staging_verified_never_reaches_production() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let reg = TestRegistry::start(&bin, true);
     let host = reg.host.clone();
     let t = TestEnv::with_workloads_and_settings("moved-tag", |s| s.registry.insecure = vec![host]).await;
@@ -168,7 +168,7 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
 
 #[tokio::test]
 async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_copy_uploads_nothing() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, true);
     let hosts = vec![nonprod.host.clone(), prod.host.clone()];
@@ -269,7 +269,7 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
 
 #[tokio::test]
 async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, true);
     let hosts = vec![nonprod.host.clone(), prod.host.clone()];
@@ -343,7 +343,7 @@ async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
 
 #[tokio::test]
 async fn unresolvable_images_stop_staging_before_anything_is_applied() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let mut reg = TestRegistry::start(&bin, false);
     let host = reg.host.clone();
     let t = TestEnv::with_settings("unresolvable", |s| s.registry.insecure = vec![host]).await;
@@ -398,7 +398,7 @@ async fn unresolvable_images_stop_staging_before_anything_is_applied() {
 
 #[tokio::test]
 async fn content_that_does_not_match_its_digest_is_never_copied_or_applied() {
-    let bin = ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, false);
     let hosts = vec![nonprod.host.clone(), prod.host.clone()];
@@ -457,4 +457,112 @@ async fn content_that_does_not_match_its_digest_is_never_copied_or_applied() {
     );
     assert_eq!(prod.manifest_puts(), 0, "no manifest points at unverified content");
     t.wait_event("production", "Warning", "ImageCopyFailed").await;
+}
+
+/// `ferry diff --environment` goes through the controller's own pipeline: it shows the digests the controller
+/// pins and the registry a promotion copies to. Before the promotion it plans the copy without making it; once
+/// applied, there is no difference at all.
+#[tokio::test]
+async fn diff_shows_the_pinned_and_copied_images_the_controller_applies() {
+    let bin = ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin");
+    let nonprod = TestRegistry::start(&bin, false);
+    let prod = TestRegistry::start(&bin, true);
+    let hosts = vec![nonprod.host.clone(), prod.host.clone()];
+    let insecure = hosts.clone();
+    let t = TestEnv::with_workloads_and_settings("diff-images", |s| s.registry.insecure = insecure).await;
+    let web = nonprod.push_image("team/web:v1", &[("a", b"one")]);
+    let image = nonprod.image("team/web:v1");
+    create_docker_secret(
+        &t,
+        "prod-push",
+        &prod.docker_config_json(REGISTRY_USER, REGISTRY_PASSWORD),
+    )
+    .await;
+    let c1 = push(&t, "v1", &[&image]);
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "staging",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
+               "images": {"pinDigests": true}}),
+    )
+    .await;
+    let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/prod/team", prod.host),
+                       "secretRef": {"name": "prod-push"}}]);
+    t.create_env(
+        "production",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
+               "promotion": {"from": "staging", "requireApproval": true, "copyImages": copy}}),
+    )
+    .await;
+    wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
+    assert_eq!(images_of(&t, "web-staging").await, [format!("{image}@{web}")]);
+
+    let kubeconfig = kube::config::Kubeconfig::read_from(&t.kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    let settings = ferry::render::RenderSettings {
+        kustomize: t.bin_dir.join("kustomize"),
+        ..Default::default()
+    };
+    let registry = ferry::registry::RegistrySettings { insecure: hosts };
+    let diff = |name: &'static str, revision: Option<String>| {
+        let (client, config) = (t.client.clone(), config.clone());
+        let (settings, registry, namespace) = (&settings, &registry, t.namespace.clone());
+        async move {
+            let target = |env: &Environment| {
+                let (client, config, env) = (client.clone(), config.clone(), env.clone());
+                async move { ferry::cli::environment_target(&client, &config, &env).await }
+            };
+            ferry::cli::diff_environment_at(
+                client.clone(),
+                &namespace,
+                name,
+                revision,
+                settings,
+                registry,
+                true,
+                target,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("ferry diff {name}: {e}"))
+            .diffs
+        }
+    };
+
+    // Staging runs its render pinned to the digest it resolved: in sync.
+    let diffs = diff("staging", None).await;
+    assert!(diffs.is_empty(), "staging runs what it would apply: {diffs:?}");
+
+    // Production, before its promotion is approved: staging's digest, at the prod registry; nothing copied yet.
+    let promotion = promotion_of(&t, &c1).await;
+    let name = promotion.metadata.name.clone().expect("name");
+    wait_for(&t.api::<Promotion>(), &name, |p: &Promotion| {
+        p.phase() == PromotionPhase::WaitingApproval
+    })
+    .await;
+    let diffs = diff("production", Some(c1.clone())).await;
+    let deployment = diffs
+        .iter()
+        .find(|d| d.desired["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("{diffs:?}"));
+    assert_eq!(
+        deployment.desired["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{}/prod/team/web:v1@{web}", prod.host),
+        "{deployment:?}"
+    );
+    assert_eq!((prod.uploads(), prod.manifest_puts()), (0, 0), "a diff copies nothing");
+
+    // Once promoted, production runs exactly what the diff showed.
+    ferry::cli::approve(&t.client, &t.namespace, &name, None)
+        .await
+        .expect("approve");
+    wait_record(&t, "production", &c1, RevisionPhase::Verified).await;
+    assert_eq!(
+        images_of(&t, "web-production").await,
+        [format!("{}/prod/team/web:v1@{web}", prod.host)]
+    );
+    let diffs = diff("production", None).await;
+    assert!(diffs.is_empty(), "production runs what it would apply: {diffs:?}");
 }

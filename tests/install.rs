@@ -106,8 +106,8 @@ async fn install_manifests_are_valid_on_a_real_apiserver() {
 #[tokio::test]
 async fn kubectl_apply_k_installs_everything_on_a_fresh_cluster() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = ferry::testenv::bin_dir_from_env_or_build(root).expect("control-plane binaries");
-    let mut cp = ferry::testenv::ControlPlane::start(ferry::testenv::Options {
+    let bin_dir = ferry_testenv::bin_dir_from_env_or_build(root).expect("control-plane binaries");
+    let mut cp = ferry_testenv::ControlPlane::start(ferry_testenv::Options {
         bin_dir: bin_dir.clone(),
         workloads: false,
         dir: None,

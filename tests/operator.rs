@@ -5,51 +5,31 @@
 
 mod common;
 
-use std::process::{Child, Command};
-
 use common::*;
 use ferry::api::Environment;
-use ferry::testenv::{free_port, spawn_guarded};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use serde_json::json;
 
-/// One `ferry run` process and where to reach it.
+/// One `ferry run` replica and its leader-election identity.
 struct Replica {
     identity: String,
-    child: Child,
-    metrics: u16,
-    probes: u16,
-    hooks: u16,
+    run: FerryRun,
 }
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Replica {
+    type Target = FerryRun;
+    fn deref(&self) -> &FerryRun {
+        &self.run
     }
 }
 
-/// The args `manifests/deployment.yaml` runs Ferry with: the test runs what the install runs.
-fn deployment_args() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/deployment.yaml");
-    let text = std::fs::read_to_string(path).expect("deployment.yaml");
-    let deployment = serde_yaml_ng::Deserializer::from_str(&text)
-        .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
-        .find(|d| d["kind"] == "Deployment")
-        .expect("a Deployment");
-    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_sequence()
-        .expect("container args")
-        .iter()
-        .filter_map(|a| a.as_str().map(str::to_string))
-        .collect::<Vec<_>>();
-    assert_eq!(args.first().map(String::as_str), Some("run"));
-    args
+impl std::ops::DerefMut for Replica {
+    fn deref_mut(&mut self) -> &mut FerryRun {
+        &mut self.run
+    }
 }
-
-use serde::Deserialize as _;
 
 async fn start(t: &TestEnv, kubeconfig: &std::path::Path, identity: &str, lease_duration: &str) -> Replica {
     start_with(t, kubeconfig, identity, lease_duration, None).await
@@ -63,44 +43,21 @@ async fn start_with(
     lease_duration: &str,
     json_log: Option<&std::path::Path>,
 ) -> Replica {
-    let (metrics, probes, hooks) = (
-        free_port().expect("port"),
-        free_port().expect("port"),
-        free_port().expect("port"),
-    );
     let storage = std::env::temp_dir().join(format!("ferry-{}-{identity}", t.namespace));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(deployment_args())
-        .args(["--namespace", &t.namespace])
-        .args(["--leader-election-namespace", &t.namespace])
-        .args(["--leader-election-identity", identity])
-        .args(["--leader-election-lease-duration", lease_duration])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-        .args(["--probe-addr", &format!("127.0.0.1:{probes}")])
-        .args(["--webhook-addr", &format!("127.0.0.1:{hooks}")])
-        .arg("--storage-dir")
-        .arg(&storage)
-        .arg("--kustomize")
-        .arg(t.bin_dir.join("kustomize"))
-        .env("KUBECONFIG", kubeconfig)
-        .env(
-            "RUST_LOG",
-            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-    if let Some(path) = json_log {
-        let file = std::fs::File::create(path).expect("log file");
-        cmd.args(["--log-format", "json"]).env("RUST_LOG", "info").stdout(file);
-    } else if std::env::var("FERRY_TEST_LOG").is_err() {
-        // Its logs show with FERRY_TEST_LOG (and --nocapture).
-        cmd.stdout(std::process::Stdio::null());
-    }
-    let child = spawn_guarded(cmd).expect("starting ferry run");
+    let mut args = deployment_args();
+    args.extend(["--namespace", &t.namespace].map(str::to_string));
+    args.extend(["--leader-election-namespace", &t.namespace].map(str::to_string));
+    args.extend(["--leader-election-identity", identity].map(str::to_string));
+    args.extend(["--leader-election-lease-duration", lease_duration].map(str::to_string));
+    let run = start_ferry_run(t, kubeconfig, &storage, &args, |cmd| {
+        if let Some(path) = json_log {
+            let file = std::fs::File::create(path).expect("log file");
+            cmd.args(["--log-format", "json"]).env("RUST_LOG", "info").stdout(file);
+        }
+    });
     let replica = Replica {
         identity: identity.to_string(),
-        child,
-        metrics,
-        probes,
-        hooks,
+        run,
     };
     eventually("the replica answers /livez", || async {
         get(replica.probes, "/livez")
@@ -312,7 +269,7 @@ async fn two_replicas_one_leader_takeover_on_kill_and_handover_on_stop() {
     t.repo.write("apps/app.yaml", &config_map("red"));
     let pushed = t.repo.commit_and_push("red");
     let (status, _) = http_post(
-        &format!("http://127.0.0.1:{}/hooks/{}/config", standby.hooks, t.namespace),
+        &format!("http://127.0.0.1:{}/hooks/{}/config", standby.webhook, t.namespace),
         &[("Authorization", "Bearer hook-secret")],
         b"{}",
     )
@@ -323,8 +280,7 @@ async fn two_replicas_one_leader_takeover_on_kill_and_handover_on_stop() {
     // SIGKILL the leader right after a push: the standby takes over once the lease ran out, and finishes.
     t.repo.write("apps/app.yaml", &config_map("green"));
     let second = t.repo.commit_and_push("green");
-    leader.child.kill().expect("SIGKILL");
-    let _ = leader.child.wait();
+    leader.kill(); // SIGKILL
     let writes_before = config_map_writers(&t).len();
     eventually("the standby takes the lease", || async {
         (lease_holder(&t).await.as_deref() == Some(standby.identity.as_str())).then_some(())

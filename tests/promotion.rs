@@ -489,11 +489,10 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
     );
     let (_, _, message) = ready_of(&failed.status.expect("status").conditions).expect("Ready");
     assert!(message.contains("did not finish within 20s"), "{message}");
-    let created = audited_writes(&t.audit_log, &prod_ns)
-        .into_iter()
-        .filter(|(verb, uri, dry)| verb == "create" && !dry && uri.contains("/jobs"))
-        .count();
-    assert_eq!(created, 1, "one Job, not one per restart");
+    // Created, that is: a restart between the Job's create and the record's write creates it again by the same
+    // name, which the API server refuses (409); counting every create request saw that as a second Job.
+    let created = audited_creates(&t.audit_log, &prod_ns, "jobs");
+    assert_eq!(created.len(), 1, "one Job, not one per restart: {created:?}");
     eventually(
         "the timed-out Job is deleted, so it stops acting on the cluster",
         || async {
@@ -1032,4 +1031,55 @@ async fn a_restart_while_applying_resumes_once_the_target_cluster_can_be_reached
         ]
     );
     assert_eq!(configmap_version(&t.client, &prod_ns).await.as_deref(), Some("v1"));
+}
+
+#[tokio::test]
+async fn a_verification_that_finished_between_two_looks_is_still_a_verifying_phase() {
+    let mut t = TestEnv::with_workloads("between-looks").await;
+    let prod_ns = create_namespace(&t, "prod").await;
+    let c1 = source_and_staging(&t).await;
+    // The kubeconfig Secret does not exist: the promotion is Applying, and production cannot apply.
+    create_production(
+        &t,
+        json!({"targetNamespace": prod_ns, "kubeConfig": {"secretRef": {"name": "missing"}},
+               "promotion": {"from": "staging"}}),
+    )
+    .await;
+    let p1 = promotion_of(&t, "production", &c1).await;
+    let name = p1.metadata.name.clone().expect("name");
+    wait_phase(&t, &name, PromotionPhase::Applying).await;
+    // While Ferry is down, production's record moves from Applying to Verified: what a verification that
+    // finishes between two looks of the Promotion controller shows it (the race, made certain).
+    t.stop_controller();
+    let uid = p1.metadata.uid.clone().expect("uid");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let record = json!({"revision": c1, "phase": "Verified", "promotion": name, "promotionUid": uid,
+                        "appliedAt": now, "finishedAt": now, "message": "all objects healthy"});
+    t.api::<Environment>()
+        .patch_status(
+            "production",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"history": [record]}})),
+        )
+        .await
+        .expect("status");
+    t.restart_controller();
+    let done = wait_phase(&t, &name, PromotionPhase::Succeeded).await;
+    assert_eq!(
+        phases(&done),
+        vec![
+            PromotionPhase::Applying,
+            PromotionPhase::Verifying,
+            PromotionPhase::Succeeded
+        ],
+        "the phase it passed through is recorded"
+    );
+    let events = t.events(&name).await;
+    for phase in ["Applying", "Verifying", "Succeeded"] {
+        let n = events
+            .iter()
+            .filter(|(_, _, note)| note.starts_with(&format!("{phase}: ")))
+            .count();
+        assert_eq!(n, 1, "one {phase} Event: {events:?}");
+    }
 }

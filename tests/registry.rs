@@ -10,7 +10,7 @@ use common::registry::{REGISTRY_PASSWORD, REGISTRY_USER, TestRegistry};
 use ferry::registry::{Credentials, Registry, RegistryError, RegistrySettings, parse};
 
 fn bin_dir() -> PathBuf {
-    ferry::testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin dir")
+    ferry_testenv::bin_dir_from_env_or_build(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("bin dir")
 }
 
 fn client(hosts: &[&TestRegistry], credentials: Credentials) -> Registry {
@@ -216,13 +216,17 @@ async fn missing_down_and_failing_registries_are_told_apart() {
 
 /// A registry front that answers only bearer tokens, issued by its own token endpoint for basic credentials:
 /// the challenge flow of Docker Hub, GHCR and distribution's token auth, small enough to read.
-async fn bearer_registry(digest: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// `realm` overrides where the challenge sends clients for a token (by default this server's own `/token`).
+async fn bearer_registry(
+    digest: &'static str,
+    realm: Option<String>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let host = listener.local_addr().expect("addr").to_string();
     let token_requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = token_requests.clone();
-    let realm = format!("http://{host}/token");
+    let realm = realm.unwrap_or_else(|| format!("http://{host}/token"));
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let mut buf = Vec::new();
@@ -279,7 +283,7 @@ async fn bearer_registry(digest: &'static str) -> (String, std::sync::Arc<std::s
 #[tokio::test]
 async fn bearer_token_challenges_are_answered_with_the_secrets_credentials() {
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    let (host, token_requests) = bearer_registry(DIGEST).await;
+    let (host, token_requests) = bearer_registry(DIGEST, None).await;
     let settings = RegistrySettings {
         insecure: vec![host.clone()],
     };
@@ -312,4 +316,42 @@ async fn bearer_token_challenges_are_answered_with_the_secrets_credentials() {
         .expect_err("wrong password gets no token");
     assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e:?}");
     assert!(!format!("{e} {e:?}").contains(wrong));
+}
+
+/// A registry whose challenge names a plain-HTTP token realm on a host the operator did not list as insecure
+/// never gets the pull secret's credentials sent there: oci-client alone would send them in clear text.
+#[tokio::test]
+async fn credentials_are_never_sent_to_a_plain_http_realm_that_is_not_listed() {
+    use tokio::io::AsyncReadExt;
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    // Stands for an eavesdropper: records every byte sent to it.
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let collector_host = collector.local_addr().expect("addr").to_string();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = collector.accept().await {
+            let mut chunk = [0u8; 4096];
+            if let Ok(n) = s.read(&mut chunk).await {
+                sink.lock().expect("lock").extend_from_slice(&chunk[..n]);
+            }
+        }
+    });
+    let (host, _) = bearer_registry(DIGEST, Some(format!("http://{collector_host}/token"))).await;
+    let settings = RegistrySettings {
+        insecure: vec![host.clone()],
+    };
+    let json = serde_json::json!({"auths": {host.clone(): {"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}}});
+    let credentials = Credentials::parse(json.to_string().as_bytes()).expect("credentials");
+    let e = Registry::new(&settings, credentials)
+        .resolve(&format!("{host}/team/web:v1"))
+        .await
+        .expect_err("an unlisted plain-HTTP realm is refused");
+    assert!(matches!(e, RegistryError::InsecureRealm { .. }), "{e:?}");
+    assert!(e.to_string().contains(&collector_host), "{e}");
+    assert!(!format!("{e} {e:?}").contains(REGISTRY_PASSWORD));
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "nothing, least of all the credentials, went to the unlisted realm"
+    );
 }

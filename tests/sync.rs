@@ -224,7 +224,7 @@ async fn a_bad_url_fails_clearly() {
     let t = TestEnv::new("badurl").await;
     t.create_gitrepo("typo", json!({"url": "github.com/no-scheme/repo", "interval": "1s"}))
         .await;
-    let closed_port = ferry::testenv::free_port().unwrap();
+    let closed_port = ferry_testenv::free_port().unwrap();
     t.create_gitrepo(
         "unreachable",
         json!({"url": format!("git://127.0.0.1:{closed_port}/x.git"), "interval": "1s"}),

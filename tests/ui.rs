@@ -54,7 +54,7 @@ impl Browser {
         .arg("about:blank")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let child = ferry::testenv::spawn_guarded(cmd).expect("starting chromium (hack/prereqs.sh installs it)");
+        let child = ferry_testenv::spawn_guarded(cmd).expect("starting chromium (hack/prereqs.sh installs it)");
         // Chromium writes its port into the profile once it listens.
         let port_file = profile.path().join("DevToolsActivePort");
         let text = eventually("chromium listens for DevTools", || async {
@@ -253,51 +253,20 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The install's `ferry run` args (manifests/deployment.yaml), as the other operator tests use them.
-fn deployment_args() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/deployment.yaml");
-    let text = std::fs::read_to_string(path).expect("deployment.yaml");
-    let deployment = serde_yaml_ng::Deserializer::from_str(&text)
-        .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
-        .find(|d| d["kind"] == "Deployment")
-        .expect("a Deployment");
-    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_sequence()
-        .expect("container args")
-        .iter()
-        .filter_map(|a| a.as_str().map(str::to_string))
-        .collect()
-}
-
 /// `ferry run` as installed, for this test's namespace, serving the web view; returns it and the UI's base URL.
-async fn ferry_run(t: &TestEnv, kubeconfig: &std::path::Path) -> (Child, String) {
-    let port = |_| ferry::testenv::free_port().expect("port");
-    let [ui, metrics, probes, hooks] = [0, 1, 2, 3].map(port);
+async fn ferry_run(t: &TestEnv, kubeconfig: &std::path::Path) -> (FerryRun, String) {
+    let ui = ferry_testenv::free_port().expect("port");
     let storage = std::env::temp_dir().join(format!("ferry-{}-ui", t.namespace));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(deployment_args())
-        .args(["--namespace", &t.namespace, "--leader-elect=false"])
-        .args(["--ui-addr", &format!("127.0.0.1:{ui}")])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-        .args(["--probe-addr", &format!("127.0.0.1:{probes}")])
-        .args(["--webhook-addr", &format!("127.0.0.1:{hooks}")])
-        .arg("--storage-dir")
-        .arg(&storage)
-        .arg("--kustomize")
-        .arg(t.bin_dir.join("kustomize"))
-        .env("KUBECONFIG", kubeconfig)
-        .env(
-            "RUST_LOG",
-            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null());
-    let child = ferry::testenv::spawn_guarded(cmd).expect("starting ferry run");
+    let mut args = deployment_args();
+    args.extend(["--namespace", &t.namespace, "--leader-elect=false"].map(str::to_string));
+    args.extend(["--ui-addr".to_string(), format!("127.0.0.1:{ui}")]);
+    let run = start_ferry_run(t, kubeconfig, &storage, &args, |_| {});
     let base = format!("http://127.0.0.1:{ui}");
     eventually("the web view answers", || async {
         http_get(&base, "/login", &[]).await.filter(|(code, _)| *code == 200)
     })
     .await;
-    (child, base)
+    (run, base)
 }
 
 /// A GET over a raw socket: status and body (None while nothing listens).
@@ -637,7 +606,7 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     .await;
     assert_eq!(code, 403, "a sign-in posted from another site is refused");
     drop(b);
-    stop(&mut ferry);
+    ferry.kill();
 }
 
 #[tokio::test]
@@ -660,12 +629,12 @@ async fn ferry_ui_serves_the_callers_view_on_loopback_only() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 
-    let port = ferry::testenv::free_port().expect("port");
+    let port = ferry_testenv::free_port().expect("port");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.args(["ui", "--addr", &format!("127.0.0.1:{port}"), "-n", &t.namespace])
         .env("KUBECONFIG", &t.kubeconfig)
         .stdout(Stdio::null());
-    let mut ui = ferry::testenv::spawn_guarded(cmd).expect("ferry ui");
+    let mut ui = ferry_testenv::spawn_guarded(cmd).expect("ferry ui");
     let base = format!("http://127.0.0.1:{port}");
     let path = format!("/ns/{}", t.namespace);
     let (_, body) = eventually("ferry ui shows the pipeline", || async {

@@ -3,7 +3,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use ferry::testenv::{ControlPlane, free_port, spawn_guarded};
+use ferry_testenv::{ControlPlane, free_port, spawn_guarded};
 use kube::Api;
 use kube::api::PostParams;
 
@@ -40,14 +40,14 @@ where
 /// A local control plane with Ferry's CRDs installed, and an admin client for it.
 pub async fn control_plane() -> anyhow::Result<(ControlPlane, kube::Client)> {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let cp = ControlPlane::start(ferry::testenv::Options {
-        bin_dir: ferry::testenv::bin_dir_from_env_or_build(&root)?,
+    let cp = ControlPlane::start(ferry_testenv::Options {
+        bin_dir: ferry_testenv::bin_dir_from_env_or_build(&root)?,
         workloads: false,
         dir: None,
     })
     .await?;
     let client = cp.client().await?;
-    ferry::testenv::install_crds(&client).await?;
+    ferry_testenv::install_crds(&client).await?;
     Ok((cp, client))
 }
 

@@ -17,6 +17,8 @@ pub enum Reason {
     SourceNotFound,
     SourceNotReady,
     ArtifactFailed,
+    /// The storage directory (mirrors, exported trees) is full, read-only or otherwise not writable.
+    StorageFailed,
     PathNotFound,
     RenderFailed,
     /// A render went over `--max-render-objects` or `--max-render-bytes`.
@@ -88,6 +90,7 @@ impl Reason {
             Reason::SourceNotFound => "SourceNotFound",
             Reason::SourceNotReady => "SourceNotReady",
             Reason::ArtifactFailed => "ArtifactFailed",
+            Reason::StorageFailed => "StorageFailed",
             Reason::PathNotFound => "PathNotFound",
             Reason::RenderFailed => "RenderFailed",
             Reason::RenderLimitExceeded => "RenderLimitExceeded",

@@ -12,9 +12,12 @@ use similar::TextDiff;
 use super::pipeline::{CliError, get};
 use super::target::environment_target;
 use crate::api::{Environment, GitRepository};
-use crate::apply::{ApplyError, ApplyOptions, ObjectDiff, Owner};
+use crate::apply::{ApplyError, ApplyOptions, ObjectDiff};
+use crate::controllers::ReconcileError;
+use crate::registry::RegistrySettings;
 use crate::render::{RenderError, RenderSettings, Rendered, render_path};
 use crate::source::{FetchOptions, MirrorStore, Revision, SourceError};
+use crate::sync::{Copies, Failure, Pipeline, apply_options};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
@@ -29,12 +32,24 @@ pub enum DiffError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Decrypt(#[from] crate::decrypt::DecryptError),
+    /// A step of the controller's pipeline failed as it would fail the sync.
+    #[error(transparent)]
+    Sync(#[from] Failure),
     #[error("dry run: {0}")]
     Apply(#[from] ApplyError),
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<ReconcileError> for DiffError {
+    fn from(e: ReconcileError) -> Self {
+        match e {
+            ReconcileError::Kube(e) => DiffError::Kube(e),
+            ReconcileError::Internal(e) => DiffError::Internal(e),
+        }
+    }
 }
 
 /// Renders `path` of a local checkout as the controller would.
@@ -125,7 +140,8 @@ pub async fn diff_environment(
     name: &str,
     settings: &RenderSettings,
 ) -> Result<(String, Vec<ObjectDiff>), DiffError> {
-    let d = diff_environment_checked(client, config, namespace, name, settings).await?;
+    let registry = RegistrySettings::default();
+    let d = diff_environment_checked(client, config, namespace, name, settings, &registry).await?;
     Ok((d.revision, d.diffs))
 }
 
@@ -138,30 +154,35 @@ pub struct EnvironmentDiff {
 }
 
 /// [`diff_environment`], plus the registry-policy check the controller would make before its dry run.
+/// `registry`: how image registries are reached, for digests the Environment has not recorded yet.
 pub async fn diff_environment_checked(
     client: Client,
     config: &kube::Config,
     namespace: &str,
     name: &str,
     settings: &RenderSettings,
+    registry: &RegistrySettings,
 ) -> Result<EnvironmentDiff, DiffError> {
     let target = |env: &Environment| {
         let (client, config, env) = (client.clone(), config.clone(), env.clone());
         async move { environment_target(&client, &config, &env).await }
     };
-    diff_environment_at(client.clone(), namespace, name, None, settings, true, target).await
+    diff_environment_at(client.clone(), namespace, name, None, settings, registry, true, target).await
 }
 
 /// What applying `revision` (default: the one the controller would choose) to the Environment would change,
 /// in the cluster `target` gives for it (the CLI: the caller's own, or the kubeConfig's; the web view in the
 /// cluster: the one the controller applies with). `allow_file`: accept `file://` repository URLs (the CLI, on
-/// the user's own machine; in the cluster only what the controller itself accepts).
+/// the user's own machine; in the cluster only what the controller itself accepts). The objects come from the
+/// controller's own pipeline ([`crate::sync::plan`]): render, image digests, decryption, apply options.
+#[allow(clippy::too_many_arguments)]
 pub async fn diff_environment_at<F, Fut>(
     client: Client,
     namespace: &str,
     name: &str,
     revision: Option<String>,
     settings: &RenderSettings,
+    registry: &RegistrySettings,
     allow_file: bool,
     target: F,
 ) -> Result<EnvironmentDiff, DiffError>
@@ -195,68 +216,41 @@ where
     };
     let revision = Revision::parse(&full_revision)
         .ok_or_else(|| DiffError::NoRevision(format!("revision {full_revision:?} is not understood")))?;
-    let creds = crate::controllers::gitrepository::load_credentials(&client, &repo)
-        .await
-        .map_err(|e| DiffError::Internal(e.to_string()))?
-        .map_err(|(_, message, _)| DiffError::Source(SourceError::Auth(message)))?;
+    let target = target(&env).await?;
+    // The controller's pipeline, with short-lived caches: a fresh mirror fetched from the real URL with the
+    // GitRepository's credentials, the caller's client for Secrets (who must be allowed to read them; the diff
+    // masks Secret values), and image copies only planned.
     let storage = tempfile::tempdir().map_err(|e| DiffError::Internal(format!("a temporary directory: {e}")))?;
-    let mirrors = MirrorStore::new(storage.path());
-    // The URL as written in the spec: status only holds it redacted, without the user info some URLs carry.
-    let (url, reference, identity, commit) = (
-        repo.spec.url.clone(),
-        repo.spec.effective_ref(),
-        creds.identity.clone(),
-        revision.commit.clone(),
+    let (mirrors, renders, capabilities) = (
+        MirrorStore::new(storage.path()),
+        crate::render::RenderCache::new(settings.cache_bytes),
+        crate::sync::CapabilityCache::default(),
     );
-    let tree = tokio::task::spawn_blocking(move || {
-        let opts = FetchOptions {
+    let pipeline = Pipeline {
+        client: &client,
+        env: &env,
+        mirrors: &mirrors,
+        renders: &renders,
+        capabilities: &capabilities,
+        render: settings,
+        fetch: FetchOptions {
             allow_file,
             ..FetchOptions::default()
-        };
-        // A fetch brings every branch and tag, so an older promoted commit is there too.
-        mirrors.fetch(&url, &reference, &creds, &opts)?;
-        mirrors.export(&url, &identity, &commit)
-    })
-    .await
-    .map_err(|e| DiffError::Internal(e.to_string()))??;
-    let target = target(&env).await?;
-    // A chart renders with the Environment's helm inputs and its target's capabilities, as the controller does.
-    let is_chart = crate::source::normalize_path(&env.spec.path)
-        .is_ok_and(|parts| tree.join(parts.join("/")).join(crate::render::CHART_FILE).is_file());
-    let capabilities = if is_chart {
-        Some(crate::controllers::discover_capabilities(&target.client).await?)
-    } else {
-        None
+        },
+        registry,
+        copies: Copies::Plan,
     };
-    let inputs = crate::render::HelmInputs::for_environment(&env, capabilities);
-    let rendered = crate::render::render_path_with(&tree, &env.spec.path, settings, &inputs).await?;
-    // Encrypted documents are decrypted as the controller would, with the identities read as the CLI's user
-    // (who must be allowed to read that Secret); the diff masks Secret values.
-    let decrypted = match (crate::decrypt::find_encrypted(&rendered), &env.spec.decryption) {
-        (None, _) => None,
-        (Some(_), None) => {
-            crate::decrypt::refuse_encrypted(&rendered)?;
-            None
-        }
-        (Some(_), Some(decryption)) => {
-            let keys = crate::decrypt::keyring_for(&client, namespace, decryption).await??;
-            crate::decrypt::decrypt_render(&tree, &env.spec.path, &rendered, &keys, settings).await?
-        }
-    };
-    let objects = decrypted.as_ref().map_or(&rendered.objects, |d| &d.objects);
-    let opts = ApplyOptions {
-        owner: Some(Owner {
-            name: name.to_string(),
-            namespace: namespace.to_string(),
-        }),
-        target_namespace: env.spec.target_namespace.clone(),
-        default_namespace: namespace.to_string(),
-        force: env.spec.force,
-    };
-    let diffs = target.applier.diff(objects, &opts).await?;
+    // Digests decided before for this revision are in the Environment's history, as the controller reads them.
+    let mut status = env.status.clone().unwrap_or_default();
+    let prepared = pipeline
+        .prepare(&target, &repo, &full_revision, &revision.commit, &mut status, false)
+        .await??;
+    let objects = pipeline.finish(&prepared, &repo, &revision.commit).await??;
+    let diffs = target.applier.diff(&objects, &apply_options(&env)).await?;
+    // The policy checks what the controller checks: the render as pinned, before decryption.
     let policy = super::policy::cluster_policies(&client)
         .await?
-        .map(|policies| super::policy::check(&policies, Some(&env), namespace, objects));
+        .map(|policies| super::policy::check(&policies, Some(&env), namespace, prepared.objects()));
     Ok(EnvironmentDiff {
         revision: full_revision,
         diffs,
@@ -264,21 +258,37 @@ where
     })
 }
 
-/// A Secret's values replaced by a short digest: a diff shows *that* a value changed, never the value.
+/// A Secret's values replaced by a short keyed digest: a diff shows *that* a value changed, never the value.
+/// The key is random per process, so equal values look equal within one diff (or one web view process) while
+/// a mask cannot be checked against guesses offline, as a plain SHA-256 of a weak password could be.
 pub fn mask_secret(object: &serde_json::Value) -> serde_json::Value {
-    use sha2::Digest;
+    use hmac::Mac;
     let mut out = object.clone();
     if object["kind"] == "Secret" {
         for field in ["data", "stringData"] {
             if let Some(map) = out.get_mut(field).and_then(|d| d.as_object_mut()) {
                 for value in map.values_mut() {
-                    let digest = sha2::Sha256::digest(value.to_string().as_bytes());
-                    *value = format!("<secret sha256:{}>", &hex::encode(digest)[..12]).into();
+                    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(mask_key())
+                        .expect("HMAC takes a key of any length");
+                    mac.update(value.to_string().as_bytes());
+                    let digest = mac.finalize().into_bytes();
+                    *value = format!("<secret {}>", &hex::encode(digest)[..12]).into();
                 }
             }
         }
     }
     out
+}
+
+/// This process's masking key, drawn once from the operating system.
+fn mask_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        // Without the OS generator there is no safe key; a fixed one would be the unsalted hash again.
+        getrandom::fill(&mut key).expect("the operating system's random generator");
+        key
+    })
 }
 
 /// A unified diff of one object, live → desired, as YAML. `color` adds ANSI colors for terminals.
@@ -351,9 +361,17 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("-  password: <secret sha256:") && text.contains("+  password: <secret sha256:"),
+            text.contains("-  password: <secret ") && text.contains("+  password: <secret "),
             "{text}"
         );
+        // Equal values mask equally within a process; the mask is not the value's plain SHA-256.
+        use sha2::Digest as _;
+        let value = serde_json::Value::from("aHVudGVyMg==");
+        let plain = hex::encode(sha2::Sha256::digest(value.to_string().as_bytes()));
+        let secret = json!({"kind": "Secret", "data": {"a": value.clone(), "b": value}});
+        let masked = mask_secret(&secret);
+        assert_eq!(masked["data"]["a"], masked["data"]["b"]);
+        assert!(!masked.to_string().contains(&plain[..12]), "{masked}");
     }
 
     #[test]

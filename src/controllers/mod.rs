@@ -4,7 +4,7 @@
 mod environment;
 mod events;
 pub mod gitrepository;
-mod history;
+pub(crate) mod history;
 mod promotion;
 mod registrypolicy;
 mod status;
@@ -58,6 +58,9 @@ pub struct Settings {
     pub no_cross_namespace_refs: bool,
     /// Accept kubeconfig Secrets that turn TLS verification off or name a proxy.
     pub allow_insecure_kubeconfig: bool,
+    /// How long a request to a cluster reached through a kubeconfig Secret may take to connect, or go without
+    /// an answer, before it fails (`ClusterUnreachable`, retried).
+    pub remote_cluster_timeout: Duration,
     /// How often an Environment whose objects nobody touched still goes through the dry-run path (admission
     /// webhooks and server defaults can change what applying means without any object changing).
     pub full_sync_interval: Duration,
@@ -77,6 +80,7 @@ impl Settings {
             default_service_account: None,
             no_cross_namespace_refs: false,
             allow_insecure_kubeconfig: false,
+            remote_cluster_timeout: crate::cluster::DEFAULT_REMOTE_TIMEOUT,
             full_sync_interval: Duration::from_secs(3600),
             registry: crate::registry::RegistrySettings::default(),
         }
@@ -106,6 +110,8 @@ pub struct Context {
     pub records: Arc<crate::sync::AppliedRecords>,
     /// Watches on the applied objects (the local cluster), once the controllers run.
     watches: OnceLock<crate::sync::OwnedObjectWatches>,
+    /// Watches on the objects applied to other clusters, one set per cluster identity, once the controllers run.
+    remote_watches: OnceLock<crate::sync::RemoteWatches>,
     /// The RegistryPolicies, and the Environments, as the running controllers see them (replaced when the
     /// controllers restart).
     policies: std::sync::RwLock<Option<Store<RegistryPolicy>>>,
@@ -131,7 +137,8 @@ impl Context {
         Context {
             events: events::EventPublisher::new(client.clone()),
             local: Target::new(client.clone()),
-            clusters: Clusters::new(config, settings.allow_insecure_kubeconfig),
+            clusters: Clusters::new(config, settings.allow_insecure_kubeconfig)
+                .with_timeout(settings.remote_cluster_timeout),
             renders: crate::render::RenderCache::new(settings.render.cache_bytes),
             capabilities: Default::default(),
             mirrors: MirrorStore::new(&settings.storage_dir),
@@ -142,6 +149,7 @@ impl Context {
             records: Arc::default(),
             failures: Failures::default(),
             watches: OnceLock::new(),
+            remote_watches: OnceLock::new(),
             policies: Default::default(),
             environments: Default::default(),
             sources: Default::default(),
@@ -178,6 +186,11 @@ impl Context {
     /// The watches on applied objects, when the controllers run.
     pub fn watches(&self) -> Option<&crate::sync::OwnedObjectWatches> {
         self.watches.get()
+    }
+
+    /// The watches on objects applied to other clusters, when the controllers run.
+    pub fn remote_watches(&self) -> Option<&crate::sync::RemoteWatches> {
+        self.remote_watches.get()
     }
 
     /// The controllers run and their caches have listed everything once.
@@ -286,6 +299,45 @@ pub fn retry_delay(failures: u32) -> Duration {
         .min(MAX_RETRY_DELAY)
 }
 
+/// The first pause of a controller's watches after a watch error, and the longest.
+const TRIGGER_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const TRIGGER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How long a controller stops taking events from its watches after a watch error: doubling from 250 ms to 2 s,
+/// back to the start after any event. kube's default (up to 30 s, reset only by an event) makes one pause per
+/// error of *any* of a controller's watches, and an API server that restarts answers each of them with
+/// `410 Gone` (their resourceVersion is older than its new cache) before they list again: measured, the
+/// Environments then missed a new revision for 20 to over 60 s. The watches themselves are cheap to restart; the
+/// reconciles, which are what could hammer an API server in trouble, keep their own backoff ([`retry_delay`]).
+#[derive(Debug, Clone)]
+pub struct TriggerBackoff {
+    next: Duration,
+}
+
+impl Default for TriggerBackoff {
+    fn default() -> Self {
+        TriggerBackoff {
+            next: TRIGGER_BACKOFF_FIRST,
+        }
+    }
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(TRIGGER_BACKOFF_MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = TRIGGER_BACKOFF_FIRST;
+    }
+}
+
 /// Consecutive failed reconciles per object, for [`retry_delay`].
 #[derive(Default)]
 pub struct Failures(std::sync::Mutex<std::collections::HashMap<(&'static str, String, String), u32>>);
@@ -332,10 +384,41 @@ async fn measured<K: Resource>(
     result
 }
 
-fn error_policy<K: Resource>(kind: &'static str, obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let failures = ctx.failures.failed(kind, obj.as_ref());
+/// [`retry_delay`], but never longer than the object's own `interval` (when it has one): an object that asks to
+/// be looked at every 30 s is retried at least that often, so a cluster that comes back is noticed as soon as
+/// the interval promises, however long it was away.
+pub fn retry_delay_within(failures: u32, interval: Option<Duration>) -> Duration {
     let delay = retry_delay(failures);
-    tracing::warn!(error = %err, failures, retry_in = ?delay, "reconcile failed; retrying");
+    match interval {
+        Some(interval) => delay.min(interval.max(RETRY_AFTER_API_ERROR)),
+        None => delay,
+    }
+}
+
+/// An object's `spec.interval`, for [`retry_delay_within`].
+fn interval_of(interval: &str) -> Option<Duration> {
+    crate::api::parse_duration(interval).ok()
+}
+
+fn error_policy<K: Resource>(
+    kind: &'static str,
+    obj: Arc<K>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+    interval: Option<Duration>,
+) -> Action {
+    let failures = ctx.failures.failed(kind, obj.as_ref());
+    let delay = retry_delay_within(failures, interval);
+    let meta = obj.meta();
+    tracing::warn!(
+        kind,
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        name = meta.name.as_deref().unwrap_or_default(),
+        error = %err,
+        failures,
+        retry_in_ms = delay.as_millis() as u64,
+        "reconcile failed; retrying"
+    );
     Action::requeue(delay)
 }
 
@@ -350,6 +433,31 @@ async fn collect_mirror_garbage(ctx: Arc<Context>) {
         {
             tracing::info!(removed, "deleted unused git mirrors");
         }
+    }
+}
+
+/// Stops target clusters' watches kept for Environments that are gone without this process finalizing them
+/// (their finalizer removed by hand, or handled by another replica).
+async fn release_unused_watches(ctx: std::sync::Weak<Context>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        // Holds no reference between ticks: a controller dropped without stopping takes its watches along.
+        let Some(ctx) = ctx.upgrade() else { return };
+        let (Some(remote), true) = (ctx.remote_watches(), ctx.synced()) else {
+            continue;
+        };
+        let present: std::collections::HashSet<(String, String)> = ctx
+            .environments()
+            .iter()
+            .map(|e| {
+                (
+                    e.metadata.namespace.clone().unwrap_or_default(),
+                    e.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        remote.retain(|env| present.contains(env));
     }
 }
 
@@ -380,10 +488,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
     let repo_cache = repos.store();
     let repos = repos
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("GitRepository", o.clone(), c.clone(), gitrepository::reconcile(o, c)),
-            |o, e, c| error_policy("GitRepository", o, e, c),
+            |o, e, c| {
+                let interval = interval_of(&o.spec.interval);
+                error_policy("GitRepository", o, e, c, interval)
+            },
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -393,6 +505,13 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         scope.namespace.clone(),
         ctx.records.clone(),
     ));
+    if let Some(local) = ctx.watches() {
+        let _ = ctx.remote_watches.set(crate::sync::RemoteWatches::new(
+            scope.namespace.clone(),
+            ctx.records.clone(),
+            local.trigger(),
+        ));
+    }
     let changed_objects = ctx.watches().and_then(|w| w.take_triggers());
     let mut envs = Controller::new(scope.api::<Environment>(&client), watcher::Config::default());
     if let Some(changed) = changed_objects {
@@ -443,10 +562,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             |promotion| environment::target_of(&promotion),
         )
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             |o, c| measured("Environment", o.clone(), c.clone(), environment::reconcile(o, c)),
-            |o, e, c| error_policy("Environment", o, e, c),
+            |o, e, c| {
+                let interval = interval_of(&o.spec.interval);
+                error_policy("Environment", o, e, c, interval)
+            },
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -460,6 +583,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             move |_| registrypolicy::all(&every_policy),
         )
         .with_config(config.clone())
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             move |o, c| {
@@ -471,7 +595,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
                     registrypolicy::reconcile(o, c, scope),
                 )
             },
-            |o, e, c| error_policy("RegistryPolicy", o, e, c),
+            |o, e, c| error_policy("RegistryPolicy", o, e, c, None),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -485,10 +609,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
             move |env| promotion::affected_by(&promotion_store, &env),
         )
         .with_config(config)
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
             |o, c| measured("Promotion", o.clone(), c.clone(), promotion::reconcile(o, c)),
-            |o, e, c| error_policy("Promotion", o, e, c),
+            |o, e, c| error_policy("Promotion", o, e, c, None),
             ctx.clone(),
         )
         .for_each(|_| async {});
@@ -516,8 +641,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         let _ = stop_tx.send(true);
     });
     let gc = tokio::spawn(collect_mirror_garbage(ctx.clone()));
+    let sweep = tokio::spawn(release_unused_watches(Arc::downgrade(&ctx)));
     tokio::join!(repos, envs, promotions, policies);
     gc.abort();
+    sweep.abort();
     synced.abort();
     ctx.synced.store(false, Ordering::Relaxed);
 }
@@ -532,6 +659,26 @@ mod tests {
         assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(retry_delay(0), RETRY_AFTER_API_ERROR);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn watches_pause_briefly_after_errors_and_start_over_after_an_event() {
+        use kube::runtime::utils::Backoff;
+        let mut b = TriggerBackoff::default();
+        let pauses: Vec<u128> = (0..6).map(|_| b.next().unwrap().as_millis()).collect();
+        assert_eq!(pauses, vec![250, 500, 1000, 2000, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.next(), Some(TRIGGER_BACKOFF_FIRST));
+    }
+
+    #[test]
+    fn retries_never_wait_longer_than_the_object_s_interval() {
+        let within = |n, secs| retry_delay_within(n, Some(Duration::from_secs(secs))).as_secs();
+        let delays: Vec<u64> = (1..=6).map(|n| within(n, 10)).collect();
+        assert_eq!(delays, vec![2, 4, 8, 10, 10, 10]);
+        assert_eq!(within(9, 3600), 300, "the cap stays for long intervals");
+        assert_eq!(within(3, 0), 2, "never below the first retry");
+        assert_eq!(retry_delay_within(4, None), retry_delay(4));
     }
 
     #[test]

@@ -48,6 +48,7 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     };
     // Finished ones too: Environments find them by label when deciding what not to propose again.
     ensure_label(&api, &promotion).await?;
+    confirm_phase_event(&ctx, &promotion).await;
     if promotion.phase().is_final() {
         return Ok(Action::await_change());
     }
@@ -81,6 +82,24 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
     status.phase = Some(step.phase);
     if status.upstream_verified_at.is_none() {
         status.upstream_verified_at = step.upstream_verified_at.map(Time);
+    }
+    // Verified since the last look, which saw it applying: it was verifying in between (a quick verification
+    // can finish between two reconciles). Recorded, so no phase is skipped.
+    let passed_verifying = (phase_changed
+        && before == PromotionPhase::Applying
+        && step.phase == PromotionPhase::Succeeded
+        && step.reason == Reason::Verified)
+        .then(|| PhaseTransition {
+            phase: PromotionPhase::Verifying,
+            reason: Reason::Verifying.as_str().to_string(),
+            message: format!(
+                "verifying {} in {}",
+                promotion.spec.revision, promotion.spec.environment
+            ),
+            time: Time(now),
+        });
+    if let Some(verifying) = &passed_verifying {
+        status.transitions.push(verifying.clone());
     }
     if phase_changed {
         status.transitions.push(PhaseTransition {
@@ -136,7 +155,15 @@ async fn run(ctx: Arc<Context>, namespace: String, name: String) -> Result<Actio
         if phase_changed {
             crate::metrics::metrics().promotion_transition(step.phase.as_str());
         }
-        publish(&ctx, &promotion, &step, phase_changed, old).await;
+        let index = status.transitions.len().saturating_sub(1);
+        if let Some(verifying) = passed_verifying {
+            let name = phase_event_name(&promotion, index.saturating_sub(1), verifying.phase);
+            let note = format!("{}: {}", verifying.phase, verifying.message);
+            ctx.events
+                .publish_once(&promotion, name, false, &verifying.reason, note)
+                .await;
+        }
+        publish(&ctx, &promotion, &step, (phase_changed, index), old).await;
         if let Some(note) = rollback_note {
             ctx.event(&promotion, true, Reason::RolledBack.as_str(), note).await;
         }
@@ -166,12 +193,55 @@ async fn ensure_label(api: &Api<Promotion>, promotion: &Promotion) -> Result<(),
     Ok(())
 }
 
-/// One Event per change of phase or of the reason within a phase.
+/// Transitions older than this are not looked for again after a restart: Events expire (an hour by default),
+/// and one recorded now would show an old change as new.
+const CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The name of the Event of `promotion`'s transition number `index` (0-based, into `phase`): one per
+/// transition, so it is recorded once whatever restarts happen around the status write. The index, not the
+/// phase alone: a promotion can enter a phase again (WaitingApproval → Pending behind a rollback → back). The
+/// uid tells a Promotion deleted and created again apart.
+fn phase_event_name(promotion: &Promotion, index: usize, phase: PromotionPhase) -> String {
+    let base: String = promotion.name_any().chars().take(200).collect();
+    let uid = promotion.uid().unwrap_or_default();
+    format!(
+        "{base}.{index}-{}.{}",
+        phase.as_str().to_lowercase(),
+        uid.get(..8).unwrap_or(&uid)
+    )
+}
+
+/// The first time this process sees `promotion`: the Event of its last phase change exists, recorded now if
+/// the process that wrote the change was killed before it could record it.
+async fn confirm_phase_event(ctx: &Context, promotion: &Promotion) {
+    let transitions = promotion
+        .status
+        .as_ref()
+        .map(|s| s.transitions.as_slice())
+        .unwrap_or_default();
+    let Some(last) = transitions.last() else {
+        return;
+    };
+    let index = transitions.len() - 1;
+    let age = Timestamp::now().duration_since(last.time.0).unsigned_abs();
+    if age > CONFIRM_WITHIN {
+        return;
+    }
+    let key = format!("{}/{index}", promotion.uid().unwrap_or_default());
+    let warning = matches!(last.phase, PromotionPhase::Failed | PromotionPhase::Aborted);
+    let note = format!("{}: {}", last.phase, last.message);
+    let name = phase_event_name(promotion, index, last.phase);
+    ctx.events
+        .confirm_once(promotion, &key, name, warning, &last.reason, note)
+        .await;
+}
+
+/// One Event per change of phase (exactly one, see [`phase_event_name`]) or of the reason within a phase.
 async fn publish(
     ctx: &Context,
     promotion: &Promotion,
     step: &Step,
-    phase_changed: bool,
+    (phase_changed, index): (bool, usize),
     old: Option<&crate::api::PromotionStatus>,
 ) {
     let old_reason = old
@@ -183,7 +253,14 @@ async fn publish(
     let warning = matches!(step.phase, PromotionPhase::Failed | PromotionPhase::Aborted);
     info!(phase = %step.phase, reason = %step.reason, message = %step.message, "promotion moved");
     let note = format!("{}: {}", step.phase, step.message);
-    ctx.event(promotion, warning, step.reason.as_str(), note).await;
+    if phase_changed {
+        let name = phase_event_name(promotion, index, step.phase);
+        ctx.events
+            .publish_once(promotion, name, warning, step.reason.as_str(), note)
+            .await;
+    } else {
+        ctx.event(promotion, warning, step.reason.as_str(), note).await;
+    }
 }
 
 /// Creates the rollback Promotion to the newest other revision that succeeded in `env`. Its name is derived
@@ -214,4 +291,26 @@ async fn start_rollback(
         Err(e) => return Err(e.into()),
     }
     Ok(Some((name, previous.revision.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_transition_has_its_own_event_name_even_into_the_same_phase() {
+        let mut p = new_promotion("ns", "production", "main@sha1:abc", false);
+        p.metadata.name = Some("x".repeat(300));
+        p.metadata.uid = Some("0123456789-uid".into());
+        let first = phase_event_name(&p, 1, PromotionPhase::WaitingApproval);
+        let again = phase_event_name(&p, 3, PromotionPhase::WaitingApproval);
+        assert_ne!(first, again, "a phase entered again is another Event");
+        assert_eq!(first, phase_event_name(&p, 1, PromotionPhase::WaitingApproval));
+        assert!(
+            first.len() <= 253 && first.ends_with(".1-waitingapproval.01234567"),
+            "{first}"
+        );
+        p.metadata.uid = Some("another-uid".into());
+        assert_ne!(first, phase_event_name(&p, 1, PromotionPhase::WaitingApproval));
+    }
 }

@@ -71,33 +71,6 @@ pub enum DecryptError {
     Io(String),
 }
 
-impl DecryptError {
-    pub fn reason(&self) -> crate::api::Reason {
-        use crate::api::Reason;
-        match self {
-            DecryptError::Render(e) => e.reason(),
-            DecryptError::SecretNotFound(_) => Reason::SecretNotFound,
-            _ => Reason::DecryptionFailed,
-        }
-    }
-
-    /// Whether retrying may succeed without a change to the spec or the repository: a busy disk, or the key
-    /// Secret (created, or given the right identity, later). Everything else is Stalled.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DecryptError::Render(e) => e.is_transient(),
-            DecryptError::Io(_)
-            | DecryptError::SecretNotFound(_)
-            | DecryptError::NoIdentities(_)
-            | DecryptError::InvalidKey { .. } => true,
-            DecryptError::Failed { reason, .. } => {
-                matches!(reason, SopsError::WrongKey { .. } | SopsError::NoIdentities)
-            }
-            _ => false,
-        }
-    }
-}
-
 /// The identities of a Secret: every key ending in `.agekey` (others are ignored, as Flux does).
 pub fn keyring_from_secret(shown: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<Keyring, DecryptError> {
     let mut keyring = Keyring::default();

@@ -61,15 +61,14 @@ pub enum RegistryError {
     },
     #[error("{image}: {why}")]
     Protocol { image: String, why: String },
+    #[error(
+        "{image}: the registry asks for credentials to be sent to {realm} over plain HTTP; refused (list that host \
+         with --insecure-registry if it is meant to be reached without TLS)"
+    )]
+    InsecureRealm { image: String, realm: String },
 }
 
 impl RegistryError {
-    /// Whether trying again later may help (a registry down or failing), as opposed to a wrong reference,
-    /// missing image or refused credentials, which need a change.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Unreachable { .. } | RegistryError::Status { .. })
-    }
-
     fn from_oci(image: &str, e: OciDistributionError) -> RegistryError {
         let image = image.to_string();
         match e {
@@ -127,6 +126,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The `realm` of a `Bearer` challenge (`WWW-Authenticate: Bearer realm="…",service="…"`), if there is one.
+fn bearer_realm(challenge: &str) -> Option<String> {
+    let (scheme, params) = challenge.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    params.split(',').find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("realm")
+            .then(|| value.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Whether credentials may be sent to `realm`: over HTTPS, or over HTTP to a host the operator listed as
+/// insecure. Anything else (other schemes, unparsable URLs) is refused.
+fn realm_allowed(realm: &str, insecure: &[String]) -> bool {
+    let lower = realm.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    !authority.contains('@') && insecure.iter().any(|h| h.eq_ignore_ascii_case(authority))
 }
 
 /// Parses an image reference as the distribution API needs it (`docker.io` and `library/` defaults, ports,
@@ -187,6 +214,9 @@ struct Descriptor {
 pub struct Registry {
     client: Client,
     credentials: Credentials,
+    insecure: Vec<String>,
+    /// Registry hosts whose token realm was checked (see [`Registry::check_realm`]), with the verdict.
+    realms: tokio::sync::Mutex<std::collections::HashMap<String, Result<(), String>>>,
 }
 
 impl Registry {
@@ -209,21 +239,80 @@ impl Registry {
         Registry {
             client: Client::new(config),
             credentials,
+            insecure: settings.insecure.clone(),
+            realms: Default::default(),
         }
     }
 
-    fn auth(&self, reference: &Reference) -> RegistryAuth {
+    /// The credentials to use for `reference`'s registry, once its token realm is known to be safe for them.
+    async fn auth(&self, reference: &Reference) -> Result<RegistryAuth, RegistryError> {
         match self.credentials.for_host(reference.registry()) {
-            Some(basic) => RegistryAuth::Basic(basic.username.clone(), basic.password.clone()),
-            None => RegistryAuth::Anonymous,
+            Some(basic) => {
+                self.check_realm(reference).await?;
+                Ok(RegistryAuth::Basic(basic.username.clone(), basic.password.clone()))
+            }
+            None => Ok(RegistryAuth::Anonymous),
         }
     }
 
-    async fn authorize(&self, reference: &Reference) {
-        let auth = self.auth(reference);
+    /// oci-client answers a bearer challenge by sending the basic credentials to whatever `realm` the registry
+    /// names, over whatever scheme it names. A registry reached over TLS that names an `http://` realm would
+    /// have the pull secret's password cross the network in clear text, so the challenge is read here first and
+    /// such a realm refused, unless the operator listed its host as insecure. Checked once per registry host.
+    async fn check_realm(&self, reference: &Reference) -> Result<(), RegistryError> {
+        let host = reference.resolve_registry().to_string();
+        let mut realms = self.realms.lock().await;
+        if !realms.contains_key(&host) {
+            let verdict = self.read_realm(&host).await?;
+            realms.insert(host.clone(), verdict);
+        }
+        match realms.get(&host) {
+            Some(Err(realm)) => Err(RegistryError::InsecureRealm {
+                image: reference.whole(),
+                realm: realm.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `Ok(Err(realm))` when `host`'s bearer challenge names a realm credentials must not be sent to.
+    async fn read_realm(&self, host: &str) -> Result<Result<(), String>, RegistryError> {
+        let scheme = if self.insecure.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!("{scheme}://{host}/v2/");
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| RegistryError::Unreachable {
+                image: host.to_string(),
+                why: error_chain(&e),
+            })?;
+        let response = client.get(&url).send().await.map_err(|e| RegistryError::Unreachable {
+            image: host.to_string(),
+            why: error_chain(&e),
+        })?;
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        Ok(match bearer_realm(challenge) {
+            Some(realm) if !realm_allowed(&realm, &self.insecure) => Err(realm),
+            _ => Ok(()),
+        })
+    }
+
+    async fn authorize(&self, reference: &Reference) -> Result<(), RegistryError> {
+        let auth = self.auth(reference).await?;
         self.client
             .store_auth_if_needed(reference.resolve_registry(), &auth)
             .await;
+        Ok(())
     }
 
     /// The digest `image` names: its own, or the one its tag points at now (a HEAD, or a GET where the
@@ -233,7 +322,7 @@ impl Registry {
         if let Some(digest) = reference.digest() {
             return Ok(digest.to_string());
         }
-        let auth = self.auth(&reference);
+        let auth = self.auth(&reference).await?;
         self.client
             .fetch_manifest_digest(&reference, &auth)
             .await
@@ -251,8 +340,8 @@ impl Registry {
                 why: "a copy needs a digest".to_string(),
             });
         };
-        self.authorize(source).await;
-        self.authorize(target).await;
+        self.authorize(source).await?;
+        self.authorize(target).await?;
         let mut report = CopyReport::default();
         self.copy_manifest(source, target, digest, target.tag(), &mut report)
             .await?;
@@ -285,7 +374,7 @@ impl Registry {
         }
         let (body, _) = self
             .client
-            .pull_manifest_raw(&src, &self.auth(&src), MANIFEST_MEDIA_TYPES)
+            .pull_manifest_raw(&src, &self.auth(&src).await?, MANIFEST_MEDIA_TYPES)
             .await
             .map_err(|e| RegistryError::from_oci(&shown, e))?;
         let actual = sha256(&body);
@@ -338,7 +427,7 @@ impl Registry {
     async fn exists(&self, reference: &Reference) -> Result<bool, RegistryError> {
         match self
             .client
-            .fetch_manifest_digest(reference, &self.auth(reference))
+            .fetch_manifest_digest(reference, &self.auth(reference).await?)
             .await
         {
             Ok(_) => Ok(true),
@@ -403,4 +492,36 @@ impl Registry {
 /// `sha256:<hex>` of bytes.
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_realm_is_read_from_a_bearer_challenge_only() {
+        assert_eq!(
+            bearer_realm(r#"Bearer realm="https://auth.example/token",service="registry.example""#).as_deref(),
+            Some("https://auth.example/token")
+        );
+        assert_eq!(
+            bearer_realm(r#"bearer service="s", REALM="http://a:5000/t""#).as_deref(),
+            Some("http://a:5000/t")
+        );
+        assert_eq!(bearer_realm(r#"Basic realm="registry""#), None);
+        assert_eq!(bearer_realm(""), None);
+    }
+
+    #[test]
+    fn credentials_go_over_tls_or_to_a_listed_insecure_host_only() {
+        let insecure = vec!["127.0.0.1:5000".to_string()];
+        assert!(realm_allowed("https://auth.example/token", &[]));
+        assert!(realm_allowed("HTTPS://auth.example/token", &[]));
+        assert!(realm_allowed("http://127.0.0.1:5000/token", &insecure));
+        assert!(!realm_allowed("http://127.0.0.1:5001/token", &insecure));
+        assert!(!realm_allowed("http://auth.example/token", &[]));
+        assert!(!realm_allowed("http://127.0.0.1:5000@evil.example/token", &insecure));
+        assert!(!realm_allowed("ftp://auth.example/token", &insecure));
+        assert!(!realm_allowed("/token", &insecure));
+    }
 }

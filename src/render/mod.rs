@@ -57,24 +57,6 @@ pub enum RenderError {
     Io(String),
 }
 
-impl RenderError {
-    /// The condition reason a failed render is reported with.
-    pub fn reason(&self) -> crate::api::Reason {
-        use crate::api::Reason;
-        match self {
-            RenderError::PathNotFound(_) | RenderError::InvalidPath(_) => Reason::PathNotFound,
-            RenderError::TooManyBytes { .. } | RenderError::TooManyObjects { .. } => Reason::RenderLimitExceeded,
-            _ => Reason::RenderFailed,
-        }
-    }
-
-    /// Whether retrying the same revision may succeed (a slow disk, a busy machine); everything else waits for
-    /// a new revision or new settings.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, RenderError::Timeout(_) | RenderError::Io(_))
-    }
-}
-
 /// One rendered object and where it came from, for error messages that point at a file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedObject {

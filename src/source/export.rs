@@ -10,7 +10,7 @@ use super::links::{LinkProblem, real_path_beneath};
 
 /// Marker written last: an export without it is incomplete and is redone. Its name changes whenever the
 /// export rules change, so trees exported under older (weaker) rules are redone too.
-const COMPLETE: &str = ".ferry-complete-2";
+pub(super) const COMPLETE: &str = ".ferry-complete-2";
 /// Symlinks removed from the export, one per line: `<escapes|loops>\t<repository path>`.
 pub const ESCAPING_SYMLINKS: &str = ".ferry-escaping-symlinks";
 
@@ -65,6 +65,11 @@ fn valid_entry_name(name: &[u8]) -> bool {
 }
 
 /// Exports `commit` into `dest` unless a complete export is already there. Returns `dest`.
+///
+/// The tree is written to a temporary directory beside `dest` and renamed into place only when complete, so a
+/// failure part-way (a full or read-only storage directory) leaves nothing that a render could read: the
+/// partial directory is removed, and the error ([`SourceError::Disk`]) names `dest` and the operating system's
+/// error.
 pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result<PathBuf, SourceError> {
     if dest.join(COMPLETE).is_file() {
         let _ = std::fs::write(dest.join(COMPLETE), b"");
@@ -75,6 +80,10 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         let _ = std::fs::remove_dir_all(dest);
     }
     let storage = |e: &dyn std::fmt::Display| SourceError::Storage(format!("exporting {commit}: {e}"));
+    let disk = |what: &str, e: &std::io::Error| SourceError::Disk {
+        path: dest.display().to_string(),
+        message: format!("exporting {commit}: {what}: {}", super::os_error(e)),
+    };
     let missing = || SourceError::CommitMissing(commit.to_string());
     let oid = git2::Oid::from_str(commit).map_err(|_| missing())?;
     let tree = repo
@@ -83,11 +92,11 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         .tree()
         .map_err(|_| missing())?;
     let parent = dest.parent().ok_or_else(|| storage(&"export path has no parent"))?;
-    std::fs::create_dir_all(parent).map_err(|e| storage(&e))?;
+    std::fs::create_dir_all(parent).map_err(|e| disk("creating the directory", &e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".export-")
         .tempdir_in(parent)
-        .map_err(|e| storage(&e))?;
+        .map_err(|e| disk("creating a temporary directory", &e))?;
     let root = tmp.path().to_path_buf();
     let mut escaping: Vec<(String, LinkProblem)> = Vec::new();
     let mut links = Vec::new();
@@ -105,26 +114,31 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         let name = entry.name().unwrap_or_default();
         let rel = format!("{dir}{name}");
         let path = root.join(&rel);
-        let result: Result<(), String> = (|| {
+        let writing = |e: std::io::Error| disk(&format!("writing {rel}"), &e);
+        let result: Result<(), SourceError> = (|| {
             match entry.kind() {
-                Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(|e| e.to_string()),
+                Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(writing),
                 Some(git2::ObjectType::Blob) => {
-                    let blob = repo.find_blob(entry.id()).map_err(|e| e.message().to_string())?;
+                    let blob = repo
+                        .find_blob(entry.id())
+                        .map_err(|e| storage(&format!("{rel}: {}", e.message())))?;
                     total += blob.content().len();
                     if total > MAX_EXPORT_BYTES {
-                        return Err(format!("the repository is larger than {MAX_EXPORT_BYTES} bytes"));
+                        return Err(storage(&format!(
+                            "the repository is larger than {MAX_EXPORT_BYTES} bytes"
+                        )));
                     }
                     if entry.filemode() == 0o120000 {
                         let target = String::from_utf8_lossy(blob.content()).to_string();
                         if resolve_link(dir, &target).is_some() {
                             links.push(rel.clone());
-                            std::os::unix::fs::symlink(&target, &path).map_err(|e| e.to_string())
+                            std::os::unix::fs::symlink(&target, &path).map_err(writing)
                         } else {
                             escaping.push((rel.clone(), LinkProblem::Escapes));
                             Ok(())
                         }
                     } else {
-                        std::fs::write(&path, blob.content()).map_err(|e| e.to_string())
+                        std::fs::write(&path, blob.content()).map_err(writing)
                     }
                 }
                 _ => Ok(()), // submodules are not followed
@@ -133,7 +147,7 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         match result {
             Ok(()) => git2::TreeWalkResult::Ok,
             Err(e) => {
-                failure = Some(storage(&format!("{rel}: {e}")));
+                failure = Some(e);
                 git2::TreeWalkResult::Abort
             }
         }
@@ -144,7 +158,7 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
     }
     // Every link is judged on the complete tree (a link may go through links written after it), all before
     // any is removed.
-    let canonical_root = root.canonicalize().map_err(|e| storage(&e))?;
+    let canonical_root = root.canonicalize().map_err(|e| disk("reading the export", &e))?;
     let bad: Vec<(String, LinkProblem)> = links
         .iter()
         .filter_map(|rel| {
@@ -154,7 +168,7 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         })
         .collect();
     for (rel, _) in &bad {
-        std::fs::remove_file(root.join(rel)).map_err(|e| storage(&format!("{rel}: {e}")))?;
+        std::fs::remove_file(root.join(rel)).map_err(|e| disk(&format!("removing {rel}"), &e))?;
     }
     escaping.extend(bad);
     escaping.sort();
@@ -162,14 +176,15 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         .iter()
         .map(|(rel, problem)| format!("{}\t{rel}", problem.as_str()))
         .collect();
-    std::fs::write(root.join(ESCAPING_SYMLINKS), list.join("\n")).map_err(|e| storage(&e))?;
-    std::fs::write(root.join(COMPLETE), b"").map_err(|e| storage(&e))?;
+    std::fs::write(root.join(ESCAPING_SYMLINKS), list.join("\n"))
+        .map_err(|e| disk(&format!("writing {ESCAPING_SYMLINKS}"), &e))?;
+    std::fs::write(root.join(COMPLETE), b"").map_err(|e| disk(&format!("writing {COMPLETE}"), &e))?;
     let kept = tmp.keep();
     if let Err(e) = std::fs::rename(&kept, dest) {
         // Another export of the same commit won the race; use it.
         let _ = std::fs::remove_dir_all(&kept);
         if !dest.join(COMPLETE).is_file() {
-            return Err(storage(&e));
+            return Err(disk("moving the export into place", &e));
         }
     }
     Ok(dest.to_path_buf())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use super::auth::{Credentials, known_hosts_accepts, ssh_host_port, verify_with_ca};
-use super::export::export_tree;
+use super::export::{COMPLETE, export_tree};
 use super::revision::{Revision, resolve_ref_spec};
 use super::{SourceError, redact_url, validate_url};
 use crate::api::GitRef;
@@ -108,7 +108,7 @@ impl MirrorStore {
         let repo = open_or_init(&path)?;
         let fresh = state.last_fetch.is_some_and(|t| t.elapsed() < opts.max_age);
         if !fresh {
-            network_fetch(&repo, url, creds, opts)?;
+            network_fetch(&repo, url, creds, opts).map_err(|e| storage_failure(&path, e))?;
             self.network_fetches.fetch_add(1, Ordering::Relaxed);
             state.last_fetch = Some(Instant::now());
             touch(&path);
@@ -173,7 +173,8 @@ impl MirrorStore {
         let trees = self.root.join("trees");
         for mirror in std::fs::read_dir(&trees).into_iter().flatten().flatten() {
             for tree in std::fs::read_dir(mirror.path()).into_iter().flatten().flatten() {
-                let age = std::fs::metadata(tree.path().join(".ferry-complete"))
+                // The marker is touched on every use of the tree (see `export_tree`).
+                let age = std::fs::metadata(tree.path().join(COMPLETE))
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -351,14 +352,53 @@ fn network_fetch(
 }
 
 fn open_or_init(path: &Path) -> Result<git2::Repository, SourceError> {
-    let storage = |e: git2::Error| SourceError::Storage(e.message().to_string());
     match git2::Repository::open_bare(path) {
         Ok(repo) => Ok(repo),
         Err(_) => {
-            std::fs::create_dir_all(path).map_err(|e| SourceError::Storage(e.to_string()))?;
-            git2::Repository::init_bare(path).map_err(storage)
+            let disk = |message: String| SourceError::Disk {
+                path: path.display().to_string(),
+                message,
+            };
+            std::fs::create_dir_all(path).map_err(|e| disk(format!("creating the mirror: {}", super::os_error(&e))))?;
+            git2::Repository::init_bare(path).map_err(|e| disk(format!("creating the mirror: {}", e.message())))
         }
     }
+}
+
+/// What the operating system says when a file system cannot take a write, as libgit2 quotes it.
+const DISK_ERRORS: [&str; 3] = [
+    "No space left on device",
+    "Read-only file system",
+    "Disk quota exceeded",
+];
+
+/// A fetch that failed writing into the mirror (its directory full or read-only) is a storage failure, not the
+/// Git host's: reported as [`SourceError::Disk`] naming the mirror's directory. libgit2 gives no errno, so a
+/// failure of a local kind (file system, object database, indexer, refs) is confirmed by writing a probe file
+/// into the mirror: if that fails too, its OS error is the one reported.
+fn storage_failure(mirror: &Path, error: SourceError) -> SourceError {
+    let SourceError::Fetch { message, .. } = &error else {
+        return error;
+    };
+    let says_disk = DISK_ERRORS.iter().any(|m| message.contains(m));
+    let disk = |message: String| SourceError::Disk {
+        path: mirror.display().to_string(),
+        message,
+    };
+    match probe_writable(mirror) {
+        Err(e) => disk(format!("writing the fetched objects: {}", super::os_error(&e))),
+        Ok(()) if says_disk => disk(format!("writing the fetched objects: {message}")),
+        Ok(()) => error,
+    }
+}
+
+/// Writes (and removes) a small file in `dir`: an error means the directory cannot take writes now.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut probe = tempfile::Builder::new().prefix(".probe-").tempfile_in(dir)?;
+    probe.write_all(&[0u8; 64 << 10])?;
+    probe.as_file().sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -435,6 +475,7 @@ mod tests {
             0,
             "recently used mirrors stay"
         );
+        assert!(tree.join("a.yaml").is_file(), "and so do recently used trees");
         assert_eq!(store.collect_garbage(Duration::ZERO), 1);
         assert!(!tree.exists(), "exported trees go with their mirror's age");
         assert!(matches!(

@@ -18,8 +18,6 @@ pub use mirror::{FetchOptions, Fetched, MirrorStore};
 pub use revision::{RefSpec, Revision, resolve_ref_spec};
 pub use tree::{MAX_FILE_BYTES, ManifestFile, normalize_path};
 
-use crate::api::Reason;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("invalid URL {url:?}: {why}")]
@@ -40,6 +38,10 @@ pub enum SourceError {
     InvalidPath(String),
     #[error("reading the mirror failed: {0}")]
     Storage(String),
+    /// The storage directory could not be written (full, read-only, gone): nothing of the commit is used.
+    /// `path` is the directory under `--storage-dir`, `message` the operating system's error.
+    #[error("storage {path}: {message}")]
+    Disk { path: String, message: String },
     #[error("{0}")]
     Auth(String),
     #[error("host verification failed: {0}")]
@@ -48,28 +50,23 @@ pub enum SourceError {
     TooLarge { url: String, max_bytes: u64 },
 }
 
-impl SourceError {
-    /// The condition reason users see for this failure.
-    pub fn reason(&self) -> Reason {
-        match self {
-            SourceError::InvalidUrl { .. } => Reason::InvalidUrl,
-            SourceError::InvalidRef(_) => Reason::InvalidSpec,
-            SourceError::RefNotFound { .. } => Reason::RefNotFound,
-            SourceError::Fetch { .. } | SourceError::Timeout { .. } => Reason::FetchFailed,
-            SourceError::CommitMissing(_) | SourceError::Storage(_) => Reason::ArtifactFailed,
-            SourceError::PathNotFound { .. } | SourceError::InvalidPath(_) => Reason::PathNotFound,
-            SourceError::Auth(_) => Reason::AuthFailed,
-            SourceError::HostKey(_) => Reason::HostKeyMismatch,
-            SourceError::TooLarge { .. } => Reason::TooLarge,
-        }
-    }
-
-    /// Failures that retrying cannot fix until the spec or the repository changes.
-    pub fn is_stalled(&self) -> bool {
-        matches!(
-            self,
-            SourceError::InvalidUrl { .. } | SourceError::InvalidRef(_) | SourceError::InvalidPath(_)
-        )
+/// The operating system's error alone ("No space left on device (os error 28)"), without the path some
+/// wrappers add: temporary names differ on every attempt, and a message that changes each retry would rewrite
+/// status (and raise an Event) each time.
+pub(crate) fn os_error(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    // tempfile's errors carry the kind but not the code: the usual ones get their code back.
+    let code = e.raw_os_error().or(match e.kind() {
+        ErrorKind::StorageFull => Some(libc::ENOSPC),
+        ErrorKind::ReadOnlyFilesystem => Some(libc::EROFS),
+        ErrorKind::QuotaExceeded => Some(libc::EDQUOT),
+        ErrorKind::PermissionDenied => Some(libc::EACCES),
+        ErrorKind::NotFound => Some(libc::ENOENT),
+        _ => None,
+    });
+    match code {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => e.kind().to_string(),
     }
 }
 
@@ -124,6 +121,7 @@ pub fn validate_url(url: &str, allow_file: bool) -> Result<(), SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Reason;
 
     #[test]
     fn redacts_credentials() {

@@ -105,6 +105,16 @@ impl AppliedRecords {
         self.records.lock().unwrap_or_else(|e| e.into_inner()).remove(env);
     }
 
+    /// How long until the Environment's periodic full check is due (`None` without a record: its next sync
+    /// takes the full path anyway).
+    pub fn full_sync_due_in(&self, env: &EnvKey, full_sync_interval: Duration, now: Instant) -> Option<Duration> {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(env)
+            .map(|r| full_sync_interval.saturating_sub(now.saturating_duration_since(r.full_sync_at)))
+    }
+
     /// The resourceVersion this process last applied `entry` at, for the Environment that owns it.
     pub fn applied_version(&self, env: &EnvKey, entry: &InventoryEntry) -> Option<String> {
         self.records

@@ -1,6 +1,9 @@
 //! Metadata-only watches on the objects Ferry applied (selected by its ownership label, one watch per kind), so
 //! that a steady state costs no requests and a hand edit or deletion wakes its Environment at once.
 //!
+//! One [`OwnedObjectWatches`] watches the cluster Ferry runs in, as Ferry; each target cluster has its own, with
+//! its kubeconfig's credentials (see [`super::remote`]).
+//!
 //! Each watch keeps the resourceVersion of every owned object of its kind. An event whose resourceVersion is not
 //! the one this process applied (a hand edit, a deletion, another writer) enqueues the owning Environment. A kind
 //! Ferry may not list or watch (its RBAC is narrow in multi-tenant installs) is simply not watched: its objects
@@ -18,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info};
 
-use super::applied::AppliedRecords;
+use super::applied::{AppliedRecords, EnvKey};
 use crate::api::{Environment, InventoryEntry};
 use crate::apply::{OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL};
 
@@ -33,10 +36,18 @@ struct KindCache {
     synced: bool,
     /// The kind cannot be watched (forbidden); nothing is ever known of it.
     unwatchable: bool,
-    objects: HashMap<ObjectKey, String>,
+    objects: HashMap<ObjectKey, Seen>,
 }
 
-/// The watches of one cluster (the one Ferry runs in).
+/// An owned object as the watch last saw it.
+#[derive(Clone)]
+struct Seen {
+    version: String,
+    owner: Option<EnvKey>,
+}
+
+/// The watches of one cluster, with one identity: the cluster Ferry runs in (Ferry's own), or a target cluster
+/// (the kubeconfig's). Dropping it stops its watches.
 pub struct OwnedObjectWatches {
     client: Client,
     /// A namespaced Ferry only follows its own namespace's Environments.
@@ -45,19 +56,53 @@ pub struct OwnedObjectWatches {
     records: Arc<AppliedRecords>,
     trigger: mpsc::UnboundedSender<ObjectRef<Environment>>,
     triggers: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<Environment>>>>,
+    /// The watch tasks, aborted on drop.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Held by every running watch task: how many still run (`Arc::strong_count` - 1).
+    alive: Arc<()>,
 }
 
 impl OwnedObjectWatches {
     pub fn new(client: Client, namespace: Option<String>, records: Arc<AppliedRecords>) -> Self {
         let (trigger, triggers) = mpsc::unbounded();
+        let mut watches = Self::with_trigger(client, namespace, records, trigger);
+        watches.triggers = Mutex::new(Some(triggers));
+        watches
+    }
+
+    /// Watches that wake Environments through another set's channel (a target cluster's, through the local
+    /// one's: the controller listens to one).
+    pub fn with_trigger(
+        client: Client,
+        namespace: Option<String>,
+        records: Arc<AppliedRecords>,
+        trigger: mpsc::UnboundedSender<ObjectRef<Environment>>,
+    ) -> Self {
         OwnedObjectWatches {
             client,
             namespace,
             kinds: Arc::default(),
             records,
             trigger,
-            triggers: Mutex::new(Some(triggers)),
+            triggers: Mutex::new(None),
+            tasks: Mutex::default(),
+            alive: Arc::new(()),
         }
+    }
+
+    /// Where this set's events go, for sets that share it.
+    pub fn trigger(&self) -> mpsc::UnboundedSender<ObjectRef<Environment>> {
+        self.trigger.clone()
+    }
+
+    /// Watch tasks still running (for tests: none after the set is dropped).
+    pub fn running(&self) -> usize {
+        Arc::strong_count(&self.alive) - 1
+    }
+
+    /// A counter of this set's running watch tasks that outlives the set.
+    pub fn liveness(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.alive)
     }
 
     /// The Environments to reconcile because an object of theirs changed; taken once, by the controller.
@@ -76,7 +121,7 @@ impl OwnedObjectWatches {
         cache
             .objects
             .get(&(entry.namespace.clone(), entry.name.clone()))
-            .cloned()
+            .map(|seen| seen.version.clone())
     }
 
     /// Starts a watch for each kind not watched yet. `resource` maps a kind to its API resource (from discovery).
@@ -97,7 +142,11 @@ impl OwnedObjectWatches {
             let Some(ar) = resource(&entry.api_version, &entry.kind) else {
                 continue;
             };
-            tokio::spawn(self.watch(key, ar));
+            let task = tokio::spawn(self.watch(key, ar));
+            self.tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task.abort_handle());
         }
     }
 
@@ -111,7 +160,9 @@ impl OwnedObjectWatches {
         let kinds = self.kinds.clone();
         let records = self.records.clone();
         let trigger = self.trigger.clone();
+        let alive = self.alive.clone();
         async move {
+            let _alive = alive;
             let mut stream = watcher(api, config).default_backoff().boxed();
             let mut buffer = HashMap::new();
             while let Some(event) = stream.next().await {
@@ -124,20 +175,40 @@ impl OwnedObjectWatches {
                 match event {
                     Ok(watcher::Event::Init) => buffer = HashMap::new(),
                     Ok(watcher::Event::InitApply(o)) => {
-                        buffer.insert(object_key(&o), o.resource_version().unwrap_or_default());
+                        // Changed while nobody watched (before the first list, or between a lost watch and
+                        // this list): wakes its Environment like a live event.
+                        if let Some(env) = owner(&o)
+                            && let Some(applied) = records.applied_version(&env, &entry_of(&o, &key))
+                            && o.resource_version().as_deref() != Some(applied.as_str())
+                        {
+                            debug!(kind = %key.1, object = %o.name_any(), "owned object changed while not watched");
+                            let _ = trigger.unbounded_send(ObjectRef::new(&env.1).within(&env.0));
+                        }
+                        buffer.insert(object_key(&o), seen(&o));
                     }
                     Ok(watcher::Event::InitDone) => {
                         let objects = std::mem::take(&mut buffer);
+                        let mut gone = Vec::new();
                         update(&mut |c| {
+                            gone = c
+                                .objects
+                                .iter()
+                                .filter(|(k, _)| !objects.contains_key(*k))
+                                .filter_map(|(_, seen)| seen.owner.clone())
+                                .collect();
                             c.objects = objects.clone();
                             c.synced = true;
                         });
+                        // Deleted while nobody watched.
+                        for (namespace, name) in gone {
+                            let _ = trigger.unbounded_send(ObjectRef::new(&name).within(&namespace));
+                        }
                         debug!(kind = %key.1, "watching owned objects");
                     }
                     Ok(watcher::Event::Apply(o)) => {
                         let version = o.resource_version().unwrap_or_default();
                         update(&mut |c| {
-                            c.objects.insert(object_key(&o), version.clone());
+                            c.objects.insert(object_key(&o), seen(&o));
                         });
                         wake_owner(&o, &key, Some(&version), &records, &trigger);
                     }
@@ -166,8 +237,40 @@ impl OwnedObjectWatches {
     }
 }
 
+impl Drop for OwnedObjectWatches {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
 fn object_key(o: &PartialObjectMeta<DynamicObject>) -> ObjectKey {
     (o.namespace(), o.name_any())
+}
+
+fn entry_of(o: &PartialObjectMeta<DynamicObject>, key: &KindKey) -> InventoryEntry {
+    InventoryEntry {
+        api_version: key.0.clone(),
+        kind: key.1.clone(),
+        namespace: o.namespace(),
+        name: o.name_any(),
+    }
+}
+
+fn owner(o: &PartialObjectMeta<DynamicObject>) -> Option<EnvKey> {
+    let labels = o.labels();
+    Some((
+        labels.get(OWNER_NAMESPACE_LABEL)?.clone(),
+        labels.get(OWNER_NAME_LABEL)?.clone(),
+    ))
+}
+
+fn seen(o: &PartialObjectMeta<DynamicObject>) -> Seen {
+    Seen {
+        version: o.resource_version().unwrap_or_default(),
+        owner: owner(o),
+    }
 }
 
 /// Enqueues the object's Environment unless the event is this process's own write (the resourceVersion it
@@ -179,17 +282,11 @@ fn wake_owner(
     records: &AppliedRecords,
     trigger: &mpsc::UnboundedSender<ObjectRef<Environment>>,
 ) {
-    let labels = o.labels();
-    let (Some(name), Some(namespace)) = (labels.get(OWNER_NAME_LABEL), labels.get(OWNER_NAMESPACE_LABEL)) else {
+    let Some(env) = owner(o) else {
         return;
     };
-    let env = (namespace.clone(), name.clone());
-    let entry = InventoryEntry {
-        api_version: key.0.clone(),
-        kind: key.1.clone(),
-        namespace: o.namespace(),
-        name: o.name_any(),
-    };
+    let (namespace, name) = &env;
+    let entry = entry_of(o, key);
     if version.is_some() && records.applied_version(&env, &entry).as_deref() == version {
         return;
     }

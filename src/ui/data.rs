@@ -254,9 +254,9 @@ impl Data {
                 "you may not list GitRepositories in namespace {source_ns}"
             )));
         }
-        let allow_file = match &self.backend {
-            Backend::Cluster { ctx } => ctx.settings.allow_file_urls,
-            Backend::Local { .. } => true,
+        let (allow_file, registry) = match &self.backend {
+            Backend::Cluster { ctx } => (ctx.settings.allow_file_urls, ctx.settings.registry.clone()),
+            Backend::Local { .. } => (true, crate::registry::RegistrySettings::default()),
         };
         let (backend, client) = (&self.backend, &self.client);
         let _permit = self
@@ -270,6 +270,7 @@ impl Data {
             env_name,
             Some(p.spec.revision.clone()),
             &self.render,
+            &registry,
             allow_file,
             |env| {
                 let env = env.clone();

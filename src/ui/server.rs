@@ -460,7 +460,22 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(ui): State<Shared>, Form(form): Form<LoginForm>) -> Response {
+/// The sign-in cookie carrying `token` (empty and expired to sign out). `Secure` when the browser reached the
+/// view over HTTPS, which behind a TLS-terminating proxy or Ingress only `X-Forwarded-Proto` tells: the token
+/// must then never travel over plain HTTP. Without it (`ferry ui` on loopback, port-forwards) a `Secure` cookie
+/// would not be sent back by every browser, so it is left off.
+fn session_cookie(token: &str, headers: &HeaderMap) -> String {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let max_age = if token.is_empty() { 0 } else { 28800 };
+    let secure = if https { "; Secure" } else { "" };
+    format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+async fn login(State(ui): State<Shared>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
     let token = form.token.trim();
     if ui.mode == Mode::Local {
         return Redirect::to("/").into_response();
@@ -479,7 +494,7 @@ async fn login(State(ui): State<Shared>, Form(form): Form<LoginForm>) -> Respons
     }
     match ui.data.auth.authenticate(token).await {
         Ok(Some(_)) => {
-            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=28800");
+            let cookie = session_cookie(token, &headers);
             match HeaderValue::from_str(&cookie) {
                 Ok(value) => (
                     StatusCode::SEE_OTHER,
@@ -503,8 +518,8 @@ async fn login(State(ui): State<Shared>, Form(form): Form<LoginForm>) -> Respons
     }
 }
 
-async fn logout() -> Response {
-    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+async fn logout(headers: HeaderMap) -> Response {
+    let cookie = session_cookie("", &headers);
     (
         StatusCode::SEE_OTHER,
         [
@@ -528,6 +543,24 @@ mod tests {
             m.insert(*k, HeaderValue::from_static(v));
         }
         m
+    }
+
+    #[test]
+    fn the_sign_in_cookie_is_secure_behind_https_and_always_http_only_and_strict() {
+        let plain = session_cookie("tok", &h(&[]));
+        assert_eq!(
+            plain,
+            "ferry-token=tok; Path=/; HttpOnly; SameSite=Strict; Max-Age=28800"
+        );
+        let behind_tls = session_cookie("tok", &h(&[("x-forwarded-proto", "https")]));
+        assert!(behind_tls.ends_with("; Secure"), "{behind_tls}");
+        assert!(session_cookie("tok", &h(&[("x-forwarded-proto", "HTTPS, http")])).ends_with("; Secure"));
+        assert!(!session_cookie("tok", &h(&[("x-forwarded-proto", "http")])).contains("Secure"));
+        let out = session_cookie("", &h(&[("x-forwarded-proto", "https")]));
+        assert!(
+            out.starts_with("ferry-token=; ") && out.contains("Max-Age=0; Secure"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use anyhow::{Context as _, bail};
-use ferry::testenv::{free_port, spawn_guarded};
+use ferry_testenv::{free_port, spawn_guarded};
 
 pub struct GitDaemon {
     pub base: tempfile::TempDir,

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod faulty;
+pub mod ferry_run;
 pub mod git;
 pub mod git_http;
 pub mod http;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRepository};
 use ferry::controllers::{self, Context, Scope, Settings};
-use ferry::testenv::{ControlPlane, Options, bin_dir_from_env_or_build};
+use ferry_testenv::{ControlPlane, Options, bin_dir_from_env_or_build};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 pub use faulty::{Fault, FaultyProxy};
+pub use ferry_run::{FerryRun, deployment_args, start_ferry_run};
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
 pub use http::{http_post, http_post_chunked};
@@ -55,7 +57,7 @@ async fn shared(workloads: bool) -> &'static Shared {
             })
             .await
             .expect("starting the local control plane");
-            ferry::testenv::install_crds(&cp.client().await.expect("client"))
+            ferry_testenv::install_crds(&cp.client().await.expect("client"))
                 .await
                 .expect("installing CRDs");
             let git = GitDaemon::start().expect("starting git daemon");
@@ -81,6 +83,8 @@ pub struct TestEnv {
     pub webhook_base: String,
     receiver: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
+    /// The running controller's context (its caches, records and watches).
+    context: Option<Arc<Context>>,
     settings: Settings,
     /// The controller's connection settings.
     config: kube::Config,
@@ -125,6 +129,12 @@ impl TestEnv {
     /// A TestEnv with no controller and no webhook receiver: for tests that run `ferry run` processes.
     pub async fn without_controller(name: &str) -> TestEnv {
         Self::build_as(name, false, Identity::NoController, |_| {}).await
+    }
+
+    /// A TestEnv with no controller and no webhook receiver, on a control plane that runs workloads (Jobs
+    /// finish on kwok's simulated node): for tests that run `ferry run` processes with verification Jobs.
+    pub async fn without_controller_with_workloads(name: &str) -> TestEnv {
+        Self::build_as(name, true, Identity::NoController, |_| {}).await
     }
 
     /// A kubeconfig file holding a token of the install manifests' `ferry` ServiceAccount (applying the
@@ -176,9 +186,12 @@ impl TestEnv {
             }
         };
         let controller_client = Client::try_from(config.clone()).expect("controller client");
-        let controller = match identity {
-            Identity::NoController => tokio::spawn(async {}),
-            _ => spawn_controller(&controller_client, &config, &namespace, &settings),
+        let (controller, context) = match identity {
+            Identity::NoController => (tokio::spawn(async {}), None),
+            _ => {
+                let (task, ctx) = spawn_controller(&controller_client, &config, &namespace, &settings);
+                (task, Some(ctx))
+            }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -204,6 +217,7 @@ impl TestEnv {
             webhook_base,
             receiver,
             controller,
+            context,
             settings,
             config,
             control_plane: &shared.cp,
@@ -231,12 +245,20 @@ impl TestEnv {
     pub fn restart_controller(&mut self) {
         self.controller.abort();
         let client = Client::try_from(self.config.clone()).expect("controller client");
-        self.controller = spawn_controller(&client, &self.config, &self.namespace, &self.settings);
+        let (task, ctx) = spawn_controller(&client, &self.config, &self.namespace, &self.settings);
+        self.controller = task;
+        self.context = Some(ctx);
+    }
+
+    /// The running controller's context.
+    pub fn context(&self) -> &Context {
+        self.context.as_deref().expect("a TestEnv with a controller")
     }
 
     /// Stops the controller (as a crash would), for tests that look at a hand-made change Ferry would revert.
     pub fn stop_controller(&mut self) {
         self.controller.abort();
+        self.context = None;
     }
 
     /// Asks for a reconcile of Environment `env` and waits until it says it handled it: proof a reconcile ran.
@@ -429,12 +451,13 @@ fn spawn_controller(
     config: &kube::Config,
     namespace: &str,
     settings: &Settings,
-) -> tokio::task::JoinHandle<()> {
+) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
     let ctx = Arc::new(Context::new(client.clone(), config.clone(), settings.clone()));
     let scope = Scope {
         namespace: Some(namespace.to_string()),
     };
-    tokio::spawn(controllers::run(ctx, scope, std::future::pending()))
+    let task = tokio::spawn(controllers::run(ctx.clone(), scope, std::future::pending()));
+    (task, ctx)
 }
 
 static SECOND: OnceCell<ControlPlane> = OnceCell::const_new();
@@ -481,6 +504,24 @@ pub fn audited_writes(audit_log: &std::path::Path, namespace: &str) -> Vec<(Stri
             let uri = e["requestURI"].as_str()?.to_string();
             Some((verb, uri.clone(), uri.contains("dryRun=All")))
         })
+        .collect()
+}
+
+/// The creates of `resource` (e.g. `jobs`) in `namespace` that the API server carried out (201), not dry runs
+/// and not refusals such as 409 AlreadyExists: the name of each object created, in order.
+pub fn audited_creates(audit_log: &std::path::Path, namespace: &str, resource: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["objectRef"]["namespace"] == namespace
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["subresource"].is_null()
+                && e["verb"] == "create"
+                && e["responseStatus"]["code"] == 201
+                && !e["requestURI"].as_str().unwrap_or_default().contains("dryRun=All")
+        })
+        .map(|e| e["objectRef"]["name"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 

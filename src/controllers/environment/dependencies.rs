@@ -65,9 +65,9 @@ pub fn not_ready(dependent: &Environment, revision: &str, key: &Key, dep: Option
     let status = dep.status.as_ref();
     let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
     let Some(ready) = ready.filter(|c| c.status == "True") else {
-        let why = ready
-            .map(|c| format!(" ({}: {})", c.reason, c.message))
-            .unwrap_or_default();
+        // The reason only, not the dependency's message: that message changes with every step of its progress
+        // ("3/10 objects ready"), and quoting it would rewrite this Environment's status each time.
+        let why = ready.map(|c| format!(" ({})", c.reason)).unwrap_or_default();
         return Some(format!("Environment {name} is not Ready{why}"));
     };
     if ready.observed_generation != dep.metadata.generation
@@ -181,7 +181,14 @@ mod tests {
         let infra = |s, g, a, t| ready(env("infra", &[]), s, g, a, t);
         assert!(not_ready(&apps, "r2", &k, None).unwrap().contains("does not exist"));
         let why = not_ready(&apps, "r2", &k, Some(&infra("False", 2, "r2", "r2"))).unwrap();
-        assert!(why.contains("team/infra is not Ready (ApplyFailed: m)"), "{why}");
+        assert!(why.ends_with("team/infra is not Ready (ApplyFailed)"), "{why}");
+        // Its status must not churn with the dependency's progress messages.
+        let mut progressing = infra("False", 2, "r2", "r2");
+        let again = not_ready(&apps, "r2", &k, Some(&progressing));
+        if let Some(c) = progressing.status.as_mut().and_then(|s| s.conditions.first_mut()) {
+            c.message = "7/10 objects ready".into();
+        }
+        assert_eq!(not_ready(&apps, "r2", &k, Some(&progressing)), again);
         let why = not_ready(&apps, "r2", &k, Some(&infra("True", 1, "r2", "r2"))).unwrap();
         assert!(why.contains("latest spec"), "{why}");
         let why = not_ready(&apps, "r2", &k, Some(&infra("True", 2, "r1", "r2"))).unwrap();

@@ -4,21 +4,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-mod capabilities;
 mod dependencies;
 mod fresh;
-mod images;
 mod policy;
 mod promoted;
 mod verification;
 
-pub use capabilities::{CapabilityCache, discover as discover_capabilities};
+pub use crate::sync::capabilities::{CapabilityCache, discover as discover_capabilities};
 pub use dependencies::dependents_of;
 pub use fresh::Freshness;
 
@@ -34,10 +32,10 @@ use crate::cluster::{ClusterError, Target};
 use std::collections::BTreeSet;
 
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};
-use crate::apply::{ApplyError, ApplyOptions, ApplyReport, Owner, PruneBlocked, plan_prune};
+use crate::apply::{ApplyError, ApplyReport, Owner, PruneBlocked, plan_prune};
 use crate::health::{Health, assess};
-use crate::render::{HelmInputs, Rendered, render_path_with};
-use crate::source::{FetchOptions, Revision, SourceError};
+use crate::source::{FetchOptions, Revision};
+use crate::sync::{Copies, Failure, Pipeline, decide};
 
 /// Removes applied objects (per `deletionPolicy`) before an Environment is deleted.
 pub const FINALIZER: &str = "ferry.dev/finalizer";
@@ -102,18 +100,49 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
         Arc::new(env)
     };
     let target = ctx.target_of(&env).await;
-    Reconcile {
-        api,
-        ctx,
-        namespace,
-        name,
-        env,
-        target,
-        applied_now: Default::default(),
-    }
-    .run()
+    let finalizers = api.clone();
+    // Adding or removing the finalizer is a write by this process that the helper does not hand back: until a
+    // read shows what it left, the cached copy is not to be decided on (see `fresh`).
+    let adds_finalizer = env.metadata.deletion_timestamp.is_none() && !env.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = env.metadata.deletion_timestamp.is_some();
+    let freshness_ctx = ctx.clone();
+    let freshness_key = key;
+    // kube-runtime's finalizer helper: it adds FINALIZER before the first sync (whose patch wakes the next
+    // reconcile), and removes it once the cleanup succeeded.
+    let reconciled = finalizer(&finalizers, FINALIZER, env, |event| async move {
+        let (env, cleanup) = match event {
+            FinalizerEvent::Apply(env) => (env, false),
+            FinalizerEvent::Cleanup(env) => (env, true),
+        };
+        let reconcile = Reconcile {
+            api,
+            ctx,
+            namespace,
+            name,
+            env,
+            target,
+            applied_now: Default::default(),
+        };
+        match cleanup {
+            false => reconcile.run().await,
+            true => reconcile.finalize().await,
+        }
+    })
     .instrument(span)
-    .await
+    .await;
+    match (&reconciled, deleting) {
+        // Gone, or on its way with only others' finalizers left.
+        (Ok(_), true) => freshness_ctx.env_freshness.forget(&freshness_key),
+        // The finalizer patch may or may not have been written: the next reconcile reads.
+        (_, true) => freshness_ctx.env_freshness.unsure(&freshness_key),
+        (_, false) if adds_finalizer => freshness_ctx.env_freshness.unsure(&freshness_key),
+        _ => {}
+    }
+    reconciled.map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e) => ReconcileError::Kube(e),
+        other => ReconcileError::Internal(other.to_string()),
+    })
 }
 
 /// How often health is looked at while objects converge.
@@ -125,23 +154,6 @@ enum Outcome {
     Ready(String),
     /// Applied; waiting for objects to become healthy.
     Progressing(String),
-}
-
-/// One failed step: the condition reason, the message, and whether only a change can fix it.
-struct Failure {
-    reason: Reason,
-    message: String,
-    stalled: bool,
-}
-
-impl From<SourceError> for Failure {
-    fn from(e: SourceError) -> Self {
-        Failure {
-            reason: e.reason(),
-            stalled: e.is_stalled(),
-            message: e.to_string(),
-        }
-    }
 }
 
 /// The revision to apply now, and whether this is an attempt that `status.history` tracks and verifies
@@ -167,10 +179,6 @@ struct Reconcile {
 
 impl Reconcile {
     async fn run(self) -> Result<Action, ReconcileError> {
-        if self.env.metadata.deletion_timestamp.is_some() {
-            return self.finalize().await;
-        }
-        self.ensure_finalizer().await?;
         let old = self.env.status.as_ref();
         let mut status = old.cloned().unwrap_or_default();
         status.observed_generation = self.env.metadata.generation;
@@ -205,19 +213,26 @@ impl Reconcile {
                 return Ok(Action::requeue(interval));
             }
         };
+        // An Environment that no longer targets another cluster (or whose kubeconfig cannot be used) stops
+        // keeping that cluster's watches running.
+        let no_remote_cluster = match &self.target {
+            Ok(target) => target.remote.is_none(),
+            Err(e) => !matches!(e, ClusterError::Api(_)),
+        };
+        if no_remote_cluster && let Some(remote) = self.ctx.remote_watches() {
+            remote.release(&(self.namespace.clone(), self.name.clone()));
+        }
         // After `desired`: promotions are proposed and shown even while the target cluster cannot be reached.
         let target = match &self.target {
             Ok(target) => target.clone(),
-            Err(ClusterError::Api(e)) => return Err(ReconcileError::Internal(e.to_string())),
             Err(e) => {
-                let reason = match e {
-                    ClusterError::InvalidServiceAccount(_) | ClusterError::Impersonation { .. } => Reason::InvalidSpec,
-                    _ => Reason::InvalidKubeConfig,
+                let Some((reason, stalled)) = e.reason() else {
+                    return Err(ReconcileError::Internal(e.to_string()));
                 };
                 let failure = Failure {
                     reason,
                     message: e.to_string(),
-                    stalled: !matches!(e, ClusterError::SecretNotFound(_)),
+                    stalled,
                 };
                 self.fail(old, &mut status, failure).await?;
                 return Ok(Action::requeue(interval));
@@ -232,15 +247,7 @@ impl Reconcile {
         // revision and spec moments ago, and a full sync (render, a dry run of every object) on every poll costs
         // the API server far more than it could find. (`wait` keeps the full sync: Ready follows health.)
         let promotion = desired.promotion.as_ref().map(|(n, u)| (n.as_str(), u.as_str()));
-        // "Unchanged" means the last full sync applied this revision at this generation and succeeded (a
-        // failure path records the generation too, without applying it).
-        let unchanged = old.is_some_and(|o| {
-            o.observed_generation == status.observed_generation
-                && o.last_applied_revision.as_ref() == Some(&desired.revision)
-                && o.conditions.iter().any(|c| {
-                    c.type_ == crate::api::READY && c.status == "True" && c.observed_generation == o.observed_generation
-                })
-        });
+        let unchanged = decide::unchanged(old, status.observed_generation, &desired.revision);
         // A new revision or spec waits for what it depends on; what is already applied keeps being kept in place.
         if !self.env.spec.depends_on.is_empty()
             && !unchanged
@@ -255,6 +262,27 @@ impl Reconcile {
             && history::is_verifying(&status.history, &desired.revision, promotion)
         {
             let poll = self.verify(&target, &mut status, &desired.revision).await;
+            // The target cluster did not answer: the Environment says so (as a full sync would), the record keeps
+            // verifying, and the next answer puts Ready back through the full sync.
+            if poll == Poll::Unreachable
+                && let Some(cluster) = &target.remote
+            {
+                let why = history::current(&mut status.history, &desired.revision)
+                    .and_then(|r| r.message.clone())
+                    .unwrap_or_default();
+                let failure = Failure {
+                    reason: Reason::ClusterUnreachable,
+                    message: format!(
+                        "cannot reach the target cluster {cluster} to verify {}: {}",
+                        desired.revision,
+                        why.trim_start_matches("retrying: ")
+                    ),
+                    stalled: false,
+                };
+                let event = self.fail_conditions(&mut status, failure);
+                self.write_status(old, &mut status, Some(event)).await?;
+                return Ok(Action::requeue(HEALTH_POLL.min(interval)));
+            }
             // An object deleted meanwhile is drift: the full sync below puts it back.
             if poll != Poll::ObjectsMissing {
                 self.write_status(old, &mut status, None).await?;
@@ -272,10 +300,10 @@ impl Reconcile {
             Err(e) => {
                 // What the sync already did (applied objects, a new revision) is fact: keep it in status, so a
                 // retry neither repeats the announcement nor restarts the verification clock.
-                if self.env.spec.kube_config.is_some() {
+                if let Some(cluster) = &target.remote {
                     let failure = Failure {
                         reason: Reason::ClusterUnreachable,
-                        message: format!("the target cluster: {e}"),
+                        message: format!("cannot reach the target cluster {cluster}: {}", why_unreachable(&e)),
                         stalled: false,
                     };
                     self.fail(old, &mut status, failure).await?;
@@ -299,9 +327,7 @@ impl Reconcile {
                         let now = Timestamp::now();
                         let revision = status.last_applied_revision.clone().unwrap_or_default();
                         // The health clock starts when waiting for *this* revision starts, not the one before.
-                        let same_wait = old
-                            .and_then(|o| o.conditions.iter().find(|c| c.type_ == crate::api::READY))
-                            .is_some_and(|c| c.status == "Unknown" && c.message.contains(&revision));
+                        let same_wait = decide::same_health_wait(old, &revision);
                         ConditionSet::progressing(&mut status.conditions, message, status.observed_generation, now);
                         if !same_wait
                             && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == crate::api::READY)
@@ -327,7 +353,14 @@ impl Reconcile {
             }
         }
         self.write_status(old, &mut status, failure_event).await?;
-        Ok(Action::requeue(if poll { HEALTH_POLL.min(interval) } else { interval }))
+        let mut next = if poll { HEALTH_POLL.min(interval) } else { interval };
+        // The periodic full check comes round even when the Environment's own interval is longer.
+        let key = (self.namespace.clone(), self.name.clone());
+        let full = self.ctx.settings.full_sync_interval;
+        if let Some(due) = self.ctx.records.full_sync_due_in(&key, full, Instant::now()) {
+            next = next.min(due.max(Duration::from_secs(1)));
+        }
+        Ok(Action::requeue(next))
     }
 
     /// Writes status unless it equals `old`, remembering the version the write left (see [`fresh`]). Returns
@@ -353,7 +386,8 @@ impl Reconcile {
         {
             return true;
         }
-        self.env.spec.kube_config.is_none() && self.ctx.watches().is_some_and(|w| w.live_version(entry).is_some())
+        let local = self.target.as_ref().is_ok_and(|t| t.remote.is_none());
+        local && self.ctx.watches().is_some_and(|w| w.live_version(entry).is_some())
     }
 
     /// Remembers what a write to the Environment left, for [`fresh`].
@@ -622,8 +656,7 @@ impl Reconcile {
                 desired.promotion.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
             );
         let previous = self.env.status.as_ref();
-        let new_attempt = previous.and_then(|p| p.last_attempted_revision.as_ref()) != Some(artifact_revision)
-            || previous.and_then(|p| p.observed_generation) != status.observed_generation;
+        let new_attempt = decide::new_attempt(previous, status.observed_generation, artifact_revision);
         if new_record || (new_attempt && status.last_applied_revision.as_ref() != Some(artifact_revision)) {
             let message = format!("applying revision {artifact_revision}");
             let generation = status.observed_generation;
@@ -631,13 +664,23 @@ impl Reconcile {
             self.patch_status(previous, status).await?;
         }
 
-        let (rendered, render_key) = match self.render(target, repo, &repo.spec.url, &revision.commit).await? {
-            Ok(rendered) => rendered,
+        let pipeline = self.pipeline();
+        // Rendered, and digests resolved or taken from the upstream (and copied), then pinned: before the
+        // policy looks.
+        let track = desired.track;
+        let prepared = match pipeline
+            .prepare(target, repo, artifact_revision, &revision.commit, status, track)
+            .await?
+        {
+            Ok(prepared) => prepared,
             Err(failure) => return Ok(Err(failure)),
         };
-        let objects = &rendered.objects;
+        if let Some(note) = prepared.pinned.as_ref().and_then(|p| p.copied.clone()) {
+            self.ctx.event(self.env.as_ref(), false, "ImagesCopied", note).await;
+        }
+        let (rendered, render_key) = (&prepared.rendered, &prepared.render_key);
         let owner = self.owner();
-        if objects.is_empty() && !status.inventory.is_empty() && !spec.allow_empty {
+        if rendered.objects.is_empty() && !status.inventory.is_empty() && !spec.allow_empty {
             let blocked = PruneBlocked::EmptyRender(status.inventory.len());
             return Ok(Err(Failure {
                 reason: Reason::PruneBlocked,
@@ -645,12 +688,7 @@ impl Reconcile {
                 stalled: true,
             }));
         }
-        // Digests: resolved, or taken from the upstream (and copied), then pinned; before the policy looks.
-        let pinned = match self.images(status, desired, objects).await? {
-            Ok(pinned) => pinned,
-            Err(failure) => return Ok(Err(failure)),
-        };
-        let objects: &[crate::render::RenderedObject] = pinned.as_ref().map_or(objects, |(pinned, _)| pinned);
+        let objects = prepared.objects();
         // Before the dry run and the steady-state shortcut: a policy created or tightened since applies now.
         if let Err(failure) = self.enforce_registry_policy(objects, status, artifact_revision).await? {
             return Ok(Err(failure));
@@ -663,7 +701,15 @@ impl Reconcile {
             &format!("{artifact_revision}{render_key}"),
             self.env.metadata.generation,
         );
-        let watches = self.ctx.watches().filter(|_| spec.kube_config.is_none());
+        // The watches of the cluster the objects are in: the local one, or the target cluster's own set.
+        let remote_watches = target.remote.as_ref().and_then(|remote| {
+            let watches = self.ctx.remote_watches()?;
+            Some(watches.for_environment(&key, &remote.identity, &remote.server, &remote.watch_client))
+        });
+        let watches = match &target.remote {
+            None => self.ctx.watches(),
+            Some(_) => remote_watches.as_deref(),
+        };
         if let Some(watches) = watches
             && let Some(record) = self.ctx.records.get(&key)
             && status.last_applied_revision.as_ref() == Some(artifact_revision)
@@ -672,39 +718,35 @@ impl Reconcile {
             let live = |e: &InventoryEntry| watches.live_version(e);
             let interval = self.ctx.settings.full_sync_interval;
             match crate::sync::must_sync(Some(&record), &fingerprint, live, Instant::now(), interval) {
-                None => return Ok(Ok(Outcome::Ready(record.message))),
+                None => {
+                    // A watch on a cluster behind a cut network hears nothing and reports nothing, which looks
+                    // just like a quiet cluster. One `/version` request (with the remote client's timeouts) per
+                    // sync keeps "Ready" meaning "reachable now": it fails as a sync would, `ClusterUnreachable`.
+                    if target.remote.is_some() {
+                        target.client.apiserver_version().await?;
+                    }
+                    return Ok(Ok(Outcome::Ready(record.message)));
+                }
                 Some(why) => debug!(?why, "full sync"),
             }
         }
         // What this process left the last time (objects still at those versions need not be read again), for the
         // local cluster, whose resourceVersions the records are of.
         let known = match self.ctx.records.get(&key) {
-            Some(record) if spec.kube_config.is_none() => record.known(),
+            Some(record) if target.remote.is_none() => record.known(),
             _ => Default::default(),
         };
         self.ctx.records.forget(&key);
         // Decrypted only now, past the steady state (which needs no objects), and only in memory.
-        let decrypted = match self.decrypted(repo, &revision.commit, &rendered).await? {
-            Ok(decrypted) => decrypted,
+        let objects = match pipeline.finish(&prepared, repo, &revision.commit).await? {
+            Ok(objects) => objects,
             Err(failure) => return Ok(Err(failure)),
         };
-        // Decrypted from the render as stored: pinned to the same digests as the render the policy checked.
-        let decrypted_pinned = match (&decrypted, &pinned) {
-            (Some(d), Some((_, records))) => Some(crate::images::pinning::rewrite(&d.objects, records)),
-            (Some(d), None) => Some(d.objects.clone()),
-            (None, _) => None,
-        };
-        let objects = decrypted_pinned.as_deref().unwrap_or(objects);
-        let opts = ApplyOptions {
-            owner: Some(owner.clone()),
-            target_namespace: spec.target_namespace.clone(),
-            default_namespace: self.namespace.clone(),
-            force: spec.force,
-        };
+        let opts = crate::sync::apply_options(&self.env);
         let mut report = ApplyReport::default();
         if let Err(e) = target
             .applier
-            .apply_all_known(objects, &opts, &known, &mut report)
+            .apply_all_known(&objects, &opts, &known, &mut report)
             .await
         {
             // Whatever was written before the failure stays tracked, so prune and deletion still find it.
@@ -717,9 +759,9 @@ impl Reconcile {
         }
         crate::metrics::metrics().objects_changed(report.created.len(), report.configured.len(), 0);
         let same_revision = status.last_applied_revision.as_ref() == Some(artifact_revision);
-        // Writes at an unchanged revision and spec can only undo changes made outside Git: drift.
-        let same_spec = self.env.status.as_ref().and_then(|s| s.observed_generation) == self.env.metadata.generation;
-        if same_revision && same_spec && report.changed() {
+        let last_applied = status.last_applied_revision.as_deref();
+        let generation = self.env.metadata.generation;
+        if decide::drift(previous, last_applied, generation, artifact_revision, report.changed()) {
             let objects: Vec<String> = report.created.iter().chain(&report.configured).cloned().collect();
             let note = format!("drift corrected at {}: {}", artifact_revision, objects.join(", "));
             warn!(%note);
@@ -768,12 +810,8 @@ impl Reconcile {
                     let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
                     union.extend(report.inventory.iter().cloned());
                     status.inventory = union.into_iter().collect();
-                    let reason = match e {
-                        ApplyError::Forbidden { .. } => Reason::Forbidden,
-                        _ => Reason::PruneFailed,
-                    };
                     return Ok(Err(Failure {
-                        reason,
+                        reason: e.prune_reason(),
                         message: format!("pruning at {artifact_revision} failed: {e}"),
                         stalled: false,
                     }));
@@ -850,20 +888,8 @@ impl Reconcile {
             return Ok(Ok(Outcome::Ready(format!("{applied}, all healthy"))));
         }
         let timeout = parse_duration(&self.env.spec.health_timeout).unwrap_or(Duration::from_secs(300));
-        let ready = self
-            .env
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
-            .filter(|c| c.message.contains(revision));
-        let timed_out_before =
-            ready.is_some_and(|c| c.status == "False" && c.reason == Reason::HealthCheckFailed.as_str());
-        let since = ready
-            .filter(|c| c.status == "Unknown")
-            .map(|c| c.last_transition_time.0);
-        // Once timed out, a revision stays failed until its objects are healthy: no flapping back to Unknown.
-        let over_time = since.is_some_and(|since| Timestamp::now().duration_since(since).unsigned_abs() > timeout);
-        if timed_out_before || over_time {
+        let ready = (self.env.status.as_ref()).and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY));
+        if decide::health_timed_out(ready, revision, Timestamp::now(), timeout) {
             return Ok(Err(Failure {
                 reason: Reason::HealthCheckFailed,
                 message: format!(
@@ -880,32 +906,9 @@ impl Reconcile {
         ))))
     }
 
-    fn finalizers(&self) -> Vec<String> {
-        self.env.metadata.finalizers.clone().unwrap_or_default()
-    }
-
-    /// The finalizer lets `deletionPolicy: Delete` remove the applied objects before the Environment goes.
-    async fn ensure_finalizer(&self) -> Result<(), ReconcileError> {
-        let mut finalizers = self.finalizers();
-        if finalizers.iter().any(|f| f == FINALIZER) {
-            return Ok(());
-        }
-        finalizers.push(FINALIZER.to_string());
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
-        let written = self
-            .api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        self.saw_write(written.as_ref().map(Some));
-        written?;
-        Ok(())
-    }
-
+    /// Before the Environment goes (the finalizer helper removes [`FINALIZER`] once this succeeded): with
+    /// `deletionPolicy: Delete`, its applied objects are deleted first.
     async fn finalize(&self) -> Result<Action, ReconcileError> {
-        let mut finalizers = self.finalizers();
-        if !finalizers.iter().any(|f| f == FINALIZER) {
-            return Ok(Action::await_change());
-        }
         let inventory = self
             .env
             .status
@@ -949,17 +952,9 @@ impl Reconcile {
             }
         }
         self.ctx.records.forget(&(self.namespace.clone(), self.name.clone()));
-        finalizers.retain(|f| f != FINALIZER);
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.env.metadata.resource_version}});
-        let written = self
-            .api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        self.saw_write(written.as_ref().map(Some));
-        written?;
-        self.ctx
-            .env_freshness
-            .forget(&(self.namespace.clone(), self.name.clone()));
+        if let Some(remote) = self.ctx.remote_watches() {
+            remote.release(&(self.namespace.clone(), self.name.clone()));
+        }
         Ok(Action::await_change())
     }
 
@@ -970,160 +965,22 @@ impl Reconcile {
         }
     }
 
-    /// The inputs of `helm template` for this Environment on `target`, and the render cache key they make
-    /// (the path, the values and the cluster's capabilities).
-    async fn helm_inputs(&self, target: &Target) -> Result<(HelmInputs, String), ReconcileError> {
-        let cluster = match &self.env.spec.kube_config {
-            Some(k) => format!("{}/{}", self.namespace, k.secret_ref.name),
-            None => String::new(),
-        };
-        let caps = self
-            .ctx
-            .capabilities
-            .get(&cluster, &target.client)
-            .await
-            .map_err(ReconcileError::Kube)?;
-        let inputs = HelmInputs::for_environment(&self.env, Some(caps));
-        let key = format!("{}\0helm:{}", self.env.spec.path, inputs.digest());
-        Ok((inputs, key))
-    }
-
-    /// Renders the path at the commit, once per (commit, path) across all Environments (once per commit, path
-    /// and helm inputs for a chart). When this process has not fetched the commit yet (after a restart),
-    /// fetches it through the same shared mirror first. Also returns what, besides the revision, the render
-    /// depended on (the helm inputs' digest for a chart; empty otherwise).
-    async fn render(
-        &self,
-        target: &Target,
-        repo: &GitRepository,
-        url: &str,
-        commit: &str,
-    ) -> Result<Result<(Arc<Rendered>, String), Failure>, ReconcileError> {
-        let path = self.env.spec.path.clone();
-        // Only what is not a chart is kept under the bare path.
-        if let Some(hit) = self.ctx.renders.get(commit, &path) {
-            return Ok(Ok((hit, String::new())));
-        }
-        let mut helm = None;
-        if self.env.spec.helm.is_some() {
-            let (inputs, key) = self.helm_inputs(target).await?;
-            if let Some(hit) = self.ctx.renders.get(commit, &key) {
-                return Ok(Ok((hit, key)));
-            }
-            helm = Some((inputs, key));
-        }
-        let tree = match self.export(repo, url, commit).await? {
-            Ok(tree) => tree,
-            Err(failure) => return Ok(Err(failure)),
-        };
-        let is_chart = crate::source::normalize_path(&path)
-            .is_ok_and(|parts| tree.join(parts.join("/")).join(crate::render::CHART_FILE).is_file());
-        if is_chart && helm.is_none() {
-            let (inputs, key) = self.helm_inputs(target).await?;
-            if let Some(hit) = self.ctx.renders.get(commit, &key) {
-                return Ok(Ok((hit, key)));
-            }
-            helm = Some((inputs, key));
-        }
-        let (inputs, key) = match helm {
-            Some((inputs, key)) if is_chart => (inputs, key),
-            _ => (HelmInputs::default(), String::new()),
-        };
-        let cache_key = if key.is_empty() { path.clone() } else { key.clone() };
-        match render_path_with(&tree, &path, &self.ctx.settings.render, &inputs).await {
-            Ok(rendered) => Ok(Ok((self.ctx.renders.insert(commit, &cache_key, rendered), key))),
-            Err(e) => Ok(Err(Failure {
-                reason: e.reason(),
-                message: format!("rendering {path:?} at {commit} failed: {e}"),
-                stalled: !e.is_transient(),
-            })),
-        }
-    }
-
-    /// The commit's tree exported to disk (shared by every Environment on it), fetching first if the mirror
-    /// does not have the commit (yet, or any more).
-    async fn export(
-        &self,
-        repo: &GitRepository,
-        url: &str,
-        commit: &str,
-    ) -> Result<Result<std::path::PathBuf, Failure>, ReconcileError> {
-        let identity = repo.credentials_identity();
-        let mirrors = self.ctx.mirrors.clone();
-        let (url, commit_owned) = (url.to_string(), commit.to_string());
-        let first = {
-            let (mirrors, url, identity, commit) =
-                (mirrors.clone(), url.clone(), identity.clone(), commit_owned.clone());
-            tokio::task::spawn_blocking(move || mirrors.export(&url, &identity, &commit))
-                .await
-                .map_err(|e| ReconcileError::Internal(e.to_string()))?
-        };
-        let tree = match first {
-            Err(SourceError::CommitMissing(_)) => {
-                let creds = match super::gitrepository::load_credentials(&self.ctx.client, repo).await? {
-                    Ok(c) => c,
-                    Err((reason, message, stalled)) => {
-                        return Ok(Err(Failure {
-                            reason,
-                            message,
-                            stalled,
-                        }));
-                    }
-                };
-                let reference = repo.spec.effective_ref();
-                let opts = FetchOptions {
-                    max_bytes: self.ctx.settings.max_repo_bytes,
-                    allow_file: self.ctx.settings.allow_file_urls,
-                    ..FetchOptions::default()
-                };
-                tokio::task::spawn_blocking(move || {
-                    mirrors.fetch(&url, &reference, &creds, &opts)?;
-                    mirrors.export(&url, &identity, &commit_owned)
-                })
-                .await
-                .map_err(|e| ReconcileError::Internal(e.to_string()))?
-            }
-            other => other,
-        };
-        Ok(tree.map_err(Failure::from))
-    }
-
-    /// The objects to apply: the render's, with every SOPS-encrypted document decrypted in memory with the
-    /// identities of `spec.decryption.secretRef` (see [`crate::decrypt`]). A render without encrypted
-    /// documents is used as it is; one with them is refused without `spec.decryption`.
-    async fn decrypted(
-        &self,
-        repo: &GitRepository,
-        commit: &str,
-        rendered: &Arc<Rendered>,
-    ) -> Result<Result<Option<Rendered>, Failure>, ReconcileError> {
-        if crate::decrypt::find_encrypted(rendered).is_none() {
-            return Ok(Ok(None));
-        }
-        let path = &self.env.spec.path;
-        let failed = |e: crate::decrypt::DecryptError| Failure {
-            reason: e.reason(),
-            message: format!("decrypting {path:?} at {commit} failed: {e}"),
-            stalled: !e.is_transient(),
-        };
-        let Some(decryption) = &self.env.spec.decryption else {
-            return Ok(crate::decrypt::refuse_encrypted(rendered)
-                .map(|()| None)
-                .map_err(failed));
-        };
-        // Read with Ferry's own client, in the Environment's namespace only (as kubeconfig Secrets are).
-        let keys = match crate::decrypt::keyring_for(&self.ctx.client, &self.namespace, decryption).await? {
-            Ok(keys) => keys,
-            Err(e) => return Ok(Err(failed(e))),
-        };
-        let tree = match self.export(repo, &repo.spec.url, commit).await? {
-            Ok(tree) => tree,
-            Err(failure) => return Ok(Err(failure)),
-        };
-        let settings = &self.ctx.settings.render;
-        match crate::decrypt::decrypt_render(&tree, path, rendered, &keys, settings).await {
-            Ok(decrypted) => Ok(Ok(decrypted)),
-            Err(e) => Ok(Err(failed(e))),
+    /// The pipeline from revision to objects, with this controller's caches and settings.
+    fn pipeline(&self) -> Pipeline<'_> {
+        Pipeline {
+            client: &self.ctx.client,
+            env: &self.env,
+            mirrors: &self.ctx.mirrors,
+            renders: &self.ctx.renders,
+            capabilities: &self.ctx.capabilities,
+            render: &self.ctx.settings.render,
+            fetch: FetchOptions {
+                max_bytes: self.ctx.settings.max_repo_bytes,
+                allow_file: self.ctx.settings.allow_file_urls,
+                ..FetchOptions::default()
+            },
+            registry: &self.ctx.settings.registry,
+            copies: Copies::Make,
         }
     }
 }
@@ -1142,11 +999,11 @@ async fn health_of(
         if crate::health::only_existence_counts(&entry.api_version, &entry.kind) && exists(entry) {
             continue;
         }
-        let live = target
-            .applier
-            .get(entry)
-            .await
-            .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        let live = target.applier.get(entry).await.map_err(|e| match e {
+            // Kept as the client's error: whether the cluster answered at all is told from it.
+            ApplyError::Api { source, .. } => ReconcileError::Kube(source),
+            other => ReconcileError::Internal(other.to_string()),
+        })?;
         match live.map(|l| assess(&l)) {
             None => waiting.push(format!("{entry}: not found")),
             Some(Health::Current) => {}
@@ -1162,13 +1019,18 @@ async fn health_of(
     Ok((waiting, failed))
 }
 
+/// What went wrong talking to a target cluster, with the cause a person needs ("timed out", "connection
+/// refused").
+fn why_unreachable(e: &ReconcileError) -> String {
+    match e {
+        ReconcileError::Kube(k) => crate::apply::with_causes(k),
+        ReconcileError::Internal(why) => why.clone(),
+    }
+}
+
 fn apply_failure(e: ApplyError, revision: &str) -> Result<Result<Outcome, Failure>, ReconcileError> {
-    let reason = match &e {
-        ApplyError::Api { .. } => return Err(ReconcileError::Internal(e.to_string())),
-        ApplyError::Invalid { .. } | ApplyError::InvalidAfterFirstStage { .. } => Reason::ValidationFailed,
-        ApplyError::Conflict { .. } => Reason::Conflict,
-        ApplyError::NotEstablished(_) | ApplyError::Rejected { .. } => Reason::ApplyFailed,
-        ApplyError::Forbidden { .. } => Reason::Forbidden,
+    let Some(reason) = e.reason() else {
+        return Err(ReconcileError::Internal(e.to_string()));
     };
     Ok(Err(Failure {
         reason,

@@ -30,6 +30,8 @@ pub(super) enum Poll {
     ObjectsMissing,
     /// The target cluster could not be asked; the same step runs again.
     Retry,
+    /// As `Retry`, and the cluster did not answer at all (no connection, no response): not a refusal.
+    Unreachable,
 }
 
 impl Poll {
@@ -102,10 +104,15 @@ impl Reconcile {
             Err(e) => e,
         };
         tracing::warn!(error = %error, "verification could not proceed; retrying");
+        let (unreachable, why) = match &error {
+            // Anything but the server's own answer (a Status): the connection failed or timed out.
+            ReconcileError::Kube(e) => (!matches!(e, kube::Error::Api(_)), crate::apply::with_causes(e)),
+            other => (false, other.to_string()),
+        };
         if let Some(record) = history::current(&mut status.history, revision) {
-            record.message = Some(format!("retrying: {error}"));
+            record.message = Some(format!("retrying: {why}"));
         }
-        Poll::Retry
+        if unreachable { Poll::Unreachable } else { Poll::Retry }
     }
 
     async fn verify_step(

@@ -1,6 +1,7 @@
 //! A real local control plane (etcd + kube-apiserver, optionally controller-manager, scheduler and kwok's
 //! simulated node) started from binaries built by `hack/controlplane-build.sh`, on free loopback ports —
-//! the way controller-runtime's envtest works. Used by `ferry dev cluster`, the demo and the integration tests.
+//! the way controller-runtime's envtest works. Used by the integration tests, the benches and (through the
+//! `ferry-dev-cluster` binary of this crate) the demo. A dev-only crate: the shipped `ferry` does not depend on it.
 //!
 //! Every process is started with a parent-death signal, so nothing outlives the process that started it,
 //! even when that process is killed; `stop` (or drop) shuts them down in order.
@@ -572,7 +573,7 @@ pub async fn install_crds(client: &Client) -> Result<(), TestEnvError> {
     use kube::api::{Patch, PatchParams};
     let setup = |e: &dyn std::fmt::Display| TestEnvError::Setup(format!("installing CRDs: {e}"));
     let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    let yaml = crate::api::crds_yaml().map_err(|e| setup(&e))?;
+    let yaml = ferry::api::crds_yaml().map_err(|e| setup(&e))?;
     for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
         let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).map_err(|e| setup(&e))?;
         let name = crd.metadata.name.clone().unwrap_or_default();

@@ -9,26 +9,36 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tracing::info;
 
-use super::{Desired, Failure, Reconcile, history};
-use crate::api::{EnvironmentStatus, ImageRecord, LocalSecretReference, Reason, RevisionPhase};
-use crate::controllers::ReconcileError;
+use super::failure::Failure;
+use super::plan::{Copies, Pipeline};
+use crate::api::{Environment, EnvironmentStatus, ImageRecord, LocalSecretReference, Reason, RevisionPhase};
+use crate::controllers::{ReconcileError, history};
 use crate::images::ImageReference;
 use crate::images::pinning::{CopyRule, covers, distinct_images, recorded, rewrite};
-use crate::registry::{CopyReport, Credentials, DOCKER_CONFIG_KEY, Registry, RegistryError};
+use crate::registry::{CopyReport, Credentials, DOCKER_CONFIG_KEY, Registry};
 use crate::render::RenderedObject;
 
 type Images = Vec<(String, ImageReference)>;
 
-impl Reconcile {
+/// A render pinned to digests (and possibly moved to the registries `copyImages` names).
+pub struct Pinned {
+    pub objects: Vec<RenderedObject>,
+    /// The records it was pinned to (so a decrypted render can be pinned the same way).
+    pub records: Vec<ImageRecord>,
+    /// What was copied, for an Event (`Copies::Make` only).
+    pub copied: Option<String>,
+}
+
+impl Pipeline<'_> {
     /// The render to apply: `None` keeps it as rendered (no image handling asked for, or digests only
-    /// recorded), `Some` is the pinned (and possibly moved) render, with the records it was pinned to (so a
-    /// decrypted render can be pinned the same way).
+    /// recorded), `Some` is the pinned (and possibly moved) render.
     pub(super) async fn images(
         &self,
         status: &mut EnvironmentStatus,
-        desired: &Desired,
+        revision: &str,
+        track: bool,
         objects: &[RenderedObject],
-    ) -> Result<Result<Option<(Vec<RenderedObject>, Vec<ImageRecord>)>, Failure>, ReconcileError> {
+    ) -> Result<Result<Option<Pinned>, Failure>, ReconcileError> {
         let spec = &self.env.spec;
         let promoted = spec.promotion.is_some();
         if spec.images.is_none() && !promoted {
@@ -39,7 +49,7 @@ impl Reconcile {
             Err(e) => {
                 return Ok(Err(Failure {
                     reason: Reason::InvalidImageReference,
-                    message: format!("{}: {e}", desired.revision),
+                    message: format!("{}: {e}", revision),
                     stalled: true,
                 }));
             }
@@ -51,14 +61,15 @@ impl Reconcile {
         let known = status
             .history
             .iter()
-            .find(|r| r.revision == desired.revision && !r.images.is_empty() && covers(&r.images, &images))
+            .find(|r| r.revision == revision && !r.images.is_empty() && covers(&r.images, &images))
             .map(|r| r.images.clone());
+        let mut copied = None;
         let records = match known {
             Some(records) => records,
             None => {
                 let computed = match promoted {
-                    true => self.upstream_digests(desired, &images).await?,
-                    false => self.resolve(desired, &images).await?,
+                    true => self.upstream_digests(revision, &images, &mut copied).await?,
+                    false => self.resolve(revision, &images).await?,
                 };
                 match computed {
                     Ok(records) => records,
@@ -69,20 +80,24 @@ impl Reconcile {
         if records.is_empty() {
             return Ok(Ok(None));
         }
-        if desired.track
-            && let Some(record) = history::current(&mut status.history, &desired.revision)
+        if track
+            && let Some(record) = history::current(&mut status.history, revision)
             && record.images != records
         {
             record.images = records.clone();
         }
         let pin = promoted || spec.images.as_ref().is_some_and(|i| i.pin_digests);
-        Ok(Ok(pin.then(|| (rewrite(objects, &records), records))))
+        Ok(Ok(pin.then(|| Pinned {
+            objects: rewrite(objects, &records),
+            records,
+            copied,
+        })))
     }
 
     /// Every image resolved to the digest its tag points at now.
     async fn resolve(
         &self,
-        desired: &Desired,
+        revision: &str,
         images: &Images,
     ) -> Result<Result<Vec<ImageRecord>, Failure>, ReconcileError> {
         let secret = self.env.spec.images.as_ref().and_then(|i| i.pull_secret_ref.as_ref());
@@ -90,7 +105,7 @@ impl Reconcile {
             Ok(c) => c,
             Err(failure) => return Ok(Err(failure)),
         };
-        let registry = Registry::new(&self.ctx.settings.registry, credentials);
+        let registry = Registry::new(self.registry, credentials);
         let mut records = Vec::new();
         for (written, _) in images {
             match registry.resolve(written).await {
@@ -100,9 +115,9 @@ impl Reconcile {
                     copied_to: None,
                 }),
                 Err(e) => {
-                    let failure = registry_failure(Reason::ImageResolutionFailed, "resolving", &e);
+                    let failure = Failure::registry(Reason::ImageResolutionFailed, "resolving", &e);
                     return Ok(Err(Failure {
-                        message: format!("{}: {}", desired.revision, failure.message),
+                        message: format!("{}: {}", revision, failure.message),
                         ..failure
                     }));
                 }
@@ -118,21 +133,24 @@ impl Reconcile {
 
     /// The digests the upstream recorded for this revision (when it verified it), copied with
     /// `copyImages`. An upstream that recorded none leaves the render as it is, unless this Environment asks
-    /// for digests (`images` or `copyImages`), which then fails: there is nothing verified to pin.
+    /// for digests (`images` or `copyImages`), which then fails: there is nothing verified to pin. `copied`
+    /// gets what was copied.
     async fn upstream_digests(
         &self,
-        desired: &Desired,
+        revision: &str,
         images: &Images,
+        copied: &mut Option<String>,
     ) -> Result<Result<Vec<ImageRecord>, Failure>, ReconcileError> {
         let Some(policy) = self.env.spec.promotion.as_ref() else {
             return Ok(Ok(Vec::new()));
         };
-        let upstream = self.api.get_opt(&policy.from).await?;
+        let api: Api<Environment> = Api::namespaced(self.client.clone(), &self.namespace());
+        let upstream = api.get_opt(&policy.from).await?;
         let upstream_records = upstream
             .as_ref()
             .and_then(|u| u.status.as_ref())
             .and_then(|s| {
-                let of_revision = || s.history.iter().filter(|r| r.revision == desired.revision);
+                let of_revision = || s.history.iter().filter(|r| r.revision == revision);
                 of_revision()
                     .find(|r| r.phase == RevisionPhase::Verified && !r.images.is_empty())
                     .or_else(|| of_revision().find(|r| !r.images.is_empty()))
@@ -149,7 +167,7 @@ impl Reconcile {
                 message: format!(
                     "{} recorded no image digests for {}: give it spec.images, so what it verifies is what is \
                      promoted",
-                    policy.from, desired.revision
+                    policy.from, revision
                 ),
                 stalled: true,
             }));
@@ -171,9 +189,9 @@ impl Reconcile {
                 reason: Reason::ImageNotVerified,
                 message: format!(
                     "{} names images {} did not verify at {}: {}",
-                    desired.revision,
+                    revision,
                     policy.from,
-                    desired.revision,
+                    revision,
                     missing.join(", ")
                 ),
                 stalled: true,
@@ -182,20 +200,24 @@ impl Reconcile {
         if policy.copy_images.is_empty() {
             return Ok(Ok(records));
         }
-        match self.copy(desired, &mut records).await? {
-            Ok(()) => Ok(Ok(records)),
+        match self.copy(revision, &mut records).await? {
+            Ok(note) => {
+                *copied = note;
+                Ok(Ok(records))
+            }
             Err(failure) => Ok(Err(failure)),
         }
     }
 
-    /// Copies each record under a `copyImages.from` to its `to`, by digest, and notes where it went.
+    /// Copies each record under a `copyImages.from` to its `to`, by digest, and notes where it went (with
+    /// [`Copies::Plan`], only notes where it would go). Returns what was copied, for an Event.
     async fn copy(
         &self,
-        desired: &Desired,
+        revision: &str,
         records: &mut [ImageRecord],
-    ) -> Result<Result<(), Failure>, ReconcileError> {
+    ) -> Result<Result<Option<String>, Failure>, ReconcileError> {
         let Some(policy) = self.env.spec.promotion.as_ref() else {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         };
         let pull_secret = self.env.spec.images.as_ref().and_then(|i| i.pull_secret_ref.as_ref());
         let mut total = CopyReport::default();
@@ -211,11 +233,16 @@ impl Reconcile {
                     }));
                 }
             };
-            let credentials = match self.credentials(rule_spec.secret_ref.as_ref().or(pull_secret)).await? {
+            let secret = rule_spec
+                .secret_ref
+                .as_ref()
+                .or(pull_secret)
+                .filter(|_| self.copies == Copies::Make);
+            let credentials = match self.credentials(secret).await? {
                 Ok(c) => c,
                 Err(failure) => return Ok(Err(failure)),
             };
-            let registry = Registry::new(&self.ctx.settings.registry, credentials);
+            let registry = Registry::new(self.registry, credentials);
             for record in records.iter_mut().filter(|r| r.copied_to.is_none()) {
                 let Ok(parsed) = ImageReference::parse(&record.image) else {
                     continue;
@@ -228,6 +255,7 @@ impl Reconcile {
                     crate::registry::parse(&source),
                     crate::registry::parse(&target.to_string()),
                 ) {
+                    (Ok(_), Ok(_)) if self.copies == Copies::Plan => Ok(CopyReport::default()),
                     (Ok(source), Ok(target)) => registry.copy(&source, &target).await,
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 };
@@ -238,29 +266,29 @@ impl Reconcile {
                         copied.push(format!("{} → {}", record.image, target.repository()));
                     }
                     Err(e) => {
-                        let mut failure = registry_failure(Reason::ImageCopyFailed, "copying", &e);
+                        let mut failure = Failure::registry(Reason::ImageCopyFailed, "copying", &e);
                         // A promotion must not half-happen: a failed copy ends this attempt.
                         failure.stalled = true;
-                        failure.message = format!("{}: {}; nothing was applied", desired.revision, failure.message);
+                        failure.message = format!("{}: {}; nothing was applied", revision, failure.message);
                         return Ok(Err(failure));
                     }
                 }
             }
         }
-        if !copied.is_empty() {
-            let note = format!(
-                "copied {} image(s) by digest: {} ({} blob(s), {} bytes uploaded, {} mounted, {} already there)",
-                copied.len(),
-                copied.join(", "),
-                total.blobs_uploaded,
-                total.bytes_uploaded,
-                total.blobs_mounted,
-                total.skipped
-            );
-            info!(%note);
-            self.ctx.event(self.env.as_ref(), false, "ImagesCopied", note).await;
+        if copied.is_empty() || self.copies == Copies::Plan {
+            return Ok(Ok(None));
         }
-        Ok(Ok(()))
+        let note = format!(
+            "copied {} image(s) by digest: {} ({} blob(s), {} bytes uploaded, {} mounted, {} already there)",
+            copied.len(),
+            copied.join(", "),
+            total.blobs_uploaded,
+            total.bytes_uploaded,
+            total.blobs_mounted,
+            total.skipped
+        );
+        info!(%note);
+        Ok(Ok(Some(note)))
     }
 
     /// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret in this namespace (read with
@@ -272,8 +300,9 @@ impl Reconcile {
         let Some(secret) = secret else {
             return Ok(Ok(Credentials::default()));
         };
-        let shown = format!("{}/{}", self.namespace, secret.name);
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let namespace = self.namespace();
+        let shown = format!("{namespace}/{}", secret.name);
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let Some(found) = api.get_opt(&secret.name).await? else {
             return Ok(Err(Failure {
                 reason: Reason::SecretNotFound,
@@ -300,18 +329,6 @@ impl Reconcile {
             message: format!("registry Secret {shown}: {DOCKER_CONFIG_KEY} {e}"),
             stalled: true,
         }))
-    }
-}
-
-fn registry_failure(reason: Reason, doing: &str, e: &RegistryError) -> Failure {
-    let reason = match e {
-        RegistryError::InvalidReference { .. } => Reason::InvalidImageReference,
-        _ => reason,
-    };
-    Failure {
-        reason,
-        message: format!("{doing} images failed: {e}"),
-        stalled: !e.is_transient(),
     }
 }
 
