@@ -19,6 +19,9 @@ enum Known {
     At(String),
     /// A write may or may not have happened (it failed on the way back): only a read tells.
     Unsure,
+    /// This process wrote over this version without being handed what the write left (kube-runtime's finalizer
+    /// helper): a copy still at it lacks the write; any other one is from after it.
+    Past(String),
 }
 
 /// The newest resourceVersion this process knows of each Environment.
@@ -32,6 +35,7 @@ fn is_current(known: Option<&Known>, cached: Option<&str>) -> bool {
         None => true,
         Some(Known::At(version)) => cached == Some(version.as_str()),
         Some(Known::Unsure) => false,
+        Some(Known::Past(version)) => cached.is_some_and(|c| c != version),
     }
 }
 
@@ -49,6 +53,15 @@ impl Freshness {
     pub fn saw(&self, key: &Key, version: Option<&str>) {
         let known = match version {
             Some(v) if !v.is_empty() => Known::At(v.to_string()),
+            _ => Known::Unsure,
+        };
+        self.map().insert(key.clone(), known);
+    }
+
+    /// This process wrote over the Environment at `version` (or tried to) and does not know what the write left.
+    pub fn wrote_over(&self, key: &Key, version: Option<&str>) {
+        let known = match version {
+            Some(v) if !v.is_empty() => Known::Past(v.to_string()),
             _ => Known::Unsure,
         };
         self.map().insert(key.clone(), known);
@@ -105,5 +118,19 @@ mod tests {
         assert!(f.is_current(&key(), Some("8")));
         f.forget(&key());
         assert!(f.is_current(&key(), Some("1")));
+    }
+
+    #[test]
+    fn a_write_whose_result_is_not_known_outdates_only_the_copy_it_was_made_over() {
+        let f = Freshness::default();
+        f.wrote_over(&key(), Some("5"));
+        assert!(
+            !f.is_current(&key(), Some("5")),
+            "the copy the finalizer was added over"
+        );
+        assert!(!f.is_current(&key(), None));
+        assert!(f.is_current(&key(), Some("6")));
+        f.wrote_over(&key(), None);
+        assert!(!f.is_current(&key(), Some("6")));
     }
 }

@@ -104,6 +104,7 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     // Adding or removing the finalizer is a write by this process that the helper does not hand back: until a
     // read shows what it left, the cached copy is not to be decided on (see `fresh`).
     let adds_finalizer = env.metadata.deletion_timestamp.is_none() && !env.finalizers().iter().any(|f| f == FINALIZER);
+    let version = env.metadata.resource_version.clone();
     let deleting = env.metadata.deletion_timestamp.is_some();
     let freshness_ctx = ctx.clone();
     let freshness_key = key;
@@ -135,7 +136,10 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
         (Ok(_), true) => freshness_ctx.env_freshness.forget(&freshness_key),
         // The finalizer patch may or may not have been written: the next reconcile reads.
         (_, true) => freshness_ctx.env_freshness.unsure(&freshness_key),
-        (_, false) if adds_finalizer => freshness_ctx.env_freshness.unsure(&freshness_key),
+        // The finalizer was added over this copy (or tried to be): a copy still at its version lacks it.
+        (_, false) if adds_finalizer => freshness_ctx
+            .env_freshness
+            .wrote_over(&freshness_key, version.as_deref()),
         _ => {}
     }
     reconciled.map_err(|e| match e {
