@@ -1,8 +1,9 @@
 //! Sync-engine benchmark on the local control plane, with `ferry run` (release build) as its own process:
 //! N Environments (default 1000) × 10 ConfigMaps from one GitRepository, each into its own namespace.
 //! Prints: time until all Ready from a cold start, time for one commit touching all of them, controller RSS,
-//! and API requests (and writes) per no-op reconcile cycle, counted by the apiserver's own metrics.
-//! `cargo bench --bench engine` (FERRY_BENCH_ENVS=N to change N). Asserts nothing about the figures.
+//! API requests (and writes) per no-op reconcile cycle, counted by the apiserver's own metrics, and how long a
+//! hand edit or deletion of one applied object takes to be reverted (p50/p99 over 50).
+//! `cargo bench --bench engine` (FERRY_BENCH_ENVS=N to change N, FERRY_BENCH_NOOP_SECS for the no-op window). Asserts nothing about the figures.
 
 #[allow(dead_code)]
 #[path = "../tests/common/git.rs"]
@@ -13,10 +14,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ferry::api::{Environment, GitRepository};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
+use kube::api::DeleteParams;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::{create, request_counts, rss_kib};
+use support::{create, ms, percentile, request_counts, rss_kib};
 
 const NS: &str = "bench";
 
@@ -59,6 +62,57 @@ fn admin_writes(audit_log: &std::path::Path) -> usize {
         .filter(|e| e["user"]["username"] == "admin")
         .filter(|e| !e["requestURI"].as_str().unwrap_or_default().contains("dryRun=All"))
         .count()
+}
+
+/// Edits (even) or deletes (odd) one applied ConfigMap after another, each time waiting until Ferry has put it
+/// back as Git says (`round`); returns how long each took, sorted.
+async fn hand_edits(client: &kube::Client, n: usize, round: &str, count: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut took = Vec::new();
+    for k in 0..count {
+        let env = (k * 7919) % n;
+        let cm = format!("cm-{}", k % 10);
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("t-{env:04}"));
+        let start = Instant::now();
+        if k % 2 == 0 {
+            let edit = json!({"data": {"round": "edited by hand"}});
+            cms.patch(&cm, &PatchParams::default(), &Patch::Merge(&edit)).await?;
+        } else {
+            cms.delete(&cm, &DeleteParams::default()).await?;
+        }
+        loop {
+            let live = cms.get_opt(&cm).await?;
+            if live
+                .and_then(|c| c.data)
+                .and_then(|d| d.get("round").cloned())
+                .as_deref()
+                == Some(round)
+            {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "{cm} in t-{env:04} not reverted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    Ok(took)
+}
+
+/// Requests between two counts, by verb, divided by `per`.
+fn by_verb(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    per: f64,
+) -> Vec<String> {
+    after
+        .iter()
+        .map(|(verb, total)| (verb, (total - before.get(verb).copied().unwrap_or(0.0)) / per))
+        .filter(|(_, delta)| *delta >= 0.5)
+        .map(|(verb, delta)| format!("{verb} {delta:.0}"))
+        .collect()
 }
 
 fn configmaps(round: u32) -> String {
@@ -104,11 +158,14 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Cold start: everything exists, the controller starts now.
+    let at_start = request_counts(&client).await?;
     let storage = tempfile::tempdir()?;
     let (ferry, _) = support::start_ferry(&cp, None, storage.path())?;
     let pid = ferry.id();
     let cold = wait_all(&envs, &format!("main@sha1:{first}"), n, Duration::from_secs(900)).await?;
     let (rss_after_cold, _) = rss_kib(pid);
+    eprintln!("cold start: {:.1} s", cold.as_secs_f64());
+    let after_cold = request_counts(&client).await?;
 
     // One commit touching every object of every Environment, announced by "reconcile now".
     repo.write("apps/cms.yaml", &configmaps(1));
@@ -120,24 +177,29 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     wait_all(&envs, &format!("main@sha1:{second}"), n, Duration::from_secs(900)).await?;
     let commit_all = start.elapsed();
+    eprintln!("commit touching all: {:.1} s", commit_all.as_secs_f64());
+    let after_commit = request_counts(&client).await?;
 
     // A no-op cycle: every Environment reconciles once per 60 s interval; count what the apiserver served.
     tokio::time::sleep(Duration::from_secs(20)).await; // let the status writes of round 1 finish
     let before = request_counts(&client).await?;
     let audit_before = admin_writes(&cp.audit_log());
-    let window = Duration::from_secs(120);
+    let window = Duration::from_secs(
+        std::env::var("FERRY_BENCH_NOOP_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120),
+    );
     tokio::time::sleep(window).await;
     let after = request_counts(&client).await?;
     let audit_after = admin_writes(&cp.audit_log());
     let cycles = window.as_secs_f64() / 60.0;
-    let mut per_cycle = Vec::new();
-    for (verb, total) in &after {
-        let delta = (total - before.get(verb).copied().unwrap_or(0.0)) / cycles;
-        if delta >= 0.5 {
-            per_cycle.push(format!("{verb} {delta:.0}"));
-        }
-    }
+    let per_cycle = by_verb(&before, &after, cycles);
     let writes = (audit_after - audit_before) as f64 / cycles;
+    let (rss_noop, _) = rss_kib(pid);
+
+    // Hand edits and deletions, one at a time, each reverted through the watches.
+    let edits = hand_edits(&client, n, "1", 50).await?;
     let (rss, hwm) = rss_kib(pid);
 
     println!("\nFerry engine benchmark: {n} Environments x 10 ConfigMaps, one GitRepository, local control plane");
@@ -150,10 +212,25 @@ async fn main() -> anyhow::Result<()> {
         commit_all.as_secs_f64()
     );
     println!(
-        "| controller RSS after cold start / at the end / peak | {} / {} / {} MiB |",
+        "| hand edit or deletion of one object until reverted, p50 / p99 over {} | {} / {} |",
+        edits.len(),
+        ms(percentile(&edits, 0.5)),
+        ms(percentile(&edits, 0.99))
+    );
+    println!(
+        "| controller RSS after cold start / after the no-op cycles / at the end / peak | {} / {} / {} / {} MiB |",
         rss_after_cold / 1024,
+        rss_noop / 1024,
         rss / 1024,
         hwm / 1024
+    );
+    println!(
+        "| API requests during the cold start, by verb (the bench's own polling included) | {} |",
+        by_verb(&at_start, &after_cold, 1.0).join(", ")
+    );
+    println!(
+        "| API requests during the commit round, by verb | {} |",
+        by_verb(&after_cold, &after_commit, 1.0).join(", ")
     );
     println!(
         "| API requests per no-op cycle (all Environments; a few are the apiserver's own), by verb | {} |",

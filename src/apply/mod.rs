@@ -17,7 +17,7 @@ mod write;
 
 pub use error::{ApplyError, with_causes};
 
-pub use normalize::{conflicting_managers, differs, imperative_managers, normalized};
+pub use normalize::{conflicting_managers, differs, digest, imperative_managers, normalized};
 pub use ownership::{OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL, Owner, owned_by, owned_by_other, prepare};
 pub use prune::{PRUNE_ANNOTATION, PruneBlocked, plan_prune};
 
@@ -51,7 +51,16 @@ pub struct ApplyReport {
     pub unchanged: usize,
     /// Each applied object's resourceVersion after the apply (what a later sync compares with).
     pub versions: std::collections::BTreeMap<InventoryEntry, String>,
+    /// Each applied object's [`digest`] at that resourceVersion: what it is, for as long as it keeps it.
+    pub digests: std::collections::BTreeMap<InventoryEntry, u64>,
 }
+
+/// What the caller knows of objects it applied before: each one's resourceVersion and [`digest`] then. An object
+/// whose dry run still shows that resourceVersion is that object, so it need not be read to be compared.
+pub type Known = std::collections::BTreeMap<InventoryEntry, (String, u64)>;
+
+/// Requests one Environment's sync has in flight at once (dry runs; writes of objects of one apply step).
+const PARALLEL_REQUESTS: usize = 4;
 
 impl ApplyReport {
     pub fn changed(&self) -> bool {

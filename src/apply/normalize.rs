@@ -40,6 +40,36 @@ pub fn differs(dry_run: &Value, live: &Value) -> bool {
     normalized(dry_run) != normalized(live)
 }
 
+/// A digest of an object (normally a [`normalized`] one) that does not depend on the order of its keys: equal
+/// objects have equal digests, so one remembered digest stands for the object it was taken of.
+pub fn digest(object: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn feed(v: &Value, h: &mut std::collections::hash_map::DefaultHasher) {
+        match v {
+            Value::Null => 0u8.hash(h),
+            Value::Bool(b) => (1u8, b).hash(h),
+            Value::Number(n) => (2u8, n.to_string()).hash(h),
+            Value::String(s) => (3u8, s).hash(h),
+            Value::Array(items) => {
+                (4u8, items.len()).hash(h);
+                items.iter().for_each(|i| feed(i, h));
+            }
+            Value::Object(map) => {
+                (5u8, map.len()).hash(h);
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                for k in keys {
+                    k.hash(h);
+                    feed(&map[k], h);
+                }
+            }
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    feed(object, &mut h);
+    h.finish()
+}
+
 /// Field managers named in a server-side-apply conflict message, e.g.
 /// `Apply failed with 1 conflict: conflict with "kubectl-edit" using v1: .data.color`.
 pub fn conflicting_managers(message: &str) -> Vec<String> {
@@ -104,6 +134,27 @@ mod tests {
         assert!(differs(&changed, &live));
         let new_label = json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"replicas": 2}});
         assert!(differs(&new_label, &live));
+    }
+
+    #[test]
+    fn digests_tell_objects_apart_whatever_their_key_order() {
+        let a = json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}}, "data": {"k": "v"}});
+        let reordered = json!({"data": {"k": "v"}, "metadata": {"labels": {"y": "2", "x": "1"}, "name": "a"}});
+        assert_eq!(digest(&a), digest(&reordered));
+        for other in [
+            json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}}, "data": {"k": "w"}}),
+            json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"k": "v"}}),
+            json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}}, "data": {"k": ["v"]}}),
+            json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}}, "data": {"k": null}}),
+            json!({"metadata": {"name": "a", "labels": {"x": "1", "y": 2}}, "data": {"k": "v"}}),
+        ] {
+            assert_ne!(digest(&a), digest(&other), "{other}");
+        }
+        // Only what `differs` looks at counts.
+        let live = json!({"metadata": {"name": "a", "resourceVersion": "7", "managedFields": []}, "data": {"k": "v"}});
+        let dry = json!({"metadata": {"name": "a", "resourceVersion": "9"}, "data": {"k": "v"}});
+        assert!(!differs(&dry, &live));
+        assert_eq!(digest(&normalized(&dry)), digest(&normalized(&live)));
     }
 
     #[test]

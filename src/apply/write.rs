@@ -7,12 +7,23 @@ use std::collections::BTreeSet;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::Value;
 
-use super::plan::{Planned, Prepared};
+use kube::api::DynamicObject;
+
+use super::plan::{Live, Planned, Prepared};
 use super::{
-    APPLY_ORDER_ANNOTATION, Applier, ApplyError, ApplyOptions, ApplyReport, FIELD_MANAGER, client_error, differs,
-    forbidden, gvk_of,
+    APPLY_ORDER_ANNOTATION, Applier, ApplyError, ApplyOptions, ApplyReport, FIELD_MANAGER, Known, PARALLEL_REQUESTS,
+    client_error, digest, forbidden, gvk_of, normalized,
 };
 use crate::render::{RenderedObject, apply_rank};
+
+/// One planned object after its write step: its normalized dry run, and the write's result (`None`: unchanged,
+/// not written).
+type Written = (Planned, Value, Option<Result<DynamicObject, kube::Error>>);
+
+/// The apply step an object is written in: its kind's rank, then its apply-order annotation.
+fn write_step(plan: &Planned) -> (u8, i64) {
+    (apply_rank(&plan.prepared.entry.kind), order_of(&plan.prepared.body))
+}
 
 fn order_of(object: &Value) -> i64 {
     object["metadata"]["annotations"][APPLY_ORDER_ANNOTATION]
@@ -31,6 +42,18 @@ impl Applier {
         &self,
         objects: &[RenderedObject],
         opts: &ApplyOptions,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        self.apply_all_known(objects, opts, &Known::new(), report).await
+    }
+
+    /// [`Applier::apply_all`], reading no object that `known` (what this caller applied before, see [`Known`])
+    /// already answers for. `report.versions` and `report.digests` are the next call's `known`.
+    pub async fn apply_all_known(
+        &self,
+        objects: &[RenderedObject],
+        opts: &ApplyOptions,
+        known: &Known,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
         let mut ordered: Vec<&RenderedObject> = objects.iter().collect();
@@ -75,7 +98,7 @@ impl Applier {
             .filter(|p| p.entry.kind == "CustomResourceDefinition")
             .map(|p| p.name.clone())
             .collect();
-        self.apply_stage(first_stage, opts, report).await?;
+        self.apply_stage(first_stage, opts, known, report).await?;
         for crd in &crds {
             self.wait_established(crd).await?;
         }
@@ -93,7 +116,7 @@ impl Applier {
             };
             prepared.push(self.prepare(o, &ar, &caps, opts));
         }
-        match self.apply_stage(prepared, opts, report).await {
+        match self.apply_stage(prepared, opts, known, report).await {
             Err(ApplyError::Invalid { failures }) if report.changed() => {
                 return Err(ApplyError::InvalidAfterFirstStage {
                     created: report.created.clone(),
@@ -110,54 +133,97 @@ impl Applier {
         &self,
         stage: Vec<Prepared>,
         opts: &ApplyOptions,
+        known: &Known,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let planned = self.plan_stage(stage, opts).await?;
+        let planned = self.plan_stage(stage, opts, known).await?;
         self.write(planned, report).await
     }
 
-    /// Writes the planned objects that differ from the live ones.
+    /// Writes the planned objects that differ from the live ones, in order: objects of one apply step (the same
+    /// kind rank and apply-order annotation, which promise no order among themselves) a few at a time. On a
+    /// failure, every object that was written is still in `report`, and nothing of a later step is written.
     async fn write(&self, planned: Vec<Planned>, report: &mut ApplyReport) -> Result<(), ApplyError> {
-        for plan in planned {
-            let p = plan.prepared;
-            let needs_write = match &plan.live {
-                None => true,
-                Some(live) => differs(&plan.dry_run, &serde_json::to_value(live).unwrap_or_default()),
-            };
-            if needs_write {
-                let mut params = PatchParams::apply(FIELD_MANAGER);
-                params.force = plan.force;
-                let written = p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await;
-                if let Ok(written) = &written
-                    && let Some(version) = &written.metadata.resource_version
-                {
-                    report.versions.insert(p.entry.clone(), version.clone());
-                }
-                if let Err(e) = written {
-                    return Err(match (client_error(&e), forbidden(&e)) {
-                        (Some(status), _) => ApplyError::Rejected {
-                            object: p.label,
-                            message: status.message.clone(),
-                        },
-                        (None, Some(status)) => ApplyError::forbidden(p.label, status),
-                        (None, None) => ApplyError::Api {
-                            object: p.label,
-                            source: e,
-                        },
-                    });
-                }
-                if plan.live.is_none() {
-                    report.created.push(p.label);
-                } else {
-                    report.configured.push(p.label);
-                }
-            } else {
-                report.unchanged += 1;
-                if let Some(version) = plan.live.as_ref().and_then(|l| l.metadata.resource_version.clone()) {
-                    report.versions.insert(p.entry.clone(), version);
-                }
+        use futures::StreamExt;
+        let mut planned = planned.into_iter().peekable();
+        while let Some(first) = planned.next() {
+            let step = write_step(&first);
+            let mut group = vec![first];
+            while let Some(next) = planned.next_if(|p| write_step(p) == step) {
+                group.push(next);
             }
-            report.inventory.push(p.entry);
+            let results: Vec<Written> = futures::stream::iter(group)
+                .map(|plan| async move {
+                    let desired = normalized(&plan.dry_run);
+                    let needs_write = match &plan.live {
+                        Live::Absent => true,
+                        Live::Fetched(live) => desired != normalized(&serde_json::to_value(live).unwrap_or_default()),
+                        Live::Known { digest: known, .. } => digest(&desired) != *known,
+                    };
+                    let written = if needs_write {
+                        let p = &plan.prepared;
+                        let mut params = PatchParams::apply(FIELD_MANAGER);
+                        params.force = plan.force;
+                        Some(p.api.patch(&p.name, &params, &Patch::Apply(&p.body)).await)
+                    } else {
+                        None
+                    };
+                    (plan, desired, written)
+                })
+                .buffered(PARALLEL_REQUESTS)
+                .collect()
+                .await;
+            let mut failed = None;
+            for (plan, desired, written) in results {
+                let p = plan.prepared;
+                match written {
+                    Some(Ok(written)) => {
+                        if let Some(version) = &written.metadata.resource_version {
+                            report.versions.insert(p.entry.clone(), version.clone());
+                            let value = serde_json::to_value(&written).unwrap_or_default();
+                            report.digests.insert(p.entry.clone(), digest(&normalized(&value)));
+                        }
+                        if matches!(plan.live, Live::Absent) {
+                            report.created.push(p.label);
+                        } else {
+                            report.configured.push(p.label);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if failed.is_none() {
+                            failed = Some(match (client_error(&e), forbidden(&e)) {
+                                (Some(status), _) => ApplyError::Rejected {
+                                    object: p.label,
+                                    message: status.message.clone(),
+                                },
+                                (None, Some(status)) => ApplyError::forbidden(p.label, status),
+                                (None, None) => ApplyError::Api {
+                                    object: p.label,
+                                    source: e,
+                                },
+                            });
+                        }
+                        continue;
+                    }
+                    None => {
+                        report.unchanged += 1;
+                        // Unchanged: the live object is the desired one, whose digest is already at hand.
+                        let version = match &plan.live {
+                            Live::Fetched(l) => l.metadata.resource_version.clone(),
+                            Live::Known { version, .. } => Some(version.clone()),
+                            Live::Absent => None,
+                        };
+                        if let Some(version) = version {
+                            report.versions.insert(p.entry.clone(), version);
+                            report.digests.insert(p.entry.clone(), digest(&desired));
+                        }
+                    }
+                }
+                report.inventory.push(p.entry);
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
 use crate::api::{Environment, GitRepository, Promotion, RegistryPolicy};
@@ -116,6 +116,11 @@ pub struct Context {
     /// controllers restart).
     policies: std::sync::RwLock<Option<Store<RegistryPolicy>>>,
     environments: std::sync::RwLock<Option<Store<Environment>>>,
+    /// The GitRepositories as the stream that wakes their Environments sees them (updated before it wakes
+    /// them), so an Environment reads its source without a request.
+    sources: std::sync::RwLock<Option<Store<GitRepository>>>,
+    /// Whether the Environment controller's cached copy of an Environment is fresh enough to decide on.
+    env_freshness: environment::Freshness,
 }
 
 /// The controllers' views of Ferry's kinds.
@@ -147,6 +152,8 @@ impl Context {
             remote_watches: OnceLock::new(),
             policies: Default::default(),
             environments: Default::default(),
+            sources: Default::default(),
+            env_freshness: Default::default(),
         }
     }
 
@@ -168,6 +175,12 @@ impl Context {
     pub fn environments(&self) -> Vec<Arc<Environment>> {
         let store = self.environments.read().unwrap_or_else(|e| e.into_inner()).clone();
         store.map(|s| s.state()).unwrap_or_default()
+    }
+
+    /// A GitRepository from the Environment controller's source cache (`None`: not there, or no cache yet).
+    pub fn cached_source(&self, namespace: &str, name: &str) -> Option<Arc<GitRepository>> {
+        let store = self.sources.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
     }
 
     /// The watches on applied objects, when the controllers run.
@@ -506,6 +519,15 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
         envs = envs.reconcile_on(changed);
     }
     let (sources, downstream, dependents, env_cache) = (envs.store(), envs.store(), envs.store(), envs.store());
+    // The GitRepositories that wake Environments, reflected into a store before they wake them: what the
+    // Environments then read their source from.
+    let (source_store, source_writer) = kube::runtime::reflector::store();
+    let source_changes = kube::runtime::reflector(
+        source_writer,
+        watcher(scope.api::<GitRepository>(&client), watcher::Config::default()),
+    )
+    .touched_objects();
+    *ctx.sources.write().unwrap_or_else(|e| e.into_inner()) = Some(source_store);
     *ctx.environments.write().unwrap_or_else(|e| e.into_inner()) = Some(envs.store());
     let policy_controller = Controller::new(Api::<RegistryPolicy>::all(client.clone()), watcher::Config::default());
     *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Some(policy_controller.store());
@@ -523,11 +545,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl std::future::Fu
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            scope.api::<GitRepository>(&client),
-            watcher::Config::default(),
-            move |repo| environment::consumers_of(&sources, &repo),
-        )
+        .watches_stream(source_changes, move |repo| environment::consumers_of(&sources, &repo))
         .watches(
             scope.api::<Environment>(&client),
             watcher::Config::default(),

@@ -14,15 +14,30 @@ where
     K: Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
+    Ok(patched_if_changed(api, name, old, new).await?.is_some())
+}
+
+/// [`patch_if_changed`], returning the object as written (`None` when nothing was).
+pub async fn patched_if_changed<K, S>(
+    api: &Api<K>,
+    name: &str,
+    old: Option<&S>,
+    new: &S,
+) -> Result<Option<K>, ReconcileError>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
     if old == Some(new) {
-        return Ok(false);
+        return Ok(None);
     }
     let to_value = |s: &S| serde_json::to_value(s).map_err(|e| ReconcileError::Internal(e.to_string()));
     let old = old.map(to_value).transpose()?;
     let patch = serde_json::json!({ "status": merge_patch(old.as_ref(), to_value(new)?) });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(true)
+    Ok(Some(
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?,
+    ))
 }
 
 /// A JSON merge patch from `old` to `new`: fields that `new` omits (empty lists, cleared options) become

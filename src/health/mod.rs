@@ -28,6 +28,19 @@ fn condition_is(object: &Value, type_: &str, status: &str) -> bool {
     condition(object, type_).is_some_and(|c| c["status"] == status)
 }
 
+/// Kinds without a status: [`assess`] finds any object of them that exists `Current`, so knowing that it exists
+/// is enough, without reading it.
+pub fn only_existence_counts(api_version: &str, kind: &str) -> bool {
+    matches!(
+        (api_version, kind),
+        ("v1", "ConfigMap" | "Secret" | "ServiceAccount")
+            | (
+                "rbac.authorization.k8s.io/v1",
+                "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding"
+            )
+    )
+}
+
 /// Assesses one live object.
 pub fn assess(object: &Value) -> Health {
     let generation = object["metadata"]["generation"].as_i64();
@@ -188,6 +201,30 @@ fn pod(o: &Value) -> Health {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kinds_without_status_are_current_whenever_they_exist() {
+        for (api_version, kind) in [
+            ("v1", "ConfigMap"),
+            ("v1", "Secret"),
+            ("v1", "ServiceAccount"),
+            ("rbac.authorization.k8s.io/v1", "Role"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+        ] {
+            assert!(only_existence_counts(api_version, kind));
+            let object = serde_json::json!({"apiVersion": api_version, "kind": kind,
+                "metadata": {"name": "x", "generation": 3}, "data": {"a": "b"}});
+            assert_eq!(assess(&object), Health::Current, "{kind}");
+        }
+        for (api_version, kind) in [
+            ("apps/v1", "Deployment"),
+            ("v1", "Service"),
+            ("example.com/v1", "ConfigMap"),
+        ] {
+            assert!(!only_existence_counts(api_version, kind), "{kind}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

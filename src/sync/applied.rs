@@ -19,10 +19,23 @@ pub struct AppliedRecord {
     pub fingerprint: String,
     /// Every applied object and the resourceVersion it had when the sync ended.
     pub versions: BTreeMap<InventoryEntry, String>,
+    /// Every applied object's digest at that resourceVersion (see [`crate::apply::digest`]).
+    pub digests: BTreeMap<InventoryEntry, u64>,
     /// The Ready message that sync ended with, repeated by skipped syncs so status does not change.
     pub message: String,
     /// When the dry-run path last ran for it.
     pub full_sync_at: Instant,
+}
+
+impl AppliedRecord {
+    /// What the next full sync needs not read again: each object at the resourceVersion it was left at, with
+    /// its digest (objects without a digest are read).
+    pub fn known(&self) -> crate::apply::Known {
+        self.versions
+            .iter()
+            .filter_map(|(entry, version)| Some((entry.clone(), (version.clone(), *self.digests.get(entry)?))))
+            .collect()
+    }
 }
 
 /// Why a sync cannot be skipped (for logs and tests).
@@ -129,6 +142,7 @@ mod tests {
         AppliedRecord {
             fingerprint: fingerprint("main@sha1:abc", Some(2)),
             versions: [(entry("a"), "10".to_string()), (entry("b"), "11".to_string())].into(),
+            digests: [(entry("a"), 1)].into(),
             message: "applied revision main@sha1:abc (2 objects)".into(),
             full_sync_at: at,
         }
@@ -170,6 +184,12 @@ mod tests {
             must_sync(Some(&record(now)), &fp, gone, now, HOUR),
             Some(MustSync::Drifted(entry("a")))
         );
+    }
+
+    #[test]
+    fn what_is_known_pairs_each_version_with_its_digest() {
+        let known = record(Instant::now()).known();
+        assert_eq!(known, [(entry("a"), ("10".to_string(), 1))].into());
     }
 
     #[test]

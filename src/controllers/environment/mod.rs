@@ -11,17 +11,18 @@ use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 mod dependencies;
+mod fresh;
 mod policy;
 mod promoted;
 mod verification;
 
 pub use crate::sync::capabilities::{CapabilityCache, discover as discover_capabilities};
 pub use dependencies::dependents_of;
+pub use fresh::Freshness;
 
 use verification::Poll;
 
 use super::history;
-use super::status::patch_if_changed;
 use super::{Context, ReconcileError};
 use crate::api::{
     ConditionSet, Environment, EnvironmentStatus, GitRepository, RECONCILE_REQUESTED_AT, Reason, parse_duration,
@@ -78,15 +79,38 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     let span = info_span!("reconcile", kind = "Environment", namespace = %namespace, name = %name, revision = tracing::field::Empty);
     let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
     // The watch cache can lag behind this controller's own last status write; deciding from a stale status
-    // would re-announce a revision (and write status) that was already applied. One GET buys a fresh view.
-    let Some(env) = api.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+    // would re-announce a revision (and write status) that was already applied. Unless the cached copy is at
+    // the newest version this process knows, one GET buys a fresh view.
+    let key = (namespace.clone(), name.clone());
+    let env = if ctx
+        .env_freshness
+        .is_current(&key, env.metadata.resource_version.as_deref())
+    {
+        env
+    } else {
+        let fetched = api.get_opt(&name).await;
+        if fetched.is_err() {
+            ctx.env_freshness.unsure(&key);
+        }
+        let Some(env) = fetched? else {
+            ctx.env_freshness.forget(&key);
+            return Ok(Action::await_change());
+        };
+        ctx.env_freshness.saw(&key, env.metadata.resource_version.as_deref());
+        Arc::new(env)
     };
     let target = ctx.target_of(&env).await;
     let finalizers = api.clone();
+    // Adding or removing the finalizer is a write by this process that the helper does not hand back: until a
+    // read shows what it left, the cached copy is not to be decided on (see `fresh`).
+    let adds_finalizer = env.metadata.deletion_timestamp.is_none() && !env.finalizers().iter().any(|f| f == FINALIZER);
+    let version = env.metadata.resource_version.clone();
+    let deleting = env.metadata.deletion_timestamp.is_some();
+    let freshness_ctx = ctx.clone();
+    let freshness_key = key;
     // kube-runtime's finalizer helper: it adds FINALIZER before the first sync (whose patch wakes the next
     // reconcile), and removes it once the cleanup succeeded.
-    let reconciled = finalizer(&finalizers, FINALIZER, Arc::new(env), |event| async move {
+    let reconciled = finalizer(&finalizers, FINALIZER, env, |event| async move {
         let (env, cleanup) = match event {
             FinalizerEvent::Apply(env) => (env, false),
             FinalizerEvent::Cleanup(env) => (env, true),
@@ -98,6 +122,7 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
             name,
             env,
             target,
+            applied_now: Default::default(),
         };
         match cleanup {
             false => reconcile.run().await,
@@ -106,6 +131,17 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     })
     .instrument(span)
     .await;
+    match (&reconciled, deleting) {
+        // Gone, or on its way with only others' finalizers left.
+        (Ok(_), true) => freshness_ctx.env_freshness.forget(&freshness_key),
+        // The finalizer patch may or may not have been written: the next reconcile reads.
+        (_, true) => freshness_ctx.env_freshness.unsure(&freshness_key),
+        // The finalizer was added over this copy (or tried to be): a copy still at its version lacks it.
+        (_, false) if adds_finalizer => freshness_ctx
+            .env_freshness
+            .wrote_over(&freshness_key, version.as_deref()),
+        _ => {}
+    }
     reconciled.map_err(|e| match e {
         FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
         FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e) => ReconcileError::Kube(e),
@@ -141,6 +177,8 @@ struct Reconcile {
     namespace: String,
     name: String,
     target: Result<Target, ClusterError>,
+    /// What this reconcile's sync applied (or found unchanged): objects that exist, as of moments ago.
+    applied_now: std::sync::Mutex<BTreeSet<InventoryEntry>>,
 }
 
 impl Reconcile {
@@ -274,7 +312,7 @@ impl Reconcile {
                     };
                     self.fail(old, &mut status, failure).await?;
                 } else {
-                    patch_if_changed(&self.api, &self.name, old, &status).await?;
+                    self.patch_status(old, &status).await?;
                 }
                 return Err(e);
             }
@@ -329,6 +367,46 @@ impl Reconcile {
         Ok(Action::requeue(next))
     }
 
+    /// Writes status unless it equals `old`, remembering the version the write left (see [`fresh`]). Returns
+    /// whether it wrote.
+    async fn patch_status(
+        &self,
+        old: Option<&EnvironmentStatus>,
+        status: &EnvironmentStatus,
+    ) -> Result<bool, ReconcileError> {
+        let written = super::status::patched_if_changed(&self.api, &self.name, old, status).await;
+        self.saw_write(written.as_ref().map(|w| w.as_ref()));
+        Ok(written?.is_some())
+    }
+
+    /// Whether `entry` is known to exist without asking: this reconcile's sync just applied it, or the watch on
+    /// its kind (local cluster) has it. `false` means "ask".
+    fn exists(&self, entry: &InventoryEntry) -> bool {
+        if self
+            .applied_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(entry)
+        {
+            return true;
+        }
+        let local = self.target.as_ref().is_ok_and(|t| t.remote.is_none());
+        local && self.ctx.watches().is_some_and(|w| w.live_version(entry).is_some())
+    }
+
+    /// Remembers what a write to the Environment left, for [`fresh`].
+    fn saw_write<E>(&self, written: Result<Option<&Environment>, E>) {
+        let key = (self.namespace.clone(), self.name.clone());
+        match written {
+            Ok(Some(env)) => self
+                .ctx
+                .env_freshness
+                .saw(&key, env.metadata.resource_version.as_deref()),
+            Ok(None) => {}
+            Err(_) => self.ctx.env_freshness.unsure(&key),
+        }
+    }
+
     /// Writes status (with the `Verified` condition from the newest record) if it changed, then the Events
     /// for what changed: the failure, and a verification verdict.
     async fn write_status(
@@ -338,7 +416,7 @@ impl Reconcile {
         failure_event: Option<(Reason, String)>,
     ) -> Result<(), ReconcileError> {
         history::set_verified_condition(status, Timestamp::now());
-        if !patch_if_changed(&self.api, &self.name, old, status).await? {
+        if !self.patch_status(old, status).await? {
             return Ok(());
         }
         if let Some((reason, message)) = failure_event {
@@ -380,7 +458,7 @@ impl Reconcile {
             generation,
             Timestamp::now(),
         );
-        patch_if_changed(&self.api, &self.name, old, status).await?;
+        self.patch_status(old, status).await?;
         Ok(())
     }
 
@@ -410,7 +488,7 @@ impl Reconcile {
         failure: Failure,
     ) -> Result<(), ReconcileError> {
         let (reason, message) = self.fail_conditions(status, failure);
-        if patch_if_changed(&self.api, &self.name, old, status).await? {
+        if self.patch_status(old, status).await? {
             self.ctx.event(self.env.as_ref(), true, reason.as_str(), message).await;
         }
         Ok(())
@@ -506,6 +584,11 @@ impl Reconcile {
                 stalled: true,
             }));
         }
+        // From the cache the change that woke this reconcile went through; read only when it is not there (the
+        // cache is still listing, or the repository is missing).
+        if let Some(repo) = self.ctx.cached_source(&source_ns, &spec.source_ref.name) {
+            return Ok(Ok(repo.as_ref().clone()));
+        }
         let repos: Api<GitRepository> = Api::namespaced(self.ctx.client.clone(), &source_ns);
         Ok(repos.get_opt(&spec.source_ref.name).await?.ok_or_else(|| Failure {
             reason: Reason::SourceNotFound,
@@ -582,7 +665,7 @@ impl Reconcile {
             let message = format!("applying revision {artifact_revision}");
             let generation = status.observed_generation;
             ConditionSet::reconciling(&mut status.conditions, message, generation, Timestamp::now());
-            super::status::patch_if_changed(&self.api, &self.name, previous, status).await?;
+            self.patch_status(previous, status).await?;
         }
 
         let pipeline = self.pipeline();
@@ -651,6 +734,12 @@ impl Reconcile {
                 Some(why) => debug!(?why, "full sync"),
             }
         }
+        // What this process left the last time (objects still at those versions need not be read again), for the
+        // local cluster, whose resourceVersions the records are of.
+        let known = match self.ctx.records.get(&key) {
+            Some(record) if target.remote.is_none() => record.known(),
+            _ => Default::default(),
+        };
         self.ctx.records.forget(&key);
         // Decrypted only now, past the steady state (which needs no objects), and only in memory.
         let objects = match pipeline.finish(&prepared, repo, &revision.commit).await? {
@@ -659,7 +748,11 @@ impl Reconcile {
         };
         let opts = crate::sync::apply_options(&self.env);
         let mut report = ApplyReport::default();
-        if let Err(e) = target.applier.apply_all(&objects, &opts, &mut report).await {
+        if let Err(e) = target
+            .applier
+            .apply_all_known(&objects, &opts, &known, &mut report)
+            .await
+        {
             // Whatever was written before the failure stays tracked, so prune and deletion still find it.
             if !report.inventory.is_empty() {
                 let mut union: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
@@ -730,6 +823,10 @@ impl Reconcile {
             }
         }
         let count = report.inventory.len();
+        self.applied_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(report.inventory.iter().cloned());
         let new_revision = !same_revision;
         status.inventory = report.inventory.clone();
         status.last_applied_revision = Some(artifact_revision.clone());
@@ -762,6 +859,7 @@ impl Reconcile {
                 crate::sync::AppliedRecord {
                     fingerprint,
                     versions: report.versions,
+                    digests: report.digests,
                     message: message.clone(),
                     full_sync_at: Instant::now(),
                 },
@@ -782,7 +880,7 @@ impl Reconcile {
         revision: &str,
         applied: String,
     ) -> Result<Result<Outcome, Failure>, ReconcileError> {
-        let (waiting, failed) = health_of(target, &status.inventory).await?;
+        let (waiting, failed) = health_of(target, &status.inventory, &|e| self.exists(e)).await?;
         if !failed.is_empty() {
             return Ok(Err(Failure {
                 reason: Reason::HealthCheckFailed,
@@ -892,14 +990,19 @@ impl Reconcile {
 }
 
 /// The objects still converging and those that failed, each as `object: why`. Only the first few waiting
-/// objects are named, so messages built from them change rarely while objects converge.
+/// objects are named, so messages built from them change rarely while objects converge. Objects of kinds
+/// without a status that `exists` knows to exist are healthy without being read.
 async fn health_of(
     target: &Target,
     inventory: &[InventoryEntry],
+    exists: &(dyn Fn(&InventoryEntry) -> bool + Sync),
 ) -> Result<(Vec<String>, Vec<String>), ReconcileError> {
     let mut waiting = Vec::new();
     let mut failed = Vec::new();
     for entry in inventory {
+        if crate::health::only_existence_counts(&entry.api_version, &entry.kind) && exists(entry) {
+            continue;
+        }
         let live = target.applier.get(entry).await.map_err(|e| match e {
             // Kept as the client's error: whether the cluster answered at all is told from it.
             ApplyError::Api { source, .. } => ReconcileError::Kube(source),

@@ -13,7 +13,6 @@ use tracing::info;
 use super::{Reconcile, health_of};
 use crate::api::{EnvironmentStatus, RevisionPhase, Verification, parse_duration};
 use crate::cluster::Target;
-use crate::controllers::status::patch_if_changed;
 use crate::controllers::{ReconcileError, history};
 use crate::source::Revision;
 use crate::verify::{JobOutcome, build_job, job_name, job_outcome, run_token};
@@ -124,7 +123,7 @@ impl Reconcile {
         verification: &Verification,
         timeout: Duration,
     ) -> Result<Poll, ReconcileError> {
-        let (waiting, failed) = health_of(target, &status.inventory).await?;
+        let (waiting, failed) = health_of(target, &status.inventory, &|e| self.exists(e)).await?;
         let now = Timestamp::now();
         let Some(record) = history::current(&mut status.history, revision) else {
             return Ok(Poll::Done);
@@ -208,7 +207,7 @@ impl Reconcile {
         // before the first Job exists, so a crash between the two cannot lead to a second, differently named Job.
         let stored = self.env.status.as_ref().and_then(|s| s.history.first());
         if record.attempts == 0 && stored != Some(&*record) {
-            patch_if_changed(&self.api, &self.name, self.env.status.as_ref(), status).await?;
+            self.patch_status(self.env.status.as_ref(), status).await?;
         }
         let Some(record) = history::current(&mut status.history, revision) else {
             return Ok(Poll::Done);
