@@ -73,6 +73,17 @@ pub fn consumers_of(envs: &Store<Environment>, repo: &GitRepository) -> Vec<Obje
         .collect()
 }
 
+/// Whether this promoted Environment applied nothing and its Ready condition is the failure of the revision it
+/// last tried.
+fn refused_first_revision(status: &EnvironmentStatus) -> bool {
+    status.last_applied_revision.is_none()
+        && status.last_attempted_revision.is_some()
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == crate::api::READY && c.status == "False")
+}
+
 pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = env.namespace().unwrap_or_default();
     let name = env.name_any();
@@ -446,6 +457,12 @@ impl Reconcile {
                 "nothing applied yet: Promotion {} of {} is {}",
                 p.name, p.revision, p.phase
             ),
+            // The first revision promoted here was refused (an image copy, a policy): that failure says why
+            // nothing is applied, better than "waiting", until another Promotion comes.
+            None if refused_first_revision(status) => {
+                self.patch_status(old, status).await?;
+                return Ok(());
+            }
             None => format!("nothing applied yet: waiting for {from} to verify a revision"),
         };
         let generation = status.observed_generation;
