@@ -51,11 +51,21 @@ pub fn metrics(process: Arc<Process>) -> Router {
     Router::new().route("/metrics", get(scrape)).with_state(process)
 }
 
-async fn readyz(State(process): State<Arc<Process>>) -> (StatusCode, &'static str) {
+/// The body's second line says which render sandbox holds (see `render::sandbox`): an unavailable sandbox does
+/// not make the process unready (plain YAML still renders), it is shown here, in the log and in the
+/// `ferry_render_sandbox` metric.
+async fn readyz(State(process): State<Arc<Process>>) -> (StatusCode, String) {
+    let sandbox = match crate::render::sandbox::last_walls() {
+        Some(walls) => walls.summary(),
+        None => "not probed yet".to_string(),
+    };
     if process.ready() {
-        (StatusCode::OK, "ok\n")
+        (StatusCode::OK, format!("ok\nrender sandbox: {sandbox}\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("caches not synced yet\nrender sandbox: {sandbox}\n"),
+        )
     }
 }
 

@@ -339,6 +339,15 @@ struct RunArgs {
     /// Bytes of renders kept in memory, shared by Environments on the same commit and path.
     #[arg(long, env = "FERRY_RENDER_CACHE_BYTES", default_value_t = 128 << 20)]
     render_cache_bytes: u64,
+    /// Memory (private writable bytes) each process of a render may use: the render worker, kustomize, helm.
+    /// Over it the render fails with RenderLimitExceeded; the controller's own memory does not move.
+    #[arg(long, env = "FERRY_RENDER_MEMORY_BYTES", default_value_t = 1 << 30)]
+    render_memory_bytes: u64,
+    /// Run kustomize and helm even where the render sandbox (Landlock, seccomp) cannot be raised. Without
+    /// it such paths fail with SandboxUnavailable. A config repo can then reach whatever the controller can:
+    /// only for clusters whose every config repo is trusted.
+    #[arg(long, env = "FERRY_INSECURE_RENDER_WITHOUT_SANDBOX")]
+    insecure_render_without_sandbox: bool,
     /// How often an Environment nobody touched still goes through the full dry-run path, e.g. `1h` (in between,
     /// watches on the applied objects tell whether anything changed, and an unchanged sync asks nothing).
     #[arg(long, env = "FERRY_FULL_SYNC_INTERVAL", default_value = "1h", value_parser = duration)]
@@ -388,8 +397,30 @@ impl Namespace {
 }
 
 /// Exit codes: 0 success, 1 differences found (`ferry diff`), 2 error or refused request.
-#[tokio::main]
-async fn main() {
+fn main() {
+    // A render worker confines itself while it is still one thread (Landlock and seccomp never reach threads
+    // that already run): before clap, logging or the runtime.
+    if std::env::args_os().nth(1).is_some_and(|a| a == ferry::render::sandbox::WORKER_ARG) {
+        std::process::exit(ferry::render::sandbox::worker_main());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    runtime.block_on(cli_main());
+}
+
+/// Renders of the CLI run in the same sandbox as the controller's.
+fn sandboxed() -> anyhow::Result<ferry::render::Sandbox> {
+    Ok(ferry::render::Sandbox::Worker(
+        ferry::render::WorkerSettings::this_binary().context("finding the ferry binary")?,
+    ))
+}
+
+async fn cli_main() {
     if let Err(e) = run().await {
         // A refusal is an answer, not a failure of ferry: print it as it is.
         match e.downcast_ref::<CliError>() {
@@ -421,6 +452,7 @@ async fn run() -> anyhow::Result<()> {
             let settings = ferry::render::RenderSettings {
                 kustomize,
                 helm,
+                sandbox: sandboxed()?,
                 ..Default::default()
             };
             let rendered = match decrypt_with {
@@ -452,6 +484,7 @@ async fn run() -> anyhow::Result<()> {
             let settings = ferry::render::RenderSettings {
                 kustomize,
                 helm,
+                sandbox: sandboxed()?,
                 ..Default::default()
             };
             let config = kube::Config::infer().await.context("loading the kubeconfig")?;
@@ -660,6 +693,12 @@ async fn run() -> anyhow::Result<()> {
                 Err(e) => format!("unknown (no cluster: {e})"),
             };
             println!("controller: {controller}");
+            // What this machine's kernel allows a render worker (the controller's node may differ: its
+            // /readyz and the ferry_render_sandbox metric say there).
+            match ferry::render::sandbox::probe(&ferry::render::WorkerSettings::this_binary()?).await {
+                Ok(walls) => println!("render sandbox (this machine): {}", walls.summary()),
+                Err(e) => println!("render sandbox (this machine): unknown ({e})"),
+            }
             Ok(())
         }
         Command::Ui { addr, namespace } => run_ui(addr, namespace).await,
@@ -711,6 +750,23 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     settings.render.max_objects = args.max_render_objects;
     settings.render.max_bytes = args.max_render_bytes;
     settings.render.cache_bytes = args.render_cache_bytes;
+    let mut worker = ferry::render::WorkerSettings::this_binary().context("finding the ferry binary")?;
+    worker.limits.memory_bytes = args.render_memory_bytes;
+    worker.allow_unconfined = args.insecure_render_without_sandbox;
+    // One worker at start says which walls this node allows: logged, and shown by /readyz and the metric.
+    match ferry::render::sandbox::probe(&worker).await {
+        Ok(walls) if walls.holds() => tracing::info!(sandbox = %walls.summary(), "render sandbox"),
+        Ok(walls) if worker.allow_unconfined => tracing::warn!(
+            sandbox = %walls.summary(),
+            "render sandbox unavailable: kustomize and helm run without it (--insecure-render-without-sandbox)"
+        ),
+        Ok(walls) => tracing::warn!(
+            sandbox = %walls.summary(),
+            "render sandbox unavailable: kustomize and helm paths will fail with SandboxUnavailable"
+        ),
+        Err(e) => tracing::warn!(error = %e, "the render worker could not be started"),
+    }
+    settings.render.sandbox = ferry::render::Sandbox::Worker(worker);
     settings.concurrency = args.concurrency.max(1);
     settings.allow_file_urls = args.allow_file_urls;
     settings.default_service_account = args.default_service_account.clone();

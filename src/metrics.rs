@@ -39,6 +39,7 @@ pub struct Metrics {
     webhook_requests: Family<Labels, Counter>,
     promotion_transitions: Family<Labels, Counter>,
     leader: Gauge,
+    render_sandbox: Gauge,
     /// One scrape at a time: the readiness family is rebuilt for each.
     encoding: Mutex<()>,
 }
@@ -62,6 +63,7 @@ impl Metrics {
             webhook_requests: Family::default(),
             promotion_transitions: Family::default(),
             leader: Gauge::default(),
+            render_sandbox: Gauge::default(),
             encoding: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -115,6 +117,11 @@ impl Metrics {
             "1 while this process holds the leader lease (or runs without leader election)",
             m.leader.clone(),
         );
+        registry.register(
+            "render_sandbox",
+            "1 when the last render worker raised every wall (Landlock, seccomp, limits), 0 when it could not",
+            m.render_sandbox.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -160,6 +167,11 @@ impl Metrics {
         self.promotion_transitions
             .get_or_create(&vec![("phase", phase.to_string())])
             .inc();
+    }
+
+    /// Whether the render sandbox holds (see `render::sandbox`).
+    pub fn render_sandbox(&self, holds: bool) {
+        self.render_sandbox.set(i64::from(holds));
     }
 
     pub fn set_leader(&self, leader: bool) {

@@ -23,6 +23,8 @@ pub enum Reason {
     RenderFailed,
     /// A render went over `--max-render-objects` or `--max-render-bytes`.
     RenderLimitExceeded,
+    /// The render sandbox cannot be raised on this node: kustomize and helm paths are not rendered.
+    SandboxUnavailable,
     ApplyFailed,
     PruneFailed,
     AuthFailed,
@@ -94,6 +96,7 @@ impl Reason {
             Reason::PathNotFound => "PathNotFound",
             Reason::RenderFailed => "RenderFailed",
             Reason::RenderLimitExceeded => "RenderLimitExceeded",
+            Reason::SandboxUnavailable => "SandboxUnavailable",
             Reason::ApplyFailed => "ApplyFailed",
             Reason::PruneFailed => "PruneFailed",
             Reason::AuthFailed => "AuthFailed",

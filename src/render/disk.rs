@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use super::helm::{self, HelmInputs};
+use super::sandbox::Sandbox;
 use super::kustomize::{self, KUSTOMIZATION_FILES};
 use super::tree::{self, CHART_FILE};
 use super::{RenderError, RenderedObject, render_plain};
@@ -27,6 +30,12 @@ pub struct RenderSettings {
     pub max_bytes: u64,
     /// Bytes of renders the render cache keeps (`--render-cache-bytes`).
     pub cache_bytes: u64,
+    /// Where renders run: a confined worker in every `ferry` command; in this process only in unit tests and
+    /// inside the worker itself.
+    pub sandbox: Sandbox,
+    /// Set inside a worker whose walls could not be raised: why kustomize and helm are not run
+    /// (`SandboxUnavailable`). Plain YAML still renders.
+    pub exec_refusal: Option<String>,
 }
 
 impl Default for RenderSettings {
@@ -38,12 +47,14 @@ impl Default for RenderSettings {
             max_objects: 5000,
             max_bytes: 64 << 20,
             cache_bytes: 128 << 20,
+            sandbox: Sandbox::InProcess,
+            exec_refusal: None,
         }
     }
 }
 
 /// A render: the objects, and the YAML exactly as the renderer produced it (what `ferry render` prints).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rendered {
     pub yaml: String,
     pub objects: Vec<RenderedObject>,
@@ -59,8 +70,22 @@ pub async fn render_path(root: &Path, path: &str, settings: &RenderSettings) -> 
     render_path_with(root, path, settings, &HelmInputs::default()).await
 }
 
-/// [`render_path`], with the inputs a chart path is rendered with (an Environment's `spec.helm`).
+/// [`render_path`], with the inputs a chart path is rendered with (an Environment's `spec.helm`): in a confined
+/// worker process (see [`super::sandbox`]) unless `settings.sandbox` says this process.
 pub async fn render_path_with(
+    root: &Path,
+    path: &str,
+    settings: &RenderSettings,
+    helm_inputs: &HelmInputs,
+) -> Result<Rendered, RenderError> {
+    match &settings.sandbox {
+        Sandbox::Worker(worker) => super::sandbox::render(worker, root, path, settings, helm_inputs).await,
+        Sandbox::InProcess => render_in_process(root, path, settings, helm_inputs).await,
+    }
+}
+
+/// The render itself, in this process, within `settings.timeout`: what a worker runs.
+pub(crate) async fn render_in_process(
     root: &Path,
     path: &str,
     settings: &RenderSettings,

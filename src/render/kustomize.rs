@@ -28,6 +28,10 @@ pub const CLOSED_PROXY: &str = "http://127.0.0.1:1";
 /// Entries a reachable directory may hold before the symlink scan gives up (and the render with it).
 const MAX_SCANNED_ENTRIES: usize = 100_000;
 
+/// Set in a debug build's environment, switches the field checks off, so tests can show the sandbox holding on
+/// its own (see tests/sandbox.rs). Release builds never read it.
+pub(crate) const SKIP_CHECKS_VAR: &str = "FERRY_TEST_SKIP_RENDER_CHECKS";
+
 /// Bytes of kustomize's stderr kept for the error message.
 const MAX_STDERR_BYTES: u64 = 16 << 10;
 
@@ -474,6 +478,9 @@ pub(super) async fn run_bounded(
     what: &str,
     fail: impl Fn(String) -> RenderError,
 ) -> Result<String, RenderError> {
+    if let Some(why) = &settings.exec_refusal {
+        return Err(RenderError::SandboxUnavailable(why.clone()));
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -7,6 +7,7 @@ mod cache;
 mod disk;
 mod helm;
 mod kustomize;
+pub mod sandbox;
 mod strict;
 mod tree;
 
@@ -14,14 +15,15 @@ pub use cache::RenderCache;
 pub use disk::{RenderSettings, Rendered, kustomization_dirs, render_path, render_path_replacing, render_path_with};
 pub use helm::{Capabilities, HelmInputs};
 pub use kustomize::{CLOSED_PROXY, KUSTOMIZATION_FILES, is_remote, run as run_kustomize_unchecked};
+pub use sandbox::{Sandbox, WorkerSettings};
 pub use tree::CHART_FILE;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::source::ManifestFile;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RenderError {
     #[error("{file}: document {doc}: invalid YAML: {message}")]
     Yaml { file: String, doc: usize, message: String },
@@ -55,10 +57,22 @@ pub enum RenderError {
     TooManyObjects { count: usize, limit: usize },
     #[error("reading the repository: {0}")]
     Io(String),
+    /// The walls around renderers could not be raised here (see `render::sandbox`).
+    #[error(
+        "the render sandbox is unavailable ({0}): kustomize and helm are not run without it \
+         (ferry run --insecure-render-without-sandbox runs them anyway)"
+    )]
+    SandboxUnavailable(String),
+    /// The worker went over one of its resource limits.
+    #[error("the render went over its {0} limit")]
+    LimitExceeded(String),
+    /// The worker crashed or answered nothing readable.
+    #[error("{0}")]
+    Worker(String),
 }
 
 /// One rendered object and where it came from, for error messages that point at a file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenderedObject {
     pub source: String,
     pub object: Value,

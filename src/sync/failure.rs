@@ -79,7 +79,10 @@ impl RenderError {
     pub fn reason(&self) -> Reason {
         match self {
             RenderError::PathNotFound(_) | RenderError::InvalidPath(_) => Reason::PathNotFound,
-            RenderError::TooManyBytes { .. } | RenderError::TooManyObjects { .. } => Reason::RenderLimitExceeded,
+            RenderError::TooManyBytes { .. } | RenderError::TooManyObjects { .. } | RenderError::LimitExceeded(_) => {
+                Reason::RenderLimitExceeded
+            }
+            RenderError::SandboxUnavailable(_) => Reason::SandboxUnavailable,
             _ => Reason::RenderFailed,
         }
     }

@@ -88,6 +88,8 @@ impl Data {
                     kustomize: std::env::var_os("FERRY_KUSTOMIZE")
                         .map(Into::into)
                         .unwrap_or_else(|| "kustomize".into()),
+                    // `ferry ui` renders in the same sandbox as the controller.
+                    sandbox: crate::render::Sandbox::Worker(crate::render::WorkerSettings::this_binary()?),
                     ..crate::controllers::Settings::new(dir.path()).render
                 };
                 (render, MirrorStore::new(dir.path()), true, Some(dir))

@@ -173,6 +173,12 @@ impl TestEnv {
         let mut settings = Settings::new(storage.path());
         settings.render.kustomize = shared.bin_dir.join("kustomize");
         settings.render.helm = shared.bin_dir.join("helm");
+        // Every render of the integration tests goes through the confined worker, as in `ferry run`.
+        settings.render.sandbox = ferry::render::Sandbox::Worker(ferry::render::WorkerSettings {
+            program: env!("CARGO_BIN_EXE_ferry").into(),
+            limits: Default::default(),
+            allow_unconfined: false,
+        });
         adjust(&mut settings);
         let config = match identity {
             Identity::Admin | Identity::NoController => shared.cp.config().await.expect("config"),

@@ -1,0 +1,71 @@
+//! `ferry render-worker`: the child side. Reads the request (from the controller, on stdin), raises its walls
+//! while it is still one thread, renders with a single-threaded runtime (every thread and process it starts
+//! inherits the walls), and writes the answer as JSON on stdout.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use super::{Request, Response, confine};
+use crate::render::RenderError;
+use crate::render::disk::{RenderSettings, Rendered, render_in_process};
+
+/// A request is paths, limits and helm values: far below this.
+const MAX_REQUEST: u64 = 16 << 20;
+
+/// The worker's whole life; returns the exit code. Called from `main` before any runtime or thread exists.
+pub fn worker_main() -> i32 {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().take(MAX_REQUEST).read_to_end(&mut input) {
+        eprintln!("render worker: reading the request: {e}");
+        return 2;
+    }
+    let request: Request = match serde_json::from_slice(&input) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("render worker: the request is not understood: {e}");
+            return 2;
+        }
+    };
+    drop(input);
+    let walls = confine::confine(&request.policy);
+    let exec_refusal = (!walls.holds() && !request.allow_unconfined).then(|| walls.problems.join("; "));
+    let result = if request.probe {
+        Ok(Rendered {
+            yaml: String::new(),
+            objects: Vec::new(),
+            kustomize: false,
+            notes: Vec::new(),
+        })
+    } else {
+        render(&request, exec_refusal)
+    };
+    let response = Response { walls, result };
+    let mut stdout = std::io::stdout().lock();
+    if serde_json::to_writer(&mut stdout, &response).is_err() || stdout.flush().is_err() {
+        return 3;
+    }
+    0
+}
+
+fn render(request: &Request, exec_refusal: Option<String>) -> Result<Rendered, RenderError> {
+    let settings = RenderSettings {
+        kustomize: request.kustomize.clone(),
+        helm: request.helm.clone(),
+        timeout: Duration::from_millis(request.timeout_ms),
+        max_objects: request.max_objects,
+        max_bytes: request.max_bytes,
+        cache_bytes: 0,
+        sandbox: Default::default(),
+        exec_refusal,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RenderError::Io(format!("starting the worker's runtime: {e}")))?;
+    runtime.block_on(render_in_process(
+        &request.root,
+        &request.path,
+        &settings,
+        &request.helm_inputs,
+    ))
+}
