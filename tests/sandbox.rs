@@ -20,8 +20,11 @@ fn worker() -> WorkerSettings {
     }
 }
 
-/// Builds a C file of `tests/sandbox/` statically (so it needs nothing outside the sandbox), once per name.
+/// Builds a C file of `tests/sandbox/` statically (so it needs nothing outside the sandbox), once per name
+/// (tests run at once: one builds, the others wait).
 fn build_c(name: &str, defines: &[String]) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let out = std::env::temp_dir().join(format!("ferry-sandbox-test-{}-{name}", std::process::id()));
     if out.is_file() {
         return out;
