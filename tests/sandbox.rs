@@ -274,3 +274,43 @@ async fn render_unchecked(root: &Path, settings: &RenderSettings) -> Result<ferr
     unsafe { std::env::set_var("FERRY_TEST_SKIP_RENDER_CHECKS", "1") };
     render_path(root, "apps", settings).await
 }
+
+#[tokio::test]
+async fn without_landlock_plain_yaml_renders_and_renderers_are_refused_unless_the_operator_allows_them() {
+    let ferry = format!("-DFERRY=\"{}\"", env!("CARGO_BIN_EXE_ferry"));
+    let no_landlock = WorkerSettings {
+        program: build_c("nolandlock", &[ferry]),
+        ..worker()
+    };
+    let walls = ferry::render::sandbox::probe(&no_landlock).await.unwrap();
+    assert!(!walls.holds() && walls.landlock_abi == 0, "{walls:?}");
+    assert!(walls.summary().contains("Landlock"), "{}", walls.summary());
+
+    let attack = build_c("attack", &[]);
+    let tree = attack_tree("mode=probe\nread=/etc/passwd\n");
+    std::fs::write(
+        tree.path().join("apps/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\n",
+    )
+    .unwrap();
+    let settings = |allow_unconfined| RenderSettings {
+        sandbox: Sandbox::Worker(WorkerSettings {
+            allow_unconfined,
+            ..no_landlock.clone()
+        }),
+        ..attack_settings(&attack)
+    };
+    // Plain YAML: rendered in the worker (its limits and process group still hold).
+    std::fs::create_dir_all(tree.path().join("plain")).unwrap();
+    std::fs::copy(tree.path().join("apps/cm.yaml"), tree.path().join("plain/cm.yaml")).unwrap();
+    let plain = render_path(tree.path(), "plain", &settings(false)).await.unwrap();
+    assert_eq!(plain.objects[0].name(), "plain");
+    // A kustomization: refused, saying why and what the operator can do.
+    let err = render_path(tree.path(), "apps", &settings(false)).await.unwrap_err();
+    assert!(matches!(err, RenderError::SandboxUnavailable(_)), "{err:?}");
+    assert_eq!(err.reason(), ferry::api::Reason::SandboxUnavailable);
+    assert!(err.to_string().contains("--insecure-render-without-sandbox"), "{err}");
+    // --insecure-render-without-sandbox: it runs, and can read what Landlock would have kept from it.
+    let rendered = render_path(tree.path(), "apps", &settings(true)).await.unwrap();
+    assert_eq!(reported(&rendered)["read_etc_passwd"], "ok");
+}
