@@ -57,6 +57,16 @@ impl Keyring {
         Ok(())
     }
 
+    /// The identities as an identity file, for the render worker that decrypts (handed over its stdin, never
+    /// written anywhere). The caller keeps it no longer than that.
+    pub(crate) fn to_identity_file(&self) -> String {
+        use age::secrecy::ExposeSecret;
+        self.identities
+            .iter()
+            .map(|i| format!("{}\n", i.to_string().expose_secret()))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.identities.is_empty()
     }

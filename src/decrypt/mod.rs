@@ -37,7 +37,7 @@ pub const AGE_KEY_SUFFIX: &str = ".agekey";
 /// Bytes of repository files read to find the source of encrypted documents in a kustomize render.
 const MAX_SCAN_BYTES: u64 = 256 << 20;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum DecryptError {
     #[error("{file}: {reason}")]
     Failed { file: String, reason: SopsError },
@@ -183,7 +183,29 @@ pub fn refuse_encrypted(rendered: &Rendered) -> Result<(), DecryptError> {
 /// Decrypts everything encrypted in `rendered` (rendered from `path` of the tree at `root`): `None` when
 /// nothing is, else the render with its objects decrypted (and its YAML rebuilt from them). Nothing of it is
 /// cached or written anywhere but the memory-backed scratch copy kustomize reads generator files from.
+///
+/// Like a render, this reads tenant files (the sops files, the kustomizations naming generator sources): in the
+/// render sandbox's worker whenever `settings.sandbox` says so, with the identities handed over its stdin.
 pub async fn decrypt_render(
+    root: &Path,
+    path: &str,
+    rendered: &Rendered,
+    keys: &Keyring,
+    settings: &RenderSettings,
+) -> Result<Option<Rendered>, DecryptError> {
+    if find_encrypted(rendered).is_none() {
+        return Ok(None);
+    }
+    match &settings.sandbox {
+        crate::render::Sandbox::Worker(worker) => {
+            crate::render::sandbox::decrypt(worker, root, path, rendered, keys, settings).await
+        }
+        crate::render::Sandbox::InProcess => decrypt_in_process(root, path, rendered, keys, settings).await,
+    }
+}
+
+/// [`decrypt_render`] in this process: what the worker runs.
+pub(crate) async fn decrypt_in_process(
     root: &Path,
     path: &str,
     rendered: &Rendered,

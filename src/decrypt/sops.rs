@@ -46,6 +46,7 @@ const OTHER_KEY_TYPES: [(&str, &str); 6] = [
 ];
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum SopsError {
     #[error("not SOPS-encrypted")]
     NotEncrypted,

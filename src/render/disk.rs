@@ -196,7 +196,7 @@ pub fn kustomization_dirs(root: &Path, path: &str) -> Result<(PathBuf, Vec<PathB
 
 /// Where plaintext that kustomize must read from files is put: memory-backed storage (`/dev/shm`, a tmpfs on
 /// Linux and in every Kubernetes Pod), else the system's temporary directory.
-fn memory_backed_dir() -> PathBuf {
+pub(super) fn memory_backed_dir() -> PathBuf {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
         shm.to_path_buf()

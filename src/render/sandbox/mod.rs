@@ -79,6 +79,15 @@ struct Request {
     allow_unconfined: bool,
     /// Raise the walls, render nothing, report them.
     probe: bool,
+    /// Decrypt this render of `path` instead of rendering it.
+    decrypt: Option<DecryptJob>,
+}
+
+/// A decryption: the render as cached (encrypted) and the identities, as an identity file.
+#[derive(Debug, Serialize, Deserialize)]
+struct DecryptJob {
+    rendered: Rendered,
+    identities: String,
 }
 
 /// What a worker answers (on its stdout).
@@ -86,6 +95,8 @@ struct Request {
 struct Response {
     walls: Walls,
     result: Result<Rendered, RenderError>,
+    /// The answer to a [`DecryptJob`].
+    decrypted: Option<Result<Option<Rendered>, crate::decrypt::DecryptError>>,
 }
 
 /// Bytes of the worker's stderr kept for a message.
@@ -109,7 +120,7 @@ fn record(walls: &Walls) {
 
 /// Starts a worker that raises its walls and renders nothing: which walls this kernel and runtime allow.
 pub async fn probe(worker: &WorkerSettings) -> Result<Walls, RenderError> {
-    let scratch = scratch_dir()?;
+    let scratch = scratch_dir(false)?;
     let settings = RenderSettings::default();
     let request = request(worker, scratch.path(), scratch.path(), ".", &settings, &HelmInputs::default(), true);
     let response = run_worker(worker, scratch.path(), &request, &settings).await?;
@@ -128,18 +139,49 @@ pub async fn render(
     let root = root
         .canonicalize()
         .map_err(|_| RenderError::PathNotFound(path.to_string()))?;
-    let scratch = scratch_dir()?;
+    let scratch = scratch_dir(false)?;
     let request = request(worker, &root, scratch.path(), path, settings, helm_inputs, false);
     let response = run_worker(worker, scratch.path(), &request, settings).await?;
     record(&response.walls);
     response.result
 }
 
-fn scratch_dir() -> Result<tempfile::TempDir, RenderError> {
-    tempfile::Builder::new()
-        .prefix("ferry-render-")
-        .tempdir()
-        .map_err(|e| RenderError::Io(format!("creating the render scratch directory: {e}")))
+/// Decrypts a render of `path` (see [`crate::decrypt::decrypt_render`]) in a confined worker: the sops files
+/// and kustomizations are tenant content too. Its scratch directory, where decrypted `secretGenerator` sources
+/// are written for kustomize, is memory-backed.
+pub async fn decrypt(
+    worker: &WorkerSettings,
+    root: &Path,
+    path: &str,
+    rendered: &Rendered,
+    keys: &crate::decrypt::Keyring,
+    settings: &RenderSettings,
+) -> Result<Option<Rendered>, crate::decrypt::DecryptError> {
+    let root = root
+        .canonicalize()
+        .map_err(|_| RenderError::PathNotFound(path.to_string()))?;
+    let scratch = scratch_dir(true)?;
+    let mut request = request(worker, &root, scratch.path(), path, settings, &HelmInputs::default(), false);
+    request.decrypt = Some(DecryptJob {
+        rendered: rendered.clone(),
+        identities: keys.to_identity_file(),
+    });
+    let response = run_worker(worker, scratch.path(), &request, settings).await?;
+    record(&response.walls);
+    response
+        .decrypted
+        .unwrap_or_else(|| Err(RenderError::Worker("the render worker did not decrypt".to_string()).into()))
+}
+
+/// A fresh scratch directory: memory-backed (`/dev/shm`) when it will hold plaintext.
+fn scratch_dir(in_memory: bool) -> Result<tempfile::TempDir, RenderError> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("ferry-render-");
+    let made = match in_memory {
+        true => builder.tempdir_in(super::disk::memory_backed_dir()),
+        false => builder.tempdir(),
+    };
+    made.map_err(|e| RenderError::Io(format!("creating the render scratch directory: {e}")))
 }
 
 fn request(
@@ -185,6 +227,7 @@ fn request(
         },
         allow_unconfined: worker.allow_unconfined,
         probe,
+        decrypt: None,
     }
 }
 

@@ -5,12 +5,14 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use super::{Request, Response, confine};
+use super::{DecryptJob, Request, Response, confine};
+use crate::decrypt::{DecryptError, Keyring, decrypt_in_process};
 use crate::render::RenderError;
 use crate::render::disk::{RenderSettings, Rendered, render_in_process};
 
-/// A request is paths, limits and helm values: far below this.
-const MAX_REQUEST: u64 = 16 << 20;
+/// A request is paths, limits and helm values, and for a decryption the render (bounded by
+/// `--max-render-bytes`, about three times over as JSON): far below this.
+const MAX_REQUEST: u64 = 1 << 30;
 
 /// The worker's whole life; returns the exit code. Called from `main` before any runtime or thread exists.
 pub fn worker_main() -> i32 {
@@ -29,17 +31,23 @@ pub fn worker_main() -> i32 {
     drop(input);
     let walls = confine::confine(&request.policy);
     let exec_refusal = (!walls.holds() && !request.allow_unconfined).then(|| walls.problems.join("; "));
-    let result = if request.probe {
-        Ok(Rendered {
-            yaml: String::new(),
-            objects: Vec::new(),
-            kustomize: false,
-            notes: Vec::new(),
-        })
-    } else {
-        render(&request, exec_refusal)
+    let empty = || Rendered {
+        yaml: String::new(),
+        objects: Vec::new(),
+        kustomize: false,
+        notes: Vec::new(),
     };
-    let response = Response { walls, result };
+    let settings = settings(&request, exec_refusal);
+    let (result, decrypted) = match (&request.decrypt, request.probe) {
+        (_, true) => (Ok(empty()), None),
+        (Some(job), false) => (Ok(empty()), Some(decrypt(&request, job, &settings))),
+        (None, false) => (render(&request, &settings), None),
+    };
+    let response = Response {
+        walls,
+        result,
+        decrypted,
+    };
     let mut stdout = std::io::stdout().lock();
     if serde_json::to_writer(&mut stdout, &response).is_err() || stdout.flush().is_err() {
         return 3;
@@ -47,8 +55,8 @@ pub fn worker_main() -> i32 {
     0
 }
 
-fn render(request: &Request, exec_refusal: Option<String>) -> Result<Rendered, RenderError> {
-    let settings = RenderSettings {
+fn settings(request: &Request, exec_refusal: Option<String>) -> RenderSettings {
+    RenderSettings {
         kustomize: request.kustomize.clone(),
         helm: request.helm.clone(),
         timeout: Duration::from_millis(request.timeout_ms),
@@ -57,15 +65,32 @@ fn render(request: &Request, exec_refusal: Option<String>) -> Result<Rendered, R
         cache_bytes: 0,
         sandbox: Default::default(),
         exec_refusal,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, RenderError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| RenderError::Io(format!("starting the worker's runtime: {e}")))?;
-    runtime.block_on(render_in_process(
+        .map_err(|e| RenderError::Io(format!("starting the worker's runtime: {e}")))
+}
+
+fn render(request: &Request, settings: &RenderSettings) -> Result<Rendered, RenderError> {
+    runtime()?.block_on(render_in_process(
         &request.root,
         &request.path,
-        &settings,
+        settings,
         &request.helm_inputs,
+    ))
+}
+
+fn decrypt(request: &Request, job: &DecryptJob, settings: &RenderSettings) -> Result<Option<Rendered>, DecryptError> {
+    let keys = Keyring::parse(job.identities.as_bytes(), "the controller's identities")?;
+    runtime()?.block_on(decrypt_in_process(
+        &request.root,
+        &request.path,
+        &job.rendered,
+        &keys,
+        settings,
     ))
 }
