@@ -311,7 +311,7 @@ async fn kustomize_has_no_way_out_even_for_a_reference_the_check_missed() {
         ..Default::default()
     };
     for d in [&http, &git] {
-        let err = ferry::render::run_kustomize_unchecked(&root, d, &settings)
+        let err = ferry::render::run_kustomize_unchecked(&root, d, &settings, true)
             .await
             .expect_err("no way out");
         assert!(matches!(err, ferry::render::RenderError::Kustomize(_)), "{err}");

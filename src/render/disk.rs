@@ -127,7 +127,7 @@ async fn render_within(
     if KUSTOMIZATION_FILES.iter().any(|f| canonical_dir.join(f).is_file()) {
         // secretGenerator files sops encrypted are never read as data: kustomize reads stand-ins here (the
         // render every Environment shares, keys or not), the plaintext only per Environment (crate::decrypt).
-        let dirs = kustomize::check_local_only(&canonical_root, &canonical_dir, &removed)?;
+        let dirs = kustomize::check_local_only(&canonical_root, &canonical_dir, &removed)?.dirs;
         let stand_ins =
             crate::decrypt::stand_ins(&canonical_root, &dirs).map_err(|e| RenderError::Io(e.to_string()))?;
         if !stand_ins.is_empty() {
@@ -190,7 +190,7 @@ pub fn kustomization_dirs(root: &Path, path: &str) -> Result<(PathBuf, Vec<PathB
         Err(LinkProblem::Escapes) => return Err(RenderError::InvalidPath(path.to_string())),
         Err(LinkProblem::Loops) => return Err(RenderError::SymlinkLoop(rel)),
     };
-    let dirs = kustomize::check_local_only(&canonical_root, &dir, &removed)?;
+    let dirs = kustomize::check_local_only(&canonical_root, &dir, &removed)?.dirs;
     Ok((canonical_root, dirs))
 }
 
