@@ -239,10 +239,14 @@ async fn helm_post_renderer_smuggled_through_kustomize_cannot_run_a_shell() {
         std::fs::write(p, content).unwrap();
     };
     write("apps/charts/c/Chart.yaml", "apiVersion: v2\nname: c\nversion: 0.1.0\n");
+    write("apps/charts/c/values.yaml", "{}\n");
     // The chart renders shell commands; the post-renderer is /bin/sh, which would run them.
     write(
         "apps/charts/c/templates/cm.yaml",
-        &format!("touch {}\n/usr/bin/id > {}\n", marker.display(), marker.display()),
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  run: |\n    touch {m}\n    /usr/bin/id > {m}\n",
+            m = marker.display()
+        ),
     );
     write(
         "apps/kustomization.yaml",
@@ -266,6 +270,15 @@ async fn helm_post_renderer_smuggled_through_kustomize_cannot_run_a_shell() {
         "helm could not execute /bin/sh: {err}"
     );
     assert!(!marker.exists(), "the post-renderer ran");
+    // The same render in the controller's process, as Ferry did before the sandbox: the shell runs. (What
+    // makes this test worth having: the attack is real.)
+    let in_process = RenderSettings {
+        sandbox: Sandbox::InProcess,
+        ..settings.clone()
+    };
+    let _ = render_unchecked(tree.path(), &in_process).await;
+    assert!(marker.exists(), "without the sandbox the post-renderer runs");
+    let _ = std::fs::remove_file(&marker);
 }
 
 /// Renders with the field checks switched off (debug builds only: the worker inherits the switch).

@@ -918,6 +918,9 @@ pub(super) fn sandboxed(program: &Path, root: &Path, home: &Path, empty_path: &P
         .env_clear()
         .env("PATH", empty_path)
         .env("HOME", home)
+        // Temporary files (kustomize's helm home, values files) go in the fresh home too: in the render
+        // sandbox it is the only place a renderer may write.
+        .env("TMPDIR", home)
         .env("XDG_CONFIG_HOME", home)
         .env("NO_PROXY", "")
         .env("no_proxy", "");
