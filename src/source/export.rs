@@ -7,7 +7,7 @@
 //! exclusively, and a tree holding one name twice is refused, so no entry can be written through a link that
 //! an earlier entry of a crafted tree created.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
@@ -100,6 +100,7 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         .map_err(|_| missing())?
         .tree()
         .map_err(|_| missing())?;
+    check_shape(repo, &tree).map_err(|e| errors.storage(&e))?;
     let parent = dest
         .parent()
         .ok_or_else(|| errors.storage("export path has no parent"))?;
@@ -117,7 +118,7 @@ pub fn export_tree(repo: &git2::Repository, commit: &str, dest: &Path) -> Result
         links: Vec::new(),
         escaping: Vec::new(),
     };
-    writer.write_tree(&tree, &root_dir, "", 0)?;
+    writer.write_tree(&tree, &root_dir, "")?;
     let Writer {
         links, mut escaping, ..
     } = writer;
@@ -185,7 +186,71 @@ impl Errors<'_> {
 /// `PATH_MAX` before writes became relative to handles. Real repositories are nowhere near it.
 const MAX_DEPTH: usize = 256;
 
+/// Upper bound on the entries (directories, files, links) one export creates. Bytes alone do not bound them:
+/// three small crafted trees can name one empty blob a billion times (each listing the one below it a
+/// thousand times), and every name is an inode of the storage directory shared by all repositories.
+const MAX_EXPORT_ENTRIES: usize = 1 << 20;
+
+/// What writing a tree would create, known before anything is written.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Directories, files and links, every copy of a repeated subtree counted.
+    entries: usize,
+    /// Directories nested below it: 0 when it holds none.
+    height: usize,
+}
+
+/// Refuses a tree over [`MAX_EXPORT_ENTRIES`] or [`MAX_DEPTH`] before anything of it is written.
+fn check_shape(repo: &git2::Repository, tree: &git2::Tree<'_>) -> Result<(), String> {
+    let shape = measure(repo, tree, 0, &mut HashMap::new())?;
+    if shape.height > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    Ok(())
+}
+
+fn too_deep() -> String {
+    format!("directories are nested deeper than {MAX_DEPTH} levels")
+}
+
+/// The [`Shape`] of `tree`, `depth` levels below the root. Each distinct subtree object is measured once
+/// (`measured`), so a tree that repeats one subtree a thousand times costs a thousand lookups, not a walk of
+/// every copy; the walk stops as soon as a limit is passed. A subtree that cannot be read counts as one entry:
+/// writing it fails later, naming its path.
+fn measure(
+    repo: &git2::Repository,
+    tree: &git2::Tree<'_>,
+    depth: usize,
+    measured: &mut HashMap<git2::Oid, Shape>,
+) -> Result<Shape, String> {
+    if let Some(shape) = measured.get(&tree.id()) {
+        return Ok(*shape);
+    }
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    let mut shape = Shape { entries: 0, height: 0 };
+    for entry in tree.iter() {
+        shape.entries += 1;
+        if entry.kind() == Some(git2::ObjectType::Tree)
+            && let Ok(subtree) = repo.find_tree(entry.id())
+        {
+            let sub = measure(repo, &subtree, depth + 1, measured)?;
+            shape.entries = shape.entries.saturating_add(sub.entries);
+            shape.height = shape.height.max(sub.height + 1);
+        }
+        if shape.entries > MAX_EXPORT_ENTRIES {
+            return Err(format!(
+                "the repository has more than {MAX_EXPORT_ENTRIES} files and directories"
+            ));
+        }
+    }
+    measured.insert(tree.id(), shape);
+    Ok(shape)
+}
+
 /// Writes a tree's entries beneath open directory handles, and collects the links for the check afterwards.
+/// Its recursion (one open handle per level) is bounded because [`check_shape`] passed first.
 struct Writer<'a> {
     repo: &'a git2::Repository,
     errors: Errors<'a>,
@@ -199,20 +264,14 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Writes `tree`'s entries into `dir`, the directory of repository path `rel_dir` (`""` or ending in `/`).
-    fn write_tree(
-        &mut self,
-        tree: &git2::Tree<'_>,
-        dir: &OwnedFd,
-        rel_dir: &str,
-        depth: usize,
-    ) -> Result<(), SourceError> {
+    fn write_tree(&mut self, tree: &git2::Tree<'_>, dir: &OwnedFd, rel_dir: &str) -> Result<(), SourceError> {
         check_names(tree, rel_dir).map_err(|e| self.errors.storage(&e))?;
         for entry in tree.iter() {
             // `check_names` refused names that are not UTF-8.
             let name = entry.name().unwrap_or_default();
             let rel = format!("{rel_dir}{name}");
             match entry.kind() {
-                Some(git2::ObjectType::Tree) => self.write_subtree(&entry, dir, &rel, depth)?,
+                Some(git2::ObjectType::Tree) => self.write_subtree(&entry, dir, &rel)?,
                 Some(git2::ObjectType::Blob) => self.write_blob(&entry, dir, rel_dir, &rel)?,
                 _ => {} // submodules are not followed
             }
@@ -221,25 +280,14 @@ impl Writer<'_> {
     }
 
     /// Creates directory `rel` in `dir` and writes its tree into it.
-    fn write_subtree(
-        &mut self,
-        entry: &git2::TreeEntry<'_>,
-        dir: &OwnedFd,
-        rel: &str,
-        depth: usize,
-    ) -> Result<(), SourceError> {
-        if depth >= MAX_DEPTH {
-            return Err(self
-                .errors
-                .storage(&format!("{rel} is nested deeper than {MAX_DEPTH} directories")));
-        }
+    fn write_subtree(&mut self, entry: &git2::TreeEntry<'_>, dir: &OwnedFd, rel: &str) -> Result<(), SourceError> {
         let subtree = self
             .repo
             .find_tree(entry.id())
             .map_err(|e| self.errors.storage(&format!("{rel}: {}", e.message())))?;
         let name = entry.name().unwrap_or_default();
         let child = create_dir(dir, name).map_err(|e| self.errors.disk(&format!("writing {rel}"), &e))?;
-        self.write_tree(&subtree, &child, &format!("{rel}/"), depth + 1)
+        self.write_tree(&subtree, &child, &format!("{rel}/"))
     }
 
     /// Writes file or link `rel` in `dir`, counting its bytes. A link whose target leaves the repository on
@@ -627,6 +675,23 @@ mod export_tests {
         let (result, _) = export_raw(&repo, out.path(), &[("40000", b"d", tree)]);
         let err = result.expect_err("too deep").to_string();
         assert!(err.contains("nested deeper than"), "{err}");
+    }
+
+    /// Two small trees that name one empty blob over a million times: no bytes, but an inode each.
+    #[test]
+    fn a_tree_of_too_many_entries_is_refused_before_anything_is_written() {
+        let git = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(git.path()).unwrap();
+        let empty = repo.blob(b"").unwrap();
+        let names: Vec<Vec<u8>> = (0..1024).map(|i| format!("f{i:04}").into_bytes()).collect();
+        let files: Vec<_> = names.iter().map(|n| ("100644", &n[..], empty)).collect();
+        let leaf = raw_tree(&repo, &files);
+        let dirs: Vec<_> = names.iter().map(|n| ("40000", &n[..], leaf)).collect();
+        let out = tempfile::tempdir().unwrap();
+        let (result, _) = export_raw(&repo, out.path(), &dirs);
+        let err = result.expect_err("too many entries").to_string();
+        assert!(err.contains("more than 1048576 files and directories"), "{err}");
+        assert_eq!(walk(&out.path().join("trees")), Vec::<PathBuf>::new());
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
