@@ -186,7 +186,7 @@ fn no_partial_trees(storage: &Path) {
             let name = tree.file_name().to_string_lossy().into_owned();
             assert!(!name.starts_with(".export-"), "a partial export was left: {name}");
             assert!(
-                tree.path().join(".ferry-complete-2").is_file(),
+                tree.path().join(".ferry-complete-3").is_file(),
                 "an incomplete tree is in place: {name}"
             );
         }
