@@ -261,7 +261,12 @@ const CASES: &[Case] = &[
         "unknown field \"thisIsNotAField\"",
     ),
     case("generator-missing-file", Render, "RenderFailed", "missing.txt"),
-    case("generator-reads-outside", Render, "RenderFailed", "is not in or below"),
+    case(
+        "generator-reads-outside",
+        Render,
+        "PathNotFound",
+        "secretGenerator[0].envs[0] is outside the repository",
+    ),
     case(
         "patch-target-missing",
         Render,
@@ -392,8 +397,14 @@ async fn each_case_fails_at_the_stage_it_should() {
     copy_dir(&corpus_dir(), root.path());
     generate(root.path());
     let bin_dir = ferry_testenv::bin_dir_from_env_or_build(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    // Through the render sandbox, as the controller renders.
     let settings = RenderSettings {
         kustomize: bin_dir.join("kustomize"),
+        sandbox: ferry::render::Sandbox::Worker(ferry::render::WorkerSettings {
+            program: env!("CARGO_BIN_EXE_ferry").into(),
+            limits: Default::default(),
+            allow_unconfined: false,
+        }),
         ..RenderSettings::default()
     };
     let mut wrong = Vec::new();
