@@ -677,9 +677,10 @@ async fn version_reads_the_controller_s_image_tag() {
     assert_eq!(
         stdout,
         format!(
-            "client: {}\ncontroller: v9.8.7 (Deployment {}/ferry)\n",
+            "client: {}\ncontroller: v9.8.7 (Deployment {}/ferry)\nrender sandbox (this machine): {}\n",
             env!("CARGO_PKG_VERSION"),
-            t.namespace
+            t.namespace,
+            "landlock (ABI 7) + seccomp + limits, as uid 65534"
         )
     );
 }

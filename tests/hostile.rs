@@ -49,11 +49,18 @@ fn attacks() -> Vec<(&'static str, Vec<(String, String)>, &'static str, &'static
         files
     };
     let inline_generator = "generators:\n- |\n  apiVersion: builtin\n  kind: HelmChartInflationGenerator\n  metadata: {name: x}\n  name: c\n  releaseName: --post-renderer=/bin/sh\n";
-    let mut bomb = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata:\n  a: &a \"{}\"\n", "x".repeat(1 << 20));
+    let mut bomb = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata:\n  a: &a \"{}\"\n",
+        "x".repeat(1 << 20)
+    );
     for i in 0..1500 {
         bomb.push_str(&format!("  k{i}: *a\n"));
     }
-    let deep = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}{}\n",
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
     vec![
         (
             "post-renderer",
@@ -130,8 +137,11 @@ async fn a_hostile_config_repo_gets_a_condition_and_nothing_else() {
         }
     }
     t.repo.commit_and_push("a good path and hostile ones");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": "2s"}))
-        .await;
+    t.create_gitrepo(
+        "config",
+        json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": "2s"}),
+    )
+    .await;
     let env = |path: &str| json!({"sourceRef": {"name": "config"}, "path": format!("./{path}"), "interval": "2s"});
     t.create_env("good", env("good")).await;
     for (path, _, _, _) in &attacks {
@@ -147,7 +157,10 @@ async fn a_hostile_config_repo_gets_a_condition_and_nothing_else() {
         println!("{path}: {reason}: {message}");
         assert!(message.contains(word), "{path}: {message}");
         t.wait_event(path, "Warning", reason).await;
-        assert!(e.status.unwrap_or_default().inventory.is_empty(), "{path}: nothing applied");
+        assert!(
+            e.status.unwrap_or_default().inventory.is_empty(),
+            "{path}: nothing applied"
+        );
     }
     let cms = t.api::<ConfigMap>();
     for name in ["from-chart", "bomb", "deep", "x"] {
@@ -178,5 +191,8 @@ async fn a_hostile_config_repo_gets_a_condition_and_nothing_else() {
         peak / 1024,
         peak.saturating_sub(baseline) / 1024
     );
-    assert!(peak < baseline + 50 * 1024, "the controller's memory moved: {baseline} → {peak} KiB");
+    assert!(
+        peak < baseline + 50 * 1024,
+        "the controller's memory moved: {baseline} → {peak} KiB"
+    );
 }

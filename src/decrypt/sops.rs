@@ -45,8 +45,7 @@ const OTHER_KEY_TYPES: [(&str, &str); 6] = [
     ("hckms", "HuaweiCloud KMS"),
 ];
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SopsError {
     #[error("not SOPS-encrypted")]
     NotEncrypted,
