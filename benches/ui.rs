@@ -153,7 +153,7 @@ fn main() {
         })
         .unwrap_or_default();
     let (median, p99, _) = time(runs, || {
-        pages::environment_page(&chrome, "bench", env, Some(&own), Some(&tree), Some(&[]), &commits, now)
+        pages::environment_page(&chrome, "bench", env, Some(&own), pages::Inventory::Live(&tree), Some(&[]), &commits, now)
             .into_string()
             .len()
     });
