@@ -664,7 +664,12 @@ async fn diff_needs_a_post_from_this_site(base: &str, ns: &str, promotion: &str,
 
 /// The port of a `https://127.0.0.1:PORT` server URL.
 fn port_of(server: &str) -> String {
-    server.rsplit(':').next().unwrap_or_default().trim_end_matches('/').to_string()
+    server
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 #[tokio::test]
@@ -686,7 +691,10 @@ async fn another_cluster_s_live_state_and_address_show_only_to_viewers_who_may_g
     let remote_address = format!("127.0.0.1:{}", port_of(&remote.server));
     let cut_port = ferry_testenv::free_port().expect("port").to_string();
     let cut_kubeconfig = remote_kubeconfig.replace(&remote_address, &format!("127.0.0.1:{cut_port}"));
-    assert_ne!(cut_kubeconfig, remote_kubeconfig, "the server line: {remote_kubeconfig}");
+    assert_ne!(
+        cut_kubeconfig, remote_kubeconfig,
+        "the server line: {remote_kubeconfig}"
+    );
     t.create_secret("remote", &[("value", &remote_kubeconfig)]).await;
     t.create_secret("cutoff", &[("value", &cut_kubeconfig)]).await;
     for o in [
@@ -737,7 +745,9 @@ async fn another_cluster_s_live_state_and_address_show_only_to_viewers_who_may_g
     let get = |token: &str, path: String| {
         let (base, bearer) = (base.clone(), format!("Bearer {token}"));
         async move {
-            let (code, body) = http_get(&base, &path, &[("Authorization", &bearer)]).await.expect("GET");
+            let (code, body) = http_get(&base, &path, &[("Authorization", &bearer)])
+                .await
+                .expect("GET");
             assert_eq!(code, 200, "{path}: {body}");
             body
         }
@@ -858,9 +868,13 @@ async fn a_live_stream_closes_soon_after_its_viewer_loses_access_or_its_token() 
     let closed = closed_within(&mut stream, within).await;
     println!("stream closed {closed:?} after the RoleBinding went");
     assert!(closed.is_some(), "still open {within:?} after the RoleBinding went");
-    let (code, _) = http_get(&base, &format!("/live/{ns}"), &[("Authorization", &format!("Bearer {viewer}"))])
-        .await
-        .expect("GET");
+    let (code, _) = http_get(
+        &base,
+        &format!("/live/{ns}"),
+        &[("Authorization", &format!("Bearer {viewer}"))],
+    )
+    .await
+    .expect("GET");
     assert_eq!(code, 403, "a new stream is refused");
 
     // A token that stops being valid (its ServiceAccount deleted) ends its stream too, once the API server's
@@ -873,7 +887,10 @@ async fn a_live_stream_closes_soon_after_its_viewer_loses_access_or_its_token() 
     let within = within + Duration::from_secs(10);
     let closed = closed_within(&mut stream, within).await;
     println!("stream closed {closed:?} after the ServiceAccount went");
-    assert!(closed.is_some(), "still open {within:?} after the token's ServiceAccount went");
+    assert!(
+        closed.is_some(),
+        "still open {within:?} after the token's ServiceAccount went"
+    );
     ferry.kill();
 }
 

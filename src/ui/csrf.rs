@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn only_requests_naming_this_host_as_origin_pass() {
         assert!(from_this_host(&h(&[("host", "ui:8000"), ("origin", "http://ui:8000")])));
-        assert!(from_this_host(&h(&[("host", "ui:8000"), ("origin", "https://UI:8000")])));
+        assert!(from_this_host(&h(&[
+            ("host", "ui:8000"),
+            ("origin", "https://UI:8000")
+        ])));
         assert!(from_this_host(&h(&[
             ("host", "ui:8000"),
             ("referer", "http://ui:8000/ns/a/promotions/p/diff")
@@ -110,9 +113,18 @@ mod tests {
             ("referer", "http://ui:8000/x")
         ])));
         assert!(!from_this_host(&h(&[("host", "ui:8000"), ("origin", "http://evil")])));
-        assert!(!from_this_host(&h(&[("host", "ui:8000"), ("origin", "http://ui:8000.evil")])));
-        assert!(!from_this_host(&h(&[("host", "ui:8000"), ("referer", "http://evil/?ui:8000")])));
-        assert!(!from_this_host(&h(&[("host", "ui:8000"), ("referer", "http://ui:8000@evil/")])));
+        assert!(!from_this_host(&h(&[
+            ("host", "ui:8000"),
+            ("origin", "http://ui:8000.evil")
+        ])));
+        assert!(!from_this_host(&h(&[
+            ("host", "ui:8000"),
+            ("referer", "http://evil/?ui:8000")
+        ])));
+        assert!(!from_this_host(&h(&[
+            ("host", "ui:8000"),
+            ("referer", "http://ui:8000@evil/")
+        ])));
         assert!(!from_this_host(&h(&[("host", "ui:8000"), ("origin", "null")])));
         assert!(!from_this_host(&h(&[("host", "ui:8000")])), "no origin at all");
         assert!(!from_this_host(&h(&[("origin", "http://ui:8000")])), "no Host");

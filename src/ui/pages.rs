@@ -881,7 +881,10 @@ mod tests {
         assert!(html.contains(r#"name="csrf" value="tok123""#), "{html}");
         assert!(!html.contains("No changes"), "nothing computed yet: {html}");
         let refused = diff_page(&Chrome::default(), &p, REV, None, Some(Err("needs get"))).into_string();
-        assert!(!refused.contains("<form class=\"dry-run\"") && refused.contains("needs get"), "{refused}");
+        assert!(
+            !refused.contains("<form class=\"dry-run\"") && refused.contains("needs get"),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -897,8 +900,17 @@ mod tests {
             entries: std::slice::from_ref(&entry),
             secret: "demo/prod-kubeconfig",
         };
-        let html =
-            environment_page(&Chrome::default(), "demo", &e, None, inventory, None, &Commits::new(), now).into_string();
+        let html = environment_page(
+            &Chrome::default(),
+            "demo",
+            &e,
+            None,
+            inventory,
+            None,
+            &Commits::new(),
+            now,
+        )
+        .into_string();
         assert!(html.contains("web") && html.contains("live state not shown"), "{html}");
         assert!(
             html.contains("The live view of the other cluster needs get on Secret demo/prod-kubeconfig."),

@@ -22,9 +22,8 @@ use crate::cli::EventRow;
 pub const HIDDEN: &str = "‹server hidden›";
 
 /// `scheme://authority` of any URL in a message.
-static URL_AUTHORITY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b[a-z][a-z0-9+.-]*://[^\s/?#"'<>()]+"#).expect("a valid pattern")
-});
+static URL_AUTHORITY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"(?i)\b[a-z][a-z0-9+.-]*://[^\s/?#"'<>()]+"#).expect("a valid pattern"));
 
 /// Rewrites the messages a viewer sees; [`Redactor::none`] leaves everything as it is.
 #[derive(Clone, Debug, Default)]
@@ -148,7 +147,11 @@ fn replace_token(text: &str, needle: &str) -> String {
         let after = text[end..].chars().next();
         // A trailing dot ends a sentence, not a name.
         let after_is_name = after.is_some_and(|c| part_of_name(c) && c != '.')
-            || (after == Some('.') && text[end + 1..].chars().next().is_some_and(|c| c.is_ascii_alphanumeric()));
+            || (after == Some('.')
+                && text[end + 1..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric()));
         if before.is_some_and(part_of_name) || after_is_name {
             continue;
         }
@@ -185,7 +188,10 @@ mod tests {
         assert_eq!(v6.text("dial [fd00::1]:6443"), format!("dial {HIDDEN}"));
         assert_eq!(v6.text("name fd00::1 mismatch"), format!("name {HIDDEN} mismatch"));
         let single = Redactor::hiding(["https://prod:6443".to_string()]);
-        assert_eq!(single.text("prod is down: prod:6443"), format!("prod is down: {HIDDEN}"));
+        assert_eq!(
+            single.text("prod is down: prod:6443"),
+            format!("prod is down: {HIDDEN}")
+        );
         let named = Redactor::hiding(["https://kube.prod.example".to_string()]);
         assert_eq!(
             named.text("certificate is not valid for name \"kube.prod.example\""),
@@ -217,6 +223,9 @@ mod tests {
         let r = Redactor::hiding(["https://10.0.0.1:6443".to_string()]);
         let shown = serde_json::to_string(&r.environment(env)).unwrap();
         assert!(!shown.contains("10.0.0.1"), "{shown}");
-        assert!(shown.contains("ClusterUnreachable") && shown.contains("\"prod\""), "{shown}");
+        assert!(
+            shown.contains("ClusterUnreachable") && shown.contains("\"prod\""),
+            "{shown}"
+        );
     }
 }

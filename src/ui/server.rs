@@ -477,11 +477,7 @@ fn session(headers: &HeaderMap) -> String {
 
 /// GET of the diff: only the button that asks for the dry run (or why the viewer may not ask); nothing is
 /// fetched, rendered or dry-run, so a link, a prefetch or a crawler costs nothing.
-async fn diff_form(
-    State(ui): State<Shared>,
-    headers: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-) -> Response {
+async fn diff_form(State(ui): State<Shared>, headers: HeaderMap, Path((ns, name)): Path<(String, String)>) -> Response {
     let (viewer, chrome, p) = match diff_for(&ui, &headers, &ns, &name).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -570,9 +566,11 @@ async fn live(State(ui): State<Shared>, headers: HeaderMap, Path(ns): Path<Strin
     if !may(&ui, &viewer, Access::list(GROUP, "environments", &ns)).await {
         return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
     }
-    let token = match viewer {
-        Viewer::Local => None,
-        Viewer::User(_) => request_token(&headers),
+    // The token to review again later; a signed-in viewer always came with one.
+    let token = match (&viewer, request_token(&headers)) {
+        (Viewer::Local, _) => None,
+        (Viewer::User(_), Some(token)) => Some(token),
+        (Viewer::User(_), None) => return Redirect::to("/login").into_response(),
     };
     let stream = LiveStream {
         rx: ui.data.changes.subscribe(),
@@ -601,6 +599,7 @@ impl LiveStream {
     fn events(self) -> impl Stream<Item = Result<Event, Infallible>> {
         futures::stream::unfold(self, |mut s| async move {
             s.next().await?;
+            // No names in the event: the viewer may list Environments here but not necessarily the changed kind.
             Some((Ok(Event::default().event("change").data("refresh")), s))
         })
     }
