@@ -1,7 +1,9 @@
 //! The web view as a person uses it: Debian's headless Chromium, driven over the DevTools protocol, against
 //! `ferry run --ui-addr` running as installed (manifests/rbac.yaml's identity) on the local control plane.
 //! Viewers sign in with ServiceAccount tokens: one that may list the namespace's Ferry kinds (but not its
-//! Secrets), one that may list nothing there.
+//! Secrets), one that may list nothing there. Over plain HTTP: the diff's POST and its CSRF checks, an
+//! Environment on another cluster seen with and without `get` on its kubeconfig Secret, and live streams that
+//! close once their viewer's RoleBinding or token is gone.
 //!
 //! Screenshots of the pages land in the target dir, and with FERRY_UPDATE_SCREENSHOTS=1 in docs/screenshots/ (the
 //! README shows them).
