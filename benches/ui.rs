@@ -153,9 +153,18 @@ fn main() {
         })
         .unwrap_or_default();
     let (median, p99, _) = time(runs, || {
-        pages::environment_page(&chrome, "bench", env, Some(&own), Some(&tree), Some(&[]), &commits, now)
-            .into_string()
-            .len()
+        pages::environment_page(
+            &chrome,
+            "bench",
+            env,
+            Some(&own),
+            pages::Inventory::Live(&tree),
+            Some(&[]),
+            &commits,
+            now,
+        )
+        .into_string()
+        .len()
     });
     println!(
         "Environment page (20 objects, 10 revisions): median {:.2} ms, p99 {:.2} ms",

@@ -378,6 +378,10 @@ struct RunArgs {
     /// and see only what they may list (TokenReview and SubjectAccessReview).
     #[arg(long, env = "FERRY_UI_ADDR")]
     ui_addr: Option<std::net::SocketAddr>,
+    /// How often an open live-update stream of the web view asks the API server again whether its viewer's
+    /// token is valid and may still list the namespace's Environments; it closes when not, e.g. `30s`.
+    #[arg(long, env = "FERRY_UI_ACCESS_RECHECK", default_value = "30s", value_parser = duration)]
+    ui_access_recheck: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -825,10 +829,11 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             ferry::ui::Backend::Cluster { ctx: ctx.clone() },
             args.namespace.as_deref(),
         )?;
-        let ui = Arc::new(ferry::ui::Ui {
-            mode: ferry::ui::Mode::Cluster,
+        let ui = Arc::new(ferry::ui::Ui::new(
+            ferry::ui::Mode::Cluster,
             data,
-        });
+            args.ui_access_recheck,
+        )?);
         tracing::info!(ui_addr = %addr, "serving the web view");
         servers.push(tokio::spawn(ferry::ui::serve(listener, ui, shutdown_signal())));
     }
@@ -896,10 +901,12 @@ async fn run_ui(addr: std::net::SocketAddr, namespace: Option<String>) -> anyhow
         },
         scope.as_deref(),
     )?;
-    let ui = Arc::new(ferry::ui::Ui {
-        mode: ferry::ui::Mode::Local,
+    // Locally the caller's own kubeconfig reads: a stream has no viewer of its own to re-check.
+    let ui = Arc::new(ferry::ui::Ui::new(
+        ferry::ui::Mode::Local,
         data,
-    });
+        ferry::ui::server::DEFAULT_RECHECK,
+    )?);
     let shown = listener.local_addr()?;
     match &scope {
         Some(ns) => println!("ferry ui: http://{shown}/ns/{ns}  (namespace {ns}; Ctrl-C stops)"),

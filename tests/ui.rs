@@ -1,7 +1,9 @@
 //! The web view as a person uses it: Debian's headless Chromium, driven over the DevTools protocol, against
 //! `ferry run --ui-addr` running as installed (manifests/rbac.yaml's identity) on the local control plane.
 //! Viewers sign in with ServiceAccount tokens: one that may list the namespace's Ferry kinds (but not its
-//! Secrets), one that may list nothing there.
+//! Secrets), one that may list nothing there. Over plain HTTP: the diff's POST and its CSRF checks, an
+//! Environment on another cluster seen with and without `get` on its kubeconfig Secret, and live streams that
+//! close once their viewer's RoleBinding or token is gone.
 //!
 //! Screenshots of the pages land in the target dir, and with FERRY_UPDATE_SCREENSHOTS=1 in docs/screenshots/ (the
 //! README shows them).
@@ -253,13 +255,15 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// `ferry run` as installed, for this test's namespace, serving the web view; returns it and the UI's base URL.
-async fn ferry_run(t: &TestEnv, kubeconfig: &std::path::Path) -> (FerryRun, String) {
+/// `ferry run` as installed (plus `extra` flags), for this test's namespace, serving the web view; returns it and
+/// the UI's base URL.
+async fn ferry_run(t: &TestEnv, kubeconfig: &std::path::Path, extra: &[&str]) -> (FerryRun, String) {
     let ui = ferry_testenv::free_port().expect("port");
     let storage = std::env::temp_dir().join(format!("ferry-{}-ui", t.namespace));
     let mut args = deployment_args();
     args.extend(["--namespace", &t.namespace, "--leader-elect=false"].map(str::to_string));
     args.extend(["--ui-addr".to_string(), format!("127.0.0.1:{ui}")]);
+    args.extend(extra.iter().map(|a| a.to_string()));
     let run = start_ferry_run(t, kubeconfig, &storage, &args, |_| {});
     let base = format!("http://127.0.0.1:{ui}");
     eventually("the web view answers", || async {
@@ -387,7 +391,7 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     let commit = pipeline(&t).await;
     let revision = format!("main@sha1:{commit}");
     let short = &commit[..12];
-    let (mut ferry, base) = ferry_run(&t, &kubeconfig).await;
+    let (mut ferry, base) = ferry_run(&t, &kubeconfig, &[]).await;
     let promotion = ferry::promotion::promotion_name("production", &revision);
     wait_for(&t.api::<Promotion>(), &promotion, |p: &Promotion| {
         p.phase() == PromotionPhase::WaitingApproval
@@ -441,14 +445,19 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     .await;
     b.screenshot("pipeline.png").await;
 
-    // What approving would change: the dry-run diff, Secrets masked (this viewer may not read them at all).
+    // What approving would change: opening the diff only offers the dry run; the button runs it. Secrets are
+    // masked (this viewer may not read them at all).
     b.goto(&format!("{base}/ns/{ns}/promotions/{promotion}/diff")).await;
+    let html = b.wait_text(&["Dry-run the diff"]).await;
+    assert!(!html.contains("app-production"), "a GET computes nothing: {html}");
+    b.eval("document.querySelector('form.dry-run').submit(); true").await;
     let html = b.wait_text(&["ConfigMap", "app-production", "replicas"]).await;
     no_secret("the diff", &html);
     assert!(
         html.contains("hidden: you may not read this kind here"),
         "the Secret's diff is hidden"
     );
+    diff_needs_a_post_from_this_site(&base, &ns, &promotion, &viewer).await;
 
     // Approving updates the open page without a reload.
     b.goto(&format!("{base}/ns/{ns}")).await;
@@ -606,6 +615,284 @@ async fn a_viewer_watches_the_pipeline_follow_an_approval_live_and_sees_only_wha
     .await;
     assert_eq!(code, 403, "a sign-in posted from another site is refused");
     drop(b);
+    ferry.kill();
+}
+
+/// The diff over plain HTTP: a GET shows the button (with the session's token) and computes nothing; a POST
+/// runs the dry run only with that token and from this site.
+async fn diff_needs_a_post_from_this_site(base: &str, ns: &str, promotion: &str, token: &str) {
+    let path = format!("/ns/{ns}/promotions/{promotion}/diff");
+    let bearer = format!("Bearer {token}");
+    let (code, page) = http_get(base, &path, &[("Authorization", &bearer)]).await.expect("GET");
+    assert_eq!(code, 200, "{page}");
+    assert!(!page.contains("app-production"), "a GET computes nothing: {page}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's token")
+        .to_string();
+    let url = format!("{base}{path}");
+    let own = base.to_string();
+    let form = "application/x-www-form-urlencoded";
+    let post = |origin: Option<&'static str>, body: String| {
+        let (url, bearer, own) = (url.clone(), bearer.clone(), own.clone());
+        async move {
+            let origin = match origin {
+                Some("own") => Some(own),
+                Some(other) => Some(other.to_string()),
+                None => None,
+            };
+            let mut headers = vec![("Authorization", bearer.as_str()), ("Content-Type", form)];
+            if let Some(o) = &origin {
+                headers.push(("Origin", o.as_str()));
+            }
+            http_post(&url, &headers, body.as_bytes()).await
+        }
+    };
+    let (code, body) = post(Some("own"), String::new()).await;
+    assert_eq!(code, 403, "no token: {body}");
+    let (code, body) = post(Some("own"), "csrf=00ff".into()).await;
+    assert_eq!(code, 403, "a wrong token: {body}");
+    let (code, body) = post(Some("http://evil.example"), format!("csrf={csrf}")).await;
+    assert_eq!(code, 403, "another site: {body}");
+    let (code, body) = post(None, format!("csrf={csrf}")).await;
+    assert_eq!(code, 403, "no Origin or Referer: {body}");
+    let (code, body) = post(Some("own"), format!("csrf={csrf}")).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("app-production") && body.contains("replicas"), "{body}");
+    no_secret("the diff over HTTP", &body);
+}
+
+/// The port of a `https://127.0.0.1:PORT` server URL.
+fn port_of(server: &str) -> String {
+    server
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
+}
+
+#[tokio::test]
+async fn another_cluster_s_live_state_and_address_show_only_to_viewers_who_may_get_its_kubeconfig_secret() {
+    let t = TestEnv::without_controller("ui-remote").await;
+    let ns = t.namespace.clone();
+    let kubeconfig = t.installed_kubeconfig().await;
+    // Environment `remote` applies to the second cluster; `cutoff` to a server nobody listens on, so its status
+    // names that address ("cannot reach the target cluster https://127.0.0.1:PORT ...").
+    let remote = second_cluster().await;
+    let remote_client = remote.client().await.expect("remote client");
+    let remote_ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns}})).expect("ns");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(remote_client)
+        .create(&PostParams::default(), &remote_ns)
+        .await
+        .expect("namespace in the second cluster");
+    let remote_kubeconfig = remote.kubeconfig_self_contained().expect("kubeconfig");
+    let remote_address = format!("127.0.0.1:{}", port_of(&remote.server));
+    let cut_port = ferry_testenv::free_port().expect("port").to_string();
+    let cut_kubeconfig = remote_kubeconfig.replace(&remote_address, &format!("127.0.0.1:{cut_port}"));
+    assert_ne!(
+        cut_kubeconfig, remote_kubeconfig,
+        "the server line: {remote_kubeconfig}"
+    );
+    t.create_secret("remote", &[("value", &remote_kubeconfig)]).await;
+    t.create_secret("cutoff", &[("value", &cut_kubeconfig)]).await;
+    for o in [
+        example_viewer_role(&ns),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "kubeconfigs", "namespace": ns},
+               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                          "resourceNames": ["remote", "cutoff"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "viewers", "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferry-viewer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns},
+                            {"kind": "ServiceAccount", "name": "keeper", "namespace": ns}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "keeper", "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubeconfigs"},
+               "subjects": [{"kind": "ServiceAccount", "name": "keeper", "namespace": ns}]}),
+    ] {
+        t.apply_json(&o).await;
+    }
+    t.repo.write(
+        "apps/app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  replicas: \"3\"\n",
+    );
+    t.repo.commit_and_push("one ConfigMap");
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1m"}))
+        .await;
+    for (env, secret) in [("remote", "remote"), ("cutoff", "cutoff")] {
+        t.create_env(
+            env,
+            json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": "1m",
+                   "kubeConfig": {"secretRef": {"name": secret}}}),
+        )
+        .await;
+    }
+    let (mut ferry, base) = ferry_run(&t, &kubeconfig, &[]).await;
+    wait_for(&t.api::<Environment>(), "remote", |e: &Environment| {
+        env_ready(e).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    let cut_address = format!("127.0.0.1:{cut_port}");
+    wait_for(&t.api::<Environment>(), "cutoff", |e: &Environment| {
+        env_ready(e).is_some_and(|(s, _, m)| s == "False" && m.contains(&cut_address))
+    })
+    .await;
+    let viewer = account_token(&t, "viewer").await;
+    let keeper = account_token(&t, "keeper").await;
+    let get = |token: &str, path: String| {
+        let (base, bearer) = (base.clone(), format!("Bearer {token}"));
+        async move {
+            let (code, body) = http_get(&base, &path, &[("Authorization", &bearer)])
+                .await
+                .expect("GET");
+            assert_eq!(code, 200, "{path}: {body}");
+            body
+        }
+    };
+    let healthy = " Current</span>";
+    let note = format!("The live view of the other cluster needs get on Secret {ns}/remote.");
+
+    // Without `get` on the Secret: the Environment's own status and inventory names, no live state, no address.
+    let page = get(&viewer, format!("/ns/{ns}/environments/remote")).await;
+    assert!(page.contains(&note), "{page}");
+    assert!(page.contains("live state not shown") && page.contains("app"), "{page}");
+    assert!(!page.contains(healthy), "the other cluster's health: {page}");
+    assert!(!page.contains(&remote_address), "the other cluster's address: {page}");
+    let mut shown = Vec::new();
+    for path in [
+        format!("/ns/{ns}"),
+        format!("/ns/{ns}/environments/cutoff"),
+        format!("/ns/{ns}/environments/remote"),
+    ] {
+        let page = get(&viewer, path.clone()).await;
+        assert!(
+            !page.contains(&cut_address) && !page.contains(&remote_address),
+            "{path} shows a kubeconfig's server: {page}"
+        );
+        shown.push(page);
+    }
+    assert!(
+        shown[1].contains("ClusterUnreachable") && shown[1].contains("server hidden"),
+        "the status is shown, without the address: {}",
+        shown[1]
+    );
+
+    // With it: the live state from the other cluster, and the messages as written.
+    let page = get(&keeper, format!("/ns/{ns}/environments/remote")).await;
+    assert!(page.contains(healthy), "{page}");
+    assert!(!page.contains("needs get on Secret"), "{page}");
+    let page = get(&keeper, format!("/ns/{ns}/environments/cutoff")).await;
+    assert!(page.contains(&cut_address), "{page}");
+    ferry.kill();
+}
+
+/// Reads an open response until the server closes it; the time that took (None: still open at `within`).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(start.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Opens the live-update stream of `ns` with `token`; returns the connection once the 200 head came.
+async fn open_live(base: &str, ns: &str, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = base.strip_prefix("http://").expect("http URL");
+    let mut stream = tokio::net::TcpStream::connect(authority).await.expect("connect");
+    let req = format!(
+        "GET /live/{ns} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
+         Accept: text/event-stream\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .expect("the stream's head")
+            .expect("read");
+        assert!(n == 1, "closed before the head: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
+#[tokio::test]
+async fn a_live_stream_closes_soon_after_its_viewer_loses_access_or_its_token() {
+    let t = TestEnv::without_controller("ui-revoke").await;
+    let ns = t.namespace.clone();
+    let kubeconfig = t.installed_kubeconfig().await;
+    for o in [
+        example_viewer_role(&ns),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "viewer", "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferry-viewer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "leaver", "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferry-viewer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "leaver", "namespace": ns}]}),
+    ] {
+        t.apply_json(&o).await;
+    }
+    let viewer = account_token(&t, "viewer").await;
+    let leaver = account_token(&t, "leaver").await;
+    let recheck = Duration::from_secs(1);
+    let (mut ferry, base) = ferry_run(&t, &kubeconfig, &["--ui-access-recheck", "1s"]).await;
+    // Slack over the period for the reviews' round trips on a loaded machine; far below the 10 s decision cache.
+    let within = recheck + Duration::from_secs(4);
+
+    // While access holds, re-checks pass and the stream stays open (the RoleBinding then goes between two).
+    let mut stream = open_live(&base, &ns, &viewer).await;
+    assert_eq!(
+        closed_within(&mut stream, recheck * 5 / 2).await,
+        None,
+        "closed while the viewer may still list Environments"
+    );
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(t.client.clone(), &ns)
+        .delete("viewer", &Default::default())
+        .await
+        .expect("deleting the RoleBinding");
+    let closed = closed_within(&mut stream, within).await;
+    println!("stream closed {closed:?} after the RoleBinding went");
+    assert!(closed.is_some(), "still open {within:?} after the RoleBinding went");
+    let (code, _) = http_get(
+        &base,
+        &format!("/live/{ns}"),
+        &[("Authorization", &format!("Bearer {viewer}"))],
+    )
+    .await
+    .expect("GET");
+    assert_eq!(code, 403, "a new stream is refused");
+
+    // A token that stops being valid (its ServiceAccount deleted) ends its stream too, once the API server's
+    // TokenReview says so: it trusts a token it accepted for 10 s (its own authentication cache).
+    let mut stream = open_live(&base, &ns, &leaver).await;
+    t.api::<ServiceAccount>()
+        .delete("leaver", &Default::default())
+        .await
+        .expect("deleting the ServiceAccount");
+    let within = within + Duration::from_secs(10);
+    let closed = closed_within(&mut stream, within).await;
+    println!("stream closed {closed:?} after the ServiceAccount went");
+    assert!(
+        closed.is_some(),
+        "still open {within:?} after the token's ServiceAccount went"
+    );
     ferry.kill();
 }
 

@@ -12,7 +12,9 @@
 //! needs only `create` on tokenreviews and subjectaccessreviews, and a wrong answer can only hide things.
 //!
 //! Answers are cached briefly (tokens 30 s, decisions 10 s), so a page of 100 Environments costs a handful of
-//! reviews, and a revoked right stops showing within seconds.
+//! reviews, and a revoked right stops showing within seconds. What stays open (a live-update stream) asks again
+//! past the cache ([`Authorizer::authenticate_now`], [`Authorizer::allowed_now`]), so its re-check period alone
+//! bounds how long a revoked viewer keeps it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -73,6 +75,8 @@ pub struct Access {
     pub resource: String,
     /// None: cluster-wide (or a cluster-scoped kind).
     pub namespace: Option<String>,
+    /// One object (None: any of the kind). Named reviews are what Roles with `resourceNames` answer.
+    pub name: Option<String>,
 }
 
 impl Access {
@@ -82,6 +86,18 @@ impl Access {
             group: group.to_string(),
             resource: resource.to_string(),
             namespace: Some(namespace.to_string()),
+            name: None,
+        }
+    }
+
+    /// `get` on one Secret: what reading a kubeconfig Secret takes, and so what seeing through it takes.
+    pub fn get_secret(namespace: &str, name: &str) -> Self {
+        Access {
+            verb: "get",
+            group: String::new(),
+            resource: "secrets".to_string(),
+            namespace: Some(namespace.to_string()),
+            name: Some(name.to_string()),
         }
     }
 }
@@ -115,6 +131,13 @@ impl Authorizer {
         {
             return Ok(user.clone());
         }
+        self.authenticate_now(token).await
+    }
+
+    /// [`Authorizer::authenticate`] asking the API server even when a recent answer is cached: an expired or
+    /// revoked token is noticed now, not a cache lifetime later. The answer refreshes the cache.
+    pub async fn authenticate_now(&self, token: &str) -> Result<Option<User>, AuthError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -150,12 +173,26 @@ impl Authorizer {
             Viewer::Local => return Ok(true),
             Viewer::User(u) => u,
         };
-        let key = (user.clone(), access.clone());
-        if let Some((at, allowed)) = lock(&self.decisions).get(&key)
+        if let Some((at, allowed)) = lock(&self.decisions).get(&(user.clone(), access.clone()))
             && at.elapsed() < DECISION_TTL
         {
             return Ok(*allowed);
         }
+        self.review(user, access).await
+    }
+
+    /// [`Authorizer::allowed`] asking the API server even when a recent decision is cached: a deleted
+    /// RoleBinding is noticed now. The answer refreshes the cache, so pages see it too.
+    pub async fn allowed_now(&self, viewer: &Viewer, access: &Access) -> Result<bool, AuthError> {
+        match viewer {
+            Viewer::Local => Ok(true),
+            Viewer::User(user) => self.review(user, access).await,
+        }
+    }
+
+    /// One SubjectAccessReview, its answer cached.
+    async fn review(&self, user: &User, access: &Access) -> Result<bool, AuthError> {
+        let key = (user.clone(), access.clone());
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
@@ -167,6 +204,7 @@ impl Authorizer {
                     group: Some(access.group.clone()),
                     resource: Some(access.resource.clone()),
                     namespace: access.namespace.clone(),
+                    name: access.name.clone(),
                     ..ResourceAttributes::default()
                 }),
                 non_resource_attributes: None,

@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
 use super::auth::{Access, Authorizer, Viewer};
-use super::pages::{Cell, Commit, Commits, DiffItem, Live};
+use super::pages::{Cell, Commit, Commits, DiffItem, Live, needs_secret};
+use super::redact::Redactor;
 use crate::api::{Environment, GitRepository, InventoryEntry, Promotion};
 use crate::cli::{CliError, DiffError, EventRow};
 use crate::cluster::Target;
@@ -36,6 +37,16 @@ const REFETCH_AFTER: Duration = Duration::from_secs(60);
 const HEALTH_READS: usize = 8;
 /// Diffs computed at once (each fetches, renders and dry-runs): page loads cannot pile up work on the server.
 const DIFFS_AT_ONCE: usize = 2;
+
+/// Whether a viewer may see an Environment's live objects (health, images, diffs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiveView {
+    /// This cluster (per-object `get` reviews decide), or another cluster whose kubeconfig Secret the viewer
+    /// may `get`.
+    Shown,
+    /// Another cluster, reached with a kubeconfig Secret (`namespace/name`) the viewer may not `get`.
+    NeedsSecret(String),
+}
 
 /// Something in a namespace changed (an empty namespace: maybe anything, refresh).
 #[derive(Clone, Debug, Default)]
@@ -188,8 +199,47 @@ impl Data {
             group,
             resource,
             namespace: namespace.map(str::to_string),
+            name: None,
         };
         self.auth.allowed(viewer, &access).await.unwrap_or(false)
+    }
+
+    /// Whether `viewer` may see what `env`'s target cluster says. Another cluster is reached with the
+    /// kubeconfig in the Environment's Secret, so what Ferry reads there is the viewer's to see only if the
+    /// Secret is: `get` on it, the same right `kubectl` would need to look for themselves.
+    pub async fn live_view(&self, viewer: &Viewer, env: &Environment) -> LiveView {
+        let Some(kube_config) = &env.spec.kube_config else {
+            return LiveView::Shown;
+        };
+        let ns = env.namespace().unwrap_or_default();
+        let secret = &kube_config.secret_ref.name;
+        let access = Access::get_secret(&ns, secret);
+        match self.auth.allowed(viewer, &access).await {
+            Ok(true) => LiveView::Shown,
+            // Unanswered counts as refused: a wrong answer may only hide.
+            Ok(false) | Err(_) => LiveView::NeedsSecret(format!("{ns}/{secret}")),
+        }
+    }
+
+    /// What must be cut from the messages shown to `viewer` among `envs` (a namespace's Environments): the
+    /// servers of the kubeconfig Secrets they may not `get` ([`Redactor`]).
+    pub async fn redactor(&self, viewer: &Viewer, envs: &[Environment]) -> Redactor {
+        let mut hidden = false;
+        let mut servers = Vec::new();
+        for env in envs {
+            if let LiveView::NeedsSecret(_) = self.live_view(viewer, env).await {
+                hidden = true;
+                // Ferry's own read of the Secret (cached per version): where the messages would point.
+                if let Ok(Target { remote: Some(r), .. }) = self.target(env).await {
+                    servers.push(r.server);
+                }
+            }
+        }
+        if hidden {
+            Redactor::hiding(servers)
+        } else {
+            Redactor::none()
+        }
     }
 
     /// The inventory with each object's health, for what the viewer may read.
@@ -236,6 +286,10 @@ impl Data {
             .into_iter()
             .find(|e| &e.name_any() == env_name)
             .ok_or_else(|| DiffError::NoRevision(format!("Environment {env_name} not found")))?;
+        // The dry run compares with the live objects of the target cluster.
+        if let LiveView::NeedsSecret(secret) = self.live_view(viewer, &env).await {
+            return Err(DiffError::NoRevision(needs_secret(&secret)));
+        }
         let source_ns = env.spec.source_ref.namespace.clone().unwrap_or_else(|| ns.clone());
         if let Backend::Cluster { ctx } = &self.backend
             && ctx.settings.no_cross_namespace_refs

@@ -5,11 +5,14 @@
 //! ([`data`]) to refresh a page within a second of a change.
 //!
 //! `ferry ui` serves it on loopback with the caller's kubeconfig; `ferry run --ui-addr` serves it in the
-//! cluster, where viewers sign in with a Kubernetes token and see only what they may list ([`auth`]).
+//! cluster, where viewers sign in with a Kubernetes token and see only what they may list ([`auth`]); what
+//! Ferry reads through an Environment's kubeconfig Secret only if they may read that Secret ([`redact`]).
 
 pub mod auth;
+pub mod csrf;
 pub mod data;
 pub mod pages;
+pub mod redact;
 pub mod server;
 
 pub use data::{Backend, Change, Data};

@@ -65,6 +65,8 @@ pub enum Cell {
     NotFound,
     /// The viewer may not read this kind there: only its name (from the Environment's status) is shown.
     Hidden,
+    /// In another cluster whose kubeconfig Secret the viewer may not read: only its name is shown.
+    Withheld,
     Error(String),
 }
 
@@ -92,6 +94,24 @@ pub fn images(object: &serde_json::Value) -> Vec<String> {
         .flatten()
         .filter_map(|c| c["image"].as_str().map(str::to_string))
         .collect()
+}
+
+/// The inventory section of an Environment page.
+#[derive(Clone, Copy, Debug)]
+pub enum Inventory<'a> {
+    /// Each object with what its live state says (as far as the viewer may read it).
+    Live(&'a [(InventoryEntry, Live)]),
+    /// The objects by name only (from the Environment's status): they live in another cluster, reached with
+    /// kubeconfig Secret `secret` (`namespace/name`), which the viewer may not read.
+    Withheld {
+        entries: &'a [InventoryEntry],
+        secret: &'a str,
+    },
+}
+
+/// What a viewer without `get` on kubeconfig Secret `secret` (`namespace/name`) is told instead of the live view.
+pub fn needs_secret(secret: &str) -> String {
+    format!("The live view of the other cluster needs get on Secret {secret}.")
 }
 
 /// What every page shows around its content.
@@ -376,7 +396,7 @@ pub fn environment_page(
     namespace: &str,
     env: &Environment,
     promotions: Option<&[Promotion]>,
-    tree: Option<&[(InventoryEntry, Live)]>,
+    inventory: Inventory,
     events: Option<&[EventRow]>,
     commits: &Commits,
     now: Timestamp,
@@ -429,9 +449,12 @@ pub fn environment_page(
             }
             section {
                 h2 { "Inventory" }
-                @match tree {
-                    Some(objects) => (tree_html(objects)),
-                    None => p.muted { "You may not list this Environment's objects." },
+                @match inventory {
+                    Inventory::Live(objects) => (tree_html(objects)),
+                    Inventory::Withheld { entries, secret } => {
+                        p.message.withheld { (needs_secret(secret)) }
+                        (tree_html(&names_only(entries)))
+                    }
                 }
             }
             section {
@@ -450,6 +473,15 @@ pub fn environment_page(
             }
         },
     )
+}
+
+/// Inventory entries without any live state, for [`tree_html`].
+fn names_only(entries: &[InventoryEntry]) -> Vec<(InventoryEntry, Live)> {
+    let withheld = || Live {
+        cell: Cell::Withheld,
+        images: Vec::new(),
+    };
+    entries.iter().map(|e| (e.clone(), withheld())).collect()
 }
 
 fn conditions_table(conditions: &[Condition], now: Timestamp) -> Markup {
@@ -477,6 +509,7 @@ fn cell_badge(cell: &Cell) -> Markup {
         Cell::Health(Health::Failed(why)) => badge(Tone::Bad, &format!("Failed: {why}")),
         Cell::NotFound => badge(Tone::Bad, "NotFound"),
         Cell::Hidden => badge(Tone::Idle, "hidden: no access"),
+        Cell::Withheld => badge(Tone::Idle, "live state not shown"),
         Cell::Error(e) => badge(Tone::Idle, &format!("Unknown: {e}")),
     }
 }
@@ -644,19 +677,35 @@ pub struct DiffItem {
     pub text: Option<String>,
 }
 
-/// `/ns/{ns}/promotions/{name}/diff`: what applying the promotion's revision would change.
-pub fn diff_page(chrome: &Chrome, p: &Promotion, revision: &str, result: Result<&[DiffItem], &str>) -> Markup {
+/// `/ns/{ns}/promotions/{name}/diff`: what applying the promotion's revision would change. The dry run costs a
+/// fetch, a render and requests to the API server, so it runs only when asked: `csrf` is the token of the form
+/// that asks (None: the viewer may not ask), `result` the dry run once asked (or why there is none).
+pub fn diff_page(
+    chrome: &Chrome,
+    p: &Promotion,
+    revision: &str,
+    csrf: Option<&str>,
+    result: Option<Result<&[DiffItem], &str>>,
+) -> Markup {
     let name = p.name_any();
+    let action = format!("{}/diff", promotion_href(&p.namespace().unwrap_or_default(), &name));
     layout(
         chrome,
         &format!("diff {name}"),
         html! {
             h1 { "What " (name) " would change" }
             p.muted { "Dry run of " code { (short_revision(revision)) } " against what runs in " (p.spec.environment) " now. Secret values are shown as digests." }
+            @if let Some(token) = csrf {
+                form.dry-run method="post" action=(action) {
+                    input type="hidden" name=(super::csrf::FIELD) value=(token);
+                    button type="submit" { @if result.is_some() { "Dry-run again" } @else { "Dry-run the diff" } }
+                }
+            }
             @match result {
-                Err(message) => p.message { (message) },
-                Ok(items) if items.is_empty() => p.empty { "No changes." },
-                Ok(items) => {
+                None => {},
+                Some(Err(message)) => p.message { (message) },
+                Some(Ok(items)) if items.is_empty() => p.empty { "No changes." },
+                Some(Ok(items)) => {
                     @for item in items {
                         details.diff open {
                             summary { code { (item.object) } }
@@ -816,9 +865,57 @@ mod tests {
             text: Some(crate::cli::unified(&d, false)),
         }];
         let p = waiting("p", "production", REV);
-        let html = diff_page(&Chrome::default(), &p, REV, Ok(&items)).into_string();
+        let html = diff_page(&Chrome::default(), &p, REV, Some("tok"), Some(Ok(&items))).into_string();
         assert!(!html.contains("aHVudGVyMg=="), "{html}");
         assert!(html.contains("&lt;secret "), "{html}");
+    }
+
+    #[test]
+    fn the_diff_is_asked_for_with_a_form_that_carries_the_token() {
+        let p = waiting("p", "production", REV);
+        let html = diff_page(&Chrome::default(), &p, REV, Some("tok123"), None).into_string();
+        assert!(
+            html.contains(r#"<form class="dry-run" method="post" action="/ns/demo/promotions/p/diff">"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"name="csrf" value="tok123""#), "{html}");
+        assert!(!html.contains("No changes"), "nothing computed yet: {html}");
+        let refused = diff_page(&Chrome::default(), &p, REV, None, Some(Err("needs get"))).into_string();
+        assert!(
+            !refused.contains("<form class=\"dry-run\"") && refused.contains("needs get"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn withheld_inventory_shows_names_and_what_it_would_take() {
+        let mut e = env("prod", None, Some(REV));
+        let entry: InventoryEntry = serde_json::from_value(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "demo", "name": "web"}),
+        )
+        .unwrap();
+        e.status.as_mut().unwrap().inventory = vec![entry.clone()];
+        let now = "2026-11-25T10:05:00Z".parse().unwrap();
+        let inventory = Inventory::Withheld {
+            entries: std::slice::from_ref(&entry),
+            secret: "demo/prod-kubeconfig",
+        };
+        let html = environment_page(
+            &Chrome::default(),
+            "demo",
+            &e,
+            None,
+            inventory,
+            None,
+            &Commits::new(),
+            now,
+        )
+        .into_string();
+        assert!(html.contains("web") && html.contains("live state not shown"), "{html}");
+        assert!(
+            html.contains("The live view of the other cluster needs get on Secret demo/prod-kubeconfig."),
+            "{html}"
+        );
     }
 
     #[test]

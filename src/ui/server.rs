@@ -1,9 +1,14 @@
 //! The HTTP side: routes, sign-in, the checks every request passes, and server-sent events.
 //!
-//! Every page is a GET without side effects; the only POSTs are sign-in and sign-out, which refuse requests
-//! from other sites (Origin / Sec-Fetch-Site), and the cookie is `HttpOnly; SameSite=Strict`. Responses forbid
-//! framing and any script or style not served from here (Content-Security-Policy). `ferry ui` also refuses a
-//! `Host` that is not loopback, so a web page cannot reach it through DNS rebinding.
+//! Every page is a GET without side effects. The POSTs are sign-in and sign-out, which refuse requests from
+//! other sites (Origin / Sec-Fetch-Site), and the diff's dry run (costly, and requests to the API server), which
+//! also needs the session's CSRF token in its form and an Origin or Referer naming this Host ([`super::csrf`]);
+//! the cookie is `HttpOnly; SameSite=Strict`. Responses forbid framing and any script or style not served from
+//! here (Content-Security-Policy). `ferry ui` also refuses a `Host` that is not loopback, so a web page cannot
+//! reach it through DNS rebinding.
+//!
+//! A live-update stream stays open for hours, so it does not rest on the check made when it opened: it asks
+//! again every [`Ui::recheck`] (past the caches) and ends when the token or the right is gone.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,14 +22,16 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use maud::Markup;
 
 use super::auth::{Access, Viewer, request_token};
-use super::data::{Data, GROUP};
-use super::pages::{self, Chrome, DiffItem};
+use super::csrf::{Csrf, from_this_host};
+use super::data::{Data, GROUP, LiveView};
+use super::pages::{self, Chrome, DiffItem, Inventory};
+use super::redact::Redactor;
 
 /// The sign-in cookie (a Kubernetes bearer token).
 pub const COOKIE: &str = "ferry-token";
@@ -41,9 +48,27 @@ pub enum Mode {
     Cluster,
 }
 
+/// How often an open live-update stream re-checks its viewer by default (`ferry run --ui-access-recheck`).
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
+
 pub struct Ui {
     pub mode: Mode,
     pub data: Data,
+    /// How often an open live-update stream asks again whether its viewer's token and right still hold.
+    pub recheck: Duration,
+    csrf: Csrf,
+}
+
+impl Ui {
+    /// The UI over `data`, with a fresh CSRF key; streams re-check their viewer every `recheck`.
+    pub fn new(mode: Mode, data: Data, recheck: Duration) -> std::io::Result<Ui> {
+        Ok(Ui {
+            mode,
+            data,
+            recheck: recheck.max(Duration::from_millis(100)),
+            csrf: Csrf::new()?,
+        })
+    }
 }
 
 type Shared = Arc<Ui>;
@@ -54,7 +79,7 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/ns/{ns}", get(pipeline))
         .route("/ns/{ns}/environments/{name}", get(environment))
         .route("/ns/{ns}/promotions/{name}", get(promotion))
-        .route("/ns/{ns}/promotions/{name}/diff", get(diff))
+        .route("/ns/{ns}/promotions/{name}/diff", get(diff_form).post(diff_run))
         .route("/live/{ns}", get(live))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -102,7 +127,9 @@ async fn guard(State(ui): State<Shared>, request: Request, next: Next) -> Respon
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Our own pages' requests say where they come from (the dry run's POST is checked on it); other sites
+    // learn nothing.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -259,6 +286,9 @@ async fn pipeline(State(ui): State<Shared>, headers: HeaderMap, Path(ns): Path<S
         .data
         .commits_for(&viewer, &envs, promotions.as_deref().unwrap_or(&[]))
         .await;
+    let redact = ui.data.redactor(&viewer, &envs).await;
+    let envs: Vec<_> = envs.into_iter().map(|e| redact.environment(e)).collect();
+    let promotions = promotions.map(|ps| redacted_promotions(&redact, ps));
     page(
         StatusCode::OK,
         pages::pipeline_page(&chrome, &ns, &envs, promotions.as_deref(), &commits, Timestamp::now()),
@@ -287,7 +317,8 @@ async fn environment(
     {
         return r;
     }
-    let Some(env) = ui.data.envs_in(&ns).await.into_iter().find(|e| e.name_any() == name) else {
+    let envs = ui.data.envs_in(&ns).await;
+    let Some(env) = envs.iter().find(|e| e.name_any() == name).cloned() else {
         return page(
             StatusCode::NOT_FOUND,
             pages::message_page(
@@ -312,7 +343,11 @@ async fn environment(
     } else {
         None
     };
-    let tree = ui.data.tree(&viewer, &env).await;
+    let live = ui.data.live_view(&viewer, &env).await;
+    let tree = match live {
+        LiveView::Shown => ui.data.tree(&viewer, &env).await,
+        LiveView::NeedsSecret(_) => Vec::new(),
+    };
     let commits = ui
         .data
         .commits_for(
@@ -321,6 +356,18 @@ async fn environment(
             promotions.as_deref().unwrap_or(&[]),
         )
         .await;
+    let redact = ui.data.redactor(&viewer, &envs).await;
+    let env = redact.environment(env);
+    let promotions = promotions.map(|ps| redacted_promotions(&redact, ps));
+    let events = events.map(|es| redacted_events(&redact, es));
+    let entries = env.status.as_ref().map(|s| s.inventory.clone()).unwrap_or_default();
+    let inventory = match &live {
+        LiveView::Shown => Inventory::Live(&tree),
+        LiveView::NeedsSecret(secret) => Inventory::Withheld {
+            entries: &entries,
+            secret,
+        },
+    };
     page(
         StatusCode::OK,
         pages::environment_page(
@@ -328,7 +375,7 @@ async fn environment(
             &ns,
             &env,
             promotions.as_deref(),
-            Some(&tree),
+            inventory,
             events.as_deref(),
             &commits,
             Timestamp::now(),
@@ -386,37 +433,131 @@ async fn promotion(State(ui): State<Shared>, headers: HeaderMap, Path((ns, name)
         None
     };
     let commits = ui.data.commits_for(&viewer, &[], std::slice::from_ref(&p)).await;
+    let redact = ui.data.redactor(&viewer, &ui.data.envs_in(&ns).await).await;
+    let p = redact.promotion(p);
+    let events = events.map(|es| redacted_events(&redact, es));
     page(
         StatusCode::OK,
         pages::promotion_page(&chrome, &ns, &p, events.as_deref(), &commits, Timestamp::now()),
     )
 }
 
-async fn diff(State(ui): State<Shared>, headers: HeaderMap, Path((ns, name)): Path<(String, String)>) -> Response {
-    let (viewer, chrome, p) = match promotion_for(&ui, &headers, &ns, &name, true).await {
+fn redacted_promotions(redact: &Redactor, promotions: Vec<ferry_api::Promotion>) -> Vec<ferry_api::Promotion> {
+    promotions.into_iter().map(|p| redact.promotion(p)).collect()
+}
+
+fn redacted_events(redact: &Redactor, events: Vec<crate::cli::EventRow>) -> Vec<crate::cli::EventRow> {
+    events.into_iter().map(|e| redact.event(e)).collect()
+}
+
+/// The viewer, chrome and Promotion of a diff page, once the viewer may list Promotions and Environments in
+/// `ns`: the dry run reads the Environment's objects, as much as listing Environments lets one see of them.
+async fn diff_for(
+    ui: &Ui,
+    headers: &HeaderMap,
+    ns: &str,
+    name: &str,
+) -> Result<(Viewer, Chrome, ferry_api::Promotion), Response> {
+    let (viewer, chrome, p) = promotion_for(ui, headers, ns, name, true).await?;
+    require(
+        ui,
+        &viewer,
+        &chrome,
+        Access::list(GROUP, "environments", ns),
+        &format!("Environments in namespace {ns}"),
+    )
+    .await?;
+    Ok((viewer, chrome, p))
+}
+
+/// The session a CSRF token is bound to: the viewer's bearer token (none in local mode, which has no sign-in).
+fn session(headers: &HeaderMap) -> String {
+    request_token(headers).unwrap_or_default()
+}
+
+/// GET of the diff: only the button that asks for the dry run (or why the viewer may not ask); nothing is
+/// fetched, rendered or dry-run, so a link, a prefetch or a crawler costs nothing.
+async fn diff_form(State(ui): State<Shared>, headers: HeaderMap, Path((ns, name)): Path<(String, String)>) -> Response {
+    let (viewer, chrome, p) = match diff_for(&ui, &headers, &ns, &name).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    // The dry run reads the Environment's objects: as much as listing Environments lets one see of them.
-    if let Err(r) = require(
-        &ui,
-        &viewer,
-        &chrome,
-        Access::list(GROUP, "environments", &ns),
-        &format!("Environments in namespace {ns}"),
-    )
-    .await
-    {
-        return r;
+    let token = ui.csrf.token(&session(&headers));
+    let withheld = withheld_note(&ui, &viewer, &p).await;
+    let page_markup = match &withheld {
+        Some(note) => pages::diff_page(&chrome, &p, &p.spec.revision, None, Some(Err(note.as_str()))),
+        None => pages::diff_page(&chrome, &p, &p.spec.revision, Some(&token), None),
+    };
+    page(StatusCode::OK, page_markup)
+}
+
+/// Why the viewer may not see the dry run of `p`'s Environment (its kubeconfig Secret), if so.
+async fn withheld_note(ui: &Ui, viewer: &Viewer, p: &ferry_api::Promotion) -> Option<String> {
+    let ns = p.namespace().unwrap_or_default();
+    let env = ui
+        .data
+        .envs_in(&ns)
+        .await
+        .into_iter()
+        .find(|e| e.name_any() == p.spec.environment)?;
+    match ui.data.live_view(viewer, &env).await {
+        LiveView::Shown => None,
+        LiveView::NeedsSecret(secret) => Some(pages::needs_secret(&secret)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DiffForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// 403 for a request that may have been made by another site.
+fn cross_site() -> Response {
+    (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response()
+}
+
+/// POST of the diff: the dry run, for a request from our own page (Origin or Referer, and the session's token).
+async fn diff_run(
+    State(ui): State<Shared>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    form: Result<Form<DiffForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if !from_this_host(&headers) {
+        return cross_site();
+    }
+    let (viewer, chrome, p) = match diff_for(&ui, &headers, &ns, &name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let given = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    let session = session(&headers);
+    if !ui.csrf.check(&session, &given) {
+        return cross_site();
+    }
+    if let Some(note) = withheld_note(&ui, &viewer, &p).await {
+        return page(
+            StatusCode::OK,
+            pages::diff_page(&chrome, &p, &p.spec.revision, None, Some(Err(note.as_str()))),
+        );
     }
     let result: Result<Vec<DiffItem>, String> = ui.data.diff(&viewer, &p).await.map_err(|e| e.to_string());
+    let token = ui.csrf.token(&session);
     page(
         StatusCode::OK,
-        pages::diff_page(&chrome, &p, &p.spec.revision, result.as_deref().map_err(|e| e.as_str())),
+        pages::diff_page(
+            &chrome,
+            &p,
+            &p.spec.revision,
+            Some(&token),
+            Some(result.as_deref().map_err(|e| e.as_str())),
+        ),
     )
 }
 
-/// Server-sent events: a `change` whenever an Environment, Promotion or GitRepository of `ns` changes.
+/// Server-sent events: a `change` whenever an Environment, Promotion or GitRepository of `ns` changes, for as
+/// long as the viewer may still list Environments there ([`LiveStream`] re-checks).
 async fn live(State(ui): State<Shared>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
     let viewer = match viewer(&ui, &headers).await {
         Ok(v) => v,
@@ -425,27 +566,105 @@ async fn live(State(ui): State<Shared>, headers: HeaderMap, Path(ns): Path<Strin
     if !may(&ui, &viewer, Access::list(GROUP, "environments", &ns)).await {
         return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
     }
-    let changes = tokio_stream_of(ui.data.changes.subscribe(), ns);
-    Sse::new(changes)
+    // The token to review again later; a signed-in viewer always came with one.
+    let token = match (&viewer, request_token(&headers)) {
+        (Viewer::Local, _) => None,
+        (Viewer::User(_), Some(token)) => Some(token),
+        (Viewer::User(_), None) => return Redirect::to("/login").into_response(),
+    };
+    let stream = LiveStream {
+        rx: ui.data.changes.subscribe(),
+        next_check: tokio::time::Instant::now() + ui.recheck,
+        ui: ui.clone(),
+        token,
+        ns,
+    };
+    Sse::new(stream.events())
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-fn tokio_stream_of(
+/// One open live-update stream: the changes it follows and whose they are.
+struct LiveStream {
+    ui: Shared,
     rx: tokio::sync::broadcast::Receiver<super::data::Change>,
+    /// The viewer's bearer token (None in local mode, where the caller's own kubeconfig reads).
+    token: Option<String>,
     ns: String,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await {
-            Ok(change) => Some((change, rx)),
-            // Missed some: one change tells the page to refresh, which is all a lag needs.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((super::data::Change::default(), rx)),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+    next_check: tokio::time::Instant,
+}
+
+impl LiveStream {
+    /// The events to send; the stream ends (and with it the response) once the viewer fails a re-check.
+    fn events(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut s| async move {
+            s.next().await?;
+            // No names in the event: the viewer may list Environments here but not necessarily the changed kind.
+            Some((Ok(Event::default().event("change").data("refresh")), s))
+        })
+    }
+
+    /// Waits for the next change to announce; None when the stream must end.
+    async fn next(&mut self) -> Option<()> {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.next_check) => {
+                    self.still_allowed().await?;
+                }
+                change = self.rx.recv() => {
+                    let namespace = match change {
+                        Ok(change) => change.namespace,
+                        // Missed some: one change tells the page to refresh, which is all a lag needs.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => String::new(),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    };
+                    if namespace == self.ns {
+                        return Some(());
+                    }
+                    // "Maybe anything" is not this namespace's own news: it goes out only after asking again.
+                    if namespace.is_empty() {
+                        self.still_allowed().await?;
+                        return Some(());
+                    }
+                    // Other namespaces' changes are not this stream's.
+                }
+            }
         }
-    })
-    .filter(move |c| std::future::ready(c.namespace.is_empty() || c.namespace == ns))
-    // No names in the event: the viewer may list Environments here but not necessarily the changed kind.
-    .map(|_| Ok(Event::default().event("change").data("refresh")))
+    }
+
+    /// Asks the API server, past the caches, whether the token is still valid and its user may still list
+    /// Environments here; schedules the next re-check. None: no longer (or no answer: the stream fails closed,
+    /// and the browser reconnects through the checks of a new request).
+    async fn still_allowed(&mut self) -> Option<()> {
+        self.next_check = tokio::time::Instant::now() + self.ui.recheck;
+        let Some(token) = &self.token else {
+            return Some(());
+        };
+        let auth = &self.ui.data.auth;
+        let user = match auth.authenticate_now(token).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                tracing::debug!(namespace = %self.ns, "live stream closed: the token is no longer valid");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(namespace = %self.ns, error = %e, "live stream closed: no answer to the re-check");
+                return None;
+            }
+        };
+        let access = Access::list(GROUP, "environments", &self.ns);
+        match auth.allowed_now(&Viewer::User(user.clone()), &access).await {
+            Ok(true) => Some(()),
+            Ok(false) => {
+                tracing::debug!(namespace = %self.ns, user = %user.name, "live stream closed: access revoked");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(namespace = %self.ns, error = %e, "live stream closed: no answer to the re-check");
+                None
+            }
+        }
+    }
 }
 
 async fn login_form(State(ui): State<Shared>) -> Response {
