@@ -254,12 +254,7 @@ impl Clusters {
 
     /// What reads the Secrets an object of `namespace` names, in the cluster Ferry runs in: `account`
     /// impersonated (the same client its Environment applies with), or `local`'s own identity without one.
-    pub fn reader(
-        &self,
-        local: &Target,
-        namespace: &str,
-        account: Option<&str>,
-    ) -> Result<SecretReader, ClusterError> {
+    pub fn reader(&self, local: &Target, namespace: &str, account: Option<&str>) -> Result<SecretReader, ClusterError> {
         match account {
             Some(account) => {
                 let target = self.impersonating(local, namespace, account)?;

@@ -56,13 +56,15 @@ impl SecretReader {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         match api.get_opt(name).await {
             Ok(found) => Ok(found),
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                Err(SecretError::Forbidden(refusal(self.account(), namespace, name, &status.message)))
-            }
+            Err(kube::Error::Api(status)) if status.code == 403 => Err(SecretError::Forbidden(refusal(
+                self.account(),
+                namespace,
+                name,
+                &status.message,
+            ))),
             Err(e) => Err(SecretError::Api(e)),
         }
     }
-
 }
 
 /// The message of a refusal: the Secret, the account, and what to grant. The API server's own message is kept
@@ -129,7 +131,8 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_secret_and_the_account() {
-        let denied = r#"secrets "git" is forbidden: User "system:serviceaccount:team-a:deployer" cannot get resource "secrets""#;
+        let denied =
+            r#"secrets "git" is forbidden: User "system:serviceaccount:team-a:deployer" cannot get resource "secrets""#;
         let message = refusal(Some(DEPLOYER), "team-a", "git", denied);
         assert!(message.contains("team-a/git"), "{message}");
         assert!(message.contains(DEPLOYER), "{message}");

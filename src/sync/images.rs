@@ -15,8 +15,8 @@ use crate::controllers::{ReconcileError, history};
 use crate::images::ImageReference;
 use crate::images::pinning::{CopyRule, covers, distinct_images, recorded, rewrite};
 use crate::registry::{CopyReport, Credentials, DOCKER_CONFIG_KEY, Registry};
-use crate::secrets::SecretError;
 use crate::render::RenderedObject;
+use crate::secrets::SecretError;
 
 type Images = Vec<(String, ImageReference)>;
 

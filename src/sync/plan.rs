@@ -20,8 +20,8 @@ use crate::apply::{ApplyOptions, Owner};
 use crate::cluster::Target;
 use crate::controllers::ReconcileError;
 use crate::registry::RegistrySettings;
-use crate::secrets::{Readers, SecretReader};
 use crate::render::{HelmInputs, RenderCache, RenderSettings, Rendered, RenderedObject, render_path_with};
+use crate::secrets::{Readers, SecretReader};
 use crate::source::{FetchOptions, MirrorStore, SourceError};
 
 /// What an image step does with `promotion.copyImages`.
