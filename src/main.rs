@@ -400,10 +400,7 @@ impl Namespace {
 fn main() {
     // A render worker confines itself while it is still one thread (Landlock and seccomp never reach threads
     // that already run): before clap, logging or the runtime.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == ferry::render::sandbox::WORKER_ARG)
-    {
+    if std::env::args_os().nth(1).is_some_and(|a| a == ferry::render::sandbox::WORKER_ARG) {
         std::process::exit(ferry::render::sandbox::worker_main());
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -79,10 +79,7 @@ async fn the_walls_are_up_on_this_machine() {
     let walls = ferry::render::sandbox::probe(&worker()).await.expect("the worker runs");
     println!("render sandbox: {}", walls.summary());
     assert!(walls.holds(), "{walls:?}");
-    assert!(
-        walls.landlock_fs && walls.landlock_net && walls.seccomp && walls.no_new_privs,
-        "{walls:?}"
-    );
+    assert!(walls.landlock_fs && walls.landlock_net && walls.seccomp && walls.no_new_privs, "{walls:?}");
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } == 0 {
         assert_eq!(walls.uid, 65534, "a worker started by root renders as nobody");
@@ -131,10 +128,7 @@ async fn a_taken_over_renderer_cannot_read_write_connect_signal_or_escape() {
             .unwrap_or_else(|| panic!("{key} reported"));
         assert_eq!(value, "EACCES", "{key}: Landlock");
     }
-    for (key, value) in report
-        .iter()
-        .filter(|(k, _)| k.contains("serviceaccount") || k.contains("trees") || k.contains("pwned"))
-    {
+    for (key, value) in report.iter().filter(|(k, _)| k.contains("serviceaccount") || k.contains("trees") || k.contains("pwned")) {
         assert_eq!(value, "EACCES", "{key}: Landlock");
     }
     for key in [
@@ -152,10 +146,7 @@ async fn a_taken_over_renderer_cannot_read_write_connect_signal_or_escape() {
     ] {
         assert_eq!(report[key], "EPERM", "{key}: seccomp (or Landlock's scopes)");
     }
-    assert_eq!(
-        report["exec_shell"], "EACCES",
-        "only the renderer binaries may be executed"
-    );
+    assert_eq!(report["exec_shell"], "EACCES", "only the renderer binaries may be executed");
     assert_eq!(report["fork_limit"], "EAGAIN", "the process limit");
     let forks: u64 = report["forks"].parse().unwrap();
     assert!(forks <= 256, "at most the process limit: {forks}");
@@ -217,14 +208,10 @@ async fn memory_beyond_the_limit_fails_the_render_not_the_controller() {
     }
     std::fs::write(bomb.path().join("apps/bomb.yaml"), yaml).unwrap();
     let before = rss_kib();
-    let err = render_path(
-        bomb.path(),
-        "apps",
-        &RenderSettings {
-            sandbox: Sandbox::Worker(worker()),
-            ..RenderSettings::default()
-        },
-    )
+    let err = render_path(bomb.path(), "apps", &RenderSettings {
+        sandbox: Sandbox::Worker(worker()),
+        ..RenderSettings::default()
+    })
     .await
     .unwrap_err();
     let after = rss_kib();
@@ -234,10 +221,7 @@ async fn memory_beyond_the_limit_fails_the_render_not_the_controller() {
         "{err:?}"
     );
     assert_eq!(err.reason(), ferry::api::Reason::RenderLimitExceeded);
-    assert!(
-        after < before + 50 * 1024,
-        "the controller's memory moved: {before} → {after} KiB"
-    );
+    assert!(after < before + 50 * 1024, "the controller's memory moved: {before} → {after} KiB");
 }
 
 /// The kustomize and helm the tests pin (hack/controlplane-build.sh).

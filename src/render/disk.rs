@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::helm::{self, HelmInputs};
-use super::kustomize::{self, KUSTOMIZATION_FILES};
 use super::sandbox::Sandbox;
+use super::kustomize::{self, KUSTOMIZATION_FILES};
 use super::tree::{self, CHART_FILE};
 use super::{RenderError, RenderedObject, render_plain};
 use crate::source::{ESCAPING_SYMLINKS, LinkProblem, ManifestFile, normalize_path, real_path_beneath, removed_links};

@@ -130,9 +130,7 @@ pub fn confine(policy: &Policy) -> Walls {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0 {
         walls.no_new_privs = true;
     } else {
-        walls
-            .problems
-            .push(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+        walls.problems.push(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
     walls.landlock_abi = landlock::abi();
     if walls.landlock_abi == 0 {
@@ -151,9 +149,9 @@ pub fn confine(policy: &Policy) -> Walls {
     }
     match seccomp::install() {
         Ok(()) => walls.seccomp = true,
-        Err(e) => walls
-            .problems
-            .push(format!("seccomp: {e} (a container runtime's profile may refuse it)")),
+        Err(e) => walls.problems.push(format!(
+            "seccomp: {e} (a container runtime's profile may refuse it)"
+        )),
     }
     walls
 }
@@ -417,11 +415,7 @@ mod landlock {
             // The scratch directory: everything but execute (nothing written there is ever run).
             allow(fd, &policy.scratch, handled & !EXECUTE & !IOCTL_DEV)?;
             // Go's os/exec opens /dev/null for the standard streams of what it starts.
-            allow(
-                fd,
-                std::path::Path::new("/dev/null"),
-                file_rights & !EXECUTE & !IOCTL_DEV,
-            )?;
+            allow(fd, std::path::Path::new("/dev/null"), file_rights & !EXECUTE & !IOCTL_DEV)?;
             // SAFETY: a ruleset fd; no_new_privs is set by the caller.
             if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) } != 0 {
                 return Err(format!("restricting: {}", std::io::Error::last_os_error()));
@@ -638,10 +632,7 @@ mod seccomp {
             let p = super::program();
             for (i, ins) in p.iter().enumerate() {
                 if ins.code & 0x07 == 0x05 {
-                    assert!(
-                        i + 1 + (ins.jt.max(ins.jf) as usize) < p.len(),
-                        "jump at {i} leaves the program"
-                    );
+                    assert!(i + 1 + (ins.jt.max(ins.jf) as usize) < p.len(), "jump at {i} leaves the program");
                 }
             }
             assert!(p.len() < 4096);

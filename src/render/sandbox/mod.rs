@@ -25,10 +25,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use confine::{Limits, Walls};
 pub use worker::worker_main;
 
-use super::RenderError;
 use super::disk::{RenderSettings, Rendered};
 use super::helm::HelmInputs;
 use super::kustomize::resolve_program;
+use super::RenderError;
 
 /// The first argument that makes `ferry` a render worker (a hidden subcommand, dispatched before anything else
 /// runs: see `main.rs`).
@@ -122,15 +122,7 @@ fn record(walls: &Walls) {
 pub async fn probe(worker: &WorkerSettings) -> Result<Walls, RenderError> {
     let scratch = scratch_dir(false)?;
     let settings = RenderSettings::default();
-    let request = request(
-        worker,
-        scratch.path(),
-        scratch.path(),
-        ".",
-        &settings,
-        &HelmInputs::default(),
-        true,
-    );
+    let request = request(worker, scratch.path(), scratch.path(), ".", &settings, &HelmInputs::default(), true);
     let response = run_worker(worker, scratch.path(), &request, &settings).await?;
     record(&response.walls);
     Ok(response.walls)
@@ -264,10 +256,7 @@ async fn run_worker(
         cmd.env(super::kustomize::SKIP_CHECKS_VAR, skip);
     }
     let mut child = cmd.spawn().map_err(|e| {
-        RenderError::Worker(format!(
-            "cannot start the render worker {}: {e}",
-            worker.program.display()
-        ))
+        RenderError::Worker(format!("cannot start the render worker {}: {e}", worker.program.display()))
     })?;
     let group = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
     let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -311,8 +300,7 @@ async fn run_worker(
     if let Some(failure) = exit_failure(status, &err, &request.policy.limits) {
         return Err(failure);
     }
-    serde_json::from_slice(&out)
-        .map_err(|e| RenderError::Worker(format!("unreadable answer from the render worker: {e}")))
+    serde_json::from_slice(&out).map_err(|e| RenderError::Worker(format!("unreadable answer from the render worker: {e}")))
 }
 
 /// Why a worker that did not exit 0 failed, named by the limit when one was hit.
@@ -334,15 +322,7 @@ fn exit_failure(status: std::process::ExitStatus, stderr: &[u8], limits: &Limits
             limits.cpu_seconds
         )));
     }
-    let tail: String = said
-        .trim()
-        .chars()
-        .rev()
-        .take(400)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail: String = said.trim().chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
     let how = match (status.signal(), status.code()) {
         (Some(sig), _) => format!("was killed by signal {sig}"),
         (None, Some(code)) => format!("exited with status {code}"),
