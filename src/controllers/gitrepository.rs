@@ -61,7 +61,7 @@ pub async fn load_credentials(
 
 /// The reader of `repo`'s Secrets as the controller reads them; an invalid `serviceAccountName` is the user's
 /// problem (stalled: only a change of spec fixes it).
-pub fn reader_of(ctx: &Context, repo: &GitRepository) -> Result<SecretReader, (Reason, String, bool)> {
+fn reader_of(ctx: &Context, repo: &GitRepository) -> Result<SecretReader, (Reason, String, bool)> {
     ctx.readers()
         .for_repository(repo)
         .map_err(|e| (Reason::InvalidSpec, e.to_string(), true))
