@@ -4,22 +4,28 @@
 //! --default-service-account`) gets a client that impersonates that account, so it can do only what the
 //! account may. Clients are cached: per Secret version for kubeconfigs (a rotated kubeconfig takes effect on
 //! the next reconcile, an unchanged one costs one Secret read), per account for impersonation.
+//!
+//! The kubeconfig Secret itself is read as the Environment's ServiceAccount too (see [`crate::secrets`]): naming
+//! a Secret in `spec.kubeConfig` uses it only when that account may `get` it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client};
 
 use crate::api::KubeConfigReference;
 use crate::apply::Applier;
+use crate::secrets::{SecretError, SecretReader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("kubeconfig Secret {0} not found")]
     SecretNotFound(String),
+    /// The Environment's ServiceAccount may not read the kubeconfig Secret.
+    #[error("spec.kubeConfig: {0}")]
+    Forbidden(String),
     #[error("kubeconfig Secret {secret} has no key {key:?}")]
     MissingKey { secret: String, key: String },
     #[error("kubeconfig in Secret {secret} is invalid: {message}")]
@@ -237,9 +243,27 @@ impl Clusters {
         service_account: Option<&str>,
     ) -> Result<Target, ClusterError> {
         match (reference, service_account) {
-            (Some(reference), _) => self.remote(local, namespace, reference).await,
+            (Some(reference), account) => {
+                let reader = self.reader(local, namespace, account)?;
+                self.remote(&reader, namespace, reference).await
+            }
             (None, Some(account)) => self.impersonating(local, namespace, account),
             (None, None) => Ok(local.clone()),
+        }
+    }
+
+    /// What reads the Secrets an object of `namespace` names, in the cluster Ferry runs in: `account`
+    /// impersonated (the same client its Environment applies with), or `local`'s own identity without one.
+    pub fn reader(&self, local: &Target, namespace: &str, account: Option<&str>) -> Result<SecretReader, ClusterError> {
+        match account {
+            Some(account) => {
+                let target = self.impersonating(local, namespace, account)?;
+                Ok(SecretReader::as_account(
+                    target.client,
+                    service_account_user(namespace, account),
+                ))
+            }
+            None => Ok(SecretReader::own(local.client.clone())),
         }
     }
 
@@ -268,20 +292,21 @@ impl Clusters {
         Ok(target)
     }
 
+    /// The target a kubeconfig Secret names, its Secret read with `reader` (the Environment's identity).
     async fn remote(
         &self,
-        local: &Target,
+        reader: &SecretReader,
         namespace: &str,
         reference: &KubeConfigReference,
     ) -> Result<Target, ClusterError> {
         let secret_name = &reference.secret_ref.name;
         let key = &reference.secret_ref.key;
         let shown = format!("{namespace}/{secret_name}");
-        let secrets: Api<Secret> = Api::namespaced(local.client.clone(), namespace);
-        let secret = secrets
-            .get_opt(secret_name)
-            .await?
-            .ok_or_else(|| ClusterError::SecretNotFound(shown.clone()))?;
+        let secret = match reader.get(namespace, secret_name).await {
+            Ok(found) => found.ok_or_else(|| ClusterError::SecretNotFound(shown.clone()))?,
+            Err(SecretError::Forbidden(message)) => return Err(ClusterError::Forbidden(message)),
+            Err(SecretError::Api(e)) => return Err(ClusterError::Api(e)),
+        };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         let cache_key = (namespace.to_string(), secret_name.clone(), key.clone());
         if let Some((v, target)) = self.cache.lock().ok().and_then(|c| c.get(&cache_key).cloned())

@@ -19,6 +19,7 @@ pub mod promotion;
 pub mod receiver;
 pub mod registry;
 pub mod render;
+pub mod secrets;
 pub mod source;
 pub mod sync;
 pub mod ui;

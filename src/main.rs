@@ -781,6 +781,11 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     settings.allow_insecure_kubeconfig = args.allow_insecure_kubeconfig;
     settings.remote_cluster_timeout = args.remote_cluster_timeout;
     settings.registry.insecure = args.insecure_registries.clone();
+    let receiver_identity = ferry::receiver::Identity {
+        client: client.clone(),
+        config: config.clone(),
+        default_service_account: settings.default_service_account.clone(),
+    };
     let ctx = Arc::new(Context::new(client, config, settings));
     let process = ferry::endpoints::Process::new(ctx.clone());
 
@@ -806,7 +811,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let servers = [
         tokio::spawn(ferry::receiver::serve(
             webhook,
-            ctx.client.clone(),
+            receiver_identity,
             args.namespace.clone(),
             shutdown_signal(),
         )),

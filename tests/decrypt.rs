@@ -763,8 +763,9 @@ fn base64_decode(s: &str) -> Vec<u8> {
 }
 
 /// As installed (Ferry's ServiceAccount with the install's RBAC, Environments applying as the namespace's
-/// `default` account): the key Secret is read with Ferry's own rights and only in the Environment's namespace
-/// (one of the same name elsewhere is not found), and the decrypted Secret is applied as the tenant.
+/// `default` account): the key Secret is read as that account (which the test's Role lets read Secrets) and only
+/// in the Environment's namespace (one of the same name elsewhere is not found), and the decrypted Secret is
+/// applied as the tenant.
 #[tokio::test]
 async fn as_installed_the_key_is_read_only_in_the_environments_namespace_and_applied_as_the_tenant() {
     let s = Sops::new();

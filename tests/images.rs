@@ -523,6 +523,7 @@ async fn diff_shows_the_pinned_and_copied_images_the_controller_applies() {
                 settings,
                 registry,
                 true,
+                ferry::secrets::Readers::Caller(&client),
                 target,
             )
             .await

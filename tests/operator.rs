@@ -103,15 +103,17 @@ async fn lease_holder(t: &TestEnv) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// A ServiceAccount `deployer` allowed to manage ConfigMaps in the test namespace, a GitRepository and an
-/// Environment applying `apps/` as that account.
+/// A ServiceAccount `deployer` allowed to manage ConfigMaps in the test namespace and to read the webhook Secret,
+/// a GitRepository reading its Secrets and an Environment applying `apps/` as that account.
 async fn tenant(t: &TestEnv, color: &str, repo_interval: &str) -> String {
     let ns = &t.namespace;
     for o in [
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": ns}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": "deployer", "namespace": ns},
-               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}),
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]},
+                         // The GitRepository's webhook token, read as this account.
+                         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["hook"], "verbs": ["get"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": "deployer", "namespace": ns},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
@@ -125,7 +127,7 @@ async fn tenant(t: &TestEnv, color: &str, repo_interval: &str) -> String {
     t.create_gitrepo(
         "config",
         json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": repo_interval,
-               "webhookSecretRef": {"name": "hook"}}),
+               "webhookSecretRef": {"name": "hook"}, "serviceAccountName": "deployer"}),
     )
     .await;
     t.create_env(

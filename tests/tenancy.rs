@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use ferry::api::Environment;
+use ferry::api::{Environment, GitRepository};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
 use kube::Api;
@@ -31,6 +31,32 @@ async fn account_with_role(t: &TestEnv, name: &str, resources: &[&str]) {
     for o in objects {
         t.apply_json(&o).await;
     }
+}
+
+/// A Role allowing `get` on exactly the Secrets `names`, bound to ServiceAccount `account`: what a tenant grants
+/// for Ferry to use those Secrets as the account.
+async fn grant_secrets(t: &TestEnv, account: &str, names: &[&str]) {
+    let ns = &t.namespace;
+    let role = format!("{account}-secrets");
+    t.apply_json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": role, "namespace": ns},
+               "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": names, "verbs": ["get"]}]}))
+        .await;
+    t.apply_json(
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": role, "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+               "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]}),
+    )
+    .await;
+}
+
+async fn repo_ready_with(t: &TestEnv, name: &str, status: &str, reason: &str) -> String {
+    let repo = wait_for(&t.api::<GitRepository>(), name, |r: &GitRepository| {
+        repo_ready(r).is_some_and(|(s, r, _)| s == status && r == reason)
+    })
+    .await;
+    repo_ready(&repo).map(|(_, _, m)| m).unwrap_or_default()
 }
 
 async fn setup(t: &TestEnv, env_spec: serde_json::Value) -> String {
@@ -320,6 +346,8 @@ async fn insecure_kubeconfigs_are_refused_unless_allowed() {
         let kubeconfig = insecure(t.kubeconfig_self_contained());
         assert!(kubeconfig.contains("insecure-skip-tls-verify: true"));
         t.create_secret("remote", &[("value", &kubeconfig)]).await;
+        // The kubeconfig Secret is read as the Environment's (default) account.
+        grant_secrets(&t, "default", &["remote"]).await;
         t.repo.write("apps/app.yaml", CM);
         setup(
             &t,
@@ -357,4 +385,151 @@ async fn a_tenants_chart_renders_with_its_own_clusters_capabilities_as_its_servi
     // Discovery as the tenant's account (the locked-down controller impersonates it) found the real version.
     let version = t.client.apiserver_version().await.unwrap().git_version;
     assert_eq!(data["kube"], version);
+}
+
+/// A GitRepository's credentials are read as its ServiceAccount (its own, or the default one): naming a Secret
+/// the account may not read is Forbidden, naming the Secret and the account, and the Git host never sees a
+/// request, let alone the credentials. The webhook token is read the same way. A Role granting `get` on the
+/// Secrets is all it takes.
+#[tokio::test]
+async fn a_gitrepository_uses_only_the_secrets_its_service_account_may_read() {
+    let t = TestEnv::installed("tenant-gitcreds", |_| {}).await;
+    let ns = t.namespace.clone();
+    account_with_role(&t, "fetcher", &["configmaps"]).await;
+    t.repo.write("apps/app.yaml", CM);
+    let commit = t.repo.commit_and_push("private config");
+    let server = GitHttpServer::start(
+        t.git_root.clone(),
+        HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
+        true,
+    )
+    .await;
+    let url = format!("{}/{}", server.base_url, t.repo.name);
+    let ca = server.ca_pem.clone().expect("ca");
+    t.create_secret(
+        "git",
+        &[("username", "alice"), ("password", "s3cret-pw"), ("ca.crt", &ca)],
+    )
+    .await;
+    t.create_secret("hook", &[("token", "hook-secret")]).await;
+    t.create_gitrepo(
+        "private",
+        json!({"url": url, "interval": "2s", "serviceAccountName": "fetcher",
+               "secretRef": {"name": "git"}, "webhookSecretRef": {"name": "hook"}}),
+    )
+    .await;
+    t.create_gitrepo(
+        "by-default",
+        json!({"url": url, "interval": "2s", "secretRef": {"name": "git"}}),
+    )
+    .await;
+
+    let message = repo_ready_with(&t, "private", "False", "Forbidden").await;
+    assert!(message.contains(&format!("{ns}/git")), "names the Secret: {message}");
+    assert!(
+        message.contains(&format!("system:serviceaccount:{ns}:fetcher")),
+        "names the account: {message}"
+    );
+    let message = repo_ready_with(&t, "by-default", "False", "Forbidden").await;
+    assert!(
+        message.contains(&format!("{ns}/git")) && message.contains(&format!("system:serviceaccount:{ns}:default")),
+        "the default account reads for a repository naming none: {message}"
+    );
+    t.wait_event("private", "Warning", "Forbidden").await;
+    // The webhook token is the account's to read too: refused like any unverified call.
+    let hook = format!("{}/hooks/{ns}/private", t.webhook_base);
+    let (code, _) = http_post(&hook, &[("Authorization", "Bearer hook-secret")], b"{}").await;
+    assert_eq!(code, ferry::receiver::REFUSED_STATUS.as_u16());
+    // Several reconciles later, the Git host has still seen nothing: no fetch, so no credentials.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+
+    // The tenant grants its account the Secrets: the repository fetches, as retried at its interval.
+    grant_secrets(&t, "fetcher", &["git", "hook"]).await;
+    repo_ready_with(&t, "private", "True", "Succeeded").await;
+    let repo = t.api::<GitRepository>().get("private").await.expect("get");
+    let revision = repo.status.and_then(|s| s.artifact).map(|a| a.revision);
+    assert_eq!(revision, Some(format!("main@sha1:{commit}")));
+    assert!(server.fetches(&t.repo.name) > 0, "{:?}", server.requests());
+    let (code, body) = http_post(&hook, &[("Authorization", "Bearer hook-secret")], b"{}").await;
+    assert_eq!(code, 202, "{body}");
+    // The grant was the fetcher's only: the repository on the default account stays refused.
+    let message = repo_ready_with(&t, "by-default", "False", "Forbidden").await;
+    assert!(message.contains(&format!("{ns}/git")), "{message}");
+}
+
+/// An Environment's age keys are read as its ServiceAccount: a key Secret the account may not read stops the
+/// sync (Forbidden, naming the Secret and the account) before anything is applied, and what was applied before
+/// stays as it was.
+#[tokio::test]
+async fn a_decryption_secret_the_account_may_not_read_is_forbidden_and_nothing_is_applied() {
+    let t = TestEnv::installed("tenant-sops", |_| {}).await;
+    let ns = t.namespace.clone();
+    account_with_role(&t, "deployer", &["configmaps"]).await;
+    t.create_secret("sops-age", &[("identity.agekey", "AGE-SECRET-KEY-1NOTAREALKEY")])
+        .await;
+    t.repo.write("apps/app.yaml", CM);
+    setup(
+        &t,
+        json!({"serviceAccountName": "deployer",
+               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
+    )
+    .await;
+    // Nothing encrypted yet: the key is not needed, and the revision applies.
+    ready_with(&t, "True", "Succeeded").await;
+
+    // A revision with an encrypted document (its key is read before anything is decrypted) and a change.
+    t.repo.write("apps/app.yaml", &CM.replace("blue", "green"));
+    t.repo.write(
+        "apps/secret.enc.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  password: ENC[AES256_GCM,data:AAAA,iv:AAAA,tag:AAAA,type:str]\n\
+         sops:\n  mac: ENC[AES256_GCM,data:AAAA,iv:AAAA,tag:AAAA,type:str]\n  version: 3.9.0\n",
+    );
+    t.repo.commit_and_push("an encrypted secret");
+    let (_, message) = ready_with(&t, "False", "Forbidden").await;
+    assert!(
+        message.contains(&format!("{ns}/sops-age")),
+        "names the Secret: {message}"
+    );
+    assert!(
+        message.contains(&format!("system:serviceaccount:{ns}:deployer")),
+        "names the account: {message}"
+    );
+    t.wait_event("tenant", "Warning", "Forbidden").await;
+    let cm = t.api::<ConfigMap>().get("app").await.expect("still there");
+    assert_eq!(
+        cm.data.unwrap_or_default().get("color").map(String::as_str),
+        Some("blue"),
+        "nothing of the refused revision is applied"
+    );
+    assert!(t.api::<Secret>().get_opt("db").await.expect("get").is_none());
+}
+
+/// A kubeconfig Secret is read as the Environment's ServiceAccount: one it may not read takes the Environment
+/// nowhere (Forbidden, naming the Secret and the account).
+#[tokio::test]
+async fn a_kubeconfig_secret_the_account_may_not_read_is_forbidden() {
+    let t = TestEnv::installed("tenant-kubeconfig", |_| {}).await;
+    let ns = t.namespace.clone();
+    t.create_secret("remote", &[("value", &t.kubeconfig_self_contained())])
+        .await;
+    t.repo.write("apps/app.yaml", CM);
+    setup(
+        &t,
+        json!({"kubeConfig": {"secretRef": {"name": "remote"}}, "targetNamespace": ns}),
+    )
+    .await;
+    let (_, message) = ready_with(&t, "False", "Forbidden").await;
+    assert!(message.contains(&format!("{ns}/remote")), "names the Secret: {message}");
+    assert!(
+        message.contains(&format!("system:serviceaccount:{ns}:default")),
+        "names the account: {message}"
+    );
+    t.wait_event("tenant", "Warning", "Forbidden").await;
+    assert!(t.api::<ConfigMap>().get_opt("app").await.expect("get").is_none());
+
+    // Granted: the kubeconfig's identity applies in its cluster.
+    grant_secrets(&t, "default", &["remote"]).await;
+    ready_with(&t, "True", "Succeeded").await;
+    assert!(t.api::<ConfigMap>().get_opt("app").await.expect("get").is_some());
 }

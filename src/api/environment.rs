@@ -90,8 +90,10 @@ pub struct EnvironmentSpec {
     pub decryption: Option<Decryption>,
     /// The ServiceAccount (in this namespace) whose rights every request for this Environment is made with:
     /// Ferry impersonates it for the dry run, apply, prune, health reads and the verification Job, so an
-    /// Environment can only do what this account may. Defaults to `ferry run --default-service-account`;
-    /// ignored with `kubeConfig` (the kubeconfig's identity applies).
+    /// Environment can only do what this account may. The Secrets the Environment names (`kubeConfig`,
+    /// `decryption` and registry credentials) are read as this account too: it needs `get` on them, else the
+    /// Environment is `Forbidden`. Defaults to `ferry run --default-service-account`. With `kubeConfig` the
+    /// kubeconfig's identity applies in the other cluster; this account still reads the Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),

@@ -49,6 +49,15 @@ pub struct GitRepositorySpec {
     /// GitHub, Gitea and Forgejo signatures, the GitLab token, or the bearer token of a generic call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_ref: Option<SecretReference>,
+    /// ServiceAccount (same namespace) whose rights `secretRef` and `webhookSecretRef` are read with: it needs
+    /// `get` on those Secrets, else the repository is `Forbidden`. Default: the one `ferry run
+    /// --default-service-account` names; when neither is set (a single-tenant install), Ferry's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
+    pub service_account_name: Option<String>,
     /// Stop fetching (`ferry suspend gitrepository`); consumers keep the last revision. Default false.
     #[serde(default)]
     pub suspend: bool,

@@ -16,6 +16,7 @@ use crate::apply::{ApplyError, ApplyOptions, ObjectDiff};
 use crate::controllers::ReconcileError;
 use crate::registry::RegistrySettings;
 use crate::render::{RenderError, RenderSettings, Rendered, render_path};
+use crate::secrets::Readers;
 use crate::source::{FetchOptions, MirrorStore, Revision, SourceError};
 use crate::sync::{Copies, Failure, Pipeline, apply_options};
 
@@ -167,14 +168,28 @@ pub async fn diff_environment_checked(
         let (client, config, env) = (client.clone(), config.clone(), env.clone());
         async move { environment_target(&client, &config, &env).await }
     };
-    diff_environment_at(client.clone(), namespace, name, None, settings, registry, true, target).await
+    let secrets = Readers::Caller(&client);
+    diff_environment_at(
+        client.clone(),
+        namespace,
+        name,
+        None,
+        settings,
+        registry,
+        true,
+        secrets,
+        target,
+    )
+    .await
 }
 
 /// What applying `revision` (default: the one the controller would choose) to the Environment would change,
 /// in the cluster `target` gives for it (the CLI: the caller's own, or the kubeConfig's; the web view in the
 /// cluster: the one the controller applies with). `allow_file`: accept `file://` repository URLs (the CLI, on
-/// the user's own machine; in the cluster only what the controller itself accepts). The objects come from the
-/// controller's own pipeline ([`crate::sync::plan`]): render, image digests, decryption, apply options.
+/// the user's own machine; in the cluster only what the controller itself accepts). `secrets`: who reads the
+/// Secrets the objects name (the CLI: the caller; the web view in the cluster: each object's ServiceAccount, as
+/// the controller does). The objects come from the controller's own pipeline ([`crate::sync::plan`]): render,
+/// image digests, decryption, apply options.
 #[allow(clippy::too_many_arguments)]
 pub async fn diff_environment_at<F, Fut>(
     client: Client,
@@ -184,6 +199,7 @@ pub async fn diff_environment_at<F, Fut>(
     settings: &RenderSettings,
     registry: &RegistrySettings,
     allow_file: bool,
+    secrets: Readers<'_>,
     target: F,
 ) -> Result<EnvironmentDiff, DiffError>
 where
@@ -218,8 +234,8 @@ where
         .ok_or_else(|| DiffError::NoRevision(format!("revision {full_revision:?} is not understood")))?;
     let target = target(&env).await?;
     // The controller's pipeline, with short-lived caches: a fresh mirror fetched from the real URL with the
-    // GitRepository's credentials, the caller's client for Secrets (who must be allowed to read them; the diff
-    // masks Secret values), and image copies only planned.
+    // GitRepository's credentials, `secrets` for Secrets (the caller, who must be allowed to read them, or the
+    // objects' ServiceAccounts; the diff masks Secret values), and image copies only planned.
     let storage = tempfile::tempdir().map_err(|e| DiffError::Internal(format!("a temporary directory: {e}")))?;
     let (mirrors, renders, capabilities) = (
         MirrorStore::new(storage.path()),
@@ -228,6 +244,7 @@ where
     );
     let pipeline = Pipeline {
         client: &client,
+        secrets,
         env: &env,
         mirrors: &mirrors,
         renders: &renders,

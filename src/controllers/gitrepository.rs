@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::status::patch_if_changed;
@@ -14,6 +13,7 @@ use super::{Context, ReconcileError};
 use crate::api::{
     Artifact, ConditionSet, GitRepository, GitRepositoryStatus, RECONCILE_REQUESTED_AT, Reason, parse_duration,
 };
+use crate::secrets::{SecretError, SecretReader};
 use crate::source::{Credentials, FetchOptions, Revision, redact_url};
 
 /// Share of the interval within which another GitRepository's fetch of the same mirror is reused.
@@ -26,19 +26,26 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     reconcile_inner(repo, ctx, namespace, name).instrument(span).await
 }
 
-/// The credentials a GitRepository fetches with, from its Secret. `Ok(Err)` is the user's problem.
+/// The credentials a GitRepository fetches with, from its Secret, read with `reader` (as its ServiceAccount in
+/// the controller, see [`crate::secrets`]). `Ok(Err)` is the user's problem: a missing Secret, one the account
+/// may not read, or one that does not hold credentials.
 pub async fn load_credentials(
-    client: &Client,
+    reader: &SecretReader,
     repo: &GitRepository,
 ) -> Result<Result<Credentials, (Reason, String, bool)>, ReconcileError> {
     let Some(secret_ref) = &repo.spec.secret_ref else {
         return Ok(Ok(Credentials::default()));
     };
     let namespace = repo.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
-        let message = format!("Secret {namespace}/{} not found", secret_ref.name);
-        return Ok(Err((Reason::SecretNotFound, message, false)));
+    let secret = match reader.get(&namespace, &secret_ref.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            let message = format!("Secret {namespace}/{} not found", secret_ref.name);
+            return Ok(Err((Reason::SecretNotFound, message, false)));
+        }
+        // A grant fixes it without a change to the spec: retried at the interval, not stalled.
+        Err(SecretError::Forbidden(message)) => return Ok(Err((Reason::Forbidden, message, false))),
+        Err(SecretError::Api(e)) => return Err(e.into()),
     };
     let data = secret
         .data
@@ -50,6 +57,14 @@ pub async fn load_credentials(
         Credentials::from_secret(&repo.credentials_identity(), &data, &repo.spec.url)
             .map_err(|e| (Reason::AuthFailed, e.to_string(), true)),
     )
+}
+
+/// The reader of `repo`'s Secrets as the controller reads them; an invalid `serviceAccountName` is the user's
+/// problem (stalled: only a change of spec fixes it).
+fn reader_of(ctx: &Context, repo: &GitRepository) -> Result<SecretReader, (Reason, String, bool)> {
+    ctx.readers()
+        .for_repository(repo)
+        .map_err(|e| (Reason::InvalidSpec, e.to_string(), true))
 }
 
 async fn reconcile_inner(
@@ -91,7 +106,11 @@ async fn reconcile_inner(
     let requested = repo.annotations().get(RECONCILE_REQUESTED_AT).cloned();
     let forced = requested.is_some() && requested != status.last_handled_reconcile_at;
     status.last_handled_reconcile_at = requested.or(status.last_handled_reconcile_at);
-    let creds = match load_credentials(&ctx.client, &repo).await? {
+    let creds = match reader_of(&ctx, &repo) {
+        Ok(reader) => load_credentials(&reader, &repo).await?,
+        Err(failure) => Err(failure),
+    };
+    let creds = match creds {
         Ok(c) => c,
         Err(failure) => {
             report_failure(&ctx, &api, &repo, old, &mut status, failure, now).await?;

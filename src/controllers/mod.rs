@@ -51,8 +51,9 @@ pub struct Settings {
     pub allow_file_urls: bool,
     /// Reconciles running at once per kind: bounds memory and API load when thousands of objects wake up.
     pub concurrency: u16,
-    /// The ServiceAccount (in the Environment's namespace) impersonated for Environments that name none.
-    /// `None` keeps Ferry's own identity for them: a single-team cluster.
+    /// The ServiceAccount (in the object's namespace) impersonated for Environments that name none, and whose
+    /// rights the Secrets of GitRepositories and Environments that name none are read with. `None` keeps
+    /// Ferry's own identity for them: a single-team cluster.
     pub default_service_account: Option<String>,
     /// Refuse `sourceRef`s and `promotion.from`s that name another namespace.
     pub no_cross_namespace_refs: bool,
@@ -258,6 +259,15 @@ impl Context {
         self.clusters
             .target(&self.local, namespace, env.spec.kube_config.as_ref(), account)
             .await
+    }
+
+    /// Who reads the Secrets objects name: each object's ServiceAccount (or the default one), else Ferry.
+    pub fn readers(&self) -> crate::secrets::Readers<'_> {
+        crate::secrets::Readers::Accounts {
+            clusters: &self.clusters,
+            local: &self.local,
+            default_account: self.settings.default_service_account.as_deref(),
+        }
     }
 
     /// Events are best-effort: failing to record one must never fail a reconcile.

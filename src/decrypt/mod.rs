@@ -63,6 +63,9 @@ pub enum DecryptError {
     NoIdentities(String),
     #[error("Secret {0} (spec.decryption.secretRef) not found")]
     SecretNotFound(String),
+    /// The Environment's ServiceAccount may not read the key Secret.
+    #[error("spec.decryption.secretRef: {0}")]
+    Forbidden(String),
     #[error("decryption provider {0:?} is not supported (only \"sops\")")]
     Provider(String),
     #[error("rendering with decrypted generator files: {0}")]
@@ -84,9 +87,11 @@ pub fn keyring_from_secret(shown: &str, data: &BTreeMap<String, Vec<u8>>) -> Res
 }
 
 /// The identities an Environment's `spec.decryption` names: the Secret `secretRef.name` in `namespace` (the
-/// Environment's; never another), read with `client`. The outer error is the API server's (retried).
+/// Environment's; never another), read with `reader` (as the Environment's ServiceAccount in the controller, so
+/// naming a key Secret uses it only when that account may read it). The outer error is the API server's
+/// (retried).
 pub async fn keyring_for(
-    client: &kube::Client,
+    reader: &crate::secrets::SecretReader,
     namespace: &str,
     decryption: &crate::api::Decryption,
 ) -> Result<Result<Keyring, DecryptError>, kube::Error> {
@@ -97,9 +102,11 @@ pub async fn keyring_for(
         return Ok(Err(DecryptError::NoSecretRef));
     };
     let shown = format!("{namespace}/{}", secret_ref.name);
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), namespace);
-    let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
-        return Ok(Err(DecryptError::SecretNotFound(shown)));
+    let secret = match reader.get(namespace, &secret_ref.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(Err(DecryptError::SecretNotFound(shown))),
+        Err(crate::secrets::SecretError::Forbidden(message)) => return Ok(Err(DecryptError::Forbidden(message))),
+        Err(crate::secrets::SecretError::Api(e)) => return Err(e),
     };
     let data: BTreeMap<String, Vec<u8>> = secret
         .data

@@ -15,12 +15,13 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{GitRepository, RECONCILE_REQUESTED_AT};
+use crate::cluster::{Clusters, Target};
+use crate::secrets::{Readers, SecretError};
 
 /// Key of the webhook Secret holding the shared token / HMAC key.
 pub const TOKEN_KEY: &str = "token";
@@ -50,6 +51,9 @@ pub enum Refusal {
     NoWebhook,
     #[error("webhook Secret {0:?} or its key \"token\" is missing")]
     SecretMissing(String),
+    /// The GitRepository's ServiceAccount may not read the webhook Secret (or cannot be acted as).
+    #[error("webhook Secret: {0}")]
+    SecretForbidden(String),
     #[error("webhook Secret {0:?} has an empty \"token\" (an empty key would let anyone sign)")]
     EmptySecret(String),
     #[error("bad or missing signature or token")]
@@ -65,28 +69,60 @@ enum HookError {
     Kube(#[from] kube::Error),
 }
 
+/// The identities the receiver acts with: Ferry's own client (reading GitRepositories, asking for a fetch),
+/// what it was built from (the base of the clients that impersonate ServiceAccounts), and the ServiceAccount
+/// whose rights the webhook Secret of a GitRepository naming none is read with (`--default-service-account`;
+/// `None`: Ferry's own).
+#[derive(Clone)]
+pub struct Identity {
+    pub client: Client,
+    pub config: kube::Config,
+    pub default_service_account: Option<String>,
+}
+
 struct ReceiverState {
     client: Client,
+    /// Impersonating clients, one per ServiceAccount: each GitRepository's webhook Secret is read as its account.
+    clusters: Clusters,
+    local: Target,
+    default_service_account: Option<String>,
     /// Only this namespace is served when the controller watches one namespace.
     namespace: Option<String>,
 }
 
-pub fn router(client: Client, namespace: Option<String>) -> Router {
+impl ReceiverState {
+    fn readers(&self) -> Readers<'_> {
+        Readers::Accounts {
+            clusters: &self.clusters,
+            local: &self.local,
+            default_account: self.default_service_account.as_deref(),
+        }
+    }
+}
+
+pub fn router(identity: Identity, namespace: Option<String>) -> Router {
+    let state = ReceiverState {
+        local: Target::new(identity.client.clone()),
+        clusters: Clusters::new(identity.config, false),
+        client: identity.client,
+        default_service_account: identity.default_service_account,
+        namespace,
+    };
     Router::new()
         .route("/hooks/{namespace}/{name}", post(hook))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(ReceiverState { client, namespace }))
+        .with_state(Arc::new(state))
 }
 
 /// Serves the receiver on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    client: Client,
+    identity: Identity,
     namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(client, namespace))
+    axum::serve(listener, router(identity, namespace))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -140,14 +176,20 @@ async fn handle(
     let repos: Api<GitRepository> = Api::namespaced(state.client.clone(), namespace);
     let repo = repos.get_opt(name).await?.ok_or(Refusal::UnknownRepository)?;
     let secret_ref = repo.spec.webhook_secret_ref.as_ref().ok_or(Refusal::NoWebhook)?;
-    let secrets: Api<Secret> = Api::namespaced(state.client.clone(), namespace);
-    let token = secrets
-        .get_opt(&secret_ref.name)
-        .await?
-        .and_then(|s| s.data)
-        .and_then(|mut d| d.remove(TOKEN_KEY))
-        .map(|b| b.0)
-        .ok_or_else(|| Refusal::SecretMissing(secret_ref.name.clone()))?;
+    // Read as the GitRepository's ServiceAccount: naming a Secret there does not make Ferry use it for anyone.
+    let reader = state
+        .readers()
+        .for_repository(&repo)
+        .map_err(|e| Refusal::SecretForbidden(e.to_string()))?;
+    let token = match reader.get(namespace, &secret_ref.name).await {
+        Ok(secret) => secret,
+        Err(SecretError::Forbidden(message)) => return Err(Refusal::SecretForbidden(message).into()),
+        Err(SecretError::Api(e)) => return Err(e.into()),
+    }
+    .and_then(|s| s.data)
+    .and_then(|mut d| d.remove(TOKEN_KEY))
+    .map(|b| b.0)
+    .ok_or_else(|| Refusal::SecretMissing(secret_ref.name.clone()))?;
     if token.is_empty() {
         return Err(Refusal::EmptySecret(secret_ref.name.clone()).into());
     }

@@ -48,6 +48,19 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// An object's ServiceAccount that cannot be used to read its Secrets (an invalid name, a client that
+    /// could not be built): reported with the reason the target cluster would give it.
+    pub fn reader(e: ClusterError) -> Failure {
+        let (reason, stalled) = e.reason().unwrap_or((Reason::InvalidSpec, true));
+        Failure {
+            reason,
+            message: e.to_string(),
+            stalled,
+        }
+    }
+}
+
 impl SourceError {
     /// The condition reason users see for this failure.
     pub fn reason(&self) -> Reason {
@@ -100,17 +113,19 @@ impl DecryptError {
         match self {
             DecryptError::Render(e) => e.reason(),
             DecryptError::SecretNotFound(_) => Reason::SecretNotFound,
+            DecryptError::Forbidden(_) => Reason::Forbidden,
             _ => Reason::DecryptionFailed,
         }
     }
 
     /// Whether retrying may succeed without a change to the spec or the repository: a busy disk, or the key
-    /// Secret (created, or given the right identity, later). Everything else is Stalled.
+    /// Secret (created, granted to the account, or given the right identity, later). Everything else is Stalled.
     pub fn is_transient(&self) -> bool {
         match self {
             DecryptError::Render(e) => e.is_transient(),
             DecryptError::Io(_)
             | DecryptError::SecretNotFound(_)
+            | DecryptError::Forbidden(_)
             | DecryptError::NoIdentities(_)
             | DecryptError::InvalidKey { .. } => true,
             DecryptError::Failed { reason, .. } => {
@@ -166,9 +181,12 @@ impl ClusterError {
         let reason = match self {
             ClusterError::Api(_) => return None,
             ClusterError::InvalidServiceAccount(_) | ClusterError::Impersonation { .. } => Reason::InvalidSpec,
+            ClusterError::Forbidden(_) => Reason::Forbidden,
             _ => Reason::InvalidKubeConfig,
         };
-        Some((reason, !matches!(self, ClusterError::SecretNotFound(_))))
+        // A missing Secret may appear, and a refused one be granted, without a change to the spec.
+        let stalled = !matches!(self, ClusterError::SecretNotFound(_) | ClusterError::Forbidden(_));
+        Some((reason, stalled))
     }
 }
 
@@ -204,6 +222,10 @@ mod tests {
         assert_eq!(
             ClusterError::SecretNotFound("ns/kc".into()).reason(),
             Some((Reason::InvalidKubeConfig, false))
+        );
+        assert_eq!(
+            ClusterError::Forbidden("ServiceAccount x may not get Secret ns/kc".into()).reason(),
+            Some((Reason::Forbidden, false))
         );
         assert_eq!(
             ClusterError::InvalidServiceAccount("Bad!".into()).reason(),

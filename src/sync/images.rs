@@ -5,7 +5,6 @@
 //! attempt, so later syncs of the same revision ask no registry; pinning rewrites the render to
 //! `repo:tag@sha256:…`. Any failure stops the sync before anything is applied.
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tracing::info;
 
@@ -17,6 +16,7 @@ use crate::images::ImageReference;
 use crate::images::pinning::{CopyRule, covers, distinct_images, recorded, rewrite};
 use crate::registry::{CopyReport, Credentials, DOCKER_CONFIG_KEY, Registry};
 use crate::render::RenderedObject;
+use crate::secrets::SecretError;
 
 type Images = Vec<(String, ImageReference)>;
 
@@ -291,8 +291,8 @@ impl Pipeline<'_> {
         Ok(Ok(Some(note)))
     }
 
-    /// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret in this namespace (read with
-    /// Ferry's identity, as kubeconfig Secrets are); none: anonymous.
+    /// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret in this namespace, read as the
+    /// Environment's ServiceAccount (as kubeconfig and decryption Secrets are); none: anonymous.
     async fn credentials(
         &self,
         secret: Option<&LocalSecretReference>,
@@ -302,13 +302,27 @@ impl Pipeline<'_> {
         };
         let namespace = self.namespace();
         let shown = format!("{namespace}/{}", secret.name);
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let Some(found) = api.get_opt(&secret.name).await? else {
-            return Ok(Err(Failure {
-                reason: Reason::SecretNotFound,
-                message: format!("registry Secret {shown} not found"),
-                stalled: false,
-            }));
+        let reader = match self.env_reader() {
+            Ok(reader) => reader,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let found = match reader.get(&namespace, &secret.name).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Ok(Err(Failure {
+                    reason: Reason::SecretNotFound,
+                    message: format!("registry Secret {shown} not found"),
+                    stalled: false,
+                }));
+            }
+            Err(SecretError::Forbidden(message)) => {
+                return Ok(Err(Failure {
+                    reason: Reason::Forbidden,
+                    message: format!("registry credentials: {message}"),
+                    stalled: false,
+                }));
+            }
+            Err(SecretError::Api(e)) => return Err(e.into()),
         };
         let bytes = found
             .data

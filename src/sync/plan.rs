@@ -21,6 +21,7 @@ use crate::cluster::Target;
 use crate::controllers::ReconcileError;
 use crate::registry::RegistrySettings;
 use crate::render::{HelmInputs, RenderCache, RenderSettings, Rendered, RenderedObject, render_path_with};
+use crate::secrets::{Readers, SecretReader};
 use crate::source::{FetchOptions, MirrorStore, SourceError};
 
 /// What an image step does with `promotion.copyImages`.
@@ -35,9 +36,11 @@ pub enum Copies {
 /// Everything one Environment's pipeline reads, borrowed from the controller's context (or, for `ferry diff`,
 /// from short-lived ones).
 pub struct Pipeline<'a> {
-    /// Reads the GitRepository's credentials, the decryption and registry Secrets and the upstream Environment:
-    /// Ferry's own client in the controller, the caller's in `ferry diff`.
+    /// Reads the upstream Environment: Ferry's own client in the controller, the caller's in `ferry diff`.
     pub client: &'a Client,
+    /// Reads the GitRepository's credentials and the Environment's decryption and registry Secrets: as each
+    /// object's ServiceAccount in the controller (and its web view), with the caller's client in `ferry diff`.
+    pub secrets: Readers<'a>,
     pub env: &'a Environment,
     pub mirrors: &'a MirrorStore,
     pub renders: &'a RenderCache,
@@ -83,6 +86,11 @@ pub fn apply_options(env: &Environment) -> ApplyOptions {
 impl Pipeline<'_> {
     pub(super) fn namespace(&self) -> String {
         self.env.namespace().unwrap_or_default()
+    }
+
+    /// What reads the Environment's own Secrets (decryption keys, registry credentials).
+    pub(super) fn env_reader(&self) -> Result<SecretReader, Failure> {
+        self.secrets.for_environment(self.env).map_err(Failure::reader)
     }
 
     /// Renders the revision and settles its image digests (pinning them if asked for). `status` is the
@@ -222,7 +230,12 @@ impl Pipeline<'_> {
         };
         let tree = match first {
             Err(SourceError::CommitMissing(_)) => {
-                let creds = match crate::controllers::gitrepository::load_credentials(self.client, repo).await? {
+                // The repository's credentials, as its own ServiceAccount reads them (not the Environment's).
+                let reader = match self.secrets.for_repository(repo) {
+                    Ok(reader) => reader,
+                    Err(e) => return Ok(Err(Failure::reader(e))),
+                };
+                let creds = match crate::controllers::gitrepository::load_credentials(&reader, repo).await? {
                     Ok(c) => c,
                     Err((reason, message, stalled)) => {
                         return Ok(Err(Failure {
@@ -270,9 +283,13 @@ impl Pipeline<'_> {
                 .map(|()| None)
                 .map_err(failed));
         };
-        // Read in the Environment's namespace only (as kubeconfig Secrets are): with Ferry's own client in the
-        // controller, the caller's in `ferry diff`.
-        let keys = match crate::decrypt::keyring_for(self.client, &self.namespace(), decryption).await? {
+        // Read in the Environment's namespace only (as kubeconfig Secrets are): as its ServiceAccount in the
+        // controller, with the caller's client in `ferry diff`.
+        let reader = match self.env_reader() {
+            Ok(reader) => reader,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let keys = match crate::decrypt::keyring_for(&reader, &self.namespace(), decryption).await? {
             Ok(keys) => keys,
             Err(e) => return Ok(Err(failed(e))),
         };

@@ -26,6 +26,7 @@ use crate::cli::{CliError, DiffError, EventRow};
 use crate::cluster::Target;
 use crate::controllers::Context;
 use crate::render::RenderSettings;
+use crate::secrets::{Readers, SecretReader};
 use crate::source::{FetchOptions, MirrorStore, Revision};
 
 pub const GROUP: &str = crate::api::GROUP;
@@ -315,6 +316,12 @@ impl Data {
             Backend::Local { .. } => (true, crate::registry::RegistrySettings::default()),
         };
         let (backend, client) = (&self.backend, &self.client);
+        // The Secrets the objects name are read as the controller reads them (each object's ServiceAccount),
+        // or, in `ferry ui`, with the caller's own client.
+        let secrets = match &self.backend {
+            Backend::Cluster { ctx } => ctx.readers(),
+            Backend::Local { .. } => Readers::Caller(&self.client),
+        };
         let _permit = self
             .diffs
             .acquire()
@@ -328,6 +335,7 @@ impl Data {
             &self.render,
             &registry,
             allow_file,
+            secrets,
             |env| {
                 let env = env.clone();
                 async move { target_of(backend, client, &env).await }
@@ -453,9 +461,11 @@ impl Data {
             }
             fetched.insert(url.clone(), Instant::now());
         }
-        let (client, mirrors, changes) = (self.client.clone(), self.mirrors.clone(), self.changes.clone());
+        // Local mode only (`ferry ui`): the caller's own client reads the credentials.
+        let reader = SecretReader::own(self.client.clone());
+        let (mirrors, changes) = (self.mirrors.clone(), self.changes.clone());
         tokio::spawn(async move {
-            let creds = match crate::controllers::gitrepository::load_credentials(&client, &repo).await {
+            let creds = match crate::controllers::gitrepository::load_credentials(&reader, &repo).await {
                 Ok(Ok(c)) => c,
                 _ => return,
             };

@@ -207,7 +207,11 @@ impl TestEnv {
             Identity::NoController => tokio::spawn(async { Ok(()) }),
             _ => tokio::spawn(ferry::receiver::serve(
                 listener,
-                controller_client.clone(),
+                ferry::receiver::Identity {
+                    client: controller_client.clone(),
+                    config: config.clone(),
+                    default_service_account: settings.default_service_account.clone(),
+                },
                 Some(namespace.clone()),
                 std::future::pending(),
             )),

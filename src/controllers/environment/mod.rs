@@ -990,6 +990,7 @@ impl Reconcile {
     fn pipeline(&self) -> Pipeline<'_> {
         Pipeline {
             client: &self.ctx.client,
+            secrets: self.ctx.readers(),
             env: &self.env,
             mirrors: &self.ctx.mirrors,
             renders: &self.ctx.renders,
