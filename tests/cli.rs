@@ -684,7 +684,10 @@ async fn version_reads_the_controller_s_image_tag() {
         )
     );
     // Which walls this machine's kernel allows a render worker (tests/sandbox.rs checks them).
-    assert!(sandbox.starts_with("render sandbox (this machine): landlock"), "{sandbox}");
+    assert!(
+        sandbox.starts_with("render sandbox (this machine): landlock"),
+        "{sandbox}"
+    );
 }
 
 #[test]
