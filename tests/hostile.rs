@@ -32,8 +32,10 @@ fn cm(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
 }
 
-/// (path, files, the reason the Environment must end with, a word its message must hold).
-fn attacks() -> Vec<(&'static str, Vec<(String, String)>, &'static str, &'static str)> {
+/// One hostile path: (path, files, the reason the Environment must end with, a word its message must hold).
+type Attack = (&'static str, Vec<(String, String)>, &'static str, &'static str);
+
+fn attacks() -> Vec<Attack> {
     let chart = |dir: &str| {
         vec![
             (format!("{dir}/charts/c/Chart.yaml"), "apiVersion: v2\nname: c\nversion: 0.1.0\n".to_string()),
