@@ -710,10 +710,12 @@ async fn another_cluster_s_live_state_and_address_show_only_to_viewers_who_may_g
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferry-viewer"},
                "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns},
                             {"kind": "ServiceAccount", "name": "keeper", "namespace": ns}]}),
+        // The Environments' own account (the namespace's `default`) reads their kubeconfigs, as Ferry now does.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": "keeper", "namespace": ns},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubeconfigs"},
-               "subjects": [{"kind": "ServiceAccount", "name": "keeper", "namespace": ns}]}),
+               "subjects": [{"kind": "ServiceAccount", "name": "keeper", "namespace": ns},
+                            {"kind": "ServiceAccount", "name": "default", "namespace": ns}]}),
     ] {
         t.apply_json(&o).await;
     }
