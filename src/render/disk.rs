@@ -44,7 +44,7 @@ impl Default for RenderSettings {
 }
 
 /// A render: the objects, and the YAML exactly as the renderer produced it (what `ferry render` prints).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Rendered {
     pub yaml: String,
     pub objects: Vec<RenderedObject>,
@@ -57,6 +57,18 @@ pub struct Rendered {
     /// objects are scanned once per render rather than once per sync. Private, so only [`Rendered::new`]
     /// makes one, knowing nothing yet.
     encrypted: OnceLock<bool>,
+}
+
+impl Clone for Rendered {
+    /// A copy knows nothing yet: it may be changed (the original must not be, once asked).
+    fn clone(&self) -> Rendered {
+        Rendered::new(
+            self.yaml.clone(),
+            self.objects.clone(),
+            self.kustomize,
+            self.notes.clone(),
+        )
+    }
 }
 
 impl PartialEq for Rendered {
