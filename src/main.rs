@@ -470,6 +470,9 @@ async fn run() -> anyhow::Result<()> {
             if !registry_policies.is_empty() {
                 let policies = ferry::cli::policies_from_files(&registry_policies)?;
                 let found = ferry::cli::check_registry_policy(&policies, None, "", &rendered.objects);
+                if let Some(warning) = ferry::cli::unchecked_encrypted(&rendered) {
+                    eprintln!("{warning}");
+                }
                 eprint!("{}", ferry::cli::format_violations(&found));
                 if found.denied() {
                     std::process::exit(3);
@@ -517,6 +520,9 @@ async fn run() -> anyhow::Result<()> {
                 }
                 (None, Some(dir)) => {
                     let rendered = ferry::cli::render_local(&dir, &path, &settings).await?;
+                    if let Some(warning) = ferry::cli::unchecked_encrypted(&rendered) {
+                        eprintln!("{warning}");
+                    }
                     policy = ferry::cli::cluster_policies(&client).await?.map(|policies| {
                         ferry::cli::check_registry_policy(&policies, None, &namespace, &rendered.objects)
                     });

@@ -557,7 +557,7 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
 async fn plaintext_is_in_no_log_status_event_or_file_of_the_controller() {
     let logs = captured_logs();
     let s = Sops::new();
-    let t = TestEnv::new("sops-leak").await;
+    let mut t = TestEnv::new("sops-leak").await;
     let regex = ["--encrypted-regex", "^(data|stringData)$"];
     let (pw, env_value) = ("leak-check-pw-7f3a9", "leak-check-env-c41d2");
     write_bytes(
@@ -602,11 +602,23 @@ async fn plaintext_is_in_no_log_status_event_or_file_of_the_controller() {
         assert!(!logged.contains(needle), "a log line holds {needle}");
         assert!(!status.contains(needle), "status holds {needle}");
         assert!(!events.contains(needle), "an Event holds {needle}");
-        for dir in [t.storage_dir(), Path::new("/dev/shm")] {
-            if let Some(file) = file_containing(dir, needle.as_bytes()) {
-                panic!("{} holds {needle}", file.display());
-            }
-        }
+    }
+    // Every sync decrypts (generator files into a scratch copy on /dev/shm, deleted when kustomize is done):
+    // with the controller stopped, no sync is under way, and whatever holds the plaintext was left behind.
+    t.stop_controller();
+    let left_behind = || {
+        needles.iter().find_map(|needle| {
+            [t.storage_dir(), Path::new("/dev/shm")]
+                .into_iter()
+                .find_map(|dir| file_containing(dir, needle.as_bytes()))
+                .map(|file| format!("{} holds {needle}", file.display()))
+        })
+    };
+    // A sync the stop cut short may still be deleting its copy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Some(found) = left_behind() {
+        assert!(std::time::Instant::now() < deadline, "{found}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // `ferry diff` shows Secret values masked.
     let live = serde_json::to_value(t.api::<Secret>().get("db").await.unwrap()).unwrap();
@@ -822,4 +834,222 @@ async fn as_installed_the_key_is_read_only_in_the_environments_namespace_and_app
     applied(&t, "app", &commit).await;
     let db = t.api::<Secret>().get("db").await.unwrap();
     assert_eq!(secret_value(&db, "password"), "tenant-pw-9");
+}
+
+/// A Deployment `name` running `image`, as a manifest.
+fn deployment_yaml(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - {{name: app, image: \"{image}\"}}\n"
+    )
+}
+
+fn deployment_image(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+/// A CronJob `name` (suspended: it never runs) whose jobs run `image`, as a manifest. Healthy as soon as it
+/// exists, so its revision verifies on a control plane without workloads.
+fn cronjob_yaml(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: {name}\nspec:\n  schedule: \"0 0 1 1 *\"\n  suspend: true\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n          - {{name: app, image: \"{image}\"}}\n"
+    )
+}
+
+/// sops can encrypt any field with nothing but the team's public key: a Deployment whose kind (and image)
+/// is ciphertext looks like no Deployment to anything that reads the render as stored. The registry policy
+/// reads it decrypted, as it is applied: a Deny policy stops the revision and names the image; a good image
+/// hidden the same way (in a CronJob, which verifies without workloads) is applied, and the policy still sees
+/// it in `ferry diff --environment` and in the steady state once tightened.
+#[tokio::test]
+async fn a_registry_policy_sees_kinds_and_images_that_sops_hides() {
+    let s = Sops::new();
+    let t = TestEnv::new("sops-policy").await;
+    let evil = "evil.example.io/app:1";
+    let good = "registry.example.com/app:1";
+    for (dir, regex, image) in [
+        ("kind", "^kind$", evil),
+        ("image", "^(image|kind)$", evil),
+        ("good", "^(image|kind)$", good),
+    ] {
+        t.repo.write(
+            &format!("apps/{dir}/app.yaml"),
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-{dir}}}\ndata: {{a: b}}\n"),
+        );
+        let plain = match dir {
+            "good" => cronjob_yaml("web-good", image),
+            _ => deployment_yaml(&format!("web-{dir}"), image),
+        };
+        let encrypted = s.encrypt(&format!("{dir}.yaml"), plain.as_bytes(), &["--encrypted-regex", regex]);
+        let text = String::from_utf8(encrypted.clone()).unwrap();
+        assert!(
+            !text.contains("Deployment") && (dir == "kind" || !text.contains(image)),
+            "{dir}: {text}"
+        );
+        write_bytes(&t, &format!("apps/{dir}/web.enc.yaml"), &encrypted);
+    }
+    let commit = t.repo.commit_and_push("hidden images");
+    let policy = format!("{}-only-ours", t.namespace);
+    let policy_object = |allowed: &str| {
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "RegistryPolicy", "metadata": {"name": policy},
+            "spec": {"environmentSelector": {"namespaces": [t.namespace]}, "allowedRegistries": [allowed],
+                     "enforcement": "Deny"}})
+    };
+    t.apply_json(&policy_object("registry.example.com/")).await;
+    key_secret(&t, &s).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    for dir in ["kind", "image", "good"] {
+        t.create_env(
+            dir,
+            json!({"sourceRef": {"name": "config"}, "path": format!("apps/{dir}"), "interval": "1h",
+                   "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
+        )
+        .await;
+    }
+    let envs = t.api::<Environment>();
+    let denied = |env: &'static str| {
+        wait_for(&envs, env, |e: &Environment| {
+            env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "PolicyViolation")
+        })
+    };
+    let deployments = t.api::<k8s_openapi::api::apps::v1::Deployment>();
+    let config_maps = t.api::<k8s_openapi::api::core::v1::ConfigMap>();
+    for dir in ["kind", "image"] {
+        let env = denied(dir).await;
+        let (_, _, message) = env_ready(&env).unwrap();
+        let named = format!("Deployment web-{dir}, container app: image \"{evil}\"");
+        assert!(
+            message.contains(&named) && message.contains("UntrustedRegistry"),
+            "{dir}: {message}"
+        );
+        assert!(
+            message.contains("was not applied") && message.contains(&commit),
+            "{message}"
+        );
+        let found = env.status.as_ref().and_then(|s| s.policy_violations.clone());
+        let found = found.unwrap_or_else(|| panic!("{dir}: no status.policyViolations"));
+        assert!(
+            found.revision.ends_with(&commit) && found.total == 1,
+            "{dir}: {found:?}"
+        );
+        assert!(
+            serde_json::to_string(&found).unwrap().contains(evil),
+            "{dir}: {found:?}"
+        );
+        // Nothing of the revision: not the Deployment, not the ConfigMap beside it.
+        let web = deployments.get_opt(&format!("web-{dir}")).await.unwrap();
+        assert!(web.is_none(), "{dir}: {web:?}");
+        let app = config_maps.get_opt(&format!("app-{dir}")).await.unwrap();
+        assert!(app.is_none(), "{dir}: {app:?}");
+        assert!(env.status.unwrap().last_applied_revision.is_none());
+    }
+
+    // The good image, hidden the same way: decrypted, checked, applied and verified (so the next sync is a
+    // full one: a verifying revision is only polled for health).
+    applied(&t, "good", &commit).await;
+    wait_for(&envs, "good", |e: &Environment| {
+        e.status.as_ref().is_some_and(|s| {
+            s.history
+                .iter()
+                .any(|r| r.revision.ends_with(&commit) && r.phase == ferry::api::RevisionPhase::Verified)
+        })
+    })
+    .await;
+    let web = t
+        .api::<k8s_openapi::api::batch::v1::CronJob>()
+        .get("web-good")
+        .await
+        .unwrap();
+    let pod = web.spec.job_template.spec.and_then(|s| s.template.spec);
+    let image = pod.and_then(|p| p.containers.into_iter().next()?.image);
+    assert_eq!(image.as_deref(), Some(good));
+    assert!(config_maps.get_opt("app-good").await.unwrap().is_some());
+
+    // `ferry diff --environment` checks the objects as the controller applies them, decrypted.
+    let kubeconfig = kube::config::Kubeconfig::read_from(&t.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let settings = ferry::render::RenderSettings::default();
+    let registry = ferry::registry::RegistrySettings::default();
+    let tighten = policy_object("registry.example.org/");
+    t.apply_json(&tighten).await;
+    let diff =
+        ferry::cli::diff_environment_checked(t.client.clone(), &config, &t.namespace, "good", &settings, &registry)
+            .await
+            .unwrap();
+    assert!(
+        diff.diffs.is_empty(),
+        "{:?}",
+        diff.diffs.iter().map(|d| &d.object).collect::<Vec<_>>()
+    );
+    let evaluation = diff.policy.expect("the policies were read");
+    assert!(
+        evaluation.denied(),
+        "{}",
+        evaluation.message(ferry::api::Enforcement::Deny)
+    );
+    assert!(evaluation.message(ferry::api::Enforcement::Deny).contains(good));
+
+    // Tightened while the revision stays the same: the steady state is no way around the policy.
+    t.reconciled("good", "tightened").await;
+    let env = denied("good").await;
+    let (_, _, message) = env_ready(&env).unwrap();
+    assert!(
+        message.contains(&format!("CronJob web-good, container app: image \"{good}\"")),
+        "{message}"
+    );
+}
+
+/// Digests are resolved and pinned for an image sops hid (`--encrypted-regex '^(image|kind)$'`): the
+/// Deployment is applied decrypted, pinned to the digest its tag points at, and the digest is recorded.
+#[tokio::test]
+async fn images_that_sops_hides_are_resolved_pinned_and_recorded() {
+    let s = Sops::new();
+    let reg = common::registry::TestRegistry::start(&s.bin, false);
+    let host = reg.host.clone();
+    let t = TestEnv::with_settings("sops-pin", |settings| settings.registry.insecure = vec![host]).await;
+    let digest = reg.push_image("team/web:v1", &[("app", b"the build")]);
+    let image = reg.image("team/web:v1");
+    let plain = deployment_yaml("web", &image);
+    let encrypted = s.encrypt("web.yaml", plain.as_bytes(), &["--encrypted-regex", "^(image|kind)$"]);
+    write_bytes(&t, "apps/web/web.enc.yaml", &encrypted);
+    let commit = t.repo.commit_and_push("hidden image");
+    key_secret(&t, &s).await;
+    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+        .await;
+    t.create_env(
+        "app",
+        json!({"sourceRef": {"name": "config"}, "path": "apps/web", "interval": "1h",
+               "images": {"pinDigests": true},
+               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
+    )
+    .await;
+    let env = applied(&t, "app", &commit).await;
+    let web = t
+        .api::<k8s_openapi::api::apps::v1::Deployment>()
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(deployment_image(&web), Some(format!("{image}@{digest}")));
+    let status = env.status.unwrap();
+    let record = status
+        .history
+        .iter()
+        .find(|r| r.revision.ends_with(&commit))
+        .expect("record");
+    let recorded: Vec<(&str, &str)> = record
+        .images
+        .iter()
+        .map(|r| (r.image.as_str(), r.digest.as_str()))
+        .collect();
+    assert_eq!(recorded, [(image.as_str(), digest.as_str())]);
 }

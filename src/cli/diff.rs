@@ -262,12 +262,12 @@ where
     let prepared = pipeline
         .prepare(&target, &repo, &full_revision, &revision.commit, &mut status, false)
         .await??;
-    let objects = pipeline.finish(&prepared, &repo, &revision.commit).await??;
-    let diffs = target.applier.diff(&objects, &apply_options(&env)).await?;
-    // The policy checks what the controller checks: the render as pinned, before decryption.
+    // Decrypted, then pinned: what the controller applies and its policy checks.
+    let objects = prepared.objects();
+    let diffs = target.applier.diff(objects, &apply_options(&env)).await?;
     let policy = super::policy::cluster_policies(&client)
         .await?
-        .map(|policies| super::policy::check(&policies, Some(&env), namespace, prepared.objects()));
+        .map(|policies| super::policy::check(&policies, Some(&env), namespace, objects));
     Ok(EnvironmentDiff {
         revision: full_revision,
         diffs,

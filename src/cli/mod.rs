@@ -25,6 +25,7 @@ pub use pipeline::{
 };
 pub use policy::{
     PolicyFileError, check as check_registry_policy, cluster_policies, format_violations, policies_from_files,
+    unchecked_encrypted,
 };
 pub use progress::{Progress, color_allowed, color_enabled};
 pub use reconcile::{

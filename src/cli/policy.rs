@@ -52,6 +52,17 @@ pub fn policies_from_files(paths: &[impl AsRef<Path>]) -> Result<Vec<RegistryPol
     Ok(out)
 }
 
+/// For a policy check of a local render that was not decrypted: a warning naming the first encrypted
+/// document, whose images the check could not see (sops can hide any field, the kind and the images too).
+/// `None` when nothing is encrypted. The controller decrypts before its own check, so it does see them.
+pub fn unchecked_encrypted(rendered: &crate::render::Rendered) -> Option<String> {
+    let what = crate::decrypt::find_encrypted(rendered)?;
+    Some(format!(
+        "warning: {what} is SOPS-encrypted: images in encrypted documents are not checked without the key \
+         (`ferry render --decrypt-with KEYFILE --registry-policy FILE` checks them)"
+    ))
+}
+
 /// The cluster's RegistryPolicies; `None` when they cannot be read (the kind is not installed, or the caller
 /// may not list them), which the caller reports as "not checked".
 pub async fn cluster_policies(client: &Client) -> Result<Option<Vec<RegistryPolicy>>, kube::Error> {
@@ -100,6 +111,26 @@ pub fn format_violations(evaluation: &Evaluation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_check_that_could_not_decrypt_says_what_it_did_not_see() {
+        let object = |object: serde_json::Value| RenderedObject {
+            source: "apps/web.enc.yaml".to_string(),
+            object,
+        };
+        let cipher = "ENC[AES256_GCM,data:AAAA,iv:BBBB,tag:CCCC,type:str]";
+        let hidden = serde_json::json!({"apiVersion": "apps/v1", "kind": cipher, "metadata": {"name": "web"},
+            "sops": {"mac": cipher}});
+        let rendered = crate::render::Rendered::new(String::new(), vec![object(hidden)], false, Vec::new());
+        let warning = unchecked_encrypted(&rendered).expect("a warning");
+        assert!(
+            warning.contains("web (from apps/web.enc.yaml)") && warning.contains("not checked"),
+            "{warning}"
+        );
+        let plain = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}});
+        let rendered = crate::render::Rendered::new(String::new(), vec![object(plain)], false, Vec::new());
+        assert_eq!(unchecked_encrypted(&rendered), None);
+    }
 
     #[test]
     fn policies_come_from_yaml_files_and_apply_to_the_whole_render() {

@@ -1,8 +1,10 @@
 //! Decrypt: SOPS-encrypted files of a config repo, with age identities, as Flux's `spec.decryption` does.
 //!
-//! Runs between render and apply, per Environment: the render (and the render cache, shared by every
-//! Environment on a commit and path) holds documents as stored, encrypted; only the objects handed to the
-//! applier are decrypted, in memory. What is decrypted:
+//! Runs right after render, per Environment, before anything reads the objects (image digests, the registry
+//! policy, a chart's hook filter, the steady-state check, the apply; see [`crate::sync::Pipeline`]): sops can
+//! encrypt any field, a kind or an image too, so every check must see the objects as they are applied. The
+//! render (and the render cache, shared by every Environment on a commit and path) holds documents as stored,
+//! encrypted; the decrypted objects live in memory only, never cached or written. What is decrypted:
 //!
 //! - every YAML or JSON document with a `sops` section, in plain renders and in kustomize's output. The MAC is
 //!   checked on the *file* as sops wrote it (kustomize may add a namespace or labels, which would break a MAC
@@ -200,7 +202,7 @@ pub async fn decrypt_render(
     keys: &Keyring,
     settings: &RenderSettings,
 ) -> Result<Option<Rendered>, DecryptError> {
-    if find_encrypted(rendered).is_none() {
+    if !rendered.holds_encrypted() {
         return Ok(None);
     }
     match &settings.sandbox {
@@ -266,12 +268,7 @@ pub(crate) async fn decrypt_in_process(
         yaml.push_str("---\n");
         yaml.push_str(&serde_yaml_ng::to_string(&o.object).unwrap_or_default());
     }
-    Ok(Some(Rendered {
-        yaml,
-        objects,
-        kustomize,
-        notes,
-    }))
+    Ok(Some(Rendered::new(yaml, objects, kustomize, notes)))
 }
 
 /// One MAC-checked source: its data key and, per document, every encrypted value it holds as
@@ -431,18 +428,14 @@ mod tests {
     use super::*;
 
     fn render(objects: Vec<Value>) -> Rendered {
-        Rendered {
-            yaml: String::new(),
-            objects: objects
-                .into_iter()
-                .map(|object| RenderedObject {
-                    source: "apps/list.yaml".to_string(),
-                    object,
-                })
-                .collect(),
-            kustomize: false,
-            notes: Vec::new(),
-        }
+        let objects = objects
+            .into_iter()
+            .map(|object| RenderedObject {
+                source: "apps/list.yaml".to_string(),
+                object,
+            })
+            .collect();
+        Rendered::new(String::new(), objects, false, Vec::new())
     }
 
     #[tokio::test]

@@ -123,15 +123,11 @@ mod tests {
     use crate::render::RenderedObject;
 
     fn render(bytes: usize) -> Rendered {
-        Rendered {
-            yaml: "x".repeat(bytes),
-            objects: vec![RenderedObject {
-                source: "a.yaml".to_string(),
-                object: serde_json::json!({"kind": "ConfigMap"}),
-            }],
-            kustomize: false,
-            notes: Vec::new(),
-        }
+        let objects = vec![RenderedObject {
+            source: "a.yaml".to_string(),
+            object: serde_json::json!({"kind": "ConfigMap"}),
+        }];
+        Rendered::new("x".repeat(bytes), objects, false, Vec::new())
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! plain YAML otherwise. This is the one entry point the controllers and the CLI use.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ impl Default for RenderSettings {
 }
 
 /// A render: the objects, and the YAML exactly as the renderer produced it (what `ferry render` prints).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Rendered {
     pub yaml: String,
     pub objects: Vec<RenderedObject>,
@@ -62,6 +63,54 @@ pub struct Rendered {
     /// What users should know about the render that is not an error (helm hooks left out): published as a
     /// Warning Event when the revision is applied.
     pub notes: Vec<String>,
+    /// Whether an object is SOPS-encrypted, worked out on the first ask and kept: a cached render is shared
+    /// (behind an `Arc`, never changed) by every sync of every Environment on it, and each sync asks, so the
+    /// objects are scanned once per render rather than once per sync. Private, so only [`Rendered::new`]
+    /// makes one, knowing nothing yet.
+    #[serde(skip)]
+    encrypted: OnceLock<bool>,
+}
+
+impl Clone for Rendered {
+    /// A copy knows nothing yet: it may be changed (the original must not be, once asked).
+    fn clone(&self) -> Rendered {
+        Rendered::new(
+            self.yaml.clone(),
+            self.objects.clone(),
+            self.kustomize,
+            self.notes.clone(),
+        )
+    }
+}
+
+impl PartialEq for Rendered {
+    /// The render itself; whether the memo was filled yet is no part of it.
+    fn eq(&self, other: &Self) -> bool {
+        self.yaml == other.yaml
+            && self.objects == other.objects
+            && self.kustomize == other.kustomize
+            && self.notes == other.notes
+    }
+}
+
+impl Rendered {
+    pub fn new(yaml: String, objects: Vec<RenderedObject>, kustomize: bool, notes: Vec<String>) -> Rendered {
+        Rendered {
+            yaml,
+            objects,
+            kustomize,
+            notes,
+            encrypted: OnceLock::new(),
+        }
+    }
+
+    /// Whether anything in the render is SOPS-encrypted ([`crate::decrypt::find_encrypted`]), scanned on the
+    /// first call only. The render must not be changed after that call (a cached one never is).
+    pub fn holds_encrypted(&self) -> bool {
+        *self
+            .encrypted
+            .get_or_init(|| crate::decrypt::find_encrypted(self).is_some())
+    }
 }
 
 /// Renders `path` inside the exported repository (or checkout) at `root`, within `settings.timeout`.
@@ -140,12 +189,7 @@ async fn render_within(
             content: yaml.clone().into_bytes(),
         }])?;
         check_object_count(objects.len(), settings)?;
-        return Ok(Rendered {
-            yaml,
-            objects,
-            kustomize: true,
-            notes: Vec::new(),
-        });
+        return Ok(Rendered::new(yaml, objects, true, Vec::new()));
     }
     if canonical_dir.join(CHART_FILE).is_file() {
         let shown = if rel.is_empty() { "." } else { &rel };
@@ -290,12 +334,7 @@ fn render_plain_files(files: Vec<ManifestFile>, settings: &RenderSettings) -> Re
             });
         }
     }
-    Ok(Rendered {
-        yaml,
-        objects,
-        kustomize: false,
-        notes: Vec::new(),
-    })
+    Ok(Rendered::new(yaml, objects, false, Vec::new()))
 }
 
 #[cfg(test)]
@@ -470,12 +509,7 @@ mod tests {
     #[test]
     fn the_cache_returns_one_render_per_commit_and_path() {
         let cache = super::super::RenderCache::default();
-        let rendered = Rendered {
-            yaml: String::new(),
-            objects: Vec::new(),
-            kustomize: false,
-            notes: Vec::new(),
-        };
+        let rendered = Rendered::new(String::new(), Vec::new(), false, Vec::new());
         let first = cache.insert("c1", "apps", rendered);
         assert!(std::sync::Arc::ptr_eq(&first, &cache.get("c1", "apps").unwrap()));
         assert!(cache.get("c1", "other").is_none() && cache.get("c2", "apps").is_none());

@@ -167,20 +167,8 @@ pub async fn template(
             limit: settings.max_objects,
         });
     }
-    let notes = if hooks.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!(
-            "helm hooks are not applied (Ferry renders charts as `helm template --no-hooks`): {}",
-            hooks.join(", ")
-        )]
-    };
-    Ok(Rendered {
-        yaml,
-        objects,
-        kustomize: false,
-        notes,
-    })
+    let notes = hooks_note(&hooks).into_iter().collect();
+    Ok(Rendered::new(yaml, objects, false, notes))
 }
 
 /// A values file named relative to the chart: it must stay inside the repository (`..` may climb out of the
@@ -240,20 +228,52 @@ fn without_hooks(out: &str) -> (String, Vec<String>) {
     let mut kept = String::with_capacity(out.len());
     let mut hooks = Vec::new();
     for (_, block) in blocks(out) {
-        let hook = serde_yaml_ng::from_str::<Value>(block).ok().and_then(|doc| {
-            let event = doc["metadata"]["annotations"][HOOK_ANNOTATION].as_str()?.to_string();
-            Some(format!(
-                "{}/{} ({event})",
-                doc["kind"].as_str().unwrap_or_default(),
-                doc["metadata"]["name"].as_str().unwrap_or_default()
-            ))
-        });
-        match hook {
+        match serde_yaml_ng::from_str::<Value>(block).ok().as_ref().and_then(hook_of) {
             Some(h) => hooks.push(h),
             None => kept.push_str(block),
         }
     }
     (kept, hooks)
+}
+
+/// `Kind/name (event)` when the object is a hook (has the hook annotation), else `None`.
+fn hook_of(object: &Value) -> Option<String> {
+    let event = object["metadata"]["annotations"][HOOK_ANNOTATION].as_str()?;
+    Some(format!(
+        "{}/{} ({event})",
+        object["kind"].as_str().unwrap_or_default(),
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    ))
+}
+
+/// A chart's objects without its hooks, and each hook left out as `Kind/name (event)`: the second look, at
+/// objects decrypted after `helm template` ran. sops leaves keys in clear, so [`without_hooks`] already sees
+/// the annotation of an encrypted template (its value ciphertext) and leaves it out; looking again at the
+/// objects as they are applied keeps the filter from resting on that.
+pub fn split_hooks(objects: Vec<RenderedObject>) -> (Vec<RenderedObject>, Vec<String>) {
+    let mut hooks = Vec::new();
+    let kept = objects
+        .into_iter()
+        .filter(|o| match hook_of(&o.object) {
+            Some(hook) => {
+                hooks.push(hook);
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (kept, hooks)
+}
+
+/// The Warning note that names the hooks left out; `None` when there are none.
+pub fn hooks_note(hooks: &[String]) -> Option<String> {
+    if hooks.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "helm hooks are not applied (Ferry renders charts as `helm template --no-hooks`): {}",
+        hooks.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -270,6 +290,10 @@ mod tests {
             "---\n# Source: app/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
         );
         assert_eq!(hooks, ["Job/migrate (pre-install,pre-upgrade)", "Pod/t (test)"]);
+        // sops encrypts values, never keys: an encrypted hook still shows its annotation.
+        let encrypted = "---\n# Source: app/templates/job.yaml\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: ENC[AES256_GCM,data:AA==,iv:BB==,tag:CC==,type:str]\n  annotations:\n    helm.sh/hook: ENC[AES256_GCM,data:DD==,iv:EE==,tag:FF==,type:str]\nsops:\n  mac: ENC[AES256_GCM,data:GG==,iv:HH==,tag:II==,type:str]\n";
+        let (kept, hooks) = without_hooks(encrypted);
+        assert_eq!((kept.as_str(), hooks.len()), ("", 1));
         let sources: Vec<&str> = blocks(OUT).iter().map(|(s, _)| *s).collect();
         assert_eq!(
             sources,
@@ -279,6 +303,28 @@ mod tests {
                 "app/templates/tests/t.yaml"
             ]
         );
+    }
+
+    #[test]
+    fn decrypted_hooks_are_left_out_as_the_render_leaves_out_the_others() {
+        let object = |name: &str, annotations: Value| RenderedObject {
+            source: "charts/app: app/templates/x.yaml".to_string(),
+            object: serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": name, "annotations": annotations}}),
+        };
+        let objects = vec![
+            object("web", serde_json::json!({"team": "a"})),
+            object("migrate", serde_json::json!({HOOK_ANNOTATION: "pre-upgrade"})),
+        ];
+        let (kept, hooks) = split_hooks(objects);
+        assert_eq!(kept.iter().map(|o| o.name()).collect::<Vec<_>>(), ["web"]);
+        assert_eq!(hooks, ["Job/migrate (pre-upgrade)"]);
+        let note = hooks_note(&hooks).unwrap();
+        assert!(
+            note.ends_with("`helm template --no-hooks`): Job/migrate (pre-upgrade)"),
+            "{note}"
+        );
+        assert_eq!(hooks_note(&[]), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod tree;
 
 pub use cache::RenderCache;
 pub use disk::{RenderSettings, Rendered, kustomization_dirs, render_path, render_path_replacing, render_path_with};
-pub use helm::{Capabilities, HelmInputs};
+pub use helm::{Capabilities, HOOK_ANNOTATION, HelmInputs, hooks_note, split_hooks};
 pub use kustomize::{CLOSED_PROXY, KUSTOMIZATION_FILES, SKIP_CHECKS_VAR, is_remote, run as run_kustomize_unchecked};
 pub use sandbox::{Sandbox, WorkerSettings};
 pub use tree::CHART_FILE;

@@ -160,12 +160,7 @@ pub async fn render(
     }
     // kustomize refuses an object defined twice across the resources of one kustomization; so does this.
     check_duplicates(&objects)?;
-    Ok(Rendered {
-        yaml,
-        objects,
-        kustomize: kustomized,
-        notes: Vec::new(),
-    })
+    Ok(Rendered::new(yaml, objects, kustomized, Vec::new()))
 }
 
 #[cfg(test)]

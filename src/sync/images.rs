@@ -1,9 +1,10 @@
-//! The image step of a sync, between render and the registry policy: each image of the revision gets the
+//! The image step of a sync, between decryption and the registry policy: each image of the revision gets the
 //! digest that stands for it here — resolved in its registry (`spec.images`), or, in a promoted Environment,
 //! the digest the upstream recorded for this revision (never a fresh tag lookup), copied to the production
-//! registry first with `promotion.copyImages`. The digests go into the revision's history record, once per
-//! attempt, so later syncs of the same revision ask no registry; pinning rewrites the render to
-//! `repo:tag@sha256:…`. Any failure stops the sync before anything is applied.
+//! registry first with `promotion.copyImages`. It reads the objects as they are applied, decrypted, so an
+//! image (or a kind) sops hid is resolved, copied and pinned like any other. The digests go into the
+//! revision's history record, once per attempt, so later syncs of the same revision ask no registry; pinning
+//! rewrites the objects to `repo:tag@sha256:…`. Any failure stops the sync before anything is applied.
 
 use kube::Api;
 use tracing::info;
@@ -23,15 +24,13 @@ type Images = Vec<(String, ImageReference)>;
 /// A render pinned to digests (and possibly moved to the registries `copyImages` names).
 pub struct Pinned {
     pub objects: Vec<RenderedObject>,
-    /// The records it was pinned to (so a decrypted render can be pinned the same way).
-    pub records: Vec<ImageRecord>,
     /// What was copied, for an Event (`Copies::Make` only).
     pub copied: Option<String>,
 }
 
 impl Pipeline<'_> {
-    /// The render to apply: `None` keeps it as rendered (no image handling asked for, or digests only
-    /// recorded), `Some` is the pinned (and possibly moved) render.
+    /// The objects to apply: `None` keeps `objects` (the render, decrypted) as they are (no image handling
+    /// asked for, or digests only recorded), `Some` is them pinned (and possibly moved).
     pub(super) async fn images(
         &self,
         status: &mut EnvironmentStatus,
@@ -89,7 +88,6 @@ impl Pipeline<'_> {
         let pin = promoted || spec.images.as_ref().is_some_and(|i| i.pin_digests);
         Ok(Ok(pin.then(|| Pinned {
             objects: rewrite(objects, &records),
-            records,
             copied,
         })))
     }

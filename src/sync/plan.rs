@@ -1,11 +1,17 @@
 //! The sync pipeline up to the write, in one place: revision → the commit's tree (fetched if the mirror lacks
-//! it) → render (Helm charts with the Environment's values and the target's capabilities) → image digests
-//! (resolved, or the upstream's, copied; then pinned) → decryption (in memory) → the apply options. The
+//! it) → render (Helm charts with the Environment's values and the target's capabilities) → decryption (in
+//! memory) → image digests (resolved, or the upstream's, copied; then pinned) → the apply options. The
 //! Environment controller applies what it yields; `ferry diff --environment` (and the web view's diff of a
 //! Promotion) dry-runs it, so a diff shows what the controller would apply.
 //!
-//! In two calls: [`Pipeline::prepare`] (render and digests: what the registry policy checks, and what the
-//! controller's steady-state shortcut needs) and [`Pipeline::finish`] (decryption, only past that shortcut).
+//! Decryption comes first, before anything reads the objects: sops can encrypt any field, the kind and the
+//! images included (`--encrypted-regex '^(image|kind)$'` needs only the team's public key), and a check of
+//! the render as stored would see neither a Deployment nor its image. So the digests (and `copyImages`), the
+//! registry policy, a chart's hook filter and the apply all see one set of objects, [`Prepared::objects`]:
+//! decrypted, then pinned. That costs one decryption per sync for an Environment whose render holds
+//! encrypted documents (the controller's steady-state shortcut comes after the policy, so it needs them too);
+//! a render without any is used as it is, found so by one scan per cached render
+//! ([`Rendered::holds_encrypted`]). Decrypted objects live in memory only, never in the render cache.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,20 +58,62 @@ pub struct Pipeline<'a> {
     pub copies: Copies,
 }
 
-/// A render with its image digests settled: what the registry policy checks.
+/// A render decrypted and with its image digests settled: what the registry policy checks and the
+/// controller applies.
 pub struct Prepared {
+    /// The render as the render cache shares it: SOPS-encrypted documents as stored.
     pub rendered: Arc<Rendered>,
     /// What, besides the revision, the render depended on (the helm inputs' digest for a chart; empty
     /// otherwise).
     pub render_key: String,
-    /// The pinned render, when digests are pinned.
+    /// The render's objects decrypted, when it held encrypted documents.
+    decrypted: Option<Decrypted>,
+    /// The objects pinned (decrypted first), when digests are pinned.
     pub pinned: Option<Pinned>,
 }
 
 impl Prepared {
-    /// The objects as rendered and pinned (before decryption).
+    /// The objects to apply: decrypted, then pinned. What every check looks at.
     pub fn objects(&self) -> &[RenderedObject] {
-        self.pinned.as_ref().map_or(&self.rendered.objects, |p| &p.objects)
+        match (&self.pinned, &self.decrypted) {
+            (Some(pinned), _) => &pinned.objects,
+            (None, Some(decrypted)) => &decrypted.objects,
+            (None, None) => &self.rendered.objects,
+        }
+    }
+
+    /// What users should know about the render that is not an error: the render's notes, and the hooks of a
+    /// chart left out only once decrypted.
+    pub fn notes(&self) -> impl Iterator<Item = &String> {
+        let late = self.decrypted.as_ref().and_then(|d| d.hooks.as_ref());
+        self.rendered.notes.iter().chain(late)
+    }
+}
+
+/// A render's objects decrypted in memory, as they are applied.
+struct Decrypted {
+    objects: Vec<RenderedObject>,
+    /// The note naming the hooks of a chart left out only now, once decrypted (see [`Decrypted::of`]).
+    hooks: Option<String>,
+}
+
+impl Decrypted {
+    /// The decrypted render with a chart's hooks left out, as `helm template --no-hooks` leaves out the others:
+    /// the render's filter saw them encrypted (sops leaves keys in clear), and this second look, at the objects
+    /// as they are applied, keeps that from being the only guard. Any other render keeps every object (Ferry
+    /// reads hook annotations in charts only).
+    fn of(decrypted: Rendered, chart: bool) -> Decrypted {
+        if !chart {
+            return Decrypted {
+                objects: decrypted.objects,
+                hooks: None,
+            };
+        }
+        let (objects, hooks) = crate::render::split_hooks(decrypted.objects);
+        Decrypted {
+            objects,
+            hooks: crate::render::hooks_note(&hooks),
+        }
     }
 }
 
@@ -93,9 +141,9 @@ impl Pipeline<'_> {
         self.secrets.for_environment(self.env).map_err(Failure::reader)
     }
 
-    /// Renders the revision and settles its image digests (pinning them if asked for). `status` is the
-    /// Environment's: its history holds digests decided before; with `track`, the current attempt's record
-    /// gets the digests.
+    /// Renders the revision, decrypts it in memory if it holds SOPS-encrypted documents, and settles the
+    /// image digests of the decrypted objects (pinning them if asked for). `status` is the Environment's: its
+    /// history holds digests decided before; with `track`, the current attempt's record gets the digests.
     pub async fn prepare(
         &self,
         target: &Target,
@@ -109,35 +157,24 @@ impl Pipeline<'_> {
             Ok(rendered) => rendered,
             Err(failure) => return Ok(Err(failure)),
         };
+        // Only a chart's render depends on more than the revision (see `render`).
+        let chart = !render_key.is_empty();
+        // Before anything reads the objects: encrypted, a Deployment need not even look like one.
+        let decrypted = match self.decrypted(repo, commit, &rendered, chart).await? {
+            Ok(decrypted) => decrypted,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let plain = decrypted.as_ref().map_or(&rendered.objects, |d| &d.objects);
         // Digests: resolved, or taken from the upstream (and copied), then pinned; before the policy looks.
-        let pinned = match self.images(status, revision, track, &rendered.objects).await? {
+        let pinned = match self.images(status, revision, track, plain).await? {
             Ok(pinned) => pinned,
             Err(failure) => return Ok(Err(failure)),
         };
         Ok(Ok(Prepared {
             rendered,
             render_key,
+            decrypted,
             pinned,
-        }))
-    }
-
-    /// The objects to apply: the prepared ones, with every SOPS-encrypted document decrypted in memory and
-    /// pinned to the same digests as the render the policy checked.
-    pub async fn finish(
-        &self,
-        prepared: &Prepared,
-        repo: &GitRepository,
-        commit: &str,
-    ) -> Result<Result<Vec<RenderedObject>, Failure>, ReconcileError> {
-        let decrypted = match self.decrypted(repo, commit, &prepared.rendered).await? {
-            Ok(decrypted) => decrypted,
-            Err(failure) => return Ok(Err(failure)),
-        };
-        // Decrypted from the render as stored: pinned to the same digests as the render the policy checked.
-        Ok(Ok(match (decrypted, &prepared.pinned) {
-            (Some(d), Some(pinned)) => crate::images::pinning::rewrite(&d.objects, &pinned.records),
-            (Some(d), None) => d.objects,
-            (None, _) => prepared.objects().to_vec(),
         }))
     }
 
@@ -260,16 +297,18 @@ impl Pipeline<'_> {
         Ok(tree.map_err(Failure::from))
     }
 
-    /// The render with every SOPS-encrypted document decrypted in memory with the identities of
-    /// `spec.decryption.secretRef` (see [`crate::decrypt`]). A render without encrypted documents is used as
-    /// it is (`None`); one with them is refused without `spec.decryption`.
+    /// The render's objects with every SOPS-encrypted document decrypted in memory with the identities of
+    /// `spec.decryption.secretRef` (see [`crate::decrypt`]), a `chart`'s hooks left out. A render without
+    /// encrypted documents is used as it is (`None`, at no cost past the first sync of a cached render); one
+    /// with them is refused without `spec.decryption`.
     async fn decrypted(
         &self,
         repo: &GitRepository,
         commit: &str,
-        rendered: &Arc<Rendered>,
-    ) -> Result<Result<Option<Rendered>, Failure>, ReconcileError> {
-        if crate::decrypt::find_encrypted(rendered).is_none() {
+        rendered: &Rendered,
+        chart: bool,
+    ) -> Result<Result<Option<Decrypted>, Failure>, ReconcileError> {
+        if !rendered.holds_encrypted() {
             return Ok(Ok(None));
         }
         let path = &self.env.spec.path;
@@ -298,8 +337,158 @@ impl Pipeline<'_> {
             Err(failure) => return Ok(Err(failure)),
         };
         match crate::decrypt::decrypt_render(&tree, path, rendered, &keys, self.render).await {
-            Ok(decrypted) => Ok(Ok(decrypted)),
+            Ok(decrypted) => Ok(Ok(decrypted.map(|d| Decrypted::of(d, chart)))),
             Err(e) => Ok(Err(failed(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::api::{Enforcement, EnvironmentSelector, RegistryPolicy, RegistryPolicySpec};
+    use crate::images::pinning::distinct_images;
+    use crate::policy::{Subject, evaluate};
+
+    const CIPHER: &str = "ENC[AES256_GCM,data:AAAA,iv:BBBB,tag:CCCC,type:str]";
+
+    fn object(source: &str, object: Value) -> RenderedObject {
+        RenderedObject {
+            source: source.to_string(),
+            object,
+        }
+    }
+
+    fn deployment(kind: &str, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}})
+    }
+
+    /// A Deployment as `sops --encrypted-regex '^(image|kind)$'` stores it: no kind, no image to read.
+    fn stored() -> Arc<Rendered> {
+        let mut encrypted = deployment(CIPHER, CIPHER);
+        encrypted["sops"] = json!({"mac": CIPHER, "age": [{"recipient": "age1x"}]});
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}});
+        let objects = vec![object("apps/web.yaml", encrypted), object("apps/app.yaml", config)];
+        Arc::new(Rendered::new(String::new(), objects, false, Vec::new()))
+    }
+
+    /// The same render as decryption hands it back.
+    fn opened() -> Rendered {
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}});
+        let objects = vec![
+            object("apps/web.yaml", deployment("Deployment", "evil.example.io/app:1")),
+            object("apps/app.yaml", config),
+        ];
+        Rendered::new(String::new(), objects, false, Vec::new())
+    }
+
+    fn deny(allowed: &str) -> RegistryPolicy {
+        RegistryPolicy::new(
+            "only-ours",
+            RegistryPolicySpec {
+                environment_selector: EnvironmentSelector::default(),
+                allowed_registries: vec![allowed.to_string()],
+                require_digest: false,
+                enforcement: Enforcement::Deny,
+            },
+        )
+    }
+
+    #[test]
+    fn the_checks_see_what_sops_hid_once_decrypted() {
+        let rendered = stored();
+        // As stored, nothing is a Deployment: no image for digests, nothing for the policy to deny.
+        assert!(rendered.holds_encrypted());
+        assert!(distinct_images(&rendered.objects).unwrap().is_empty());
+        let prepared = Prepared {
+            rendered,
+            render_key: String::new(),
+            decrypted: Some(Decrypted::of(opened(), false)),
+            pinned: None,
+        };
+        let images: Vec<String> = distinct_images(prepared.objects())
+            .unwrap()
+            .into_iter()
+            .map(|(written, _)| written)
+            .collect();
+        assert_eq!(images, ["evil.example.io/app:1"]);
+        let subject = Subject {
+            namespace: "team",
+            labels: None,
+        };
+        let evaluation = evaluate(&[deny("registry.example.com/")], &subject, prepared.objects());
+        assert!(evaluation.denied());
+        assert!(
+            evaluation.message(Enforcement::Deny).contains("evil.example.io/app:1"),
+            "{}",
+            evaluation.message(Enforcement::Deny)
+        );
+        assert!(prepared.objects().iter().all(|o| o.object.get("sops").is_none()));
+    }
+
+    #[test]
+    fn pinned_objects_are_the_decrypted_ones_pinned() {
+        let pinned = Pinned {
+            objects: vec![object(
+                "apps/web.yaml",
+                deployment("Deployment", "evil.example.io/app:1@sha256:00"),
+            )],
+            copied: None,
+        };
+        let prepared = Prepared {
+            rendered: stored(),
+            render_key: String::new(),
+            decrypted: Some(Decrypted::of(opened(), false)),
+            pinned: Some(pinned),
+        };
+        assert_eq!(prepared.objects().len(), 1);
+        assert!(prepared.objects()[0].object.to_string().contains("@sha256:00"));
+    }
+
+    #[test]
+    fn a_render_without_encrypted_documents_is_used_as_it_is() {
+        let rendered = Arc::new(opened());
+        assert!(!rendered.holds_encrypted());
+        let prepared = Prepared {
+            rendered: rendered.clone(),
+            render_key: String::new(),
+            decrypted: None,
+            pinned: None,
+        };
+        // The cached objects themselves, not a copy.
+        assert!(std::ptr::eq(prepared.objects(), rendered.objects.as_slice()));
+        assert_eq!(prepared.notes().count(), 0);
+    }
+
+    #[test]
+    fn a_charts_decrypted_objects_are_looked_at_again_for_hooks() {
+        let hook = json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "annotations": {crate::render::HOOK_ANNOTATION: "pre-upgrade"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "m", "image": "evil.example.io/m:1"}]}}}});
+        let with_hook = || {
+            let mut decrypted = opened();
+            decrypted
+                .objects
+                .push(object("charts/app: app/templates/job.yaml", hook.clone()));
+            decrypted
+        };
+        let notes = vec!["helm hooks are not applied (...): Pod/t (test)".to_string()];
+        let rendered = Arc::new(Rendered::new(String::new(), stored().objects.clone(), false, notes));
+        let prepared = Prepared {
+            rendered: rendered.clone(),
+            render_key: "apps\0helm:digest".to_string(),
+            decrypted: Some(Decrypted::of(with_hook(), true)),
+            pinned: None,
+        };
+        assert!(prepared.objects().iter().all(|o| o.name() != "migrate"));
+        let notes: Vec<&String> = prepared.notes().collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].ends_with(": Job/migrate (pre-upgrade)"), "{notes:?}");
+        // Outside a chart the annotation means nothing to Ferry: the object is applied as written.
+        let plain = Decrypted::of(with_hook(), false);
+        assert!(plain.objects.iter().any(|o| o.name() == "migrate") && plain.hooks.is_none());
     }
 }

@@ -686,8 +686,8 @@ impl Reconcile {
         }
 
         let pipeline = self.pipeline();
-        // Rendered, and digests resolved or taken from the upstream (and copied), then pinned: before the
-        // policy looks.
+        // Rendered, decrypted in memory (when the render holds encrypted documents), and digests resolved or
+        // taken from the upstream (and copied), then pinned: before the policy looks, so it sees what is applied.
         let track = desired.track;
         let prepared = match pipeline
             .prepare(target, repo, artifact_revision, &revision.commit, status, track)
@@ -699,9 +699,10 @@ impl Reconcile {
         if let Some(note) = prepared.pinned.as_ref().and_then(|p| p.copied.clone()) {
             self.ctx.event(self.env.as_ref(), false, "ImagesCopied", note).await;
         }
-        let (rendered, render_key) = (&prepared.rendered, &prepared.render_key);
+        let render_key = &prepared.render_key;
         let owner = self.owner();
-        if rendered.objects.is_empty() && !status.inventory.is_empty() && !spec.allow_empty {
+        let objects = prepared.objects();
+        if objects.is_empty() && !status.inventory.is_empty() && !spec.allow_empty {
             let blocked = PruneBlocked::EmptyRender(status.inventory.len());
             return Ok(Err(Failure {
                 reason: Reason::PruneBlocked,
@@ -709,7 +710,6 @@ impl Reconcile {
                 stalled: true,
             }));
         }
-        let objects = prepared.objects();
         // Before the dry run and the steady-state shortcut: a policy created or tightened since applies now.
         if let Err(failure) = self.enforce_registry_policy(objects, status, artifact_revision).await? {
             return Ok(Err(failure));
@@ -758,16 +758,11 @@ impl Reconcile {
             _ => Default::default(),
         };
         self.ctx.records.forget(&key);
-        // Decrypted only now, past the steady state (which needs no objects), and only in memory.
-        let objects = match pipeline.finish(&prepared, repo, &revision.commit).await? {
-            Ok(objects) => objects,
-            Err(failure) => return Ok(Err(failure)),
-        };
         let opts = crate::sync::apply_options(&self.env);
         let mut report = ApplyReport::default();
         if let Err(e) = target
             .applier
-            .apply_all_known(&objects, &opts, &known, &mut report)
+            .apply_all_known(objects, &opts, &known, &mut report)
             .await
         {
             // Whatever was written before the failure stays tracked, so prune and deletion still find it.
@@ -855,7 +850,7 @@ impl Reconcile {
         if new_revision {
             let note = format!("applied revision {}: {}", artifact_revision, report.summary());
             self.ctx.event(self.env.as_ref(), false, "Applied", note).await;
-            for note in &rendered.notes {
+            for note in prepared.notes() {
                 warn!(%note, "render note");
                 self.ctx
                     .event(self.env.as_ref(), true, "HooksSkipped", note.clone())

@@ -1,6 +1,7 @@
-//! The registry-policy gate of a sync: every image of the final render (and of the verification Job) is
-//! checked against the RegistryPolicies that select this Environment, before the dry run. Deny: nothing of
-//! the revision is applied. Audit: applied, with a Warning Event; both are recorded in
+//! The registry-policy gate of a sync: every image of the objects to apply — decrypted, then pinned (see
+//! [`crate::sync::Prepared::objects`]; sops can hide a kind or an image) — and of the verification Job is
+//! checked against the RegistryPolicies that select this Environment, before the steady-state shortcut and
+//! the dry run. Deny: nothing of the revision is applied. Audit: applied, with a Warning Event; both are recorded in
 //! `status.policyViolations`.
 
 use kube::ResourceExt;

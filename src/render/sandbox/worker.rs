@@ -31,12 +31,7 @@ pub fn worker_main() -> i32 {
     drop(input);
     let walls = confine::confine(&request.policy);
     let exec_refusal = (!walls.holds() && !request.allow_unconfined).then(|| walls.problems.join("; "));
-    let empty = || Rendered {
-        yaml: String::new(),
-        objects: Vec::new(),
-        kustomize: false,
-        notes: Vec::new(),
-    };
+    let empty = || Rendered::new(String::new(), Vec::new(), false, Vec::new());
     let settings = settings(&request, exec_refusal);
     let (result, decrypted) = match (&request.decrypt, request.probe) {
         (_, true) => (Ok(empty()), None),
