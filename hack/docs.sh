@@ -10,17 +10,22 @@ source hack/versions.sh
 
 log() { echo "docs: $*" >&2; }
 
-have_version() { command -v mdbook >/dev/null 2>&1 && [ "$(mdbook --version 2>/dev/null)" = "mdbook v${MDBOOK_VERSION}" ]; }
-if ! have_version; then
-  command -v cargo >/dev/null || { log "cargo (rustup) is required to install mdbook"; exit 1; }
-  log "installing mdbook ${MDBOOK_VERSION} (cargo install --locked; a few minutes the first time)"
-  nice -n 19 cargo install mdbook --locked --version "${MDBOOK_VERSION}" --quiet
-  hash -r
-  have_version || { log "mdbook ${MDBOOK_VERSION} is not the mdbook on PATH after installing it: $(command -v mdbook)"; exit 1; }
+# The mdbook to run: the one on PATH if it is the pinned version, else cargo's (installed if need be).
+version_ok() { [ "$("$1" --version 2>/dev/null)" = "mdbook v${MDBOOK_VERSION}" ]; }
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+MDBOOK=mdbook
+if ! version_ok mdbook; then
+  MDBOOK="$CARGO_BIN/mdbook"
+  if ! version_ok "$MDBOOK"; then
+    command -v cargo >/dev/null || { log "cargo (rustup) is required to install mdbook"; exit 1; }
+    log "installing mdbook ${MDBOOK_VERSION} (cargo install --locked; a few minutes the first time)"
+    nice -n 19 cargo install mdbook --locked --version "${MDBOOK_VERSION}" --quiet
+    version_ok "$MDBOOK" || { log "cargo install did not leave mdbook ${MDBOOK_VERSION} at $MDBOOK"; exit 1; }
+  fi
 fi
 command -v python3 >/dev/null || { log "python3 is required for the link check (hack/prereqs.sh installs it)"; exit 1; }
 
-log "mdbook build docs ($(mdbook --version))"
-mdbook build docs
+log "mdbook build docs ($("$MDBOOK" --version))"
+"$MDBOOK" build docs
 log "link check"
 python3 hack/check-links.py
