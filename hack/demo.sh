@@ -128,7 +128,7 @@ FERRY_STORAGE_DIR="$DIR/storage" FERRY_WEBHOOK_ADDR=127.0.0.1:$HOOK_PORT RUST_LO
 pids+=($!)
 wait_until 30 "ferry to be ready (/readyz)" curl -sf -o /dev/null "http://127.0.0.1:$PROBE_PORT/readyz"
 echo "ferry is the leader: $(kubectl -n ferry-system get lease ferry-leader -o jsonpath='{.spec.holderIdentity}')"
-# The web view with this kubeconfig's rights (README "Web view"); it follows the demo live.
+# The web view with this kubeconfig's rights (docs/src/web-view.md); it follows the demo live.
 UI_PORT=$(free_port)
 "$FERRY" ui --addr "127.0.0.1:$UI_PORT" -n demo > "$DIR/ui.log" 2>&1 &
 pids+=($!)

@@ -301,7 +301,7 @@ struct RunArgs {
     concurrency: u16,
     /// Client-side limit on requests per second to the API server (0: no limit). Off by default: the
     /// reconcile concurrency already bounds the load, and this limiter (tower's) costs far more throughput than
-    /// its nominal rate (see the README's performance section).
+    /// its nominal rate (see docs/src/performance.md, Sync engine).
     #[arg(long, env = "FERRY_KUBE_API_QPS", default_value_t = 0)]
     kube_api_qps: u64,
     /// Address of the push-webhook receiver (`POST /hooks/<namespace>/<gitrepository>`).

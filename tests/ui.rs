@@ -5,8 +5,8 @@
 //! Environment on another cluster seen with and without `get` on its kubeconfig Secret, and live streams that
 //! close once their viewer's RoleBinding or token is gone.
 //!
-//! Screenshots of the pages land in the target dir, and with FERRY_UPDATE_SCREENSHOTS=1 in docs/screenshots/ (the
-//! README shows them).
+//! Screenshots of the pages land in the target dir, and with FERRY_UPDATE_SCREENSHOTS=1 in docs/src/screenshots/
+//! (the docs' web view page shows them).
 
 mod common;
 
@@ -200,7 +200,7 @@ impl Browser {
             .to_string()
     }
 
-    /// A PNG of the whole page into docs/screenshots/`name`.
+    /// A PNG of the whole page into docs/src/screenshots/`name`.
     async fn screenshot(&mut self, name: &str) {
         let metrics = self.call("Page.getLayoutMetrics", json!({})).await;
         let width = metrics["cssLayoutViewport"]["clientWidth"].as_f64().unwrap_or(1280.0);
@@ -220,11 +220,11 @@ impl Browser {
             .decode(shot["data"].as_str().expect("screenshot data"))
             .expect("base64 PNG");
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        // Into the target dir every run; into the README's docs/screenshots/ with FERRY_UPDATE_SCREENSHOTS=1 (so
+        // Into the target dir every run; into the docs' docs/src/screenshots/ with FERRY_UPDATE_SCREENSHOTS=1 (so
         // a test run does not change tracked files).
         let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")];
         if std::env::var_os("FERRY_UPDATE_SCREENSHOTS").is_some() {
-            dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"));
+            dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/src/screenshots"));
         }
         for dir in dirs {
             std::fs::create_dir_all(&dir).expect("screenshots dir");

@@ -131,7 +131,7 @@ pub struct DependencyReference {
 }
 
 /// The inputs of `helm template` for a chart path. Output is exactly what `helm template` prints for them
-/// (hooks left out, see the README); nothing is fetched: dependencies must be vendored in `charts/`.
+/// (hooks left out, see docs/src/rendering.md); nothing is fetched: dependencies must be vendored in `charts/`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HelmSpec {
