@@ -12,6 +12,8 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have git || need_apt+=(git)
 have cc || need_apt+=(gcc)
+# tests/sandbox.rs builds its stand-in renderers static (`cc -static`): the C library's static archive.
+compgen -G "/usr/lib/*-linux-gnu/libc.a" >/dev/null || need_apt+=(libc6-dev)
 have pkg-config || need_apt+=(pkg-config)
 have curl || need_apt+=(curl)
 # The demo signs its webhook with the openssl command (libssl-dev brings only the library).
