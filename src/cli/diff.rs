@@ -342,6 +342,81 @@ pub fn unified(diff: &ObjectDiff, color: bool) -> String {
         .collect()
 }
 
+/// `ferry diff`: a unified diff per object on stdout; exits 0 without differences, 1 with some, 3 when a Deny
+/// RegistryPolicy would stop the revision.
+pub async fn run(args: crate::cli::args::DiffArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+
+    use anyhow::Context as _;
+    let crate::cli::args::DiffArgs {
+        environment,
+        dir,
+        path,
+        namespace,
+        kustomize,
+        helm,
+        no_color,
+        insecure_registries,
+    } = args;
+    let settings = RenderSettings {
+        kustomize,
+        helm,
+        sandbox: super::render::sandboxed()?,
+        ..Default::default()
+    };
+    let config = kube::Config::infer().await.context("loading the kubeconfig")?;
+    let client = Client::try_from(config.clone()).context("connecting to the cluster")?;
+    let policy;
+    let diffs = match (environment, dir) {
+        (Some(env), _) => {
+            let (ns, name) = env
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("--environment takes namespace/name"))?;
+            let registry = RegistrySettings {
+                insecure: insecure_registries,
+            };
+            let d = diff_environment_checked(client, &config, ns, name, &settings, &registry).await?;
+            eprintln!(
+                "Environment {ns}/{name} at {}: {} object(s) differ",
+                d.revision,
+                d.diffs.len()
+            );
+            policy = d.policy;
+            d.diffs
+        }
+        (None, Some(dir)) => {
+            let rendered = render_local(&dir, &path, &settings).await?;
+            if let Some(warning) = super::unchecked_encrypted(&rendered) {
+                eprintln!("{warning}");
+            }
+            policy = super::cluster_policies(&client)
+                .await?
+                .map(|policies| super::check_registry_policy(&policies, None, &namespace, &rendered.objects));
+            diff_local(client, &dir, &path, &namespace, &settings).await?
+        }
+        (None, None) => anyhow::bail!("give --environment ns/name or a checkout directory"),
+    };
+    let color = super::color_enabled(no_color, std::io::stdout().is_terminal());
+    for d in &diffs {
+        print!("{}", unified(d, color));
+    }
+    match &policy {
+        Some(found) => eprint!("{}", super::format_violations(found)),
+        None => {
+            eprintln!("RegistryPolicies could not be read (not installed, or not allowed): images not checked")
+        }
+    }
+    // 3: a Deny policy would stop the revision, whatever the diff.
+    let denied = policy.as_ref().is_some_and(|p| p.denied());
+    std::process::exit(if denied {
+        3
+    } else if diffs.is_empty() {
+        0
+    } else {
+        1
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,14 @@ pub fn format_events(rows: &[EventRow], now: Timestamp) -> String {
     table(&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], cells)
 }
 
+/// `ferry events`.
+pub async fn run(args: crate::cli::args::EventsArgs) -> anyhow::Result<()> {
+    let (client, namespace) = args.ns.connect().await?;
+    let rows = events(&client, &namespace, args.name.as_deref()).await?;
+    print!("{}", format_events(&rows, Timestamp::now()));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

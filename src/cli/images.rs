@@ -63,6 +63,13 @@ fn row(record: &ImageRecord) -> Vec<String> {
     ]
 }
 
+/// `ferry images`.
+pub async fn run(args: crate::cli::args::EnvironmentArgs) -> anyhow::Result<()> {
+    let (client, namespace) = args.ns.connect().await?;
+    print!("{}", images(&client, &namespace, &args.environment).await?);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,17 +1,25 @@
 //! The `ferry` commands people run, as library functions, one module per job: `render` and `diff` (the
 //! engine's render and dry run), the promotion pipeline (`get`, `promote`, `approve`, `reject`, `rollback`,
 //! `history`), `reconcile`/`suspend`/`resume`, `events`, `tree` and `version`.
+//!
+//! [`args`] holds the command line (clap); each command's body is a `run` function (`run_<command>` where
+//! one module serves several commands) in the module that holds its logic; [`run`] is `ferry run`, the
+//! controller process.
 
-mod diff;
-mod events;
-mod images;
-mod pipeline;
+pub mod args;
+pub mod diff;
+pub mod events;
+pub mod images;
+pub mod pipeline;
 mod policy;
 mod progress;
-mod reconcile;
+pub mod reconcile;
+pub mod render;
+pub mod run;
 mod target;
-mod tree;
-mod version;
+pub mod tree;
+pub mod ui;
+pub mod version;
 
 pub use diff::{
     DiffError, EnvironmentDiff, diff_environment, diff_environment_at, diff_environment_checked, diff_local,

@@ -519,6 +519,72 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// `ferry get`.
+pub async fn run_get(ns: crate::cli::args::Namespace) -> anyhow::Result<()> {
+    let (client, namespace) = ns.connect().await?;
+    print!("{}", pipeline(&client, &namespace).await?);
+    Ok(())
+}
+
+/// `ferry promote`.
+pub async fn run_promote(args: crate::cli::args::PromoteArgs) -> anyhow::Result<()> {
+    let (client, namespace) = args.ns.connect().await?;
+    let environment = args.environment;
+    let p = promote(&client, &namespace, &environment, &args.revision).await?;
+    println!(
+        "promotion {} created: {} → {environment}",
+        p.name_any(),
+        p.spec.revision
+    );
+    Ok(())
+}
+
+/// `ferry approve`.
+pub async fn run_approve(args: crate::cli::args::DecisionArgs) -> anyhow::Result<()> {
+    let (client, namespace) = args.ns.connect().await?;
+    let p = approve(&client, &namespace, &args.promotion, args.message.as_deref()).await?;
+    print_decision(&p, "approved");
+    Ok(())
+}
+
+/// `ferry reject`.
+pub async fn run_reject(args: crate::cli::args::DecisionArgs) -> anyhow::Result<()> {
+    let (client, namespace) = args.ns.connect().await?;
+    let p = reject(&client, &namespace, &args.promotion, args.message.as_deref()).await?;
+    print_decision(&p, "rejected");
+    Ok(())
+}
+
+/// `ferry rollback`.
+pub async fn run_rollback(args: crate::cli::args::RollbackArgs) -> anyhow::Result<()> {
+    let (client, namespace) = args.ns.connect().await?;
+    let environment = args.environment;
+    let p = rollback(&client, &namespace, &environment, args.to.as_deref()).await?;
+    println!(
+        "promotion {} created: rolling {environment} back to {}",
+        p.name_any(),
+        p.spec.revision
+    );
+    Ok(())
+}
+
+/// `ferry history`.
+pub async fn run_history(args: crate::cli::args::EnvironmentArgs) -> anyhow::Result<()> {
+    let (client, namespace) = args.ns.connect().await?;
+    print!("{}", history(&client, &namespace, &args.environment).await?);
+    Ok(())
+}
+
+fn print_decision(p: &Promotion, verb: &str) {
+    let by = p
+        .spec
+        .approval
+        .as_ref()
+        .and_then(|a| a.by.as_deref())
+        .unwrap_or("unknown");
+    println!("promotion {} {verb} by {by}", p.name_any());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use kube::core::NamespaceResourceScope;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+use super::args::{ReconcileTarget, ResumeTarget, SuspendTarget, Wait};
 use super::pipeline::{CliError, get};
 use super::progress::Progress;
 use crate::api::{Environment, GitRepository, READY, RECONCILE_REQUESTED_AT, RECONCILING};
@@ -273,6 +274,106 @@ pub async fn set_suspended<K: Reconcilable>(
     };
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(token)
+}
+
+/// `ferry reconcile`: asks for a reconcile, and with `--wait` waits until it is done.
+pub async fn run_reconcile(target: ReconcileTarget) -> anyhow::Result<()> {
+    let mut progress = Progress::stderr();
+    let done = match target {
+        ReconcileTarget::Gitrepository { name, wait, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            reconcile_gitrepository(&client, &namespace, &name, wait.deadline(), &mut progress).await?
+        }
+        ReconcileTarget::Environment {
+            name,
+            with_source,
+            wait,
+            ns,
+        } => {
+            let (client, namespace) = ns.connect().await?;
+            let (deadline, timeout) = (wait.deadline(), wait.timeout);
+            reconcile_environment(
+                &client,
+                &namespace,
+                &name,
+                with_source,
+                deadline,
+                timeout,
+                &mut progress,
+            )
+            .await?
+        }
+    };
+    print_reconciled(&done);
+    Ok(())
+}
+
+/// `ferry reconcile`'s and `ferry resume`'s report: what was asked, and where it stands when waited for.
+fn print_reconciled(done: &[Reconciled]) {
+    for step in done {
+        match &step.revision {
+            Some(revision) => println!("✔ {} reconciled: {revision}", step.object),
+            None => println!("► {} reconcile requested", step.object),
+        }
+    }
+}
+
+/// `ferry suspend`.
+pub async fn run_suspend(target: SuspendTarget) -> anyhow::Result<()> {
+    let (kind, name, namespace) = match target {
+        SuspendTarget::Gitrepository { name, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            set_suspended::<GitRepository>(&client, &namespace, &name, true).await?;
+            ("GitRepository", name, namespace)
+        }
+        SuspendTarget::Environment { name, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            set_suspended::<Environment>(&client, &namespace, &name, true).await?;
+            ("Environment", name, namespace)
+        }
+    };
+    println!("► {kind} {namespace}/{name} suspended");
+    Ok(())
+}
+
+/// `ferry resume`: and with `--wait`, until the object reconciled.
+pub async fn run_resume(target: ResumeTarget) -> anyhow::Result<()> {
+    let mut progress = Progress::stderr();
+    let (object, revision) = match target {
+        ResumeTarget::Gitrepository { name, wait, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            resume::<GitRepository>(&client, &namespace, &name, &wait, &mut progress).await?
+        }
+        ResumeTarget::Environment { name, wait, ns } => {
+            let (client, namespace) = ns.connect().await?;
+            resume::<Environment>(&client, &namespace, &name, &wait, &mut progress).await?
+        }
+    };
+    match revision {
+        Some(revision) => println!("✔ {object} resumed and reconciled: {revision}"),
+        None => println!("► {object} resumed"),
+    }
+    Ok(())
+}
+
+/// `ferry resume KIND NAME [--wait]`: the object shown, and its revision when waited for.
+async fn resume<K: Reconcilable>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    wait: &Wait,
+    progress: &mut Progress,
+) -> anyhow::Result<(String, Option<String>)> {
+    let token = set_suspended::<K>(client, namespace, name, false).await?;
+    let object = format!("{} {namespace}/{name}", K::KIND);
+    let revision = match (token, wait.deadline()) {
+        (Some(token), Some(timeout)) => {
+            let reconciled = wait_reconciled::<K>(client, namespace, name, &token, timeout, progress).await?;
+            Some(reconciled.revision().unwrap_or("-").to_string())
+        }
+        _ => None,
+    };
+    Ok((object, revision))
 }
 
 #[cfg(test)]

@@ -127,6 +127,17 @@ fn indent(last: bool) -> &'static str {
     if last { "    " } else { "│   " }
 }
 
+/// `ferry tree`.
+pub async fn run(target: crate::cli::args::TreeTarget) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let crate::cli::args::TreeTarget::Environment { name, ns } = target;
+    let config = kube::Config::infer().await.context("loading the kubeconfig")?;
+    let client = Client::try_from(config.clone()).context("connecting to the cluster")?;
+    let namespace = ns.namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    print!("{}", tree(&client, &config, &namespace, &name).await?);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,33 @@ pub fn image_tag(image: &str) -> String {
     }
 }
 
+/// `ferry version`: this binary's version, the controller's, and the render sandbox this machine allows.
+pub async fn run(args: crate::cli::args::VersionArgs) -> anyhow::Result<()> {
+    let crate::cli::args::VersionArgs {
+        controller_namespace,
+        controller_deployment,
+    } = args;
+    println!("client: {}", env!("CARGO_PKG_VERSION"));
+    let shown = format!("{controller_namespace}/{controller_deployment}");
+    // The client's version is worth printing even without a cluster.
+    let controller = match Client::try_default().await {
+        Ok(client) => match controller_version(&client, &controller_namespace, &controller_deployment).await {
+            Ok(Some(version)) => format!("{version} (Deployment {shown})"),
+            Ok(None) => format!("unknown (no readable Deployment {shown})"),
+            Err(e) => format!("unknown ({e})"),
+        },
+        Err(e) => format!("unknown (no cluster: {e})"),
+    };
+    println!("controller: {controller}");
+    // What this machine's kernel allows a render worker (the controller's node may differ: its
+    // /readyz and the ferry_render_sandbox metric say there).
+    match crate::render::sandbox::probe(&crate::render::WorkerSettings::this_binary()?).await {
+        Ok(walls) => println!("render sandbox (this machine): {}", walls.summary()),
+        Err(e) => println!("render sandbox (this machine): unknown ({e})"),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::image_tag;
