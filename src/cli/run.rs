@@ -210,3 +210,76 @@ pub(crate) async fn shutdown_signal() {
         _ = term.recv() => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["ferry", "run"].iter().chain(flags)).unwrap();
+        match cli.command {
+            Command::Run(args) => *args,
+            _ => panic!("not `ferry run`"),
+        }
+    }
+
+    #[test]
+    fn every_setting_comes_from_its_flag() {
+        let args = run_args(&[
+            "--storage-dir=/var/ferry",
+            "--max-repo-bytes=1000",
+            "--kustomize=/bin/kz",
+            "--helm=/bin/hm",
+            "--allow-file-urls",
+            "--concurrency=3",
+            "--default-service-account=deployer",
+            "--no-cross-namespace-refs",
+            "--allow-insecure-kubeconfig",
+            "--remote-cluster-timeout=7s",
+            "--insecure-registry=a:5000,b",
+            "--max-render-objects=10",
+            "--max-render-bytes=2000",
+            "--render-cache-bytes=3000",
+            "--full-sync-interval=2m",
+        ]);
+        let s = settings(&args, crate::render::Sandbox::InProcess);
+        assert_eq!(s.storage_dir, std::path::PathBuf::from("/var/ferry"));
+        assert_eq!(s.max_repo_bytes, 1000);
+        assert_eq!(s.render.kustomize, std::path::PathBuf::from("/bin/kz"));
+        assert_eq!(s.render.helm, std::path::PathBuf::from("/bin/hm"));
+        assert!(s.allow_file_urls);
+        assert_eq!(s.concurrency, 3);
+        assert_eq!(s.default_service_account.as_deref(), Some("deployer"));
+        assert!(s.no_cross_namespace_refs);
+        assert!(s.allow_insecure_kubeconfig);
+        assert_eq!(s.remote_cluster_timeout, std::time::Duration::from_secs(7));
+        assert_eq!(s.registry.insecure, ["a:5000", "b"]);
+        assert_eq!(s.render.max_objects, 10);
+        assert_eq!(s.render.max_bytes, 2000);
+        assert_eq!(s.render.cache_bytes, 3000);
+        assert_eq!(s.full_sync_interval, std::time::Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_defaults_are_the_controllers_defaults() {
+        let args = run_args(&["--concurrency=0"]);
+        let s = settings(&args, crate::render::Sandbox::InProcess);
+        let d = Settings::new("/tmp/ferry");
+        assert_eq!(s.storage_dir, d.storage_dir);
+        assert_eq!(s.max_repo_bytes, d.max_repo_bytes);
+        assert_eq!(s.mirror_ttl, d.mirror_ttl);
+        assert_eq!(s.render.kustomize, d.render.kustomize);
+        assert_eq!(s.render.helm, d.render.helm);
+        assert_eq!(s.render.timeout, d.render.timeout);
+        assert_eq!(s.render.max_objects, d.render.max_objects);
+        assert_eq!(s.render.max_bytes, d.render.max_bytes);
+        assert_eq!(s.render.cache_bytes, d.render.cache_bytes);
+        assert_eq!(s.remote_cluster_timeout, d.remote_cluster_timeout);
+        assert_eq!(s.full_sync_interval, d.full_sync_interval);
+        // At least one reconcile runs, whatever the flag says.
+        assert_eq!(s.concurrency, 1);
+    }
+}

@@ -333,3 +333,67 @@ fn service_account_name(name: &str) -> Result<String, String> {
         Err("not a ServiceAccount name (lowercase letters, digits, '-' and '.')".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_install_manifests_flags_parse() {
+        // manifests/deployment.yaml's `args:`.
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "run",
+            "--default-service-account=default",
+            "--no-cross-namespace-refs",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not `ferry run`")
+        };
+        assert_eq!(args.default_service_account.as_deref(), Some("default"));
+        assert!(args.no_cross_namespace_refs);
+        assert!(Cli::try_parse_from(["ferry", "run", "--default-service-account=Not_A_Name"]).is_err());
+    }
+
+    #[test]
+    fn shared_groups_parse_where_they_are_flattened() {
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "resume",
+            "env",
+            "web",
+            "-n",
+            "team",
+            "--wait",
+            "--timeout",
+            "30s",
+        ])
+        .unwrap();
+        let Command::Resume {
+            target: ResumeTarget::Environment { name, wait, ns },
+        } = cli.command
+        else {
+            panic!("not `ferry resume environment`")
+        };
+        assert_eq!(name, "web");
+        assert_eq!(ns.namespace.as_deref(), Some("team"));
+        assert_eq!(wait.deadline(), Some(std::time::Duration::from_secs(30)));
+        let cli = Cli::try_parse_from(["ferry", "reject", "p-1", "-m", "no", "-n", "team"]).unwrap();
+        let Command::Reject(decision) = cli.command else {
+            panic!("not `ferry reject`")
+        };
+        assert_eq!(
+            (decision.promotion.as_str(), decision.message.as_deref()),
+            ("p-1", Some("no"))
+        );
+        assert_eq!(decision.ns.namespace.as_deref(), Some("team"));
+    }
+}
