@@ -9,8 +9,8 @@ use common::*;
 use ferry::api::{Environment, GitRepository, Promotion, PromotionPhase};
 use ferry::cli::{CliError, Progress};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
 
@@ -80,18 +80,9 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata:\n  color: blue\n  size: large\n",
     );
     let commit = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
-    let want = format!("main@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-    })
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
+    wait_applied_revision(&t, "env", &commit).await;
     let env_arg = format!("{}/env", t.namespace);
     let (code, stdout, stderr) = ferry(&t, &["diff", "--environment", &env_arg]);
     assert_eq!(
@@ -156,42 +147,19 @@ async fn ferry_async(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn configmap(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata:\n  value: {value}\n")
-}
-
-async fn configmap_value(client: &Client, namespace: &str, name: &str) -> Option<String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    cms.get_opt(name).await.ok()??.data?.get("value").cloned()
-}
-
-async fn wait_applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
-    let want = format!("main@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-            && env_ready(e).is_some_and(|(status, _, _)| status == "True")
-    })
-    .await
-}
-
 const WAIT: Option<Duration> = Some(Duration::from_secs(60));
 
 #[tokio::test]
 async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_intervals() {
     let t = TestEnv::new("cli-reconcile").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
     // Hour-long intervals: anything that happens within the test happens because it was asked for.
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
 
-    t.repo.write("apps/cm.yaml", &configmap("app", "two"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "two")]));
     let second = t.repo.commit_and_push("two");
     let (code, stdout, stderr) = ferry_async(
         &t,
@@ -220,7 +188,9 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
     assert_eq!(stderr, "", "no progress output when stderr is not a terminal");
     // When `--wait` returned, the new commit was already in the cluster.
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "app").await.as_deref(),
+        config_map_value(&t.client, &t.namespace, "app", "value")
+            .await
+            .as_deref(),
         Some("two")
     );
     let env = t.api::<Environment>().get("env").await.unwrap();
@@ -256,7 +226,7 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
 #[tokio::test]
 async fn a_reconcile_that_fails_is_reported_not_waited_out() {
     let t = TestEnv::new("cli-reconcile-fail").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     t.repo.commit_and_push("one");
     t.create_gitrepo(
         "config",
@@ -286,22 +256,14 @@ async fn a_reconcile_that_fails_is_reported_not_waited_out() {
 #[tokio::test]
 async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
     let t = TestEnv::new("cli-suspend").await;
-    t.repo.write("held/cm.yaml", &configmap("held", "one"));
-    t.repo.write("follower/cm.yaml", &configmap("follower", "one"));
+    t.repo.write("held/cm.yaml", &config_map("held", &[("value", "one")]));
+    t.repo
+        .write("follower/cm.yaml", &config_map("follower", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "held",
-        json!({"sourceRef": {"name": "config"}, "path": "held", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("held", "held", "1h").await;
     // A witness on the same repository: when it has applied the new commit, so would `held` have.
-    t.create_env(
-        "follower",
-        json!({"sourceRef": {"name": "config"}, "path": "follower", "interval": "1h"}),
-    )
-    .await;
+    t.config_env("follower", "follower", "1h").await;
     wait_applied(&t, "held", &first).await;
     wait_applied(&t, "follower", &first).await;
 
@@ -316,8 +278,9 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
         "{refused:?}"
     );
 
-    t.repo.write("held/cm.yaml", &configmap("held", "two"));
-    t.repo.write("follower/cm.yaml", &configmap("follower", "two"));
+    t.repo.write("held/cm.yaml", &config_map("held", &[("value", "two")]));
+    t.repo
+        .write("follower/cm.yaml", &config_map("follower", &[("value", "two")]));
     let second = t.repo.commit_and_push("two");
     let done = ferry::cli::reconcile_gitrepository(&t.client, &t.namespace, "config", WAIT, &mut Progress::quiet())
         .await
@@ -334,7 +297,9 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
         "suspended: still at the first commit"
     );
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "held").await.as_deref(),
+        config_map_value(&t.client, &t.namespace, "held", "value")
+            .await
+            .as_deref(),
         Some("one")
     );
 
@@ -362,7 +327,9 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
     );
     assert!(!t.api::<Environment>().get("held").await.unwrap().spec.suspend);
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "held").await.as_deref(),
+        config_map_value(&t.client, &t.namespace, "held", "value")
+            .await
+            .as_deref(),
         Some("two")
     );
 
@@ -378,15 +345,10 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
 #[tokio::test]
 async fn events_lists_what_the_controller_emitted_about_ferry_objects_oldest_first() {
     let t = TestEnv::new("cli-events").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
     t.wait_event("env", "Normal", "Applied").await;
     // An Event about something that is not Ferry's, with the same name: not shown.
@@ -433,21 +395,16 @@ async fn events_lists_what_the_controller_emitted_about_ferry_objects_oldest_fir
 #[tokio::test]
 async fn tree_shows_the_inventory_grouped_with_each_object_s_health() {
     let mut t = TestEnv::new("cli-tree").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
-    t.repo.write("apps/gone.yaml", &configmap("gone", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
+    t.repo.write("apps/gone.yaml", &config_map("gone", &[("value", "one")]));
     t.repo.write(
         "apps/web.yaml",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  \
          template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n",
     );
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
     // Deleted by hand, with no controller to put it back (its verification polls would).
     t.stop_controller();
@@ -476,20 +433,18 @@ async fn tree_shows_the_inventory_grouped_with_each_object_s_health() {
 #[tokio::test]
 async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_repository_head() {
     let t = TestEnv::new("cli-diff-promoted").await;
-    t.repo.write("staging/cm.yaml", &configmap("staging", "one"));
-    t.repo.write("production/cm.yaml", &configmap("production", "one"));
+    t.repo
+        .write("staging/cm.yaml", &config_map("staging", &[("value", "one")]));
+    t.repo
+        .write("production/cm.yaml", &config_map("production", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "staging", "interval": "1h"}),
-    )
-    .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env("staging", "staging", "1h").await;
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "production", "interval": "1h",
-               "promotion": {"from": "staging", "requireApproval": true}}),
+        "production",
+        "1h",
+        json!({"promotion": {"from": "staging", "requireApproval": true}}),
     )
     .await;
     let waiting = |commit: String| {
@@ -509,8 +464,10 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
     wait_applied(&t, "production", &first).await;
 
     // Staging moves on; production's promotion of the new commit waits for an approval nobody gives.
-    t.repo.write("staging/cm.yaml", &configmap("staging", "two"));
-    t.repo.write("production/cm.yaml", &configmap("production", "two"));
+    t.repo
+        .write("staging/cm.yaml", &config_map("staging", &[("value", "two")]));
+    t.repo
+        .write("production/cm.yaml", &config_map("production", &[("value", "two")]));
     let second = t.repo.commit_and_push("two");
     ferry::cli::reconcile_gitrepository(&t.client, &t.namespace, "config", WAIT, &mut Progress::quiet())
         .await
@@ -543,7 +500,7 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
 #[tokio::test]
 async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
     let mut t = TestEnv::new("cli-diff-auth").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
     let server = GitHttpServer::start(
         t.git_root.clone(),
@@ -561,11 +518,7 @@ async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
         json!({"url": url, "interval": "1h", "secretRef": {"name": "git"}}),
     )
     .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
     let repo = t.api::<GitRepository>().get("config").await.unwrap();
     assert!(!repo.status.unwrap().artifact.unwrap().url.contains("s3cret"));
@@ -610,19 +563,19 @@ async fn diff_looks_at_the_environment_s_target_cluster() {
         .unwrap();
     t.create_secret("remote", &[("value", &remote.kubeconfig_self_contained().unwrap())])
         .await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env_with(
         "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h",
-               "kubeConfig": {"secretRef": {"name": "remote"}}}),
+        "apps",
+        "1h",
+        json!({"kubeConfig": {"secretRef": {"name": "remote"}}}),
     )
     .await;
     wait_applied(&t, "env", &first).await;
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "app").await,
+        config_map_value(&t.client, &t.namespace, "app", "value").await,
         None,
         "not in this cluster"
     );

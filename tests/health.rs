@@ -28,8 +28,7 @@ async fn env_with(t: &TestEnv, files: &[(&str, String)], extra: serde_json::Valu
         t.repo.write(path, content);
     }
     let commit = t.repo.commit_and_push("workloads");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     let mut spec = json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h", "wait": true});
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         spec[k] = v;

@@ -4,6 +4,7 @@
 
 pub mod faulty;
 pub mod ferry_run;
+pub mod fixtures;
 pub mod git;
 pub mod git_http;
 pub mod http;
@@ -27,6 +28,7 @@ use tokio::sync::OnceCell;
 
 pub use faulty::{Fault, FaultyProxy};
 pub use ferry_run::{FerryRun, deployment_args, start_ferry_run};
+pub use fixtures::*;
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
 pub use http::{http_post, http_post_chunked};
