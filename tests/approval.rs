@@ -131,13 +131,7 @@ async fn promotion_waiting_for_approval(t: &TestEnv) -> (String, String) {
     let revision = format!("main@sha1:{}", t.repo.commit_and_push("one"));
     t.config_source("1h").await;
     t.config_env("staging", "apps/staging", "1h").await;
-    t.config_env_with(
-        "production",
-        "apps/production",
-        "1h",
-        json!({"promotion": {"from": "staging", "requireApproval": true}}),
-    )
-    .await;
+    t.approved_production("apps/production", "1h").await;
     let promotions = t.api::<Promotion>();
     let waiting = eventually("a Promotion into production waiting for approval", || async {
         promotions

@@ -295,13 +295,13 @@ async fn charts_apply_with_values_per_environment_crds_first_hooks_left_out() {
     // The test hook is not applied, and a Warning says so.
     let pods = t.api::<k8s_openapi::api::core::v1::Pod>();
     assert!(pods.get_opt("production-test-connection").await.unwrap().is_none());
-    let events = t.wait_event("production", "Warning", "HooksSkipped").await;
-    assert!(
-        events
-            .iter()
-            .any(|(_, r, n)| r == "HooksSkipped" && n.contains("Pod/production-test-connection (test)")),
-        "{events:?}"
-    );
+    t.assert_event_noted(
+        "production",
+        "Warning",
+        "HooksSkipped",
+        "Pod/production-test-connection (test)",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -440,13 +440,7 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
     let first = t.repo.commit_and_push("one");
     t.config_source("1h").await;
     t.config_env("staging", "staging", "1h").await;
-    t.config_env_with(
-        "production",
-        "production",
-        "1h",
-        json!({"promotion": {"from": "staging", "requireApproval": true}}),
-    )
-    .await;
+    t.approved_production("production", "1h").await;
     let waiting = |commit: String| {
         let want = format!("main@sha1:{commit}");
         move |e: &Environment| {

@@ -212,13 +212,8 @@ async fn a_full_storage_directory_applies_nothing_partial_and_recovers_when_ther
         "names the directory: {message}"
     );
     assert!(message.contains(&c1), "names the commit: {message}");
-    let events = t.wait_event("app", "Warning", "StorageFailed").await;
-    assert!(
-        events
-            .iter()
-            .any(|(_, r, n)| r == "StorageFailed" && n.contains("No space left on device")),
-        "{events:?}"
-    );
+    t.assert_event_noted("app", "Warning", "StorageFailed", "No space left on device")
+        .await;
     still_runs(&t, &c0, "0", "1").await;
     no_partial_trees(&storage);
 

@@ -544,21 +544,6 @@ async fn before_the_full_check_is_due_an_admission_policy_change_is_not_looked_a
     );
 }
 
-/// A namespace named like the test's in the second cluster, a Secret `remote-kubeconfig` reaching it as its
-/// admin, and a client for it.
-async fn remote_cluster(t: &TestEnv) -> (kube::Client, &'static ferry_testenv::ControlPlane) {
-    let cp = second_cluster().await;
-    let client = cp.client().await.expect("second cluster client");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&Default::default(), &ns)
-        .await
-        .expect("namespace in the second cluster");
-    let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
-    t.create_secret("remote-kubeconfig", &[("value", &kubeconfig)]).await;
-    (client, cp)
-}
-
 fn remote_config_map_requests(cp: &ferry_testenv::ControlPlane, namespace: &str) -> Vec<(String, String, bool)> {
     audited_writes(&cp.audit_log(), namespace)
         .into_iter()
@@ -572,7 +557,7 @@ fn remote_config_map_requests(cp: &ferry_testenv::ControlPlane, namespace: &str)
 #[tokio::test]
 async fn another_cluster_is_watched_while_an_environment_targets_it() {
     let t = TestEnv::new("remote-watch").await;
-    let (remote, cp) = remote_cluster(&t).await;
+    let (remote, cp) = t.second_cluster_secret("remote-kubeconfig").await;
     synced(
         &t,
         json!({"interval": "1h", "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
@@ -669,7 +654,7 @@ async fn a_kubeconfig_that_may_not_watch_falls_back_to_the_dry_run_at_every_sync
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::RoleBinding;
     let t = TestEnv::new("remote-nowatch").await;
-    let (remote, cp) = remote_cluster(&t).await;
+    let (remote, cp) = t.second_cluster_secret("remote-kubeconfig").await;
     let accounts: Api<ServiceAccount> = Api::namespaced(remote.clone(), &t.namespace);
     let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "deployer"}})).unwrap();
     accounts.create(&Default::default(), &account).await.expect("account");

@@ -97,13 +97,7 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
         json!({"images": {"pinDigests": true, "pullSecretRef": {"name": "pull"}}}),
     )
     .await;
-    t.config_env_with(
-        "production",
-        "apps/production",
-        "1h",
-        json!({"promotion": {"from": "staging", "requireApproval": true}}),
-    )
-    .await;
+    t.approved_production("apps/production", "1h").await;
 
     // Staging resolved the tag through basic auth, pinned it, and verified that digest.
     let staging = wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
@@ -215,13 +209,8 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
             Some(format!("{}/prod/team/multi", prod.host).as_str())
         ]
     );
-    let events = t.wait_event("production", "Normal", "ImagesCopied").await;
-    assert!(
-        events
-            .iter()
-            .any(|(_, r, note)| r == "ImagesCopied" && note.contains("copied 2 image(s)")),
-        "{events:?}"
-    );
+    t.assert_event_noted("production", "Normal", "ImagesCopied", "copied 2 image(s)")
+        .await;
     let uploads = prod.uploads();
     let manifests = prod.manifest_puts();
     assert!(

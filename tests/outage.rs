@@ -702,12 +702,7 @@ impl Remote {
         })
         .await
         .expect("starting the second control plane");
-        let client = cp.client().await.expect("remote client");
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("namespace in the second cluster");
+        let client = namespace_in(&cp, &t.namespace).await;
         let upstream: SocketAddr = cp
             .server
             .trim_start_matches("https://")

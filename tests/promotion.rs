@@ -99,17 +99,7 @@ fn phases(p: &Promotion) -> Vec<PromotionPhase> {
 
 /// A namespace of the same name in the production cluster, and the Secret that reaches it.
 async fn production_cluster(t: &TestEnv) -> Client {
-    let cp = second_cluster().await;
-    let client = cp.client().await.expect("production client");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace in production");
-    let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
-    t.create_secret("production-kubeconfig", &[("value", &kubeconfig)])
-        .await;
-    client
+    t.second_cluster_secret("production-kubeconfig").await.0
 }
 
 /// `<test namespace>-<suffix>`, created: where a promoted Environment applies.

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use ferry::api::{Environment, GitRepository, Promotion};
 use ferry::render::RenderSettings;
-use k8s_openapi::api::core::v1::ConfigMap;
+use ferry_testenv::ControlPlane;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{TestEnv, env_ready, eventually, wait_for};
+use super::{TestEnv, env_ready, eventually, second_cluster, wait_for};
 
 /// A ConfigMap manifest `name` (in no namespace: the Environment's) with `data` as string values, quoted.
 pub fn config_map(name: &str, data: &[(&str, &str)]) -> String {
@@ -170,6 +171,39 @@ impl TestEnv {
         .await;
     }
 
+    /// Creates Environment `production` applying `path` every `interval`, promoted from `staging` once approved.
+    pub async fn approved_production(&self, path: &str, interval: &str) -> Environment {
+        let promotion = json!({"promotion": {"from": "staging", "requireApproval": true}});
+        self.config_env_with("production", path, interval, promotion).await
+    }
+
+    /// Waits for an Event `type_`/`reason` about `name` and asserts that one of that reason has a note containing
+    /// `needle`; returns every (type, reason, note) for `name`.
+    pub async fn assert_event_noted(
+        &self,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        needle: &str,
+    ) -> Vec<(String, String, String)> {
+        let events = self.wait_event(name, type_, reason).await;
+        assert!(
+            events.iter().any(|(_, r, n)| r == reason && n.contains(needle)),
+            "{events:?}"
+        );
+        events
+    }
+
+    /// The second cluster (see [`second_cluster`]) with a namespace named like the test's, and a Secret `secret`
+    /// in the test's namespace whose `value` is a kubeconfig reaching it as its admin; returns a client for it.
+    pub async fn second_cluster_secret(&self, secret: &str) -> (kube::Client, &'static ControlPlane) {
+        let cp = second_cluster().await;
+        let client = namespace_in(cp, &self.namespace).await;
+        let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
+        self.create_secret(secret, &[("value", &kubeconfig)]).await;
+        (client, cp)
+    }
+
     /// Render settings with the kustomize and helm of the test's binary directory.
     pub fn render_settings(&self) -> RenderSettings {
         RenderSettings {
@@ -195,6 +229,17 @@ impl TestEnv {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// Creates namespace `name` in the control plane `cp`; returns an admin client for `cp`.
+pub async fn namespace_in(cp: &ControlPlane, name: &str) -> kube::Client {
+    let client = cp.client().await.expect("second cluster client");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace in the second cluster");
+    client
 }
 
 /// Every file below `from`, as (path relative to it, content).
