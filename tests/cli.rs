@@ -14,26 +14,11 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 
-fn ferry(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("KUBECONFIG", &t.kubeconfig)
-        .env("FERRY_KUSTOMIZE", t.bin_dir.join("kustomize"))
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn render_prints_exactly_what_kustomize_build_prints() {
     let t = TestEnv::new("cli-render").await;
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config-repo");
-    let (code, stdout, stderr) = ferry(&t, &["render", repo, "--path", "production"]);
+    let (code, stdout, stderr) = t.ferry_cli(&["render", repo, "--path", "production"]);
     assert_eq!(code, 0, "{stderr}");
     let kustomize = Command::new(t.bin_dir.join("kustomize"))
         .args(["build", &format!("{repo}/production")])
@@ -84,7 +69,7 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
     t.config_env("env", "apps", "1h").await;
     wait_applied_revision(&t, "env", &commit).await;
     let env_arg = format!("{}/env", t.namespace);
-    let (code, stdout, stderr) = ferry(&t, &["diff", "--environment", &env_arg]);
+    let (code, stdout, stderr) = t.ferry_cli(&["diff", "--environment", &env_arg]);
     assert_eq!(
         (code, stdout.as_str()),
         (0, ""),
@@ -102,7 +87,7 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
         )
         .await
         .unwrap();
-    let (code, stdout, stderr) = ferry(&t, &["diff", "--environment", &env_arg]);
+    let (code, stdout, stderr) = t.ferry_cli(&["diff", "--environment", &env_arg]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stdout.contains("-  color: hacked") && stdout.contains("+  color: blue"),
@@ -116,14 +101,14 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
         "apps/new.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: brand-new}\n",
     );
-    let (code, stdout, stderr) = ferry(&t, &["diff", &work, "--path", "apps", "--namespace", &t.namespace]);
+    let (code, stdout, stderr) = t.ferry_cli(&["diff", &work, "--path", "apps", "--namespace", &t.namespace]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stdout.contains("+  color: blue") && stdout.contains("desired/v1/ConfigMap") && stdout.contains("brand-new"),
         "{stdout}"
     );
 
-    let (code, _, stderr) = ferry(&t, &["diff", "--environment", "nope/nothing"]);
+    let (code, _, stderr) = t.ferry_cli(&["diff", "--environment", "nope/nothing"]);
     assert_eq!(code, 2, "errors exit 2: {stderr}");
     let cm = t.api::<ConfigMap>().get("app").await.unwrap();
     assert_eq!(cm.data.unwrap()["color"], "hacked", "diff changes nothing");
@@ -496,16 +481,10 @@ async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
     let mut t = TestEnv::new("cli-diff-auth").await;
     t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    let server = GitHttpServer::start(
-        t.git_root.clone(),
-        HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
-        true,
-    )
-    .await;
+    let (server, url) = t.https_git_server_for_alice().await;
     let ca = server.ca_pem.clone().unwrap();
     // The password is in the URL (status only ever shows it redacted); the Secret holds the CA.
-    let url = server.base_url.replacen("https://", "https://alice:s3cret-pw@", 1);
-    let url = format!("{url}/{}", t.repo.name);
+    let url = url.replacen("https://", "https://alice:s3cret-pw@", 1);
     t.create_secret("git", &[("ca.crt", &ca)]).await;
     t.create_gitrepo(
         "config",

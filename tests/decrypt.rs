@@ -790,11 +790,7 @@ async fn as_installed_the_key_is_read_only_in_the_environments_namespace_and_app
         json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
     )
     .await;
-    let e = wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
-        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "SecretNotFound")
-    })
-    .await;
-    let (_, _, message) = env_ready(&e).unwrap();
+    let message = wait_not_ready(&t, "app", "SecretNotFound").await;
     assert!(
         message.contains(&format!("Secret {}/sops-age", t.namespace)),
         "{message}"

@@ -15,14 +15,6 @@ fn applied_revision(e: &Environment) -> Option<String> {
     e.status.as_ref()?.last_applied_revision.clone()
 }
 
-async fn wait_not_ready(t: &TestEnv, env: &str, reason: &str) -> String {
-    let env = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == reason)
-    })
-    .await;
-    env_ready(&env).map(|(_, _, m)| m).unwrap_or_default()
-}
-
 /// Three ConfigMaps synced every second.
 async fn synced(t: &TestEnv, extra_spec: serde_json::Value) -> String {
     for name in ["a", "b", "c"] {

@@ -398,21 +398,6 @@ async fn a_malformed_policy_is_reported_and_fails_closed() {
     assert_eq!(configmap_version(&t, &t.namespace).await.as_deref(), Some("v1"));
 }
 
-fn ferry(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("KUBECONFIG", &t.kubeconfig)
-        .env("FERRY_KUSTOMIZE", t.bin_dir.join("kustomize"))
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("running ferry");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn render_and_diff_report_violations_before_a_merge() {
     let t = TestEnv::with_workloads("policy-cli").await;
@@ -425,13 +410,13 @@ async fn render_and_diff_report_violations_before_a_merge() {
     let line = "deny: Deployment web, container app: image \"evil.io/app:1\" is not from an allowed registry";
 
     // The Environment as the controller sees it: policies from the cluster, selected by its namespace.
-    let (code, _, stderr) = ferry(&t, &["diff", "--environment", &format!("{}/app", t.namespace)]);
+    let (code, _, stderr) = t.ferry_cli(&["diff", "--environment", &format!("{}/app", t.namespace)]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains(line), "{stderr}");
 
     // A local checkout against the cluster.
     let work = t.repo.work.path().to_str().expect("path").to_string();
-    let (code, _, stderr) = ferry(&t, &["diff", &work, "--path", "apps/app", "--namespace", &t.namespace]);
+    let (code, _, stderr) = t.ferry_cli(&["diff", &work, "--path", "apps/app", "--namespace", &t.namespace]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains(line), "{stderr}");
 
@@ -447,10 +432,8 @@ async fn render_and_diff_report_violations_before_a_merge() {
     };
     write("prod.example.io/");
     let policy_file = file.to_str().expect("path");
-    let (code, stdout, stderr) = ferry(
-        &t,
-        &["render", &work, "--path", "apps/app", "--registry-policy", policy_file],
-    );
+    let (code, stdout, stderr) =
+        t.ferry_cli(&["render", &work, "--path", "apps/app", "--registry-policy", policy_file]);
     assert_eq!(code, 3, "{stderr}");
     assert!(
         stdout.contains("kind: Deployment"),
@@ -461,9 +444,6 @@ async fn render_and_diff_report_violations_before_a_merge() {
         "{stderr}"
     );
     write("prod.example.io/, evil.io/");
-    let (code, _, stderr) = ferry(
-        &t,
-        &["render", &work, "--path", "apps/app", "--registry-policy", policy_file],
-    );
+    let (code, _, stderr) = t.ferry_cli(&["render", &work, "--path", "apps/app", "--registry-policy", policy_file]);
     assert_eq!((code, stderr.as_str()), (0, ""));
 }

@@ -141,13 +141,7 @@ async fn https_basic_auth_works_and_a_wrong_password_is_rejected_without_leaking
     let t = TestEnv::new("basic").await;
     t.repo.write("a.yaml", CM);
     let c1 = t.repo.commit_and_push("one");
-    let server = GitHttpServer::start(
-        t.git_root.clone(),
-        HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
-        true,
-    )
-    .await;
-    let url = format!("{}/{}", server.base_url, t.repo.name);
+    let (server, url) = t.https_git_server_for_alice().await;
     let ca = server.ca_pem.clone().unwrap();
     t.create_secret(
         "good",

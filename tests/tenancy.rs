@@ -365,13 +365,7 @@ async fn a_gitrepository_uses_only_the_secrets_its_service_account_may_read() {
     t.account_with_role("fetcher", &["configmaps"]).await;
     t.repo.write("apps/app.yaml", CM);
     let commit = t.repo.commit_and_push("private config");
-    let server = GitHttpServer::start(
-        t.git_root.clone(),
-        HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
-        true,
-    )
-    .await;
-    let url = format!("{}/{}", server.base_url, t.repo.name);
+    let (server, url) = t.https_git_server_for_alice().await;
     let ca = server.ca_pem.clone().expect("ca");
     t.create_secret(
         "git",

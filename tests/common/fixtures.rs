@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{TestEnv, env_ready, eventually, second_cluster, wait_for};
+use super::{GitHttpServer, HttpAuth, TestEnv, env_ready, eventually, second_cluster, wait_for};
 
 /// A ConfigMap manifest `name` (in no namespace: the Environment's) with `data` as string values, quoted.
 pub fn config_map(name: &str, data: &[(&str, &str)]) -> String {
@@ -55,6 +55,15 @@ pub async fn wait_applied_revision(t: &TestEnv, env: &str, commit: &str) -> Envi
         e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
     })
     .await
+}
+
+/// Waits until Environment `env` is not Ready for `reason`; returns the Ready condition's message.
+pub async fn wait_not_ready(t: &TestEnv, env: &str, reason: &str) -> String {
+    let env = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
+        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == reason)
+    })
+    .await;
+    env_ready(&env).map(|(_, _, m)| m).unwrap_or_default()
 }
 
 /// Writes `files` (path, content) into the test's repository and pushes them as one commit; returns the commit.
@@ -202,6 +211,32 @@ impl TestEnv {
         let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
         self.create_secret(secret, &[("value", &kubeconfig)]).await;
         (client, cp)
+    }
+
+    /// Runs the `ferry` CLI with `args` against the test's control plane (and its kustomize); returns its exit
+    /// code, stdout and stderr.
+    pub fn ferry_cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("FERRY_KUSTOMIZE", self.bin_dir.join("kustomize"))
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("running ferry");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The shared git daemon's repositories served over HTTPS (its own CA) to `alice` with password
+    /// `s3cret-pw` only; returns the server and this test repository's URL there.
+    pub async fn https_git_server_for_alice(&self) -> (GitHttpServer, String) {
+        let auth = HttpAuth::Basic("alice".into(), "s3cret-pw".into());
+        let server = GitHttpServer::start(self.git_root.clone(), auth, true).await;
+        let url = format!("{}/{}", server.base_url, self.repo.name);
+        (server, url)
     }
 
     /// Render settings with the kustomize and helm of the test's binary directory.
