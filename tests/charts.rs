@@ -344,16 +344,8 @@ async fn bad_charts_fail_to_render_naming_the_file_and_nothing_is_applied() {
     );
     t.repo.commit_and_push("bad charts");
     t.config_source("1s").await;
-    t.create_env(
-        "template-error",
-        json!({"sourceRef": {"name": "config"}, "path": "template-error"}),
-    )
-    .await;
-    t.create_env(
-        "missing-dependency",
-        json!({"sourceRef": {"name": "config"}, "path": "missing-dependency"}),
-    )
-    .await;
+    t.config_env_at("template-error", "template-error").await;
+    t.config_env_at("missing-dependency", "missing-dependency").await;
     t.create_env(
         "schema",
         json!({"sourceRef": {"name": "config"}, "path": "schema", "helm": {"valuesFiles": ["values-bad.yaml"]}}),
@@ -378,13 +370,7 @@ async fn bad_charts_fail_to_render_naming_the_file_and_nothing_is_applied() {
             "spec.helm.valuesFiles: ../../../etc/passwd",
         ),
     ] {
-        let e = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-            env_ready(e).is_some_and(|(s, r, _)| s == "False" && r != "SourceNotReady")
-        })
-        .await;
-        let (_, r, message) = env_ready(&e).unwrap();
-        assert_eq!(r, reason, "{env}: {message}");
-        assert!(message.contains(needle), "{env}: {message}");
+        let e = assert_refused(&t, env, reason, needle).await;
         let stalled = e
             .status
             .as_ref()

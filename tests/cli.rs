@@ -125,11 +125,7 @@ async fn ferry_async(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
         .output()
         .await
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    exit_stdout_stderr(out)
 }
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(60));

@@ -317,6 +317,11 @@ fn write_bytes(t: &TestEnv, rel: &str, content: &[u8]) {
     std::fs::write(path, content).unwrap();
 }
 
+/// The spec fields that decrypt with sops and the key in the Secret `sops-age`.
+fn sops_decryption() -> serde_json::Value {
+    json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}})
+}
+
 async fn key_secret(t: &TestEnv, s: &Sops) {
     t.create_secret(
         "sops-age",
@@ -447,13 +452,7 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
     let first = t.repo.commit_and_push("good");
     key_secret(&t, &s).await;
     t.config_source("1h").await;
-    t.config_env_with(
-        "app",
-        "app",
-        "1h",
-        json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
-    )
-    .await;
+    t.config_env_with("app", "app", "1h", sops_decryption()).await;
     wait_applied(&t, "app", &first).await;
     let still_first = || async {
         let db = t.api::<Secret>().get("db").await.unwrap();
@@ -554,13 +553,7 @@ async fn plaintext_is_in_no_log_status_event_or_file_of_the_controller() {
     let commit = t.repo.commit_and_push("encrypted");
     key_secret(&t, &s).await;
     t.config_source("1h").await;
-    t.config_env_with(
-        "app",
-        "kz",
-        "1h",
-        json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
-    )
-    .await;
+    t.config_env_with("app", "kz", "1h", sops_decryption()).await;
     wait_applied(&t, "app", &commit).await;
     assert_eq!(
         secret_value(&t.api::<Secret>().get("db").await.unwrap(), "password"),
@@ -783,13 +776,7 @@ async fn as_installed_the_key_is_read_only_in_the_environments_namespace_and_app
     )
     .await;
     t.config_source("2s").await;
-    t.config_env_with(
-        "app",
-        "app",
-        "2s",
-        json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
-    )
-    .await;
+    t.config_env_with("app", "app", "2s", sops_decryption()).await;
     let message = wait_not_ready(&t, "app", "SecretNotFound").await;
     assert!(
         message.contains(&format!("Secret {}/sops-age", t.namespace)),

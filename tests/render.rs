@@ -214,11 +214,7 @@ async fn a_flux_style_tree_renders_the_objects_of_fluxs_generated_kustomization_
     }
     t.repo.commit_and_push("flux tree");
     t.config_source("1s").await;
-    t.create_env(
-        "prod",
-        json!({"sourceRef": {"name": "config"}, "path": "clusters/prod"}),
-    )
-    .await;
+    t.config_env_at("prod", "clusters/prod").await;
     let e = wait_for(&t.api::<Environment>(), "prod", |e: &Environment| {
         env_ready(e).is_some_and(|(s, r, _)| s != "Unknown" && r != "SourceNotReady")
     })
@@ -266,16 +262,8 @@ async fn remote_bases_escaping_symlinks_and_paths_are_refused_before_anything_is
         .await;
     t.create_env("linked", json!({"sourceRef": {"name": "config"}, "path": "linked"}))
         .await;
-    t.create_env(
-        "escape",
-        json!({"sourceRef": {"name": "config"}, "path": "app/../../outside"}),
-    )
-    .await;
-    t.create_env(
-        "missing",
-        json!({"sourceRef": {"name": "config"}, "path": "no/such/dir"}),
-    )
-    .await;
+    t.config_env_at("escape", "app/../../outside").await;
+    t.config_env_at("missing", "no/such/dir").await;
 
     for (env, reason, needle) in [
         ("remote", "RenderFailed", "remote resource"),
@@ -283,13 +271,7 @@ async fn remote_bases_escaping_symlinks_and_paths_are_refused_before_anything_is
         ("escape", "PathNotFound", "stay inside the repository"),
         ("missing", "PathNotFound", "does not exist"),
     ] {
-        let e = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-            env_ready(e).is_some_and(|(s, r, _)| s == "False" && r != "SourceNotReady")
-        })
-        .await;
-        let (_, r, message) = env_ready(&e).unwrap();
-        assert_eq!(r, reason, "{env}: {message}");
-        assert!(message.contains(needle), "{env}: {message}");
+        assert_refused(&t, env, reason, needle).await;
     }
     let cms = t.api::<ConfigMap>();
     assert!(cms.get_opt("never").await.unwrap().is_none());

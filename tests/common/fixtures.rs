@@ -57,6 +57,28 @@ pub async fn wait_applied_revision(t: &TestEnv, env: &str, commit: &str) -> Envi
     .await
 }
 
+/// A finished process's exit code (-1 when killed by a signal), stdout and stderr.
+pub fn exit_stdout_stderr(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits until Environment `env` is not Ready for a reason other than `SourceNotReady`, and asserts that the
+/// reason is `reason` and the message holds `needle`; returns the Environment.
+pub async fn assert_refused(t: &TestEnv, env: &str, reason: &str, needle: &str) -> Environment {
+    let e = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
+        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r != "SourceNotReady")
+    })
+    .await;
+    let (_, r, message) = env_ready(&e).unwrap();
+    assert_eq!(r, reason, "{env}: {message}");
+    assert!(message.contains(needle), "{env}: {message}");
+    e
+}
+
 /// Waits until Environment `env` is not Ready for `reason`; returns the Ready condition's message.
 pub async fn wait_not_ready(t: &TestEnv, env: &str, reason: &str) -> String {
     let env = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
@@ -104,6 +126,12 @@ impl TestEnv {
     /// Creates Environment `name` applying `path` of the GitRepository `config` every `interval`.
     pub async fn config_env(&self, name: &str, path: &str, interval: &str) -> Environment {
         self.config_env_with(name, path, interval, json!({})).await
+    }
+
+    /// Creates Environment `name` applying `path` of the GitRepository `config` at the default interval.
+    pub async fn config_env_at(&self, name: &str, path: &str) -> Environment {
+        self.create_env(name, json!({"sourceRef": {"name": "config"}, "path": path}))
+            .await
     }
 
     /// As [`TestEnv::config_env`], with the fields of the JSON object `extra` added to the spec.
@@ -223,11 +251,7 @@ impl TestEnv {
             .env("RUST_LOG", "error")
             .output()
             .expect("running ferry");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        exit_stdout_stderr(out)
     }
 
     /// The shared git daemon's repositories served over HTTPS (its own CA) to `alice` with password
