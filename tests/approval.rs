@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use ferry::api::{Decision, Environment, Promotion, PromotionPhase};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
@@ -79,39 +78,6 @@ async fn install_policy(t: &TestEnv) {
     .await;
 }
 
-/// Applies `ferry-release-manager` from manifests/rbac.yaml and binds it to `user` in the test's namespace.
-async fn grant_release_manager(t: &TestEnv, user: &str) {
-    let role = documents(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
-        .into_iter()
-        .find(|v| v["kind"] == "ClusterRole" && v["metadata"]["name"] == "ferry-release-manager")
-        .expect("ferry-release-manager in manifests/rbac.yaml");
-    let role: ClusterRole = serde_json::from_value(role).expect("ClusterRole");
-    Api::<ClusterRole>::all(t.client.clone())
-        .patch(
-            "ferry-release-manager",
-            &PatchParams::apply("ferry-tests").force(),
-            &Patch::Apply(&role),
-        )
-        .await
-        .expect("apply ClusterRole");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{user}-releases"), "namespace": t.namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-release-manager"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .expect("binding");
-    t.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("RoleBinding");
-    // RBAC is read from an informer too: wait until the user can list Promotions.
-    let as_user: Api<Promotion> = Api::namespaced(t.client_as(user).await, &t.namespace);
-    eventually(&format!("{user} may list Promotions"), || async {
-        as_user.list(&ListParams::default()).await.ok().map(|_| ())
-    })
-    .await;
-}
-
 /// The refusal came from the approval policy (not RBAC, not the CRD): 403 naming the policy.
 fn assert_refused_by_policy<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
     match result {
@@ -124,7 +90,7 @@ fn assert_refused_by_policy<T: std::fmt::Debug>(result: Result<T, kube::Error>, 
 async fn a_promotion_cannot_be_created_already_approved_or_rejected() {
     let t = TestEnv::new("approval-create").await;
     install_policy(&t).await;
-    grant_release_manager(&t, "alice").await;
+    t.grant_release_manager("alice").await;
     let alice: Api<Promotion> = Api::namespaced(t.client_as("alice").await, &t.namespace);
 
     for (name, approval) in [
@@ -163,19 +129,9 @@ async fn promotion_waiting_for_approval(t: &TestEnv) -> (String, String) {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: production-app}\ndata: {v: \"1\"}\n",
     );
     let revision = format!("main@sha1:{}", t.repo.commit_and_push("one"));
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
-    t.create_env(
-        "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "requireApproval": true}}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("staging", "apps/staging", "1h").await;
+    t.approved_production("apps/production", "1h").await;
     let promotions = t.api::<Promotion>();
     let waiting = eventually("a Promotion into production waiting for approval", || async {
         promotions
@@ -194,7 +150,7 @@ async fn promotion_waiting_for_approval(t: &TestEnv) -> (String, String) {
 async fn an_approval_names_its_real_caller_and_ferry_approve_still_works() {
     let t = TestEnv::new("approval-by").await;
     install_policy(&t).await;
-    grant_release_manager(&t, "alice").await;
+    t.grant_release_manager("alice").await;
     let (name, revision) = promotion_waiting_for_approval(&t).await;
     let promotions = t.api::<Promotion>();
 
@@ -255,7 +211,7 @@ async fn an_approval_names_its_real_caller_and_ferry_approve_still_works() {
 async fn ferry_reject_records_the_real_caller() {
     let t = TestEnv::new("approval-reject").await;
     install_policy(&t).await;
-    grant_release_manager(&t, "alice").await;
+    t.grant_release_manager("alice").await;
     let (name, _) = promotion_waiting_for_approval(&t).await;
     let alice = t.client_as("alice").await;
     let rejected = ferry::cli::reject(&alice, &t.namespace, &name, Some("not today"))

@@ -7,37 +7,11 @@ mod common;
 
 use common::*;
 use ferry::api::Environment;
-use ferry::render::{Capabilities, HelmInputs, RenderSettings, render_path, render_path_with};
+use ferry::render::{Capabilities, HelmInputs, render_path, render_path_with};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-
-fn settings(t: &TestEnv) -> RenderSettings {
-    RenderSettings {
-        kustomize: t.bin_dir.join("kustomize"),
-        helm: t.bin_dir.join("helm"),
-        ..RenderSettings::default()
-    }
-}
-
-/// Every file below `from`, as (path relative to it, content).
-fn files_below(from: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![from.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(from).unwrap().to_string_lossy().into_owned();
-                out.push((rel, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    out
-}
+use std::path::Path;
 
 /// Copies examples/chart/podinfo into the test's git repo at `to`.
 fn copy_chart(t: &TestEnv, to: &str) {
@@ -45,18 +19,6 @@ fn copy_chart(t: &TestEnv, to: &str) {
     for (rel, content) in files_below(&chart) {
         t.repo.write(&format!("{to}/{rel}"), &content);
     }
-}
-
-/// Writes `files` below a fresh temporary directory.
-fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().canonicalize().unwrap();
-    for (rel, content) in files {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-    (dir, root)
 }
 
 /// `helm template` run by hand, with the test's own empty helm home.
@@ -89,7 +51,7 @@ async fn a_chart_renders_byte_for_byte_as_helm_template_without_its_hooks() {
             api_versions: vec!["ferry.dev/v1alpha1".into(), "ferry.dev/v1alpha1/Environment".into()],
         }),
     };
-    let rendered = render_path_with(root, "examples/chart/podinfo", &settings(&t), &inputs)
+    let rendered = render_path_with(root, "examples/chart/podinfo", &t.render_settings(), &inputs)
         .await
         .unwrap();
     let values = tempfile::NamedTempFile::new().unwrap();
@@ -196,7 +158,7 @@ async fn release_names_and_namespaces_that_look_like_flags_stay_values() {
             ..HelmInputs::default()
         },
     ] {
-        let result = render_path_with(&root, "chart", &settings(&t), &inputs).await;
+        let result = render_path_with(&root, "chart", &t.render_settings(), &inputs).await;
         assert!(!mark.exists(), "the post-renderer ran: {result:?}");
         // helm refuses the release name; the namespace is only a string to it, which the render then refuses
         // as no namespace name.
@@ -227,7 +189,7 @@ async fn kustomize_helm_charts_render_a_vendored_chart_with_the_pinned_helm() {
     ));
     let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let (_dir, root) = tree(&refs);
-    let rendered = render_path(&root, "app", &settings(&t)).await.unwrap();
+    let rendered = render_path(&root, "app", &t.render_settings()).await.unwrap();
     let cli = std::process::Command::new(t.bin_dir.join("kustomize"))
         .args(["build", "--enable-helm", "--helm-command"])
         .arg(t.bin_dir.join("helm"))
@@ -244,7 +206,7 @@ async fn kustomize_helm_charts_render_a_vendored_chart_with_the_pinned_helm() {
     assert_eq!(rendered.objects[0].name(), "shop-cache");
     assert_eq!(rendered.objects[0].object["data"]["maxmemory"], "2gb");
     // A chart that is not vendored would be pulled: refused, naming the entry.
-    let err = render_path(&root, "pulled", &settings(&t)).await.unwrap_err();
+    let err = render_path(&root, "pulled", &t.render_settings()).await.unwrap_err();
     assert!(err.to_string().contains("helmCharts[0].name"), "{err}");
     assert!(err.to_string().contains("not vendored"), "{err}");
 }
@@ -254,8 +216,7 @@ async fn charts_apply_with_values_per_environment_crds_first_hooks_left_out() {
     let t = TestEnv::with_workloads("helm-apply").await;
     copy_chart(&t, "charts/podinfo");
     t.repo.commit_and_push("chart");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     // production brings the CRD (includeCRDs, the default); staging leaves it out and depends on production.
     t.create_env(
         "production",
@@ -334,13 +295,13 @@ async fn charts_apply_with_values_per_environment_crds_first_hooks_left_out() {
     // The test hook is not applied, and a Warning says so.
     let pods = t.api::<k8s_openapi::api::core::v1::Pod>();
     assert!(pods.get_opt("production-test-connection").await.unwrap().is_none());
-    let events = t.wait_event("production", "Warning", "HooksSkipped").await;
-    assert!(
-        events
-            .iter()
-            .any(|(_, r, n)| r == "HooksSkipped" && n.contains("Pod/production-test-connection (test)")),
-        "{events:?}"
-    );
+    t.assert_event_noted(
+        "production",
+        "Warning",
+        "HooksSkipped",
+        "Pod/production-test-connection (test)",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -382,18 +343,9 @@ async fn bad_charts_fail_to_render_naming_the_file_and_nothing_is_applied() {
         ],
     );
     t.repo.commit_and_push("bad charts");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "template-error",
-        json!({"sourceRef": {"name": "config"}, "path": "template-error"}),
-    )
-    .await;
-    t.create_env(
-        "missing-dependency",
-        json!({"sourceRef": {"name": "config"}, "path": "missing-dependency"}),
-    )
-    .await;
+    t.config_source("1s").await;
+    t.config_env_at("template-error", "template-error").await;
+    t.config_env_at("missing-dependency", "missing-dependency").await;
     t.create_env(
         "schema",
         json!({"sourceRef": {"name": "config"}, "path": "schema", "helm": {"valuesFiles": ["values-bad.yaml"]}}),
@@ -418,13 +370,7 @@ async fn bad_charts_fail_to_render_naming_the_file_and_nothing_is_applied() {
             "spec.helm.valuesFiles: ../../../etc/passwd",
         ),
     ] {
-        let e = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-            env_ready(e).is_some_and(|(s, r, _)| s == "False" && r != "SourceNotReady")
-        })
-        .await;
-        let (_, r, message) = env_ready(&e).unwrap();
-        assert_eq!(r, reason, "{env}: {message}");
-        assert!(message.contains(needle), "{env}: {message}");
+        let e = assert_refused(&t, env, reason, needle).await;
         let stalled = e
             .status
             .as_ref()

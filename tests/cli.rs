@@ -9,31 +9,16 @@ use common::*;
 use ferry::api::{Environment, GitRepository, Promotion, PromotionPhase};
 use ferry::cli::{CliError, Progress};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
-
-fn ferry(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("KUBECONFIG", &t.kubeconfig)
-        .env("FERRY_KUSTOMIZE", t.bin_dir.join("kustomize"))
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn render_prints_exactly_what_kustomize_build_prints() {
     let t = TestEnv::new("cli-render").await;
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config-repo");
-    let (code, stdout, stderr) = ferry(&t, &["render", repo, "--path", "production"]);
+    let (code, stdout, stderr) = t.ferry_cli(&["render", repo, "--path", "production"]);
     assert_eq!(code, 0, "{stderr}");
     let kustomize = Command::new(t.bin_dir.join("kustomize"))
         .args(["build", &format!("{repo}/production")])
@@ -80,20 +65,11 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata:\n  color: blue\n  size: large\n",
     );
     let commit = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
-    let want = format!("main@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-    })
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
+    wait_applied_revision(&t, "env", &commit).await;
     let env_arg = format!("{}/env", t.namespace);
-    let (code, stdout, stderr) = ferry(&t, &["diff", "--environment", &env_arg]);
+    let (code, stdout, stderr) = t.ferry_cli(&["diff", "--environment", &env_arg]);
     assert_eq!(
         (code, stdout.as_str()),
         (0, ""),
@@ -111,7 +87,7 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
         )
         .await
         .unwrap();
-    let (code, stdout, stderr) = ferry(&t, &["diff", "--environment", &env_arg]);
+    let (code, stdout, stderr) = t.ferry_cli(&["diff", "--environment", &env_arg]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stdout.contains("-  color: hacked") && stdout.contains("+  color: blue"),
@@ -125,14 +101,14 @@ async fn diff_shows_drift_of_an_environment_and_of_a_local_checkout() {
         "apps/new.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: brand-new}\n",
     );
-    let (code, stdout, stderr) = ferry(&t, &["diff", &work, "--path", "apps", "--namespace", &t.namespace]);
+    let (code, stdout, stderr) = t.ferry_cli(&["diff", &work, "--path", "apps", "--namespace", &t.namespace]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stdout.contains("+  color: blue") && stdout.contains("desired/v1/ConfigMap") && stdout.contains("brand-new"),
         "{stdout}"
     );
 
-    let (code, _, stderr) = ferry(&t, &["diff", "--environment", "nope/nothing"]);
+    let (code, _, stderr) = t.ferry_cli(&["diff", "--environment", "nope/nothing"]);
     assert_eq!(code, 2, "errors exit 2: {stderr}");
     let cm = t.api::<ConfigMap>().get("app").await.unwrap();
     assert_eq!(cm.data.unwrap()["color"], "hacked", "diff changes nothing");
@@ -149,29 +125,7 @@ async fn ferry_async(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
         .output()
         .await
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn configmap(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata:\n  value: {value}\n")
-}
-
-async fn configmap_value(client: &Client, namespace: &str, name: &str) -> Option<String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    cms.get_opt(name).await.ok()??.data?.get("value").cloned()
-}
-
-async fn wait_applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
-    let want = format!("main@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-            && env_ready(e).is_some_and(|(status, _, _)| status == "True")
-    })
-    .await
+    exit_stdout_stderr(out)
 }
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(60));
@@ -179,19 +133,14 @@ const WAIT: Option<Duration> = Some(Duration::from_secs(60));
 #[tokio::test]
 async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_intervals() {
     let t = TestEnv::new("cli-reconcile").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
     // Hour-long intervals: anything that happens within the test happens because it was asked for.
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
 
-    t.repo.write("apps/cm.yaml", &configmap("app", "two"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "two")]));
     let second = t.repo.commit_and_push("two");
     let (code, stdout, stderr) = ferry_async(
         &t,
@@ -220,7 +169,9 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
     assert_eq!(stderr, "", "no progress output when stderr is not a terminal");
     // When `--wait` returned, the new commit was already in the cluster.
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "app").await.as_deref(),
+        config_map_value(&t.client, &t.namespace, "app", "value")
+            .await
+            .as_deref(),
         Some("two")
     );
     let env = t.api::<Environment>().get("env").await.unwrap();
@@ -256,7 +207,7 @@ async fn reconcile_with_source_applies_a_new_commit_without_waiting_for_the_inte
 #[tokio::test]
 async fn a_reconcile_that_fails_is_reported_not_waited_out() {
     let t = TestEnv::new("cli-reconcile-fail").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     t.repo.commit_and_push("one");
     t.create_gitrepo(
         "config",
@@ -286,22 +237,14 @@ async fn a_reconcile_that_fails_is_reported_not_waited_out() {
 #[tokio::test]
 async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
     let t = TestEnv::new("cli-suspend").await;
-    t.repo.write("held/cm.yaml", &configmap("held", "one"));
-    t.repo.write("follower/cm.yaml", &configmap("follower", "one"));
+    t.repo.write("held/cm.yaml", &config_map("held", &[("value", "one")]));
+    t.repo
+        .write("follower/cm.yaml", &config_map("follower", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "held",
-        json!({"sourceRef": {"name": "config"}, "path": "held", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("held", "held", "1h").await;
     // A witness on the same repository: when it has applied the new commit, so would `held` have.
-    t.create_env(
-        "follower",
-        json!({"sourceRef": {"name": "config"}, "path": "follower", "interval": "1h"}),
-    )
-    .await;
+    t.config_env("follower", "follower", "1h").await;
     wait_applied(&t, "held", &first).await;
     wait_applied(&t, "follower", &first).await;
 
@@ -316,8 +259,9 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
         "{refused:?}"
     );
 
-    t.repo.write("held/cm.yaml", &configmap("held", "two"));
-    t.repo.write("follower/cm.yaml", &configmap("follower", "two"));
+    t.repo.write("held/cm.yaml", &config_map("held", &[("value", "two")]));
+    t.repo
+        .write("follower/cm.yaml", &config_map("follower", &[("value", "two")]));
     let second = t.repo.commit_and_push("two");
     let done = ferry::cli::reconcile_gitrepository(&t.client, &t.namespace, "config", WAIT, &mut Progress::quiet())
         .await
@@ -334,7 +278,9 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
         "suspended: still at the first commit"
     );
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "held").await.as_deref(),
+        config_map_value(&t.client, &t.namespace, "held", "value")
+            .await
+            .as_deref(),
         Some("one")
     );
 
@@ -362,7 +308,9 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
     );
     assert!(!t.api::<Environment>().get("held").await.unwrap().spec.suspend);
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "held").await.as_deref(),
+        config_map_value(&t.client, &t.namespace, "held", "value")
+            .await
+            .as_deref(),
         Some("two")
     );
 
@@ -378,15 +326,10 @@ async fn a_suspended_environment_applies_no_new_commit_until_resumed() {
 #[tokio::test]
 async fn events_lists_what_the_controller_emitted_about_ferry_objects_oldest_first() {
     let t = TestEnv::new("cli-events").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
     t.wait_event("env", "Normal", "Applied").await;
     // An Event about something that is not Ferry's, with the same name: not shown.
@@ -433,21 +376,16 @@ async fn events_lists_what_the_controller_emitted_about_ferry_objects_oldest_fir
 #[tokio::test]
 async fn tree_shows_the_inventory_grouped_with_each_object_s_health() {
     let mut t = TestEnv::new("cli-tree").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
-    t.repo.write("apps/gone.yaml", &configmap("gone", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
+    t.repo.write("apps/gone.yaml", &config_map("gone", &[("value", "one")]));
     t.repo.write(
         "apps/web.yaml",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  \
          template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n",
     );
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
     // Deleted by hand, with no controller to put it back (its verification polls would).
     t.stop_controller();
@@ -476,22 +414,14 @@ async fn tree_shows_the_inventory_grouped_with_each_object_s_health() {
 #[tokio::test]
 async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_repository_head() {
     let t = TestEnv::new("cli-diff-promoted").await;
-    t.repo.write("staging/cm.yaml", &configmap("staging", "one"));
-    t.repo.write("production/cm.yaml", &configmap("production", "one"));
+    t.repo
+        .write("staging/cm.yaml", &config_map("staging", &[("value", "one")]));
+    t.repo
+        .write("production/cm.yaml", &config_map("production", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "staging", "interval": "1h"}),
-    )
-    .await;
-    t.create_env(
-        "production",
-        json!({"sourceRef": {"name": "config"}, "path": "production", "interval": "1h",
-               "promotion": {"from": "staging", "requireApproval": true}}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("staging", "staging", "1h").await;
+    t.approved_production("production", "1h").await;
     let waiting = |commit: String| {
         let want = format!("main@sha1:{commit}");
         move |e: &Environment| {
@@ -509,8 +439,10 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
     wait_applied(&t, "production", &first).await;
 
     // Staging moves on; production's promotion of the new commit waits for an approval nobody gives.
-    t.repo.write("staging/cm.yaml", &configmap("staging", "two"));
-    t.repo.write("production/cm.yaml", &configmap("production", "two"));
+    t.repo
+        .write("staging/cm.yaml", &config_map("staging", &[("value", "two")]));
+    t.repo
+        .write("production/cm.yaml", &config_map("production", &[("value", "two")]));
     let second = t.repo.commit_and_push("two");
     ferry::cli::reconcile_gitrepository(&t.client, &t.namespace, "config", WAIT, &mut Progress::quiet())
         .await
@@ -543,29 +475,19 @@ async fn diff_of_a_promoted_environment_shows_what_it_would_apply_not_the_reposi
 #[tokio::test]
 async fn diff_fetches_with_the_url_and_credentials_the_controller_uses() {
     let mut t = TestEnv::new("cli-diff-auth").await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    let server = GitHttpServer::start(
-        t.git_root.clone(),
-        HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
-        true,
-    )
-    .await;
+    let (server, url) = t.https_git_server_for_alice().await;
     let ca = server.ca_pem.clone().unwrap();
     // The password is in the URL (status only ever shows it redacted); the Secret holds the CA.
-    let url = server.base_url.replacen("https://", "https://alice:s3cret-pw@", 1);
-    let url = format!("{url}/{}", t.repo.name);
+    let url = url.replacen("https://", "https://alice:s3cret-pw@", 1);
     t.create_secret("git", &[("ca.crt", &ca)]).await;
     t.create_gitrepo(
         "config",
         json!({"url": url, "interval": "1h", "secretRef": {"name": "git"}}),
     )
     .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_env("env", "apps", "1h").await;
     wait_applied(&t, "env", &first).await;
     let repo = t.api::<GitRepository>().get("config").await.unwrap();
     assert!(!repo.status.unwrap().artifact.unwrap().url.contains("s3cret"));
@@ -610,19 +532,19 @@ async fn diff_looks_at_the_environment_s_target_cluster() {
         .unwrap();
     t.create_secret("remote", &[("value", &remote.kubeconfig_self_contained().unwrap())])
         .await;
-    t.repo.write("apps/cm.yaml", &configmap("app", "one"));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[("value", "one")]));
     let first = t.repo.commit_and_push("one");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env_with(
         "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h",
-               "kubeConfig": {"secretRef": {"name": "remote"}}}),
+        "apps",
+        "1h",
+        json!({"kubeConfig": {"secretRef": {"name": "remote"}}}),
     )
     .await;
     wait_applied(&t, "env", &first).await;
     assert_eq!(
-        configmap_value(&t.client, &t.namespace, "app").await,
+        config_map_value(&t.client, &t.namespace, "app", "value").await,
         None,
         "not in this cluster"
     );

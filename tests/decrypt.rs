@@ -317,23 +317,17 @@ fn write_bytes(t: &TestEnv, rel: &str, content: &[u8]) {
     std::fs::write(path, content).unwrap();
 }
 
+/// The spec fields that decrypt with sops and the key in the Secret `sops-age`.
+fn sops_decryption() -> serde_json::Value {
+    json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}})
+}
+
 async fn key_secret(t: &TestEnv, s: &Sops) {
     t.create_secret(
         "sops-age",
         &[("identity.agekey", &s.identity()), ("notes", "not a key")],
     )
     .await;
-}
-
-async fn applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
-    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        e.status
-            .as_ref()
-            .and_then(|s| s.last_applied_revision.as_deref())
-            .is_some_and(|r| r.ends_with(commit))
-            && env_ready(e).is_some_and(|(s, _, _)| s == "True")
-    })
-    .await
 }
 
 async fn refused(t: &TestEnv, env: &str, commit: &str) -> (String, String) {
@@ -391,18 +385,14 @@ async fn encrypted_secrets_plain_and_through_kustomize_with_generated_ones_are_a
     );
     let commit = t.repo.commit_and_push("encrypted");
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     let decryption = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
     for (env, path) in [("plain", "plain"), ("kz", "kz")] {
-        t.create_env(
-            env,
-            json!({"sourceRef": {"name": "config"}, "path": path, "interval": "1h", "decryption": decryption}),
-        )
-        .await;
+        t.config_env_with(env, path, "1h", json!({"decryption": decryption}))
+            .await;
     }
-    applied(&t, "plain", &commit).await;
-    applied(&t, "kz", &commit).await;
+    wait_applied(&t, "plain", &commit).await;
+    wait_applied(&t, "kz", &commit).await;
 
     let secrets = t.api::<Secret>();
     let db = secrets.get("db").await.unwrap();
@@ -461,15 +451,9 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
     );
     let first = t.repo.commit_and_push("good");
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "1h",
-               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
-    )
-    .await;
-    applied(&t, "app", &first).await;
+    t.config_source("1h").await;
+    t.config_env_with("app", "app", "1h", sops_decryption()).await;
+    wait_applied(&t, "app", &first).await;
     let still_first = || async {
         let db = t.api::<Secret>().get("db").await.unwrap();
         assert_eq!(secret_value(&db, "password"), "good-pw-1");
@@ -488,11 +472,7 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: new}\ndata: {a: b}\n",
     );
     let second = t.repo.commit_and_push("tampered");
-    let annotate = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "t1"}}});
-    t.api::<ferry::api::GitRepository>()
-        .patch("config", &PatchParams::default(), &Patch::Merge(&annotate))
-        .await
-        .unwrap();
+    request_fetch(&t, "config", "t1").await;
     let (_, message) = refused(&t, "app", &second).await;
     assert!(
         message.contains("app/secret.enc.yaml") && message.contains("stringData.password"),
@@ -525,11 +505,7 @@ async fn missing_decryption_wrong_key_and_tampered_values_are_refused_and_nothin
         .patch("sops-age", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let annotate = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "t2"}}});
-    t.api::<ferry::api::GitRepository>()
-        .patch("config", &PatchParams::default(), &Patch::Merge(&annotate))
-        .await
-        .unwrap();
+    request_fetch(&t, "config", "t2").await;
     let (_, message) = refused(&t, "app", &third).await;
     assert!(
         message.contains("none of the 1 age identities") && message.contains(&s.recipient),
@@ -576,15 +552,9 @@ async fn plaintext_is_in_no_log_status_event_or_file_of_the_controller() {
     );
     let commit = t.repo.commit_and_push("encrypted");
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "kz", "interval": "1h",
-               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
-    )
-    .await;
-    applied(&t, "app", &commit).await;
+    t.config_source("1h").await;
+    t.config_env_with("app", "kz", "1h", sops_decryption()).await;
+    wait_applied(&t, "app", &commit).await;
     assert_eq!(
         secret_value(&t.api::<Secret>().get("db").await.unwrap(), "password"),
         pw
@@ -799,30 +769,15 @@ async fn as_installed_the_key_is_read_only_in_the_environments_namespace_and_app
         .create(&Default::default(), &serde_json::from_value(elsewhere).unwrap())
         .await
         .unwrap();
-    t.apply_json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": {"name": "apply", "namespace": t.namespace},
-                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]}))
-        .await;
-    t.apply_json(
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "apply", "namespace": t.namespace},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apply"},
-                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": t.namespace}]}),
+    t.grant_account(
+        "apply",
+        "default",
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]),
     )
     .await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "2s"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "2s",
-               "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
-    )
-    .await;
-    let e = wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
-        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "SecretNotFound")
-    })
-    .await;
-    let (_, _, message) = env_ready(&e).unwrap();
+    t.config_source("2s").await;
+    t.config_env_with("app", "app", "2s", sops_decryption()).await;
+    let message = wait_not_ready(&t, "app", "SecretNotFound").await;
     assert!(
         message.contains(&format!("Secret {}/sops-age", t.namespace)),
         "{message}"
@@ -831,7 +786,7 @@ async fn as_installed_the_key_is_read_only_in_the_environments_namespace_and_app
 
     // The key in the Environment's own namespace: applied, as the tenant's account.
     key_secret(&t, &s).await;
-    applied(&t, "app", &commit).await;
+    wait_applied(&t, "app", &commit).await;
     let db = t.api::<Secret>().get("db").await.unwrap();
     assert_eq!(secret_value(&db, "password"), "tenant-pw-9");
 }
@@ -904,8 +859,7 @@ async fn a_registry_policy_sees_kinds_and_images_that_sops_hides() {
     };
     t.apply_json(&policy_object("registry.example.com/")).await;
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     for dir in ["kind", "image", "good"] {
         t.create_env(
             dir,
@@ -954,7 +908,7 @@ async fn a_registry_policy_sees_kinds_and_images_that_sops_hides() {
 
     // The good image, hidden the same way: decrypted, checked, applied and verified (so the next sync is a
     // full one: a verifying revision is only polled for health).
-    applied(&t, "good", &commit).await;
+    wait_applied(&t, "good", &commit).await;
     wait_for(&envs, "good", |e: &Environment| {
         e.status.as_ref().is_some_and(|s| {
             s.history
@@ -1024,16 +978,16 @@ async fn images_that_sops_hides_are_resolved_pinned_and_recorded() {
     write_bytes(&t, "apps/web/web.enc.yaml", &encrypted);
     let commit = t.repo.commit_and_push("hidden image");
     key_secret(&t, &s).await;
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env_with(
         "app",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/web", "interval": "1h",
-               "images": {"pinDigests": true},
+        "apps/web",
+        "1h",
+        json!({"images": {"pinDigests": true},
                "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}),
     )
     .await;
-    let env = applied(&t, "app", &commit).await;
+    let env = wait_applied(&t, "app", &commit).await;
     let web = t
         .api::<k8s_openapi::api::apps::v1::Deployment>()
         .get("web")

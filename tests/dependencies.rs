@@ -10,10 +10,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-fn cm(name: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n")
-}
-
 fn stalled(e: &Environment) -> bool {
     e.status
         .as_ref()
@@ -23,17 +19,13 @@ fn stalled(e: &Environment) -> bool {
 #[tokio::test]
 async fn a_dependent_waits_for_its_dependency_and_goes_as_soon_as_it_is_ready() {
     let t = TestEnv::new("depends-on").await;
-    t.repo.write("infra/cm.yaml", &cm("infra"));
-    t.repo.write("apps/cm.yaml", &cm("app"));
+    t.repo.write("infra/cm.yaml", &config_map("infra", &[]));
+    t.repo.write("apps/cm.yaml", &config_map("app", &[]));
     let commit = t.repo.commit_and_push("infra and apps");
     // Hour-long intervals: whatever happens within the test's deadline was woken by a change, not a timer.
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+    t.config_source("1h").await;
+    t.config_env_with("apps", "apps", "1h", json!({"dependsOn": [{"name": "infra"}]}))
         .await;
-    t.create_env(
-        "apps",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h", "dependsOn": [{"name": "infra"}]}),
-    )
-    .await;
     let envs = t.api::<Environment>();
     let ns = t.namespace.clone();
     let waiting = |needle: String| {
@@ -42,11 +34,7 @@ async fn a_dependent_waits_for_its_dependency_and_goes_as_soon_as_it_is_ready() 
         }
     };
     wait_for(&envs, "apps", waiting(format!("Environment {ns}/infra does not exist"))).await;
-    t.create_env(
-        "infra",
-        json!({"sourceRef": {"name": "config"}, "path": "not-yet", "interval": "1h"}),
-    )
-    .await;
+    t.config_env("infra", "not-yet", "1h").await;
     let e = wait_for(
         &envs,
         "apps",
@@ -84,11 +72,10 @@ async fn a_dependent_waits_for_its_dependency_and_goes_as_soon_as_it_is_ready() 
 #[tokio::test]
 async fn dependency_cycles_are_stalled_and_apply_nothing() {
     let t = TestEnv::new("depends-cycle").await;
-    t.repo.write("a/cm.yaml", &cm("a"));
-    t.repo.write("b/cm.yaml", &cm("b"));
+    t.repo.write("a/cm.yaml", &config_map("a", &[]));
+    t.repo.write("b/cm.yaml", &config_map("b", &[]));
     t.repo.commit_and_push("a and b");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     t.create_env(
         "a",
         json!({"sourceRef": {"name": "config"}, "path": "a", "dependsOn": [{"name": "b"}]}),
@@ -125,10 +112,9 @@ async fn dependency_cycles_are_stalled_and_apply_nothing() {
 #[tokio::test]
 async fn dependencies_in_other_namespaces_are_refused_under_no_cross_namespace_refs() {
     let t = TestEnv::with_settings("depends-cross-ns", |s| s.no_cross_namespace_refs = true).await;
-    t.repo.write("app/cm.yaml", &cm("app"));
+    t.repo.write("app/cm.yaml", &config_map("app", &[]));
     t.repo.commit_and_push("app");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     t.create_env(
         "app",
         json!({"sourceRef": {"name": "config"}, "path": "app",

@@ -92,25 +92,9 @@ fn mount(args: &[&str], at: &Path) {
     );
 }
 
-fn config_map(name: &str, v: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{v: \"{v}\"}}\n")
-}
-
 async fn value(t: &TestEnv, name: &str) -> Option<String> {
     let cm = t.api::<ConfigMap>().get_opt(name).await.ok()??;
     cm.data?.get("v").cloned()
-}
-
-async fn wait_applied(t: &TestEnv, commit: &str) -> Environment {
-    let want = format!("@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
-        e.status
-            .as_ref()
-            .and_then(|s| s.last_applied_revision.as_deref())
-            .is_some_and(|r| r.ends_with(&want))
-            && env_ready(e).is_some_and(|(s, _, _)| s == "True")
-    })
-    .await
 }
 
 /// The ConfigMaps of this test that hold `v`.
@@ -198,23 +182,20 @@ async fn a_full_storage_directory_applies_nothing_partial_and_recovers_when_ther
     let mut tmpfs = Tmpfs::mount("8m");
     let t = env_on("disk-full", &tmpfs).await;
     let storage = tmpfs.path().join("storage");
-    t.repo.write("app/app.yaml", &config_map("app", "0"));
+    t.repo.write("app/app.yaml", &config_map("app", &[("v", "0")]));
     let c0 = t.repo.commit_and_push("v0");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "2s", "prune": true}),
-    )
-    .await;
-    wait_applied(&t, &c0).await;
+    t.config_source("1s").await;
+    t.config_env_with("app", "app", "2s", json!({"prune": true})).await;
+    wait_applied(&t, "app", &c0).await;
 
     // Room for the fetched pack (a few KiB), not for the exported tree: 300 files take a page each.
     tmpfs.fill_leaving(256);
-    t.repo.write("app/app.yaml", &config_map("app", "1"));
+    t.repo.write("app/app.yaml", &config_map("app", &[("v", "1")]));
     for i in 0..300 {
-        t.repo
-            .write(&format!("app/cm-{i:03}.yaml"), &config_map(&format!("cm-{i:03}"), "1"));
+        t.repo.write(
+            &format!("app/cm-{i:03}.yaml"),
+            &config_map(&format!("cm-{i:03}"), &[("v", "1")]),
+        );
     }
     let c1 = t.repo.commit_and_push("v1: 301 objects");
     wait_for(&t.api::<GitRepository>(), "config", |r: &GitRepository| {
@@ -231,13 +212,8 @@ async fn a_full_storage_directory_applies_nothing_partial_and_recovers_when_ther
         "names the directory: {message}"
     );
     assert!(message.contains(&c1), "names the commit: {message}");
-    let events = t.wait_event("app", "Warning", "StorageFailed").await;
-    assert!(
-        events
-            .iter()
-            .any(|(_, r, n)| r == "StorageFailed" && n.contains("No space left on device")),
-        "{events:?}"
-    );
+    t.assert_event_noted("app", "Warning", "StorageFailed", "No space left on device")
+        .await;
     still_runs(&t, &c0, "0", "1").await;
     no_partial_trees(&storage);
 
@@ -248,7 +224,7 @@ async fn a_full_storage_directory_applies_nothing_partial_and_recovers_when_ther
         .expect("random bytes");
     let noise: String = random.iter().map(|b| format!("{b:02x}")).collect();
     t.repo.write("data/noise.txt", &noise);
-    t.repo.write("app/app.yaml", &config_map("app", "2"));
+    t.repo.write("app/app.yaml", &config_map("app", &[("v", "2")]));
     let c2 = t.repo.commit_and_push("v2: 512 KiB of hex that compress to about half");
     let message = storage_failed::<GitRepository>(&t, "config").await;
     assert!(message.contains("No space left on device"), "{message}");
@@ -261,7 +237,7 @@ async fn a_full_storage_directory_applies_nothing_partial_and_recovers_when_ther
 
     // Room again: the newest commit is fetched, exported whole and applied, without a restart.
     tmpfs.free();
-    let env = wait_applied(&t, &c2).await;
+    let env = wait_applied(&t, "app", &c2).await;
     assert_eq!(value(&t, "app").await.as_deref(), Some("2"));
     assert_eq!(holding(&t, "1").await, 300, "every object of the tree, not a subset");
     assert!(env.status.unwrap().inventory.len() >= 301);
@@ -273,20 +249,15 @@ async fn a_read_only_storage_directory_keeps_the_last_revision_and_recovers_when
     let tmpfs = Tmpfs::mount("16m");
     let t = env_on("disk-ro", &tmpfs).await;
     let storage = tmpfs.path().join("storage");
-    t.repo.write("app/app.yaml", &config_map("app", "0"));
+    t.repo.write("app/app.yaml", &config_map("app", &[("v", "0")]));
     let c0 = t.repo.commit_and_push("v0");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "2s"}),
-    )
-    .await;
-    wait_applied(&t, &c0).await;
+    t.config_source("1s").await;
+    t.config_env("app", "app", "2s").await;
+    wait_applied(&t, "app", &c0).await;
 
     // Read-only before the fetch: the GitRepository cannot store the new commit.
     tmpfs.remount("ro");
-    t.repo.write("app/app.yaml", &config_map("app", "1"));
+    t.repo.write("app/app.yaml", &config_map("app", &[("v", "1")]));
     let c1 = t.repo.commit_and_push("v1");
     let message = storage_failed::<GitRepository>(&t, "config").await;
     assert!(message.contains("Read-only file system"), "{message}");
@@ -297,7 +268,7 @@ async fn a_read_only_storage_directory_keeps_the_last_revision_and_recovers_when
     t.wait_event("config", "Warning", "StorageFailed").await;
     still_runs(&t, &c0, "0", "1").await;
     tmpfs.remount("rw");
-    wait_applied(&t, &c1).await;
+    wait_applied(&t, "app", &c1).await;
     assert_eq!(value(&t, "app").await.as_deref(), Some("1"));
 
     // Read-only after the fetch, before the export: the Environment cannot export the commit.
@@ -306,7 +277,7 @@ async fn a_read_only_storage_directory_keeps_the_last_revision_and_recovers_when
         .patch("app", &PatchParams::default(), &Patch::Merge(&suspend(true)))
         .await
         .expect("suspend");
-    t.repo.write("app/app.yaml", &config_map("app", "2"));
+    t.repo.write("app/app.yaml", &config_map("app", &[("v", "2")]));
     let c2 = t.repo.commit_and_push("v2");
     wait_for(&t.api::<GitRepository>(), "config", |r: &GitRepository| {
         r.status
@@ -330,6 +301,6 @@ async fn a_read_only_storage_directory_keeps_the_last_revision_and_recovers_when
     t.wait_event("app", "Warning", "StorageFailed").await;
     still_runs(&t, &c1, "1", "2").await;
     tmpfs.remount("rw");
-    wait_applied(&t, &c2).await;
+    wait_applied(&t, "app", &c2).await;
     assert_eq!(value(&t, "app").await.as_deref(), Some("2"));
 }

@@ -11,38 +11,18 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-fn cm(name: &str, color: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  color: {color}\n")
-}
-
 fn applied_revision(e: &Environment) -> Option<String> {
     e.status.as_ref()?.last_applied_revision.clone()
-}
-
-async fn wait_applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
-    let want = format!("main@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        applied_revision(e).as_deref() == Some(want.as_str()) && env_ready(e).is_some_and(|(s, _, _)| s == "True")
-    })
-    .await
-}
-
-async fn wait_not_ready(t: &TestEnv, env: &str, reason: &str) -> String {
-    let env = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == reason)
-    })
-    .await;
-    env_ready(&env).map(|(_, _, m)| m).unwrap_or_default()
 }
 
 /// Three ConfigMaps synced every second.
 async fn synced(t: &TestEnv, extra_spec: serde_json::Value) -> String {
     for name in ["a", "b", "c"] {
-        t.repo.write(&format!("apps/{name}.yaml"), &cm(name, "blue"));
+        t.repo
+            .write(&format!("apps/{name}.yaml"), &config_map(name, &[("color", "blue")]));
     }
     let commit = t.repo.commit_and_push("three configmaps");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     let mut spec = json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s"});
     for (k, v) in extra_spec.as_object().cloned().unwrap_or_default() {
         spec[k] = v;
@@ -197,7 +177,7 @@ async fn another_appliers_fields_are_reported_until_force_takes_them() {
 async fn one_invalid_object_means_nothing_of_the_revision_is_applied() {
     let t = TestEnv::new("atomic").await;
     let first = synced(&t, json!({})).await;
-    t.repo.write("apps/a.yaml", &cm("a", "green"));
+    t.repo.write("apps/a.yaml", &config_map("a", &[("color", "green")]));
     t.repo.write(
         "apps/bad.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 99999}]\n",
@@ -260,13 +240,8 @@ async fn crds_and_namespaces_are_applied_first_in_one_revision() {
     let commit = t
         .repo
         .commit_and_push("crd, its object, a namespace and an object in it");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s"}),
-    )
-    .await;
+    t.config_source("1s").await;
+    t.config_env("env", "apps", "1s").await;
     let env = wait_applied(&t, "env", &commit).await;
     let kinds: Vec<_> = env.status.unwrap().inventory.into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds.len(), 4, "{kinds:?}");
@@ -309,7 +284,7 @@ async fn prune_guards_stop_mass_deletion_and_respect_opt_out() {
     let message = wait_not_ready(&t, "env", "PruneBlocked").await;
     assert!(message.contains("no objects"), "{message}");
     // Two of three removed: over the default 50%.
-    t.repo.write("apps/a.yaml", &cm("a", "blue"));
+    t.repo.write("apps/a.yaml", &config_map("a", &[("color", "blue")]));
     t.repo.commit_and_push("two of three gone");
     eventually("share guard", || async {
         let env = t.api::<Environment>().get("env").await.ok()?;
@@ -376,11 +351,7 @@ async fn two_environments_never_fight_over_one_object() {
     let t = TestEnv::new("two-envs").await;
     synced(&t, json!({})).await;
     // A second Environment rendering the same objects into the same namespace.
-    t.create_env(
-        "twin",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s"}),
-    )
-    .await;
+    t.config_env("twin", "apps", "1s").await;
     let message = wait_not_ready(&t, "twin", "Conflict").await;
     assert!(
         message.contains(&format!("already applied by Environment {}/env", t.namespace)),
@@ -407,13 +378,9 @@ async fn a_namespace_holding_objects_of_others_is_not_pruned() {
         &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ours, namespace: {ns}}}\n"),
     );
     let commit = t.repo.commit_and_push("namespace and a configmap");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
+    t.config_source("1s").await;
+    t.config_env_with("env", "apps", "1s", json!({"maxPrunePercent": 100}))
         .await;
-    t.create_env(
-        "env",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1s", "maxPrunePercent": 100}),
-    )
-    .await;
     wait_applied(&t, "env", &commit).await;
     // Someone else keeps something in that namespace.
     let theirs: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
@@ -569,21 +536,6 @@ async fn before_the_full_check_is_due_an_admission_policy_change_is_not_looked_a
     );
 }
 
-/// A namespace named like the test's in the second cluster, a Secret `remote-kubeconfig` reaching it as its
-/// admin, and a client for it.
-async fn remote_cluster(t: &TestEnv) -> (kube::Client, &'static ferry_testenv::ControlPlane) {
-    let cp = second_cluster().await;
-    let client = cp.client().await.expect("second cluster client");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&Default::default(), &ns)
-        .await
-        .expect("namespace in the second cluster");
-    let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
-    t.create_secret("remote-kubeconfig", &[("value", &kubeconfig)]).await;
-    (client, cp)
-}
-
 fn remote_config_map_requests(cp: &ferry_testenv::ControlPlane, namespace: &str) -> Vec<(String, String, bool)> {
     audited_writes(&cp.audit_log(), namespace)
         .into_iter()
@@ -597,7 +549,7 @@ fn remote_config_map_requests(cp: &ferry_testenv::ControlPlane, namespace: &str)
 #[tokio::test]
 async fn another_cluster_is_watched_while_an_environment_targets_it() {
     let t = TestEnv::new("remote-watch").await;
-    let (remote, cp) = remote_cluster(&t).await;
+    let (remote, cp) = t.second_cluster_secret("remote-kubeconfig").await;
     synced(
         &t,
         json!({"interval": "1h", "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
@@ -694,7 +646,7 @@ async fn a_kubeconfig_that_may_not_watch_falls_back_to_the_dry_run_at_every_sync
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::RoleBinding;
     let t = TestEnv::new("remote-nowatch").await;
-    let (remote, cp) = remote_cluster(&t).await;
+    let (remote, cp) = t.second_cluster_secret("remote-kubeconfig").await;
     let accounts: Api<ServiceAccount> = Api::namespaced(remote.clone(), &t.namespace);
     let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "deployer"}})).unwrap();
     accounts.create(&Default::default(), &account).await.expect("account");

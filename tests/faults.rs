@@ -12,24 +12,13 @@ use ferry::api::{Environment, GitRepository, Promotion, PromotionPhase};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
 
-fn config_map(v: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app}}\ndata: {{v: \"{v}\"}}\n")
-}
-
 async fn value(t: &TestEnv) -> Option<String> {
     let cm = t.api::<ConfigMap>().get_opt("app").await.ok()??;
     cm.data?.get("v").cloned()
 }
 
 async fn wait_applied(t: &TestEnv, commit: &str, v: &str) {
-    let want = format!("@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
-        e.status
-            .as_ref()
-            .and_then(|s| s.last_applied_revision.as_deref())
-            .is_some_and(|r| r.ends_with(&want))
-    })
-    .await;
+    wait_applied_revision(t, "app", commit).await;
     assert_eq!(value(t).await.as_deref(), Some(v));
 }
 
@@ -51,16 +40,12 @@ async fn a_failing_git_host_keeps_the_last_good_revision_and_recovers() {
     let upstream_addr: SocketAddr = upstream.base_url.trim_start_matches("http://").parse().unwrap();
     let proxy = FaultyProxy::start(upstream_addr).await;
 
-    t.repo.write("app/cm.yaml", &config_map("0"));
+    t.repo.write("app/cm.yaml", &config_map("app", &[("v", "0")]));
     let mut applied = t.repo.commit_and_push("v0");
     let url = format!("http://{}/{}", proxy.addr, t.repo.name);
     t.create_gitrepo("config", json!({"url": url, "interval": "1s", "timeout": "3s"}))
         .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "1m"}),
-    )
-    .await;
+    t.config_env("app", "app", "1m").await;
     wait_applied(&t, &applied, "0").await;
 
     let cases = [
@@ -72,7 +57,7 @@ async fn a_failing_git_host_keeps_the_last_good_revision_and_recovers() {
     for (fault, v, says) in cases {
         eprintln!("fault: {fault:?}");
         proxy.set(fault);
-        t.repo.write("app/cm.yaml", &config_map(v));
+        t.repo.write("app/cm.yaml", &config_map("app", &[("v", v)]));
         let next = t.repo.commit_and_push(&format!("v{v}"));
         let (reason, message) = fetch_failure(&t).await;
         assert_eq!(reason, "FetchFailed", "{fault:?}: {message}");
@@ -94,44 +79,25 @@ async fn a_failing_git_host_keeps_the_last_good_revision_and_recovers() {
 #[tokio::test]
 async fn a_force_push_is_followed_and_a_deleted_branch_keeps_what_was_applied() {
     let t = TestEnv::with_workloads("git-rewrite").await;
-    t.repo.write("app/cm.yaml", &config_map("a"));
+    t.repo.write("app/cm.yaml", &config_map("app", &[("v", "a")]));
     let a = t.repo.commit_and_push("a");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "app", "interval": "1m"}),
-    )
-    .await;
+    t.config_source("1s").await;
+    t.config_env("app", "app", "1m").await;
     wait_applied(&t, &a, "a").await;
 
     // History rewritten: a commit that does not descend from the applied one replaces the branch.
-    let work = t.repo.work.path();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .current_dir(work)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    git(&["checkout", "-q", "--orphan", "rewritten"]);
-    t.repo.write("app/cm.yaml", &config_map("b"));
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "rewritten"]);
-    git(&["push", "-q", "--force", "origin", "HEAD:refs/heads/main"]);
-    let b = git(&["rev-parse", "HEAD"]);
+    t.git(&["checkout", "-q", "--orphan", "rewritten"]);
+    t.repo.write("app/cm.yaml", &config_map("app", &[("v", "b")]));
+    t.git(&["add", "-A"]);
+    t.git(&["commit", "-q", "-m", "rewritten"]);
+    t.git(&["push", "-q", "--force", "origin", "HEAD:refs/heads/main"]);
+    let b = t.git(&["rev-parse", "HEAD"]);
     wait_applied(&t, &b, "b").await;
 
     // The branch is deleted: the source says so, the cluster keeps b.
     let bare = t.repo.bare.to_string_lossy().into_owned();
-    git(&["-C", &bare, "config", "receive.denyDeleteCurrent", "ignore"]);
-    git(&["push", "-q", "origin", ":refs/heads/main"]);
+    t.git(&["-C", &bare, "config", "receive.denyDeleteCurrent", "ignore"]);
+    t.git(&["push", "-q", "origin", ":refs/heads/main"]);
     let (reason, message) = fetch_failure(&t).await;
     assert_eq!(reason, "RefNotFound", "{message}");
     assert!(message.contains("main"), "{message}");
@@ -140,7 +106,7 @@ async fn a_force_push_is_followed_and_a_deleted_branch_keeps_what_was_applied() 
     assert_eq!(value(&t).await.as_deref(), Some("b"));
 
     // Back: pushed again, applied again.
-    t.repo.write("app/cm.yaml", &config_map("c"));
+    t.repo.write("app/cm.yaml", &config_map("app", &[("v", "c")]));
     let c = t.repo.commit_and_push("c");
     wait_applied(&t, &c, "c").await;
 }
@@ -199,19 +165,7 @@ async fn converged(t: &TestEnv, envs: usize, commit: &str, r: usize) -> Result<(
             return Err(format!("{name} at {at:?}, ready {:?}", env_ready(&e)));
         }
     }
-    let mut have: Vec<(String, String)> = t
-        .api::<ConfigMap>()
-        .list(&Default::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .items
-        .into_iter()
-        .filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with('c')))
-        .map(|c| {
-            let round = c.data.and_then(|d| d.get("round").cloned()).unwrap_or_default();
-            (c.metadata.name.unwrap_or_default(), round)
-        })
-        .collect();
+    let mut have = config_map_rounds(&t.api::<ConfigMap>()).await?;
     have.sort();
     let mut want: Vec<(String, String)> = (0..envs)
         .flat_map(|i| [format!("c{i}-a"), format!("c{i}-b"), format!("c{i}-r{r}")])
@@ -250,8 +204,7 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
     let storage = tempfile::tempdir().unwrap();
     round_files(&t, ENVS, 0);
     let mut commit = t.repo.commit_and_push("round 0");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     for i in 0..ENVS {
         t.create_env(
             &format!("e{i}"),
@@ -261,15 +214,12 @@ async fn killed_at_random_moments_ferry_converges_exactly_after_every_restart() 
     }
     // Every commit is a new revision for staging (health-verified), so each round proposes a promotion to
     // production, which applies one at a time and verifies each with a Job: one is nearly always in flight.
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "10m"}),
-    )
-    .await;
-    t.create_env(
+    t.config_env("staging", "apps/staging", "10m").await;
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "10m",
-               "promotion": {"from": "staging"},
+        "apps/production",
+        "10m",
+        json!({"promotion": {"from": "staging"},
                "verification": {"jobTemplate": acceptance_job(), "timeout": "5m"}}),
     )
     .await;

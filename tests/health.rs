@@ -28,8 +28,7 @@ async fn env_with(t: &TestEnv, files: &[(&str, String)], extra: serde_json::Valu
         t.repo.write(path, content);
     }
     let commit = t.repo.commit_and_push("workloads");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     let mut spec = json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h", "wait": true});
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         spec[k] = v;
@@ -74,11 +73,7 @@ async fn ready_waits_for_deployments_and_jobs_to_be_healthy() {
 async fn a_failing_job_fails_the_health_check_by_name() {
     let t = TestEnv::with_workloads("failing-job").await;
     env_with(&t, &[("apps/check.yaml", job("acceptance", "fail"))], json!({})).await;
-    let env = wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
-        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "HealthCheckFailed")
-    })
-    .await;
-    let (_, _, message) = env_ready(&env).unwrap();
+    let message = wait_not_ready(&t, "env", "HealthCheckFailed").await;
     assert!(
         message.contains("Job") && message.contains("acceptance") && message.contains("job failed"),
         "{message}"
@@ -102,11 +97,7 @@ async fn a_rollout_that_cannot_finish_times_out_naming_the_object() {
     })
     .await;
     // ...then it gives up clearly.
-    let env = wait_for(&t.api::<Environment>(), "env", |e: &Environment| {
-        env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "HealthCheckFailed")
-    })
-    .await;
-    let (_, _, message) = env_ready(&env).unwrap();
+    let message = wait_not_ready(&t, "env", "HealthCheckFailed").await;
     assert!(
         message.contains("not healthy within 3s") && message.contains("Deployment") && message.contains("stuck"),
         "{message}"

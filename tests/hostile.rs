@@ -28,10 +28,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn cm(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
-}
-
 /// One hostile path: (path, files, the reason the Environment must end with, a word its message must hold).
 type Attack = (&'static str, Vec<(String, String)>, &'static str, &'static str);
 
@@ -131,7 +127,7 @@ async fn a_hostile_config_repo_gets_a_condition_and_nothing_else() {
             }
         })
     };
-    t.repo.write("good/cm.yaml", &cm("good", "one"));
+    t.repo.write("good/cm.yaml", &config_map("good", &[("value", "one")]));
     let attacks = attacks();
     for (_, files, _, _) in &attacks {
         for (path, content) in files {
@@ -175,7 +171,7 @@ async fn a_hostile_config_repo_gets_a_condition_and_nothing_else() {
         env_ready(e).is_some_and(|(s, _, _)| s == "True")
     })
     .await;
-    t.repo.write("good/cm.yaml", &cm("good", "two"));
+    t.repo.write("good/cm.yaml", &config_map("good", &[("value", "two")]));
     t.repo.commit_and_push("the good path changes");
     eventually("the good ConfigMap takes the new commit", || async {
         cms.get_opt("good")

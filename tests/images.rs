@@ -27,35 +27,22 @@ fn deployment(name: &str, images: &[&str]) -> String {
     )
 }
 
-fn config_map(env: &str, version: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-{env}}}\ndata: {{version: \"{version}\"}}\n")
-}
-
 /// Pushes, then has the GitRepository fetch now.
 async fn push_and_fetch(t: &TestEnv, version: &str, images: &[&str]) -> String {
     let revision = push(t, version, images);
-    let patch = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": version}}});
-    t.api::<ferry::api::GitRepository>()
-        .patch(
-            "config",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .expect("annotating the GitRepository");
+    request_fetch(t, "config", version).await;
     revision
 }
 
 /// Both overlays name `images`; `version` changes a ConfigMap so each push is a new revision.
 fn push(t: &TestEnv, version: &str, images: &[&str]) -> String {
-    for env in ["staging", "production"] {
-        t.repo.write(
-            &format!("apps/{env}/web.yaml"),
-            &deployment(&format!("web-{env}"), images),
-        );
-        t.repo.write(&format!("apps/{env}/app.yaml"), &config_map(env, version));
-    }
-    format!("main@sha1:{}", t.repo.commit_and_push(version))
+    let commit = push_overlays(t, version, |env| {
+        vec![
+            ("web.yaml", deployment(&format!("web-{env}"), images)),
+            ("app.yaml", config_map(&format!("app-{env}"), &[("version", version)])),
+        ]
+    });
+    main_revision(&commit)
 }
 
 fn record_of(env: &Environment, revision: &str) -> Option<ferry::api::RevisionRecord> {
@@ -102,20 +89,15 @@ async fn a_tag_moved_after_staging_verified_never_reaches_production() {
     let image = reg.image("team/web:v1");
     create_docker_secret(&t, "pull", &reg.docker_config_json(REGISTRY_USER, REGISTRY_PASSWORD)).await;
     let c1 = push(&t, "v1", &[&image]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env_with(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
-               "images": {"pinDigests": true, "pullSecretRef": {"name": "pull"}}}),
+        "apps/staging",
+        "1h",
+        json!({"images": {"pinDigests": true, "pullSecretRef": {"name": "pull"}}}),
     )
     .await;
-    t.create_env(
-        "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "requireApproval": true}}),
-    )
-    .await;
+    t.approved_production("apps/production", "1h").await;
 
     // Staging resolved the tag through basic auth, pinned it, and verified that digest.
     let staging = wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
@@ -184,13 +166,9 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
     )
     .await;
     let c1 = push(&t, "v1", &image_refs);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+    t.config_source("1h").await;
+    t.config_env_with("staging", "apps/staging", "1h", json!({"images": {}}))
         .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h", "images": {}}),
-    )
-    .await;
     let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/prod/team", prod.host),
                        "secretRef": {"name": "prod-push"}}]);
     // The platform team's fence: production runs only prod-registry digests (staging is not selected).
@@ -231,13 +209,8 @@ async fn promotion_copies_images_by_digest_to_the_prod_registry_and_a_repeated_c
             Some(format!("{}/prod/team/multi", prod.host).as_str())
         ]
     );
-    let events = t.wait_event("production", "Normal", "ImagesCopied").await;
-    assert!(
-        events
-            .iter()
-            .any(|(_, r, note)| r == "ImagesCopied" && note.contains("copied 2 image(s)")),
-        "{events:?}"
-    );
+    t.assert_event_noted("production", "Normal", "ImagesCopied", "copied 2 image(s)")
+        .await;
     let uploads = prod.uploads();
     let manifests = prod.manifest_puts();
     assert!(
@@ -279,19 +252,16 @@ async fn a_failed_copy_fails_the_promotion_and_applies_nothing() {
     let wrong = "wrong-password-1234";
     create_docker_secret(&t, "prod-push", &prod.docker_config_json(REGISTRY_USER, wrong)).await;
     let c1 = push(&t, "v1", &[&image]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+    t.config_source("1h").await;
+    t.config_env_with("staging", "apps/staging", "1h", json!({"images": {}}))
         .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h", "images": {}}),
-    )
-    .await;
     let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/team", prod.host),
                        "secretRef": {"name": "prod-push"}}]);
-    t.create_env(
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "copyImages": copy}}),
+        "apps/production",
+        "1h",
+        json!({"promotion": {"from": "staging", "copyImages": copy}}),
     )
     .await;
     wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
@@ -348,13 +318,9 @@ async fn unresolvable_images_stop_staging_before_anything_is_applied() {
     let host = reg.host.clone();
     let t = TestEnv::with_settings("unresolvable", |s| s.registry.insecure = vec![host]).await;
     let c1 = push(&t, "v1", &[&reg.image("team/web:missing")]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+    t.config_source("1h").await;
+    t.config_env_with("staging", "apps/staging", "2s", json!({"images": {"pinDigests": true}}))
         .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "2s", "images": {"pinDigests": true}}),
-    )
-    .await;
     let not_found = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
         env_ready(e).is_some_and(|(s, r, _)| s == "False" && r == "ImageResolutionFailed")
     })
@@ -406,30 +372,21 @@ async fn content_that_does_not_match_its_digest_is_never_copied_or_applied() {
     nonprod.push_image("team/web:v1", &[("a", b"the layer staging verified")]);
     let image = nonprod.image("team/web:v1");
     let c1 = push(&t, "v1", &[&image]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+    t.config_source("1h").await;
+    t.config_env_with("staging", "apps/staging", "1h", json!({"images": {}}))
         .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h", "images": {}}),
-    )
-    .await;
     let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/team", prod.host)}]);
-    t.create_env(
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "requireApproval": true, "copyImages": copy}}),
+        "apps/production",
+        "1h",
+        json!({"promotion": {"from": "staging", "requireApproval": true, "copyImages": copy}}),
     )
     .await;
     wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;
 
     // After staging verified, the layer's bytes change in the nonprod registry's storage.
-    let manifest: serde_json::Value = serde_json::from_str(&nonprod.manifest("team/web:v1")).expect("json");
-    let layer = manifest["layers"][0]["digest"].as_str().expect("layer").to_string();
-    let file = nonprod.blob_file(&layer);
-    let mut bytes = std::fs::read(&file).expect("blob");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&file, bytes).expect("corrupt");
+    nonprod.corrupt_first_layer("team/web:v1");
 
     let promotion = promotion_of(&t, &c1).await;
     let name = promotion.metadata.name.clone().expect("name");
@@ -479,20 +436,16 @@ async fn diff_shows_the_pinned_and_copied_images_the_controller_applies() {
     )
     .await;
     let c1 = push(&t, "v1", &[&image]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
+    t.config_source("1h").await;
+    t.config_env_with("staging", "apps/staging", "1h", json!({"images": {"pinDigests": true}}))
         .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
-               "images": {"pinDigests": true}}),
-    )
-    .await;
     let copy = json!([{"from": format!("{}/team", nonprod.host), "to": format!("{}/prod/team", prod.host),
                        "secretRef": {"name": "prod-push"}}]);
-    t.create_env(
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "requireApproval": true, "copyImages": copy}}),
+        "apps/production",
+        "1h",
+        json!({"promotion": {"from": "staging", "requireApproval": true, "copyImages": copy}}),
     )
     .await;
     wait_record(&t, "staging", &c1, RevisionPhase::Verified).await;

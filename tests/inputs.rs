@@ -99,8 +99,7 @@ async fn symlink_chains_and_cycles_never_reach_outside_the_repository() {
     symlink(&t, "../../dirloop", "dirloop/sub/l2");
     symlink(&t, ".", "dirloop/here");
     t.repo.commit_and_push("hostile links");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     for env in ["chain", "deep", "koverlay", "cycle", "dirloop"] {
         t.create_env(env, json!({"sourceRef": {"name": "config"}, "path": env}))
             .await;
@@ -240,8 +239,7 @@ async fn remote_patches_generators_and_transformers_are_refused_before_kustomize
         t.repo.write(&format!("{dir}/cm.yaml"), CM);
     }
     t.repo.commit_and_push("remote references");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     for (dir, _, _) in &cases {
         t.create_env(dir, json!({"sourceRef": {"name": "config"}, "path": dir}))
             .await;
@@ -348,8 +346,7 @@ async fn renders_over_the_object_and_byte_limits_are_refused() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fits}\n",
     );
     t.repo.commit_and_push("over the limits");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     for env in ["objects", "bytes", "kbytes", "fits"] {
         t.create_env(env, json!({"sourceRef": {"name": "config"}, "path": env}))
             .await;
@@ -408,8 +405,7 @@ async fn a_crafted_tree_with_a_dot_dot_entry_is_refused_before_anything_is_writt
         .output()
         .unwrap();
     assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     t.create_env("app", json!({"sourceRef": {"name": "config"}, "path": "app"}))
         .await;
     let (reason, message) = failure(&t, "app").await;

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use ferry::api::Environment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -130,11 +129,8 @@ async fn tenant(t: &TestEnv, color: &str, repo_interval: &str) -> String {
                "webhookSecretRef": {"name": "hook"}, "serviceAccountName": "deployer"}),
     )
     .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": "1m", "serviceAccountName": "deployer"}),
-    )
-    .await;
+    t.config_env_with("app", "./apps", "1m", json!({"serviceAccountName": "deployer"}))
+        .await;
     commit
 }
 
@@ -143,12 +139,7 @@ fn config_map(color: &str) -> String {
 }
 
 async fn applied(t: &TestEnv, commit: &str) {
-    let want = format!("main@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-            && env_ready(e).is_some_and(|(s, _, _)| s == "True")
-    })
-    .await;
+    wait_applied(t, "app", commit).await;
 }
 
 /// Every audited request (dry runs included) on ConfigMaps in the test namespace.

@@ -175,19 +175,7 @@ impl Private {
                 return Err(format!("{name}: inventory {inventory:?}"));
             }
         }
-        let have: BTreeMap<String, String> = self
-            .api::<ConfigMap>()
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .into_iter()
-            .filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with('c')))
-            .map(|c| {
-                let round = c.data.and_then(|d| d.get("round").cloned()).unwrap_or_default();
-                (c.metadata.name.unwrap_or_default(), round)
-            })
-            .collect();
+        let have: BTreeMap<String, String> = config_map_rounds(&self.api::<ConfigMap>()).await?.into_iter().collect();
         let want: BTreeMap<String, String> = (0..ENVS)
             .flat_map(|i| names(i, r))
             .map(|n| (n, r.to_string()))
@@ -666,14 +654,10 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-fn config_map(version: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app}}\ndata: {{version: \"{version}\"}}\n")
-}
-
 fn push(t: &TestEnv, version: &str) -> String {
-    t.repo.write("apps/staging/cm.yaml", &config_map(version));
-    t.repo.write("apps/production/cm.yaml", &config_map(version));
-    t.repo.commit_and_push(version)
+    push_overlays(t, version, |_| {
+        vec![("cm.yaml", config_map("app", &[("version", version)]))]
+    })
 }
 
 async fn version_in(client: &Client, namespace: &str) -> Option<String> {
@@ -718,12 +702,7 @@ impl Remote {
         })
         .await
         .expect("starting the second control plane");
-        let client = cp.client().await.expect("remote client");
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("namespace in the second cluster");
+        let client = namespace_in(&cp, &t.namespace).await;
         let upstream: SocketAddr = cp
             .server
             .trim_start_matches("https://")
@@ -767,17 +746,13 @@ async fn a_second_cluster_cut_off_says_cluster_unreachable_others_keep_going_and
     let c1 = push(&t, "v1");
     order.lock().unwrap().push(c1.clone());
     let watch = StatusWatch::start(t.api::<Environment>(), order.clone(), &["ClusterUnreachable"]);
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
-    t.create_env(
+    t.config_source("1s").await;
+    t.config_env("staging", "apps/staging", "1h").await;
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "5s",
-               "kubeConfig": {"secretRef": {"name": "remote"}}, "promotion": {"from": "staging"}}),
+        "apps/production",
+        "5s",
+        json!({"kubeConfig": {"secretRef": {"name": "remote"}}, "promotion": {"from": "staging"}}),
     )
     .await;
     let p1 = promotion_of(&t, &c1).await;
@@ -875,16 +850,16 @@ async fn a_cluster_cut_off_while_a_revision_verifies_there_says_so_and_the_verif
     let remote = Remote::behind_proxy(&t).await;
     let c1 = push(&t, "v1");
     let revision = format!("main@sha1:{c1}");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     // The acceptance Job is created in the second cluster and never finishes there (nothing runs pods): the
     // revision stays Verifying.
     let job = json!({"spec": {"template": {"spec": {"restartPolicy": "Never",
         "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}}}});
-    t.create_env(
+    t.config_env_with(
         "remote",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "kubeConfig": {"secretRef": {"name": "remote"}},
+        "apps/production",
+        "1h",
+        json!({"kubeConfig": {"secretRef": {"name": "remote"}},
                "verification": {"jobTemplate": job, "timeout": "10m"}}),
     )
     .await;

@@ -16,10 +16,6 @@ use serde_json::{Value, json};
 
 const DIGEST: &str = "sha256:dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9c";
 
-fn config_map(version: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app}}\ndata: {{version: \"{version}\"}}\n")
-}
-
 /// A Deployment `web` whose containers (`app`, `side`) and initContainer (`init`) use these images.
 fn deployment(app: &str, side: &str, init: &str) -> String {
     format!(
@@ -29,9 +25,16 @@ fn deployment(app: &str, side: &str, init: &str) -> String {
 
 /// Writes `apps/<dir>/` with a ConfigMap at `version` and the Deployment; returns the revision.
 fn push(t: &TestEnv, dir: &str, version: &str, deployment: &str) -> String {
-    t.repo.write(&format!("apps/{dir}/app.yaml"), &config_map(version));
-    t.repo.write(&format!("apps/{dir}/web.yaml"), deployment);
-    format!("main@sha1:{}", t.repo.commit_and_push(version))
+    let config = config_map("app", &[("version", version)]);
+    let commit = push_files(
+        t,
+        version,
+        &[
+            (&format!("apps/{dir}/app.yaml"), &config),
+            (&format!("apps/{dir}/web.yaml"), deployment),
+        ],
+    );
+    main_revision(&commit)
 }
 
 /// A RegistryPolicy named `<namespace>-<suffix>` selecting this test's namespace, with `spec` merged in.
@@ -74,13 +77,8 @@ async fn deny_applies_nothing_of_the_revision_and_names_every_violation() {
     .await;
     let good = "prod.example.io/team/app:1";
     let v1 = push(&t, "app", "v1", &deployment(good, good, good));
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/app", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("app", "apps/app", "1h").await;
     wait_ready_reason(&t, "app", "True", "Succeeded").await;
     assert_eq!(configmap_version(&t, &t.namespace).await.as_deref(), Some("v1"));
 
@@ -92,11 +90,7 @@ async fn deny_applies_nothing_of_the_revision_and_names_every_violation() {
         .replace("app: web", "app: worker");
     t.repo.write("apps/app/worker.yaml", &worker);
     let v2 = push(&t, "app", "v2", &deployment(evil, good, sibling));
-    let patch = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "v2"}}});
-    t.api::<ferry::api::GitRepository>()
-        .patch("config", &Default::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .expect("reconcile the source");
+    request_fetch(&t, "config", "v2").await;
     let env = wait_ready_reason(&t, "app", "False", "PolicyViolation").await;
     let (_, _, message) = env_ready(&env).expect("Ready");
     assert!(
@@ -168,11 +162,7 @@ async fn deny_applies_nothing_of_the_revision_and_names_every_violation() {
         "v3",
         &deployment(good, good, &format!("prod.example.io/team/init@{DIGEST}")),
     );
-    let patch = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "v3"}}});
-    t.api::<ferry::api::GitRepository>()
-        .patch("config", &Default::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .expect("reconcile the source");
+    request_fetch(&t, "config", "v3").await;
     wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
         e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(v3.as_str())
             && env_ready(e).is_some_and(|(s, _, _)| s == "True")
@@ -209,13 +199,8 @@ async fn audit_applies_and_reports_with_a_warning() {
         "v1",
         &deployment(&pinned, "nginx:1.27", "evil.example.com/x:1"),
     );
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/app", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("app", "apps/app", "1h").await;
     let env = wait_for(&t.api::<Environment>(), "app", |e: &Environment| {
         e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(v1.as_str())
             && env_ready(e).is_some_and(|(s, _, _)| s == "True")
@@ -275,14 +260,14 @@ async fn the_verification_jobs_image_is_checked_before_anything_is_applied() {
     create_policy(&t, "deny", json!({"allowedRegistries": ["prod.example.io/"]})).await;
     let good = "prod.example.io/app:1";
     push(&t, "app", "v1", &deployment(good, good, good));
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     let job = json!({"spec": {"template": {"spec": {"restartPolicy": "Never",
         "containers": [{"name": "test", "image": "curlimages/curl:8"}]}}}});
-    t.create_env(
+    t.config_env_with(
         "app",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/app", "interval": "1h",
-               "verification": {"jobTemplate": job, "timeout": "1m"}}),
+        "apps/app",
+        "1h",
+        json!({"verification": {"jobTemplate": job, "timeout": "1m"}}),
     )
     .await;
     let env = wait_ready_reason(&t, "app", "False", "PolicyViolation").await;
@@ -313,13 +298,8 @@ async fn a_promotion_into_a_denied_environment_fails_with_policy_violation() {
     .await;
     let image = "nonprod.example.io/team/app:1";
     let v1 = push(&t, "app", "v1", &deployment(image, image, image));
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/app", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("staging", "apps/app", "1h").await;
     let production: Environment = serde_json::from_value(json!({
         "apiVersion": "ferry.dev/v1alpha1", "kind": "Environment",
         "metadata": {"name": "production", "namespace": t.namespace, "labels": {"tier": "prod"}},
@@ -397,13 +377,8 @@ async fn a_malformed_policy_is_reported_and_fails_closed() {
     }
     let good = "prod.example.io/app:1";
     push(&t, "app", "v1", &deployment(good, good, good));
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/app", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("app", "apps/app", "1h").await;
     let env = wait_ready_reason(&t, "app", "False", "PolicyViolation").await;
     let (_, _, message) = env_ready(&env).expect("Ready");
     assert!(
@@ -423,45 +398,25 @@ async fn a_malformed_policy_is_reported_and_fails_closed() {
     assert_eq!(configmap_version(&t, &t.namespace).await.as_deref(), Some("v1"));
 }
 
-fn ferry(t: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("KUBECONFIG", &t.kubeconfig)
-        .env("FERRY_KUSTOMIZE", t.bin_dir.join("kustomize"))
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("running ferry");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn render_and_diff_report_violations_before_a_merge() {
     let t = TestEnv::with_workloads("policy-cli").await;
     create_policy(&t, "deny", json!({"allowedRegistries": ["prod.example.io/"]})).await;
     let good = "prod.example.io/app:1";
     push(&t, "app", "v1", &deployment("evil.io/app:1", good, good));
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "app",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/app", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("app", "apps/app", "1h").await;
     wait_ready_reason(&t, "app", "False", "PolicyViolation").await;
     let line = "deny: Deployment web, container app: image \"evil.io/app:1\" is not from an allowed registry";
 
     // The Environment as the controller sees it: policies from the cluster, selected by its namespace.
-    let (code, _, stderr) = ferry(&t, &["diff", "--environment", &format!("{}/app", t.namespace)]);
+    let (code, _, stderr) = t.ferry_cli(&["diff", "--environment", &format!("{}/app", t.namespace)]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains(line), "{stderr}");
 
     // A local checkout against the cluster.
     let work = t.repo.work.path().to_str().expect("path").to_string();
-    let (code, _, stderr) = ferry(&t, &["diff", &work, "--path", "apps/app", "--namespace", &t.namespace]);
+    let (code, _, stderr) = t.ferry_cli(&["diff", &work, "--path", "apps/app", "--namespace", &t.namespace]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains(line), "{stderr}");
 
@@ -477,10 +432,8 @@ async fn render_and_diff_report_violations_before_a_merge() {
     };
     write("prod.example.io/");
     let policy_file = file.to_str().expect("path");
-    let (code, stdout, stderr) = ferry(
-        &t,
-        &["render", &work, "--path", "apps/app", "--registry-policy", policy_file],
-    );
+    let (code, stdout, stderr) =
+        t.ferry_cli(&["render", &work, "--path", "apps/app", "--registry-policy", policy_file]);
     assert_eq!(code, 3, "{stderr}");
     assert!(
         stdout.contains("kind: Deployment"),
@@ -491,9 +444,6 @@ async fn render_and_diff_report_violations_before_a_merge() {
         "{stderr}"
     );
     write("prod.example.io/, evil.io/");
-    let (code, _, stderr) = ferry(
-        &t,
-        &["render", &work, "--path", "apps/app", "--registry-policy", policy_file],
-    );
+    let (code, _, stderr) = t.ferry_cli(&["render", &work, "--path", "apps/app", "--registry-policy", policy_file]);
     assert_eq!((code, stderr.as_str()), (0, ""));
 }

@@ -12,10 +12,6 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-fn config_map(version: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app}}\ndata: {{version: \"{version}\"}}\n")
-}
-
 fn deployment(extra_pod_spec: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 5\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n{extra_pod_spec}      containers:\n      - {{name: app, image: example.com/app:1}}\n"
@@ -24,11 +20,13 @@ fn deployment(extra_pod_spec: &str) -> String {
 
 /// Writes both overlays at `version` and pushes; returns the revision as Ferry names it.
 fn push(t: &TestEnv, version: &str) -> String {
-    for env in ["staging", "production"] {
-        t.repo.write(&format!("apps/{env}/app.yaml"), &config_map(version));
-        t.repo.write(&format!("apps/{env}/web.yaml"), &deployment(""));
-    }
-    format!("main@sha1:{}", t.repo.commit_and_push(version))
+    let commit = push_overlays(t, version, |_| {
+        vec![
+            ("app.yaml", config_map("app", &[("version", version)])),
+            ("web.yaml", deployment("")),
+        ]
+    });
+    main_revision(&commit)
 }
 
 fn acceptance_job(outcome: &str) -> Value {
@@ -42,11 +40,7 @@ fn acceptance_job(outcome: &str) -> Value {
 }
 
 async fn reconcile_source_now(t: &TestEnv) {
-    let patch = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": format!("{:?}", std::time::Instant::now())}}});
-    t.api::<ferry::api::GitRepository>()
-        .patch("config", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotating the GitRepository");
+    request_fetch(t, "config", &format!("{:?}", std::time::Instant::now())).await;
 }
 
 /// The newest record of `revision` in the Environment's history.
@@ -105,17 +99,7 @@ fn phases(p: &Promotion) -> Vec<PromotionPhase> {
 
 /// A namespace of the same name in the production cluster, and the Secret that reaches it.
 async fn production_cluster(t: &TestEnv) -> Client {
-    let cp = second_cluster().await;
-    let client = cp.client().await.expect("production client");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": t.namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace in production");
-    let kubeconfig = cp.kubeconfig_self_contained().expect("kubeconfig");
-    t.create_secret("production-kubeconfig", &[("value", &kubeconfig)])
-        .await;
-    client
+    t.second_cluster_secret("production-kubeconfig").await.0
 }
 
 /// `<test namespace>-<suffix>`, created: where a promoted Environment applies.
@@ -132,13 +116,8 @@ async fn create_namespace(t: &TestEnv, suffix: &str) -> String {
 /// Pushes v1 and creates the GitRepository and a staging Environment without verification Job; returns v1.
 async fn source_and_staging(t: &TestEnv) -> String {
     let c1 = push(t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
+    t.config_source("1h").await;
+    t.config_env("staging", "apps/staging", "1h").await;
     c1
 }
 
@@ -161,12 +140,12 @@ async fn a_revision_moves_from_staging_to_production_in_another_cluster_only_whe
     let t = TestEnv::with_workloads("pipeline").await;
     let prod = production_cluster(&t).await;
     let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env_with(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
-               "verification": {"jobTemplate": acceptance_job("complete"), "timeout": "1m"}}),
+        "apps/staging",
+        "1h",
+        json!({"verification": {"jobTemplate": acceptance_job("complete"), "timeout": "1m"}}),
     )
     .await;
     create_production(
@@ -397,8 +376,10 @@ async fn failed_verification_in_production_rolls_back_to_the_previous_revision()
     .await;
 
     // v2 is healthy in staging but cannot run in production (no node matches there).
-    t.repo.write("apps/staging/app.yaml", &config_map("v2"));
-    t.repo.write("apps/production/app.yaml", &config_map("v2"));
+    t.repo
+        .write("apps/staging/app.yaml", &config_map("app", &[("version", "v2")]));
+    t.repo
+        .write("apps/production/app.yaml", &config_map("app", &[("version", "v2")]));
     t.repo.write(
         "apps/production/web.yaml",
         &deployment("      nodeSelector: {pool: missing}\n"),
@@ -584,18 +565,18 @@ async fn a_controller_restart_in_any_phase_resumes_without_repeating_or_skipping
 async fn bad_input_ends_with_a_clear_condition() {
     let t = TestEnv::with_workloads("bad-input").await;
     let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
+    t.config_source("1h").await;
     let spec = |from: &str| json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h", "promotion": {"from": from}});
     t.create_env("a", spec("b")).await;
     t.create_env("b", spec("a")).await;
     t.create_env("orphan", spec("nowhere")).await;
     // A Job template the API server refuses (a Job's pods may not restart Always).
     let invalid = json!({"spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "t", "image": "x"}]}}}});
-    t.create_env(
+    t.config_env_with(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
-               "verification": {"jobTemplate": invalid}}),
+        "apps/staging",
+        "1h",
+        json!({"verification": {"jobTemplate": invalid}}),
     )
     .await;
 
@@ -746,18 +727,14 @@ async fn a_newer_verified_revision_supersedes_one_waiting_for_approval() {
 async fn soak_time_and_freezes_hold_a_verified_revision() {
     let t = TestEnv::with_workloads("gates").await;
     let c1 = source_and_staging(&t).await;
-    t.create_env(
+    t.config_env_with(
         "soaked",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "soakTime": "1h"}}),
+        "apps/production",
+        "1h",
+        json!({"promotion": {"from": "staging", "soakTime": "1h"}}),
     )
     .await;
-    t.create_env(
-        "frozen",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "promotion": {"from": "staging", "freezes": [{"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z", "reason": "forever"}]}}),
-    )
-    .await;
+    t.config_env_with("frozen", "apps/production", "1h", json!({"promotion": {"from": "staging", "freezes": [{"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z", "reason": "forever"}]}})).await;
     let soaking = wait_reason(&t, "soaked", &c1, "Soaking").await;
     assert_eq!(soaking.phase(), PromotionPhase::Pending);
     let frozen = wait_reason(&t, "frozen", &c1, "Frozen").await;
@@ -773,52 +750,19 @@ async fn soak_time_and_freezes_hold_a_verified_revision() {
     }
 }
 
-/// Applies `ferry-release-manager` from manifests/rbac.yaml and binds it to `user` in the test's namespace.
-async fn grant_release_manager(t: &TestEnv, user: &str) {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml")).expect("rbac.yaml");
-    let role: ClusterRole = serde_yaml_ng::Deserializer::from_str(&text)
-        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
-        .find(|v: &Value| v["kind"] == "ClusterRole" && v["metadata"]["name"] == "ferry-release-manager")
-        .map(|v| serde_json::from_value(v).expect("ClusterRole"))
-        .expect("ferry-release-manager in manifests/rbac.yaml");
-    Api::<ClusterRole>::all(t.client.clone())
-        .patch(
-            "ferry-release-manager",
-            &PatchParams::apply("ferry-tests").force(),
-            &Patch::Apply(&role),
-        )
-        .await
-        .expect("apply ClusterRole");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{user}-releases"), "namespace": t.namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-release-manager"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .expect("binding");
-    t.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("RoleBinding");
-}
-
 #[tokio::test]
 async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
     let t = TestEnv::with_workloads("chain").await;
     let stg = create_namespace(&t, "stg").await;
     let prd = create_namespace(&t, "prd").await;
     let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
-        "dev",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h"}),
-    )
-    .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env("dev", "apps/staging", "1h").await;
+    t.config_env_with(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/production", "interval": "1h",
-               "targetNamespace": stg, "promotion": {"from": "dev"}}),
+        "apps/production",
+        "1h",
+        json!({"targetNamespace": stg, "promotion": {"from": "dev"}}),
     )
     .await;
     create_production(
@@ -848,7 +792,7 @@ async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
         matches!(&denied, Err(ferry::cli::CliError::Kube(kube::Error::Api(s))) if s.code == 403),
         "a user without rights cannot approve: {denied:?}"
     );
-    grant_release_manager(&t, "alice").await;
+    t.grant_release_manager("alice").await;
     let alice = t.client_as("alice").await;
     let rejected = ferry::cli::reject(&alice, &t.namespace, &name, Some("not before the demo"))
         .await
@@ -892,12 +836,12 @@ async fn a_chain_of_three_with_rbac_rejection_and_a_manual_promotion() {
 async fn a_failing_acceptance_job_is_retried_then_fails_the_revision() {
     let t = TestEnv::with_workloads("retries").await;
     let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env_with(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
-               "verification": {"jobTemplate": acceptance_job("fail"), "retries": 1, "timeout": "1m"}}),
+        "apps/staging",
+        "1h",
+        json!({"verification": {"jobTemplate": acceptance_job("fail"), "retries": 1, "timeout": "1m"}}),
     )
     .await;
     let staging = wait_record(&t, "staging", &c1, RevisionPhase::Failed).await;
@@ -932,12 +876,12 @@ async fn a_newer_revision_cancels_the_verification_job_of_the_one_it_supersedes(
         "spec": {"template": {"spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "missing"},
         "containers": [{"name": "test", "image": "example.com/acceptance:1"}]}}}});
     let c1 = push(&t, "v1");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1h"}))
-        .await;
-    t.create_env(
+    t.config_source("1h").await;
+    t.config_env_with(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps/staging", "interval": "1h",
-               "verification": {"jobTemplate": stuck, "timeout": "5m"}}),
+        "apps/staging",
+        "1h",
+        json!({"verification": {"jobTemplate": stuck, "timeout": "5m"}}),
     )
     .await;
     let staging = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {

@@ -134,13 +134,7 @@ async fn a_corrupted_blob_is_a_digest_mismatch_and_nothing_is_tagged() {
     let nonprod = TestRegistry::start(&bin, false);
     let prod = TestRegistry::start(&bin, false);
     let digest = nonprod.push_image("team/web:v1", &[("a.txt", b"original layer content")]);
-    let manifest: serde_json::Value = serde_json::from_str(&nonprod.manifest("team/web:v1")).expect("json");
-    let layer = manifest["layers"][0]["digest"].as_str().expect("layer").to_string();
-    let file = nonprod.blob_file(&layer);
-    let mut bytes = std::fs::read(&file).expect("blob");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&file, bytes).expect("corrupt");
+    nonprod.corrupt_first_layer("team/web:v1");
 
     let registry = client(&[&nonprod, &prod], Credentials::default());
     let source = parse(&format!("{}@{digest}", nonprod.image("team/web"))).expect("source");

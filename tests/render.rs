@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use ferry::api::Environment;
-use ferry::render::{RenderSettings, render_path};
+use ferry::render::render_path;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
@@ -24,44 +24,6 @@ fn copy_example(t: &TestEnv) {
                 .write(&format!("{dir}/{name}"), &std::fs::read_to_string(&path).unwrap());
         }
     }
-}
-
-fn settings(t: &TestEnv) -> RenderSettings {
-    RenderSettings {
-        kustomize: t.bin_dir.join("kustomize"),
-        helm: t.bin_dir.join("helm"),
-        ..RenderSettings::default()
-    }
-}
-
-/// Every file below `from`, as (path relative to it, content).
-fn files_below(from: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![from.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(from).unwrap().to_string_lossy().into_owned();
-                out.push((rel, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    out
-}
-
-/// Writes `files` below a fresh temporary directory.
-fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().canonicalize().unwrap();
-    for (rel, content) in files {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-    (dir, root)
 }
 
 /// Each object as compact JSON, for comparing sets of objects.
@@ -133,7 +95,7 @@ async fn ferry_renders_overlays_exactly_as_kustomize_build() {
     let t = TestEnv::new("kustomize-equal").await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config-repo");
     for overlay in ["staging", "production", "base"] {
-        let rendered = render_path(&root, overlay, &settings(&t)).await.unwrap();
+        let rendered = render_path(&root, overlay, &t.render_settings()).await.unwrap();
         assert!(rendered.kustomize);
         let cli = std::process::Command::new(t.bin_dir.join("kustomize"))
             .arg("build")
@@ -155,18 +117,9 @@ async fn an_overlay_is_applied_through_kustomize() {
     let t = TestEnv::new("kustomize-apply").await;
     copy_example(&t);
     let commit = t.repo.commit_and_push("overlays");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "staging", "interval": "1s"}),
-    )
-    .await;
-    let want = format!("main@sha1:{commit}");
-    wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-    })
-    .await;
+    t.config_source("1s").await;
+    t.config_env("staging", "staging", "1s").await;
+    wait_applied_revision(&t, "staging", &commit).await;
     let deploy = t.api::<Deployment>().get("podinfo").await.unwrap();
     assert_eq!(
         deploy.spec.unwrap().replicas,
@@ -188,7 +141,7 @@ async fn an_overlay_is_applied_through_kustomize() {
 async fn a_flux_style_tree_renders_the_objects_of_fluxs_generated_kustomization_and_applies() {
     let t = TestEnv::new("flux-tree").await;
     let (_dir, root) = tree(FLUX_TREE);
-    let rendered = render_path(&root, "clusters/prod", &settings(&t)).await.unwrap();
+    let rendered = render_path(&root, "clusters/prod", &t.render_settings()).await.unwrap();
     // Flux's way: a generated kustomization listing the plain files and the kustomize directories, built.
     let mut resources = Vec::new();
     let prod = root.join("clusters/prod");
@@ -246,7 +199,9 @@ async fn a_flux_style_tree_renders_the_objects_of_fluxs_generated_kustomization_
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flux-sync}\n",
     )
     .unwrap();
-    let err = render_path(&root, "clusters/prod", &settings(&t)).await.unwrap_err();
+    let err = render_path(&root, "clusters/prod", &t.render_settings())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ferry::render::RenderError::Duplicate { .. }), "{err}");
     assert!(
         err.to_string().contains("kustomize build clusters/prod/flux-system"),
@@ -258,13 +213,8 @@ async fn a_flux_style_tree_renders_the_objects_of_fluxs_generated_kustomization_
         t.repo.write(rel, content);
     }
     t.repo.commit_and_push("flux tree");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
-    t.create_env(
-        "prod",
-        json!({"sourceRef": {"name": "config"}, "path": "clusters/prod"}),
-    )
-    .await;
+    t.config_source("1s").await;
+    t.config_env_at("prod", "clusters/prod").await;
     let e = wait_for(&t.api::<Environment>(), "prod", |e: &Environment| {
         env_ready(e).is_some_and(|(s, r, _)| s != "Unknown" && r != "SourceNotReady")
     })
@@ -307,22 +257,13 @@ async fn remote_bases_escaping_symlinks_and_paths_are_refused_before_anything_is
     std::fs::create_dir_all(t.repo.work.path().join("linked")).unwrap();
     std::os::unix::fs::symlink("../../../../etc/hostname", t.repo.work.path().join("linked/host.yaml")).unwrap();
     t.repo.commit_and_push("bad inputs");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1s"}))
-        .await;
+    t.config_source("1s").await;
     t.create_env("remote", json!({"sourceRef": {"name": "config"}, "path": "remote"}))
         .await;
     t.create_env("linked", json!({"sourceRef": {"name": "config"}, "path": "linked"}))
         .await;
-    t.create_env(
-        "escape",
-        json!({"sourceRef": {"name": "config"}, "path": "app/../../outside"}),
-    )
-    .await;
-    t.create_env(
-        "missing",
-        json!({"sourceRef": {"name": "config"}, "path": "no/such/dir"}),
-    )
-    .await;
+    t.config_env_at("escape", "app/../../outside").await;
+    t.config_env_at("missing", "no/such/dir").await;
 
     for (env, reason, needle) in [
         ("remote", "RenderFailed", "remote resource"),
@@ -330,13 +271,7 @@ async fn remote_bases_escaping_symlinks_and_paths_are_refused_before_anything_is
         ("escape", "PathNotFound", "stay inside the repository"),
         ("missing", "PathNotFound", "does not exist"),
     ] {
-        let e = wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-            env_ready(e).is_some_and(|(s, r, _)| s == "False" && r != "SourceNotReady")
-        })
-        .await;
-        let (_, r, message) = env_ready(&e).unwrap();
-        assert_eq!(r, reason, "{env}: {message}");
-        assert!(message.contains(needle), "{env}: {message}");
+        assert_refused(&t, env, reason, needle).await;
     }
     let cms = t.api::<ConfigMap>();
     assert!(cms.get_opt("never").await.unwrap().is_none());

@@ -28,31 +28,17 @@ fn revision_of(repo: &GitRepository) -> String {
         .unwrap_or_default()
 }
 
-fn git(t: &TestEnv, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .current_dir(t.repo.work.path())
-        .args(["-c", "user.name=T", "-c", "user.email=t@ferry.dev"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn tag_semver_and_commit_refs_resolve_with_precedence() {
     let t = TestEnv::new("refs").await;
     t.repo.write("a.yaml", CM);
     let c1 = t.repo.commit_and_push("one");
-    git(&t, &["tag", "v1.2.0"]);
+    t.git(&["tag", "v1.2.0"]);
     t.repo.write("a.yaml", &CM.replace("name: c", "name: d"));
     let c2 = t.repo.commit_and_push("two");
-    git(&t, &["tag", "v1.10.0"]);
-    git(&t, &["tag", "v2.0.0-rc.1"]);
-    git(&t, &["push", "-q", "origin", "--tags"]);
+    t.git(&["tag", "v1.10.0"]);
+    t.git(&["tag", "v2.0.0-rc.1"]);
+    t.git(&["push", "-q", "origin", "--tags"]);
 
     let url = t.repo.url.clone();
     t.create_gitrepo("by-tag", json!({"url": url, "ref": {"tag": "v1.2.0"}}))
@@ -96,7 +82,7 @@ async fn a_deleted_branch_is_reported_and_the_last_good_revision_stays() {
     )
     .await;
     ready_is(&t, "r", "True").await;
-    git(&t, &["push", "-q", "origin", "--delete", "feature"]);
+    t.git(&["push", "-q", "origin", "--delete", "feature"]);
     let (reason, message, repo) = ready_is(&t, "r", "False").await;
     assert_eq!(reason, "RefNotFound");
     assert!(message.contains("branch \"feature\""), "{message}");
@@ -109,8 +95,8 @@ async fn force_push_and_moved_tags_are_followed_and_reported() {
     let t = TestEnv::new("rewrite").await;
     t.repo.write("a.yaml", CM);
     t.repo.commit_and_push("one");
-    git(&t, &["tag", "v1"]);
-    git(&t, &["push", "-q", "origin", "v1"]);
+    t.git(&["tag", "v1"]);
+    t.git(&["push", "-q", "origin", "v1"]);
     t.create_gitrepo("branch", json!({"url": t.repo.url, "interval": "1s"}))
         .await;
     t.create_gitrepo(
@@ -123,10 +109,10 @@ async fn force_push_and_moved_tags_are_followed_and_reported() {
 
     // Rewrite history: amend the only commit and force-push it; move the tag.
     t.repo.write("a.yaml", &CM.replace("name: c", "name: rewritten"));
-    git(&t, &["commit", "-q", "-a", "--amend", "-m", "rewritten"]);
-    git(&t, &["push", "-q", "-f", "origin", "HEAD:main"]);
-    git(&t, &["tag", "-f", "v1"]);
-    git(&t, &["push", "-q", "-f", "origin", "v1"]);
+    t.git(&["commit", "-q", "-a", "--amend", "-m", "rewritten"]);
+    t.git(&["push", "-q", "-f", "origin", "HEAD:main"]);
+    t.git(&["tag", "-f", "v1"]);
+    t.git(&["push", "-q", "-f", "origin", "v1"]);
     let head = String::from_utf8(
         std::process::Command::new("git")
             .current_dir(t.repo.work.path())
@@ -155,13 +141,7 @@ async fn https_basic_auth_works_and_a_wrong_password_is_rejected_without_leaking
     let t = TestEnv::new("basic").await;
     t.repo.write("a.yaml", CM);
     let c1 = t.repo.commit_and_push("one");
-    let server = GitHttpServer::start(
-        t.git_root.clone(),
-        HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
-        true,
-    )
-    .await;
-    let url = format!("{}/{}", server.base_url, t.repo.name);
+    let (server, url) = t.https_git_server_for_alice().await;
     let ca = server.ca_pem.clone().unwrap();
     t.create_secret(
         "good",
@@ -319,14 +299,7 @@ async fn many_gitrepositories_on_one_url_share_one_fetch_until_a_reconcile_is_re
     // A new commit, then "reconcile now" on one of them: exactly one more fetch, and that one sees the commit.
     t.repo.write("a.yaml", &CM.replace("name: c", "name: d"));
     let c2 = t.repo.commit_and_push("two");
-    t.api::<GitRepository>()
-        .patch(
-            "r0",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "now-1"}}})),
-        )
-        .await
-        .unwrap();
+    request_fetch(&t, "r0", "now-1").await;
     wait_for(&t.api::<GitRepository>(), "r0", |r: &GitRepository| {
         revision_of(r) == format!("main@sha1:{c2}")
     })
@@ -391,12 +364,8 @@ async fn a_suspended_gitrepository_is_left_alone_until_resumed() {
         .await;
     // Both are queued together; once the active one is done, the suspended one has been handled too.
     ready_is(&t, "active", "True").await;
-    let request = json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "x"}}});
     for name in ["active", "paused"] {
-        t.api::<GitRepository>()
-            .patch(name, &PatchParams::default(), &Patch::Merge(&request))
-            .await
-            .unwrap();
+        request_fetch(&t, name, "x").await;
     }
     wait_for(&t.api::<GitRepository>(), "active", |r: &GitRepository| {
         r.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("x")

@@ -10,19 +10,6 @@ use serde_json::json;
 const CM_A: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  color: blue\n";
 const MULTI: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nested-one\ndata: {n: \"1\"}\n---\n# comment-only documents are fine\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nested-two\n  namespace: somewhere-else\ndata: {n: \"2\"}\n";
 
-fn revision(commit: &str) -> String {
-    format!("main@sha1:{commit}")
-}
-
-async fn applied(t: &TestEnv, env: &str, commit: &str) -> Environment {
-    let want = revision(commit);
-    wait_for(&t.api::<Environment>(), env, |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-            && env_ready(e).is_some_and(|(s, _, _)| s == "True")
-    })
-    .await
-}
-
 async fn setup_synced(t: &TestEnv, interval: &str) -> String {
     t.repo.write("apps/app.yaml", CM_A);
     t.repo.write("apps/nested/deeper/multi.yml", MULTI);
@@ -43,7 +30,7 @@ async fn setup_synced(t: &TestEnv, interval: &str) -> String {
                "targetNamespace": t.namespace}),
     )
     .await;
-    applied(t, "staging", &commit).await;
+    wait_applied(t, "staging", &commit).await;
     commit
 }
 
@@ -57,7 +44,7 @@ async fn a_push_is_applied_with_labels_inventory_and_events() {
     let (_, reason, message) = env_ready(&env).unwrap();
     assert_eq!(reason, "Succeeded");
     assert!(
-        message.contains(&revision(&first)),
+        message.contains(&main_revision(&first)),
         "Ready message names the revision: {message}"
     );
     let names: Vec<_> = status.inventory.iter().map(|e| e.name.as_str()).collect();
@@ -92,21 +79,14 @@ async fn a_push_is_applied_with_labels_inventory_and_events() {
     );
 
     let repo = t.api::<GitRepository>().get("config").await.unwrap();
-    assert_eq!(repo.status.unwrap().artifact.unwrap().revision, revision(&first));
+    assert_eq!(repo.status.unwrap().artifact.unwrap().revision, main_revision(&first));
 
     // A new commit. The GitRepository's interval is an hour, so only "reconcile now" (what the webhook receiver
     // does) fetches it, and the Environment follows through the watch on its source, not its own interval.
     t.repo.write("apps/app.yaml", &CM_A.replace("blue", "green"));
     let second = t.repo.commit_and_push("second");
-    t.api::<GitRepository>()
-        .patch(
-            "config",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"ferry.dev/reconcile-requested-at": "1"}}})),
-        )
-        .await
-        .unwrap();
-    applied(&t, "staging", &second).await;
+    request_fetch(&t, "config", "1").await;
+    wait_applied(&t, "staging", &second).await;
     assert_eq!(cms.get("app-config").await.unwrap().data.unwrap()["color"], "green");
 
     for commit in [&first, &second] {
@@ -128,7 +108,7 @@ async fn a_new_commit_is_picked_up_on_the_next_interval() {
     setup_synced(&t, "1s").await;
     t.repo.write("apps/app.yaml", &CM_A.replace("blue", "red"));
     let second = t.repo.commit_and_push("second");
-    applied(&t, "staging", &second).await;
+    wait_applied(&t, "staging", &second).await;
     let cm = t.api::<ConfigMap>().get("app-config").await.unwrap();
     assert_eq!(cm.data.unwrap()["color"], "red");
 }
@@ -158,7 +138,7 @@ async fn objects_removed_from_git_are_pruned() {
     setup_synced(&t, "1s").await;
     t.repo.remove("apps/nested/deeper/multi.yml");
     let second = t.repo.commit_and_push("remove nested");
-    let env = applied(&t, "staging", &second).await;
+    let env = wait_applied(&t, "staging", &second).await;
     let names: Vec<_> = env.status.unwrap().inventory.into_iter().map(|e| e.name).collect();
     assert_eq!(names, ["app-config"]);
     let cms = t.api::<ConfigMap>();
@@ -185,7 +165,7 @@ async fn malformed_yaml_fails_clearly_and_leaves_applied_objects_untouched() {
     );
     let bad = t.repo.commit_and_push("broken");
     let env = wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_attempted_revision.as_deref()) == Some(revision(&bad).as_str())
+        e.status.as_ref().and_then(|s| s.last_attempted_revision.as_deref()) == Some(main_revision(&bad).as_str())
             && env_ready(e).is_some_and(|(s, _, _)| s == "False")
     })
     .await;
@@ -196,11 +176,11 @@ async fn malformed_yaml_fails_clearly_and_leaves_applied_objects_untouched() {
         "message names the file: {message}"
     );
     assert!(
-        message.contains(&revision(&first)),
+        message.contains(&main_revision(&first)),
         "message says what the cluster keeps: {message}"
     );
     let status = env.status.unwrap();
-    assert_eq!(status.last_applied_revision, Some(revision(&first)));
+    assert_eq!(status.last_applied_revision, Some(main_revision(&first)));
     assert_eq!(status.inventory.len(), 3, "inventory of the last good revision is kept");
 
     let after = cms.get("app-config").await.unwrap();
@@ -215,7 +195,7 @@ async fn malformed_yaml_fails_clearly_and_leaves_applied_objects_untouched() {
     // Fixing the repo recovers.
     t.repo.remove("apps/broken.yaml");
     let fixed = t.repo.commit_and_push("fix");
-    applied(&t, "staging", &fixed).await;
+    wait_applied(&t, "staging", &fixed).await;
     assert_eq!(cms.get("app-config").await.unwrap().data.unwrap()["color"], "purple");
 }
 
@@ -286,12 +266,12 @@ async fn a_missing_ref_fails_clearly_and_keeps_the_last_good_revision() {
     assert!(message.contains("does-not-exist"), "{message}");
     assert_eq!(
         repo.status.unwrap().artifact.unwrap().revision,
-        revision(&first),
+        main_revision(&first),
         "last good revision kept"
     );
 
     let env = t.api::<Environment>().get("staging").await.unwrap();
-    assert_eq!(env.status.unwrap().last_applied_revision, Some(revision(&first)));
+    assert_eq!(env.status.unwrap().last_applied_revision, Some(main_revision(&first)));
     let cm = t.api::<ConfigMap>().get("app-config").await.unwrap();
     assert_eq!(cm.data.unwrap()["color"], "blue");
     t.wait_event("config", "Warning", "RefNotFound").await;

@@ -15,40 +15,11 @@ use serde_json::json;
 
 const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  color: blue\n";
 
-/// A ServiceAccount `name` in the test's namespace with a Role allowing every verb on `resources` there.
-async fn account_with_role(t: &TestEnv, name: &str, resources: &[&str]) {
-    let ns = &t.namespace;
-    let objects = [
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-               "metadata": {"name": name, "namespace": ns},
-               "rules": [{"apiGroups": ["", "batch"], "resources": resources, "verbs": ["*"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": name, "namespace": ns},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
-    ];
-    for o in objects {
-        t.apply_json(&o).await;
-    }
-}
-
 /// A Role allowing `get` on exactly the Secrets `names`, bound to ServiceAccount `account`: what a tenant grants
 /// for Ferry to use those Secrets as the account.
 async fn grant_secrets(t: &TestEnv, account: &str, names: &[&str]) {
-    let ns = &t.namespace;
-    let role = format!("{account}-secrets");
-    t.apply_json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-               "metadata": {"name": role, "namespace": ns},
-               "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": names, "verbs": ["get"]}]}))
-        .await;
-    t.apply_json(
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": role, "namespace": ns},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-               "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]}),
-    )
-    .await;
+    let rules = json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": names, "verbs": ["get"]}]);
+    t.grant_account(&format!("{account}-secrets"), account, rules).await;
 }
 
 async fn repo_ready_with(t: &TestEnv, name: &str, status: &str, reason: &str) -> String {
@@ -105,7 +76,7 @@ fn writers(t: &TestEnv, namespace: &str, resource: &str) -> Vec<(String, String)
 #[tokio::test]
 async fn a_tenant_applies_in_its_own_namespace_as_its_service_account() {
     let t = TestEnv::installed("tenant-ok", |_| {}).await;
-    account_with_role(&t, "deployer", &["configmaps", "jobs"]).await;
+    t.account_with_role("deployer", &["configmaps", "jobs"]).await;
     t.repo.write("apps/app.yaml", CM);
     setup(
         &t,
@@ -144,7 +115,7 @@ async fn a_tenant_applies_in_its_own_namespace_as_its_service_account() {
 #[tokio::test]
 async fn what_the_account_may_not_do_is_forbidden_and_nothing_is_applied() {
     let t = TestEnv::installed("tenant-escape", |_| {}).await;
-    account_with_role(&t, "deployer", &["configmaps"]).await;
+    t.account_with_role("deployer", &["configmaps"]).await;
     // Another team's namespace, with an object the tenant would like to take over (and later prune).
     let victim_ns = format!("{}-victim", t.namespace);
     let namespaces: Api<Namespace> = Api::all(t.client.clone());
@@ -218,7 +189,7 @@ async fn what_the_account_may_not_do_is_forbidden_and_nothing_is_applied() {
 #[tokio::test]
 async fn prune_never_deletes_what_the_account_cannot() {
     let t = TestEnv::installed("tenant-prune", |_| {}).await;
-    account_with_role(&t, "deployer", &["configmaps", "secrets"]).await;
+    t.account_with_role("deployer", &["configmaps", "secrets"]).await;
     t.repo.write("apps/app.yaml", CM);
     t.repo.write(
         "apps/old.yaml",
@@ -273,15 +244,10 @@ async fn an_environment_naming_no_account_applies_as_the_default_one() {
     assert!(t.api::<ConfigMap>().get_opt("app").await.expect("get").is_none());
 
     // Granting the default account the right is all it takes; the Environment retries by itself.
-    t.apply_json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": {"name": "apply", "namespace": t.namespace},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}))
-        .await;
-    t.apply_json(
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "apply", "namespace": t.namespace},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apply"},
-                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": t.namespace}]}),
+    t.grant_account(
+        "apply",
+        "default",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]),
     )
     .await;
     ready_with(&t, "True", "Succeeded").await;
@@ -308,10 +274,11 @@ async fn cross_namespace_references_are_refused() {
     assert_eq!(stalled.as_deref(), Some("True"));
 
     // Promotion never crosses namespaces, whatever the flags.
-    t.create_env(
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": "1h",
-               "promotion": {"from": "team-b/staging"}}),
+        "./apps",
+        "1h",
+        json!({"promotion": {"from": "team-b/staging"}}),
     )
     .await;
     t.create_gitrepo(
@@ -367,7 +334,7 @@ async fn insecure_kubeconfigs_are_refused_unless_allowed() {
 #[tokio::test]
 async fn a_tenants_chart_renders_with_its_own_clusters_capabilities_as_its_service_account() {
     let t = TestEnv::installed("tenant-chart", |_| {}).await;
-    account_with_role(&t, "deployer", &["configmaps"]).await;
+    t.account_with_role("deployer", &["configmaps"]).await;
     t.repo
         .write("apps/Chart.yaml", "apiVersion: v2\nname: tenant\nversion: 0.1.0\n");
     t.repo.write(
@@ -395,16 +362,10 @@ async fn a_tenants_chart_renders_with_its_own_clusters_capabilities_as_its_servi
 async fn a_gitrepository_uses_only_the_secrets_its_service_account_may_read() {
     let t = TestEnv::installed("tenant-gitcreds", |_| {}).await;
     let ns = t.namespace.clone();
-    account_with_role(&t, "fetcher", &["configmaps"]).await;
+    t.account_with_role("fetcher", &["configmaps"]).await;
     t.repo.write("apps/app.yaml", CM);
     let commit = t.repo.commit_and_push("private config");
-    let server = GitHttpServer::start(
-        t.git_root.clone(),
-        HttpAuth::Basic("alice".into(), "s3cret-pw".into()),
-        true,
-    )
-    .await;
-    let url = format!("{}/{}", server.base_url, t.repo.name);
+    let (server, url) = t.https_git_server_for_alice().await;
     let ca = server.ca_pem.clone().expect("ca");
     t.create_secret(
         "git",
@@ -465,7 +426,7 @@ async fn a_gitrepository_uses_only_the_secrets_its_service_account_may_read() {
 async fn a_decryption_secret_the_account_may_not_read_is_forbidden_and_nothing_is_applied() {
     let t = TestEnv::installed("tenant-sops", |_| {}).await;
     let ns = t.namespace.clone();
-    account_with_role(&t, "deployer", &["configmaps"]).await;
+    t.account_with_role("deployer", &["configmaps"]).await;
     t.create_secret("sops-age", &[("identity.agekey", "AGE-SECRET-KEY-1NOTAREALKEY")])
         .await;
     t.repo.write("apps/app.yaml", CM);

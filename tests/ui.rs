@@ -347,16 +347,18 @@ async fn pipeline(t: &TestEnv) -> String {
         json!({"url": t.repo.url, "ref": {"branch": "main"}, "interval": "1m"}),
     )
     .await;
-    t.create_env(
+    t.config_env_with(
         "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "./apps/staging", "interval": "1m",
-               "serviceAccountName": "deployer"}),
+        "./apps/staging",
+        "1m",
+        json!({"serviceAccountName": "deployer"}),
     )
     .await;
-    t.create_env(
+    t.config_env_with(
         "production",
-        json!({"sourceRef": {"name": "config"}, "path": "./apps/production", "interval": "1m",
-               "serviceAccountName": "deployer", "promotion": {"from": "staging", "requireApproval": true}}),
+        "./apps/production",
+        "1m",
+        json!({"serviceAccountName": "deployer", "promotion": {"from": "staging", "requireApproval": true}}),
     )
     .await;
     commit
@@ -724,13 +726,13 @@ async fn another_cluster_s_live_state_and_address_show_only_to_viewers_who_may_g
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  replicas: \"3\"\n",
     );
     t.repo.commit_and_push("one ConfigMap");
-    t.create_gitrepo("config", json!({"url": t.repo.url, "interval": "1m"}))
-        .await;
+    t.config_source("1m").await;
     for (env, secret) in [("remote", "remote"), ("cutoff", "cutoff")] {
-        t.create_env(
+        t.config_env_with(
             env,
-            json!({"sourceRef": {"name": "config"}, "path": "./apps", "interval": "1m",
-                   "kubeConfig": {"secretRef": {"name": secret}}}),
+            "./apps",
+            "1m",
+            json!({"kubeConfig": {"secretRef": {"name": secret}}}),
         )
         .await;
     }

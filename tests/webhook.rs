@@ -37,11 +37,7 @@ async fn setup(t: &TestEnv) -> String {
         json!({"url": t.repo.url, "interval": "1h", "ref": {"branch": "dev"}}),
     )
     .await;
-    t.create_env(
-        "staging",
-        json!({"sourceRef": {"name": "config"}, "path": "apps", "interval": "1h"}),
-    )
-    .await;
+    t.config_env("staging", "apps", "1h").await;
     wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
         e.status.as_ref().and_then(|s| s.last_applied_revision.clone()) == Some(format!("main@sha1:{first}"))
     })
@@ -79,11 +75,7 @@ async fn a_verified_github_push_is_fetched_and_applied_at_once() {
     assert_eq!(code, 202, "{reply}");
     assert!(reply.contains("config") && !reply.contains("other-branch"), "{reply}");
 
-    let want = format!("main@sha1:{second}");
-    wait_for(&t.api::<Environment>(), "staging", |e: &Environment| {
-        e.status.as_ref().and_then(|s| s.last_applied_revision.as_deref()) == Some(want.as_str())
-    })
-    .await;
+    wait_applied_revision(&t, "staging", &second).await;
     let cm = t
         .api::<k8s_openapi::api::core::v1::ConfigMap>()
         .get("app")

@@ -4,6 +4,7 @@
 
 pub mod faulty;
 pub mod ferry_run;
+pub mod fixtures;
 pub mod git;
 pub mod git_http;
 pub mod http;
@@ -27,6 +28,7 @@ use tokio::sync::OnceCell;
 
 pub use faulty::{Fault, FaultyProxy};
 pub use ferry_run::{FerryRun, deployment_args, start_ferry_run};
+pub use fixtures::*;
 pub use git::{GitDaemon, GitRepo};
 pub use git_http::{GitHttpServer, HttpAuth};
 pub use http::{http_post, http_post_chunked};
@@ -317,29 +319,33 @@ impl TestEnv {
 
     /// Creates a GitRepository from a spec given as JSON.
     pub async fn create_gitrepo(&self, name: &str, spec: serde_json::Value) -> GitRepository {
-        let obj: GitRepository = serde_json::from_value(serde_json::json!({
-            "apiVersion": "ferry.dev/v1alpha1", "kind": "GitRepository",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": spec,
-        }))
-        .expect("gitrepository");
-        self.api::<GitRepository>()
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("creating GitRepository")
+        self.create_ferry_object("GitRepository", name, spec).await
     }
 
+    /// Creates an Environment from a spec given as JSON.
     pub async fn create_env(&self, name: &str, spec: serde_json::Value) -> Environment {
-        let obj: Environment = serde_json::from_value(serde_json::json!({
-            "apiVersion": "ferry.dev/v1alpha1", "kind": "Environment",
+        self.create_ferry_object("Environment", name, spec).await
+    }
+
+    /// Creates a `ferry.dev/v1alpha1` object of `kind` named `name` in this namespace from a spec given as JSON.
+    async fn create_ferry_object<K>(&self, kind: &str, name: &str, spec: serde_json::Value) -> K
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + Debug,
+    {
+        let obj: K = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": kind,
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": spec,
         }))
-        .expect("environment");
-        self.api::<Environment>()
+        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        self.api::<K>()
             .create(&PostParams::default(), &obj)
             .await
-            .expect("creating Environment")
+            .unwrap_or_else(|e| panic!("creating {kind}: {e}"))
     }
 
     /// Creates a Secret with string data.

@@ -210,6 +210,18 @@ impl TestRegistry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Flips the last byte of the first layer of `image` (`team/web:v1`) in the registry's storage: its
+    /// content no longer matches its digest.
+    pub fn corrupt_first_layer(&self, image: &str) {
+        let manifest: serde_json::Value = serde_json::from_str(&self.manifest(image)).expect("json");
+        let layer = manifest["layers"][0]["digest"].as_str().expect("layer").to_string();
+        let file = self.blob_file(&layer);
+        let mut bytes = std::fs::read(&file).expect("blob");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&file, bytes).expect("corrupt");
+    }
+
     /// Where the filesystem store keeps a blob's bytes: a test can corrupt it.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
