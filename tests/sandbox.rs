@@ -105,10 +105,11 @@ async fn a_taken_over_renderer_cannot_read_write_connect_signal_or_escape() {
     let port = listener.local_addr().unwrap().port();
     let o = outside.path().display();
     let conf = format!(
-        "mode=probe\nport={port}\nread=/proc/1/environ\nread=/etc/passwd\nread={o}/serviceaccount/token\n\
+        "mode=probe\nport={port}\ncontroller={controller}\nread=/proc/1/environ\nread=/etc/passwd\nread={o}/serviceaccount/token\n\
          read={o}/trees/other/abc/cm.yaml\nread=apps/attack.conf\nwrite={o}/pwned\nwrite=/tmp/ferry-pwned-{pid}\n\
          write=apps/pwned\n",
-        pid = std::process::id()
+        pid = std::process::id(),
+        controller = std::process::id()
     );
     let tree = attack_tree(&conf);
     let rendered = render_path(tree.path(), "apps", &attack_settings(&attack))
@@ -149,6 +150,10 @@ async fn a_taken_over_renderer_cannot_read_write_connect_signal_or_escape() {
         "signal_init",
         "unshare_user",
         "io_uring",
+        "signal_controller",
+        "memfd",
+        "sysv_shm",
+        "steal_worker_fd",
     ] {
         assert_eq!(report[key], "EPERM", "{key}: seccomp (or Landlock's scopes)");
     }

@@ -992,7 +992,10 @@ pub(super) async fn run_bounded(
 
 /// Reads `from` to its end (so the writer never blocks on a full pipe), keeping the first
 /// [`MAX_STDERR_BYTES`].
-async fn drain_keeping(mut from: impl tokio::io::AsyncRead + Unpin, kept: &mut Vec<u8>) -> std::io::Result<()> {
+pub(super) async fn drain_keeping(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    kept: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     loop {
         let n = from.read(&mut buf).await?;

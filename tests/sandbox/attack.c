@@ -18,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -107,7 +110,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     char mode[32] = "probe";
-    int port = 0;
+    int port = 0, controller = 0;
     char reads[16][1024], writes[16][1024];
     int nreads = 0, nwrites = 0;
     char line[1100];
@@ -115,6 +118,7 @@ int main(int argc, char **argv) {
         line[strcspn(line, "\n")] = 0;
         if (!strncmp(line, "mode=", 5)) snprintf(mode, sizeof mode, "%s", line + 5);
         if (!strncmp(line, "port=", 5)) port = atoi(line + 5);
+        if (!strncmp(line, "controller=", 11)) controller = atoi(line + 11);
         if (!strncmp(line, "read=", 5) && nreads < 16) snprintf(reads[nreads++], 1024, "%s", line + 5);
         if (!strncmp(line, "write=", 6) && nwrites < 16) snprintf(writes[nwrites++], 1024, "%s", line + 6);
     }
@@ -152,6 +156,13 @@ int main(int argc, char **argv) {
     report("setpgid", setpgid(0, 0) == 0);
     report("ptrace_parent", ptrace(PTRACE_ATTACH, getppid(), 0, 0) == 0);
     report("signal_init", kill(1, 0) == 0);
+    report("signal_controller", controller > 0 && kill(controller, 0) == 0);
+    report("memfd", syscall(__NR_memfd_create, "x", 0) >= 0);
+    report("sysv_shm", shmget(IPC_PRIVATE, 1 << 20, IPC_CREAT | 0600) >= 0);
+    {
+        int pidfd = syscall(__NR_pidfd_open, getppid(), 0);
+        report("steal_worker_fd", pidfd >= 0 && syscall(__NR_pidfd_getfd, pidfd, 1, 0) >= 0);
+    }
     report("unshare_user", unshare(CLONE_NEWUSER) == 0);
     report("io_uring", syscall(__NR_io_uring_setup, 1, calloc(1, 256)) >= 0);
     {

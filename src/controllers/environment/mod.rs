@@ -1039,9 +1039,15 @@ async fn health_of(
 /// What went wrong talking to a target cluster, with the cause a person needs ("timed out", "connection
 /// refused").
 fn why_unreachable(e: &ReconcileError) -> String {
-    match e {
+    let text = match e {
         ReconcileError::Kube(k) => crate::apply::with_causes(k),
         ReconcileError::Internal(why) => why.clone(),
+    };
+    // The connect timer's own words ("deadline has elapsed") do not say which deadline: name it.
+    if text.contains("deadline has elapsed") && !text.contains("timed out") {
+        format!("{text} (connecting timed out)")
+    } else {
+        text
     }
 }
 

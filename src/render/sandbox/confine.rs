@@ -62,8 +62,8 @@ impl Default for Limits {
         Limits {
             memory_bytes: 1 << 30,
             cpu_seconds: 120,
-            file_bytes: 256 << 20,
-            processes: 256,
+            file_bytes: 64 << 20,
+            processes: 128,
         }
     }
 }
@@ -129,6 +129,13 @@ pub fn confine(policy: &Policy) -> Walls {
     }
     // SAFETY: no arguments.
     walls.uid = unsafe { libc::getuid() };
+    // The first process the kernel kills when memory runs short: a render, never the controller (children
+    // inherit it; after Landlock nothing can lower it again). Written while /proc/self is still ours.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    // Not dumpable: a renderer of the same user cannot take the worker's file descriptors (its answer pipe)
+    // or read its memory.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0 {
         walls.no_new_privs = true;
@@ -175,7 +182,7 @@ fn set_limits(limits: &Limits, uid: u32) -> std::io::Result<()> {
         }
     };
     set(libc::RLIMIT_DATA, limits.memory_bytes)?;
-    set(libc::RLIMIT_AS, limits.memory_bytes.saturating_mul(16).max(16 << 30))?;
+    set(libc::RLIMIT_AS, limits.memory_bytes.saturating_mul(4).max(4 << 30))?;
     set(libc::RLIMIT_CPU, limits.cpu_seconds)?;
     set(libc::RLIMIT_FSIZE, limits.file_bytes)?;
     set(libc::RLIMIT_NOFILE, 4096)?;
@@ -252,6 +259,14 @@ fn set_capabilities(caps: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The highest capability this kernel knows (`/proc/sys/kernel/cap_last_cap`), read before Landlock.
+fn last_capability() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
 /// Root becomes `uid`, keeping only CAP_DAC_READ_SEARCH (ambient, so kustomize and helm keep it too): the
 /// tree stays readable whatever its modes, the scratch directory becomes the user's, and every process of the
 /// render counts against the process limit.
@@ -267,15 +282,16 @@ fn become_user(uid: u32, scratch: &Path) -> std::io::Result<()> {
     // SAFETY: plain system calls with valid arguments, in a process that is still one thread.
     unsafe {
         check(libc::chown(dir.as_ptr(), uid, uid))?;
+        // The bounding set while CAP_SETPCAP is still effective (after setresuid it is not).
+        for cap in 0..=libc::c_ulong::from(last_capability()) {
+            if cap != CAP_DAC_READ_SEARCH as libc::c_ulong {
+                check(libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0))?;
+            }
+        }
         check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
         check(libc::setgroups(0, std::ptr::null()))?;
         check(libc::setresgid(uid, uid, uid))?;
         check(libc::setresuid(uid, uid, uid))?;
-        for cap in 0..64 {
-            if cap != CAP_DAC_READ_SEARCH as libc::c_ulong {
-                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-            }
-        }
     }
     set_capabilities(1 << CAP_DAC_READ_SEARCH)?;
     // SAFETY: prctl with integer arguments.
@@ -564,6 +580,18 @@ mod seccomp {
             // The limits set before the filter stay.
             libc::SYS_setrlimit,
             libc::SYS_prlimit64,
+            // Memory RLIMIT_DATA does not count, and SysV segments outlive the process group's kill.
+            libc::SYS_shmget,
+            libc::SYS_shmat,
+            libc::SYS_shmctl,
+            libc::SYS_msgget,
+            libc::SYS_semget,
+            libc::SYS_mq_open,
+            libc::SYS_memfd_create,
+            // Executing what is not a file Landlock can see; taking another process's descriptors.
+            libc::SYS_execveat,
+            libc::SYS_pidfd_getfd,
+            libc::SYS_kcmp,
         ];
         #[cfg(target_arch = "x86_64")]
         calls.extend([libc::SYS_kexec_file_load, libc::SYS_iopl, libc::SYS_ioperm]);

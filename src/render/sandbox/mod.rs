@@ -99,9 +99,6 @@ struct Response {
     decrypted: Option<Result<Option<Rendered>, crate::decrypt::DecryptError>>,
 }
 
-/// Bytes of the worker's stderr kept for a message.
-const MAX_STDERR: usize = 16 << 10;
-
 /// Time the worker gets beyond the render timeout (its own deadline fires first) before its group is killed.
 const GRACE: Duration = Duration::from_secs(2);
 
@@ -278,12 +275,13 @@ async fn run_worker(
         ))
     })?;
     let group = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
+    // Whatever happens to this future (a web view diff whose viewer left, a shutdown), the group goes with it.
+    let guard = KillGroup(group);
     let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err(RenderError::Worker("the render worker has no pipes".to_string()));
     };
-    // The answer holds the YAML and the objects parsed from it: about twice the YAML limit.
-    let limit = settings.max_bytes.saturating_mul(3).saturating_add(1 << 20);
+    let limit = answer_limit(settings.max_bytes);
     let exchange = async {
         let write = async {
             // A worker that dies early closes its stdin: what it says on stderr explains more than EPIPE.
@@ -293,7 +291,7 @@ async fn run_worker(
         let mut out = Vec::new();
         let mut err = Vec::new();
         let read_out = async { stdout.take(limit + 1).read_to_end(&mut out).await };
-        let read_err = drain_keeping(stderr, &mut err);
+        let read_err = super::kustomize::drain_keeping(stderr, &mut err);
         let ((), read, _) = tokio::join!(write, read_out, read_err);
         read.map_err(|e| RenderError::Io(e.to_string()))?;
         Ok::<_, RenderError>((out, err))
@@ -301,11 +299,11 @@ async fn run_worker(
     let exchanged = tokio::time::timeout(settings.timeout + GRACE, exchange).await;
     // Before the worker is reaped its pid cannot be reused, so the group it leads is still exactly its own:
     // whatever it left running (seccomp keeps all of it in the group) goes now.
-    if let Some(group) = group {
-        // SAFETY: a signal to a process group this process created.
-        unsafe { libc::killpg(group, libc::SIGKILL) };
-    }
+    drop(guard);
     let status = child.wait().await.map_err(|e| RenderError::Io(e.to_string()))?;
+    if let Some(group) = group {
+        reap_group(group).await;
+    }
     let Ok(exchanged) = exchanged else {
         return Err(RenderError::Timeout(settings.timeout.as_secs()));
     };
@@ -321,6 +319,42 @@ async fn run_worker(
     }
     serde_json::from_slice(&out)
         .map_err(|e| RenderError::Worker(format!("unreadable answer from the render worker: {e}")))
+}
+
+/// The largest answer a worker may give: the YAML (at most `--max-render-bytes`) and the objects parsed from
+/// it. The worker refuses to send more (`TooManyBytes`), so the controller never parses more.
+pub(crate) fn answer_limit(max_bytes: u64) -> u64 {
+    max_bytes.saturating_mul(2).saturating_add(1 << 20)
+}
+
+/// Kills a worker's process group when dropped.
+struct KillGroup(Option<libc::pid_t>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            // SAFETY: a signal to a process group this process created (its leader not reaped yet).
+            unsafe { libc::killpg(group, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Reaps what the killed group leaves to this process: in a container Ferry is PID 1, and a killed
+/// kustomize's children are handed to it; nothing else would ever wait for them. Stops when none is left
+/// (or after a second: the rest are someone else's to reap).
+async fn reap_group(group: libc::pid_t) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on a process group this process created, without blocking.
+        let r = unsafe { libc::waitpid(-group, &mut status, libc::WNOHANG) };
+        if r < 0 || std::time::Instant::now() > deadline {
+            return;
+        }
+        if r == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Why a worker that did not exit 0 failed, named by the limit when one was hit.
@@ -361,17 +395,4 @@ fn exit_failure(status: std::process::ExitStatus, stderr: &[u8], limits: &Limits
     } else {
         format!("the render worker {how}: {tail}")
     }))
-}
-
-/// Reads `from` to its end (so the writer never blocks), keeping the first [`MAX_STDERR`] bytes.
-async fn drain_keeping(mut from: impl tokio::io::AsyncRead + Unpin, kept: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let room = MAX_STDERR.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-    }
 }

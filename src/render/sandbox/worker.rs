@@ -38,13 +38,31 @@ pub fn worker_main() -> i32 {
         (Some(job), false) => (Ok(empty()), Some(decrypt(&request, job, &settings))),
         (None, false) => (render(&request, &settings), None),
     };
-    let response = Response {
+    let mut response = Response {
         walls,
         result,
         decrypted,
     };
+    let Ok(mut answer) = serde_json::to_vec(&response) else {
+        return 3;
+    };
+    // Never more than the controller reads: YAML anchors in a chart's output can make the objects far larger
+    // than the YAML the limit was checked on.
+    let limit = super::answer_limit(request.max_bytes);
+    if answer.len() as u64 > limit {
+        let too_many = || RenderError::TooManyBytes {
+            what: "the rendered objects".to_string(),
+            limit,
+        };
+        response.result = Err(too_many());
+        response.decrypted = response.decrypted.map(|_| Err(too_many().into()));
+        let Ok(refusal) = serde_json::to_vec(&response) else {
+            return 3;
+        };
+        answer = refusal;
+    }
     let mut stdout = std::io::stdout().lock();
-    if serde_json::to_writer(&mut stdout, &response).is_err() || stdout.flush().is_err() {
+    if stdout.write_all(&answer).is_err() || stdout.flush().is_err() {
         return 3;
     }
     0
