@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod decrypt;
 pub mod endpoints;
+pub mod error;
 pub mod health;
 pub mod images;
 pub mod leader;

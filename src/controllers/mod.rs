@@ -4,11 +4,11 @@
 mod environment;
 mod events;
 pub mod gitrepository;
-pub(crate) mod history;
 mod promotion;
 mod registrypolicy;
 mod status;
 
+pub use crate::error::ReconcileError;
 pub use environment::discover_capabilities;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,16 +25,6 @@ use kube::{Api, Client, Resource};
 use crate::api::{Environment, GitRepository, Promotion, RegistryPolicy};
 use crate::cluster::{Clusters, Target};
 use crate::source::MirrorStore;
-
-/// Errors a reconcile returns to the runtime: only the API server's, which are retried with a delay.
-/// Everything a user can cause is reported in status instead and is not an error here.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("internal: {0}")]
-    Internal(String),
-}
 
 /// Operator-level settings (flags of `ferry run`).
 #[derive(Debug, Clone)]

@@ -12,12 +12,13 @@ use tracing::info;
 use super::failure::Failure;
 use super::plan::{Copies, Pipeline};
 use crate::api::{Environment, EnvironmentStatus, ImageRecord, LocalSecretReference, Reason, RevisionPhase};
-use crate::controllers::{ReconcileError, history};
+use crate::error::ReconcileError;
 use crate::images::ImageReference;
 use crate::images::pinning::{CopyRule, covers, distinct_images, recorded, rewrite};
 use crate::registry::{CopyReport, Credentials, DOCKER_CONFIG_KEY, Registry};
 use crate::render::RenderedObject;
 use crate::secrets::SecretError;
+use crate::sync::history;
 
 type Images = Vec<(String, ImageReference)>;
 

@@ -14,6 +14,7 @@ pub mod applied;
 pub mod capabilities;
 pub mod decide;
 pub mod failure;
+pub(crate) mod history;
 pub mod images;
 pub mod plan;
 pub mod remote;

@@ -24,7 +24,7 @@ use super::images::Pinned;
 use crate::api::{Environment, EnvironmentStatus, GitRepository};
 use crate::apply::{ApplyOptions, Owner};
 use crate::cluster::Target;
-use crate::controllers::ReconcileError;
+use crate::error::ReconcileError;
 use crate::registry::RegistrySettings;
 use crate::render::{HelmInputs, RenderCache, RenderSettings, Rendered, RenderedObject, render_path_with};
 use crate::secrets::{Readers, SecretReader};

@@ -22,13 +22,13 @@ pub use fresh::Freshness;
 
 use verification::Poll;
 
-use super::history;
 use super::{Context, ReconcileError};
 use crate::api::{
     ConditionSet, Environment, EnvironmentStatus, GitRepository, RECONCILE_REQUESTED_AT, Reason, parse_duration,
     set_condition_status,
 };
 use crate::cluster::{ClusterError, Target};
+use crate::sync::history;
 use std::collections::BTreeSet;
 
 use crate::api::{DeletionPolicy, DriftCorrection, InventoryEntry};

@@ -13,8 +13,9 @@ use tracing::info;
 use super::{Reconcile, health_of};
 use crate::api::{EnvironmentStatus, RevisionPhase, Verification, parse_duration};
 use crate::cluster::Target;
-use crate::controllers::{ReconcileError, history};
+use crate::controllers::ReconcileError;
 use crate::source::Revision;
+use crate::sync::history;
 use crate::verify::{JobOutcome, build_job, job_name, job_outcome, run_token};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
