@@ -13,7 +13,8 @@ use super::{Context, ReconcileError};
 use crate::api::{
     Artifact, ConditionSet, GitRepository, GitRepositoryStatus, RECONCILE_REQUESTED_AT, Reason, parse_duration,
 };
-use crate::secrets::{SecretError, SecretReader};
+use crate::secrets::SecretReader;
+use crate::source::credentials::load_credentials;
 use crate::source::{Credentials, FetchOptions, Revision, redact_url};
 
 /// Share of the interval within which another GitRepository's fetch of the same mirror is reused.
@@ -24,39 +25,6 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     let name = repo.name_any();
     let span = info_span!("reconcile", kind = "GitRepository", namespace = %namespace, name = %name, revision = tracing::field::Empty);
     reconcile_inner(repo, ctx, namespace, name).instrument(span).await
-}
-
-/// The credentials a GitRepository fetches with, from its Secret, read with `reader` (as its ServiceAccount in
-/// the controller, see [`crate::secrets`]). `Ok(Err)` is the user's problem: a missing Secret, one the account
-/// may not read, or one that does not hold credentials.
-pub async fn load_credentials(
-    reader: &SecretReader,
-    repo: &GitRepository,
-) -> Result<Result<Credentials, (Reason, String, bool)>, ReconcileError> {
-    let Some(secret_ref) = &repo.spec.secret_ref else {
-        return Ok(Ok(Credentials::default()));
-    };
-    let namespace = repo.namespace().unwrap_or_default();
-    let secret = match reader.get(&namespace, &secret_ref.name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            let message = format!("Secret {namespace}/{} not found", secret_ref.name);
-            return Ok(Err((Reason::SecretNotFound, message, false)));
-        }
-        // A grant fixes it without a change to the spec: retried at the interval, not stalled.
-        Err(SecretError::Forbidden(message)) => return Ok(Err((Reason::Forbidden, message, false))),
-        Err(SecretError::Api(e)) => return Err(e.into()),
-    };
-    let data = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    Ok(
-        Credentials::from_secret(&repo.credentials_identity(), &data, &repo.spec.url)
-            .map_err(|e| (Reason::AuthFailed, e.to_string(), true)),
-    )
 }
 
 /// The reader of `repo`'s Secrets as the controller reads them; an invalid `serviceAccountName` is the user's

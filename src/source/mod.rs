@@ -5,6 +5,7 @@
 //! run these functions on a blocking thread.
 
 mod auth;
+pub mod credentials;
 mod export;
 mod links;
 mod mirror;

@@ -272,7 +272,7 @@ impl Pipeline<'_> {
                     Ok(reader) => reader,
                     Err(e) => return Ok(Err(Failure::reader(e))),
                 };
-                let creds = match crate::controllers::gitrepository::load_credentials(&reader, repo).await? {
+                let creds = match crate::source::credentials::load_credentials(&reader, repo).await? {
                     Ok(c) => c,
                     Err((reason, message, stalled)) => {
                         return Ok(Err(Failure {

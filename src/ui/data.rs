@@ -465,7 +465,7 @@ impl Data {
         let reader = SecretReader::own(self.client.clone());
         let (mirrors, changes) = (self.mirrors.clone(), self.changes.clone());
         tokio::spawn(async move {
-            let creds = match crate::controllers::gitrepository::load_credentials(&reader, &repo).await {
+            let creds = match crate::source::credentials::load_credentials(&reader, &repo).await {
                 Ok(Ok(c)) => c,
                 _ => return,
             };
