@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use sha2::{Digest, Sha256};
 
 use crate::api::KubeConfigReference;
 use crate::apply::Applier;
@@ -46,6 +47,16 @@ pub enum ClusterError {
 /// default. `ferry run --remote-cluster-timeout`.
 pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A target cluster as one identity: the SHA-256 of its kubeconfig (never logged, never stored elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterIdentity([u8; 32]);
+
+impl ClusterIdentity {
+    pub fn of_kubeconfig(text: &str) -> Self {
+        ClusterIdentity(Sha256::digest(text.as_bytes()).into())
+    }
+}
+
 /// Where an Environment's objects go: a client and the applier (with its discovery cache) for it.
 #[derive(Clone)]
 pub struct Target {
@@ -59,7 +70,7 @@ pub struct Target {
 /// messages (never the credentials), and the client its watches use.
 #[derive(Clone)]
 pub struct RemoteCluster {
-    pub identity: crate::sync::ClusterIdentity,
+    pub identity: ClusterIdentity,
     /// `scheme://host:port`, for logs.
     pub server: String,
     /// `scheme://host:port (kubeconfig Secret ns/name)`.
@@ -362,7 +373,7 @@ impl Clusters {
         })?;
         let mut target = Target::new(client);
         target.remote = Some(RemoteCluster {
-            identity: crate::sync::ClusterIdentity::of_kubeconfig(&text),
+            identity: ClusterIdentity::of_kubeconfig(&text),
             server,
             shown: remote,
             watch_client,

@@ -25,5 +25,5 @@ pub use capabilities::CapabilityCache;
 pub use failure::Failure;
 pub use images::Pinned;
 pub use plan::{Copies, Pipeline, Prepared, apply_options};
-pub use remote::{ClusterIdentity, RemoteWatches, WatchSetInfo};
+pub use remote::{RemoteWatches, WatchSetInfo};
 pub use watches::OwnedObjectWatches;

@@ -11,22 +11,12 @@ use std::sync::{Arc, Mutex, Weak};
 use futures::channel::mpsc;
 use kube::Client;
 use kube::runtime::reflector::ObjectRef;
-use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::applied::{AppliedRecords, EnvKey};
 use super::watches::OwnedObjectWatches;
 use crate::api::Environment;
-
-/// A target cluster as one identity: the SHA-256 of its kubeconfig (never logged, never stored elsewhere).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClusterIdentity([u8; 32]);
-
-impl ClusterIdentity {
-    pub fn of_kubeconfig(text: &str) -> Self {
-        ClusterIdentity(Sha256::digest(text.as_bytes()).into())
-    }
-}
+use crate::cluster::ClusterIdentity;
 
 struct WatchSet {
     watches: Arc<OwnedObjectWatches>,
