@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod decrypt;
 pub mod endpoints;
 pub mod error;
+pub mod format;
 pub mod health;
 pub mod images;
 pub mod leader;

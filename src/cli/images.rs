@@ -4,8 +4,9 @@
 
 use kube::{Api, Client, ResourceExt};
 
-use super::pipeline::{CliError, get, short_revision, table};
+use super::pipeline::{CliError, get, table};
 use crate::api::{Environment, ImageRecord};
+use crate::format::short_revision;
 use crate::images::ImageReference;
 
 pub async fn images(client: &Client, namespace: &str, environment: &str) -> Result<String, CliError> {

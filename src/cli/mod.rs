@@ -21,6 +21,7 @@ pub mod tree;
 pub mod ui;
 pub mod version;
 
+pub use crate::format::{Group, group_inventory, promotion_order, short_revision};
 pub use diff::{
     DiffError, EnvironmentDiff, diff_environment, diff_environment_at, diff_environment_checked, diff_local,
     environment_revision, mask_secret, render_local, render_local_decrypted, unified,
@@ -28,8 +29,7 @@ pub use diff::{
 pub use events::{EventRow, events, ferry_events, format_events};
 pub use images::{format_images, images};
 pub use pipeline::{
-    CliError, approve, format_history, format_pipeline, history, pipeline, promote, promotion_order, reject,
-    resolve_verified, rollback, short_revision,
+    CliError, approve, format_history, format_pipeline, history, pipeline, promote, reject, resolve_verified, rollback,
 };
 pub use policy::{
     PolicyFileError, check as check_registry_policy, cluster_policies, format_violations, policies_from_files,
@@ -41,5 +41,5 @@ pub use reconcile::{
     set_suspended, verdict, wait_reconciled,
 };
 pub use target::environment_target;
-pub use tree::{Group, format_tree, group_inventory, show_health, tree};
+pub use tree::{format_tree, show_health, tree};
 pub use version::{controller_version, image_tag};

@@ -2,8 +2,6 @@
 //! Each command only creates or patches objects; the controllers do the work and enforce the gates, so the CLI
 //! refuses early only what the controllers would fail anyway, with a message that says what to do instead.
 
-use std::collections::HashSet;
-
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -13,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::{
     Decision, Environment, Promotion, PromotionPhase, READY, RevisionPhase, RevisionRecord, VERIFIED, condition_status,
 };
+use crate::format::{SHORT_COMMIT, promotion_order, short_revision};
 use crate::source::Revision;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +45,6 @@ pub enum CliError {
     Kube(#[from] kube::Error),
 }
 
-/// Commit ids are shown at this length, as short enough to read and long enough to be unique in practice.
-const SHORT_COMMIT: usize = 12;
 /// Longest MESSAGE cell; the full text is in the object's conditions.
 const MESSAGE_WIDTH: usize = 60;
 
@@ -295,41 +292,6 @@ pub fn resolve_verified(environment: &str, history: &[RevisionRecord], wanted: &
     }
 }
 
-/// The pipeline table: Environments without `spec.promotion` first, each followed by those promoting from it
-/// (depth first, so a chain reads top to bottom); names order siblings. Environments whose upstream is missing
-/// start chains too, and those in a cycle come last, once each.
-pub fn promotion_order(envs: &[Environment]) -> Vec<&Environment> {
-    let from = |e: &Environment| e.spec.promotion.as_ref().map(|p| p.from.clone());
-    let mut sorted: Vec<&Environment> = envs.iter().collect();
-    sorted.sort_by_key(|e| e.name_any());
-    let names: HashSet<String> = sorted.iter().map(|e| e.name_any()).collect();
-    let is_root = |e: &Environment| from(e).is_none_or(|f| !names.contains(&f));
-    let mut order: Vec<&Environment> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let starts = sorted
-        .iter()
-        .filter(|e| is_root(e))
-        .chain(sorted.iter().filter(|e| !is_root(e)));
-    for start in starts {
-        let mut stack = vec![*start];
-        while let Some(env) = stack.pop() {
-            if !seen.insert(env.name_any()) {
-                continue;
-            }
-            order.push(env);
-            let name = env.name_any();
-            // Reversed so that the stack pops children in name order.
-            stack.extend(
-                sorted
-                    .iter()
-                    .rev()
-                    .filter(|c| from(c).as_deref() == Some(name.as_str())),
-            );
-        }
-    }
-    order
-}
-
 /// The pipeline table, in [`promotion_order`].
 pub fn format_pipeline(envs: &[Environment]) -> String {
     let from = |e: &Environment| e.spec.promotion.as_ref().map(|p| p.from.clone());
@@ -453,20 +415,6 @@ pub fn format_history(env: &Environment, promotions: &[Promotion], now: Timestam
         .collect();
     out.push_str(&table(&["NAME", "REVISION", "PHASE", "AGE"], rows));
     out
-}
-
-/// `main@sha1:<12 hex>`: enough to recognise a commit without the table running off the screen.
-pub fn short_revision(revision: &str) -> String {
-    match Revision::parse(revision) {
-        Some(r) => {
-            let short = Revision {
-                commit: r.commit.chars().take(SHORT_COMMIT).collect(),
-                ..r
-            };
-            short.render()
-        }
-        None => revision.to_string(),
-    }
 }
 
 fn truncate(message: &str) -> String {

@@ -2,17 +2,13 @@
 //! and kind, each with its health as the controller judges it (`crate::health::assess` on the live object in
 //! the Environment's target cluster).
 
-use std::collections::BTreeMap;
-
 use kube::{Api, Client};
 
-use super::pipeline::{CliError, get, short_revision};
+use super::pipeline::{CliError, get};
 use super::target::environment_target;
 use crate::api::{Environment, InventoryEntry, READY, condition_status};
+use crate::format::{group_inventory, short_revision};
 use crate::health::{Health, assess};
-
-/// Label of the group holding cluster-scoped objects.
-const CLUSTER_SCOPED: &str = "(cluster-scoped)";
 
 /// The tree of `name` in `namespace`, read live. `config` is what `client` was built from (for kubeConfig
 /// targets).
@@ -53,42 +49,6 @@ pub fn show_health(health: &Health) -> String {
         Health::InProgress(why) => format!("InProgress: {why}"),
         Health::Failed(why) => format!("Failed: {why}"),
     }
-}
-
-/// One group of the tree: a namespace (or [`CLUSTER_SCOPED`]) and its kinds, each with its objects' names
-/// and `T` (their health), all sorted.
-pub type Group<T> = (String, Vec<(String, Vec<(String, T)>)>);
-
-/// The objects grouped by namespace (cluster-scoped last), then kind, then name: the tree's shape, shared by
-/// `ferry tree` and the web view.
-pub fn group_inventory<T: Clone>(objects: &[(InventoryEntry, T)]) -> Vec<Group<T>> {
-    type Kinds<T> = BTreeMap<String, Vec<(String, T)>>;
-    let mut groups: BTreeMap<(bool, String), Kinds<T>> = BTreeMap::new();
-    for (entry, health) in objects {
-        let group = match &entry.namespace {
-            Some(ns) => (false, ns.clone()),
-            None => (true, CLUSTER_SCOPED.to_string()),
-        };
-        groups
-            .entry(group)
-            .or_default()
-            .entry(entry.kind.clone())
-            .or_default()
-            .push((entry.name.clone(), health.clone()));
-    }
-    groups
-        .into_iter()
-        .map(|((_, group), kinds)| {
-            let kinds = kinds
-                .into_iter()
-                .map(|(kind, mut names)| {
-                    names.sort_by(|a, b| a.0.cmp(&b.0));
-                    (kind, names)
-                })
-                .collect();
-            (group, kinds)
-        })
-        .collect()
 }
 
 /// `title`, then the objects as a tree: namespace (cluster-scoped last), kind, `name  health`.

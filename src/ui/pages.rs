@@ -12,7 +12,8 @@ use maud::{DOCTYPE, Markup, html};
 use crate::api::{
     Environment, InventoryEntry, Promotion, PromotionPhase, READY, RevisionPhase, RevisionRecord, VERIFIED,
 };
-use crate::cli::{EventRow, group_inventory, short_revision};
+use crate::cli::EventRow;
+use crate::format::{group_inventory, short_revision};
 use crate::source::Revision;
 
 /// A commit as the repository records it: shown next to a revision.
@@ -306,7 +307,7 @@ pub fn pipeline_page(
     commits: &Commits,
     now: Timestamp,
 ) -> Markup {
-    let order = crate::cli::promotion_order(envs);
+    let order = crate::format::promotion_order(envs);
     layout(
         chrome,
         namespace,
