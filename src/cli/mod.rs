@@ -21,10 +21,10 @@ pub mod tree;
 pub mod ui;
 pub mod version;
 
-pub use crate::format::{Group, group_inventory, promotion_order, short_revision};
+pub use crate::format::{Group, group_inventory, mask_secret, promotion_order, short_revision, unified};
 pub use diff::{
     DiffError, EnvironmentDiff, diff_environment, diff_environment_at, diff_environment_checked, diff_local,
-    environment_revision, mask_secret, render_local, render_local_decrypted, unified,
+    environment_revision, render_local, render_local_decrypted,
 };
 pub use events::{EventRow, events, ferry_events, format_events};
 pub use images::{format_images, images};

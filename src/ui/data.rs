@@ -349,7 +349,7 @@ impl Data {
             let kind = d.desired["kind"].as_str().unwrap_or_default().to_string();
             let namespace = d.desired["metadata"]["namespace"].as_str().map(str::to_string);
             let text = if self.may_get(viewer, &api_version, &kind, namespace.as_deref()).await {
-                Some(crate::cli::unified(&d, false))
+                Some(crate::format::unified(&d, false))
             } else {
                 None
             };

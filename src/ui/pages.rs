@@ -1,6 +1,6 @@
 //! The pages, as pure functions from API objects (and what the server looked up for them) to HTML. Nothing
 //! here talks to a cluster, so pages are unit-tested and benchmarked from fixtures. maud escapes every value;
-//! Secret data never reaches these functions (diffs come masked by [`crate::cli::unified`]).
+//! Secret data never reaches these functions (diffs come masked by [`crate::format::unified`]).
 
 use std::collections::HashMap;
 
@@ -863,7 +863,7 @@ mod tests {
         };
         let items = [DiffItem {
             object: d.object.clone(),
-            text: Some(crate::cli::unified(&d, false)),
+            text: Some(crate::format::unified(&d, false)),
         }];
         let p = waiting("p", "production", REV);
         let html = diff_page(&Chrome::default(), &p, REV, Some("tok"), Some(Ok(&items))).into_string();
