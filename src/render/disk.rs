@@ -176,13 +176,14 @@ async fn render_within(
     if KUSTOMIZATION_FILES.iter().any(|f| canonical_dir.join(f).is_file()) {
         // secretGenerator files sops encrypted are never read as data: kustomize reads stand-ins here (the
         // render every Environment shares, keys or not), the plaintext only per Environment (crate::decrypt).
-        let dirs = kustomize::check_local_only(&canonical_root, &canonical_dir, &removed)?.dirs;
+        let checked = kustomize::check_local_only(&canonical_root, &canonical_dir, &removed)?;
         let stand_ins =
-            crate::decrypt::stand_ins(&canonical_root, &dirs).map_err(|e| RenderError::Io(e.to_string()))?;
+            crate::decrypt::stand_ins(&canonical_root, &checked.dirs).map_err(|e| RenderError::Io(e.to_string()))?;
         if !stand_ins.is_empty() {
             return Box::pin(render_path_replacing(&canonical_root, path, settings, &stand_ins)).await;
         }
-        let yaml = kustomize::build(&canonical_root, &canonical_dir, settings, &removed).await?;
+        // Checked just above: run it, rather than check every kustomization a second time.
+        let yaml = kustomize::run(&canonical_root, &canonical_dir, settings, checked.uses_helm).await?;
         let source = format!("kustomize build {}", if rel.is_empty() { "." } else { &rel });
         let objects = render_plain(&[ManifestFile {
             path: source,
